@@ -1,0 +1,54 @@
+# acklab: `make up` builds the default lab, `make test` runs every test. Both run the set-up first.
+SHELL := /bin/bash
+LAB ?= default
+VENV := $(CURDIR)/.venv
+
+# Pulumi: local file backend in .pulumi/ (no login), empty passphrase, engine from .venv/bin.
+export PATH := $(VENV)/bin:$(PATH)
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi/state
+export PULUMI_HOME ?= $(CURDIR)/.pulumi/home
+export PULUMI_CONFIG_PASSPHRASE ?=
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
+
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup up down test unit kernel e2e lint clean status help
+
+help:
+	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
+	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
+	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
+
+setup:
+	@scripts/setup.sh
+	@mkdir -p .pulumi/state .pulumi/home
+
+up: setup
+	pulumi stack select --create $(LAB)
+	pulumi up --yes --stack $(LAB)
+
+down: setup
+	-pulumi destroy --yes --stack $(LAB)
+	acklab clean --lab $(LAB)
+
+status: setup
+	acklab status --lab $(LAB)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+unit: setup
+	$(PYTEST) tests/unit -q
+
+kernel: setup
+	$(PYTEST) tests/kernel -q
+
+e2e: setup
+	$(PYTEST) tests/e2e -q
+
+test: setup lint
+	$(PYTEST) tests --junitxml=reports/junit.xml
+
+clean: setup
+	acklab clean --lab $(LAB)

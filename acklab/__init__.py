@@ -1,0 +1,1 @@
+"""acklab's command line: see a lab, run commands in it, clean it up."""

@@ -1,0 +1,106 @@
+"""``acklab``: status, exec and clean for the labs on this machine.
+
+Exit codes: 0 success, 1 a command run by ``exec`` failed or nothing matched, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from acklab.inventory import read_lab, resolve_target
+from netns.kernel.namespace import list_namespaces
+from netns.model.errors import LabError
+from netns.model.names import PREFIX, lab_of, mark
+
+EPILOG = """examples:
+  acklab status                      the default lab, as a table
+  acklab status --lab t1 --json      another lab, for scripts
+  acklab exec ecs-1 -- ping -c1 192.168.2.10
+  acklab clean --lab t1              remove every namespace (and process in it) of lab t1
+"""
+
+
+def default_lab() -> str:
+    return os.environ.get("ACKLAB_LAB", "default")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = read_lab(args.lab)
+    if args.json:
+        json.dump(view.to_dict(), sys.stdout, indent=2)
+        print()
+        return 0
+    if not view.vpcs:
+        print(f"lab {args.lab}: nothing on this machine")
+        return 0
+    for vpc in view.vpcs:
+        print(f"VPC {vpc.id}  {vpc.cidr_block}  netns {vpc.netns}")
+        for vsw in vpc.vswitches:
+            print(f"  vSwitch {vsw.id}  {vsw.cidr_block}  zone {vsw.zone_id}  gateway {vsw.gateway_ip}")
+    print()
+    print(f"{'ECS':<12} {'ID':<12} {'PRIVATE IP':<16} {'VSWITCH':<13} NETNS")
+    for ecs in view.ecs:
+        print(f"{ecs.name:<12} {ecs.id:<12} {ecs.private_ip:<16} {ecs.vswitch_id:<13} {ecs.netns}")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("acklab exec: no command given (acklab exec TARGET -- CMD ...)", file=sys.stderr)
+        return 2
+    netns = resolve_target(args.lab, args.target)
+    os.execvp("ip", ["ip", "netns", "exec", netns, *command])
+    return 1  # not reached
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    prefix = PREFIX if args.all else mark(args.lab)
+    removed = 0
+    for namespace in list_namespaces(prefix):
+        if lab_of(namespace.name) is None:
+            continue  # not an acklab object after all: leave it alone
+        namespace.remove()
+        removed += 1
+        print(f"removed {namespace.name}")
+    print(f"{removed} namespace(s) removed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acklab", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    status = sub.add_parser("status", help="what a lab consists of")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    run = sub.add_parser("exec", help="run a command in an ECS (by name or id) or VPC router namespace")
+    run.add_argument("target")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.set_defaults(func=cmd_exec)
+
+    clean = sub.add_parser("clean", help="remove every leftover that carries a lab's mark")
+    clean.add_argument("--all", action="store_true", help="every acklab lab on this machine")
+    clean.set_defaults(func=cmd_clean)
+
+    for p in (status, run, clean):
+        p.add_argument("--lab", default=default_lab(), help="lab (Pulumi stack) name, default: %(default)s")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LabError, LookupError) as exc:
+        print(f"acklab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""What a lab consists of, read from the kernel (the lab's namespaces and the facts on their links)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from netns.model import addressing
+from netns.model.names import mark
+from netns.realize.vpc import routers
+
+
+@dataclass
+class EcsView:
+    id: str
+    name: str
+    private_ip: str
+    vswitch_id: str
+    eni_id: str
+    netns: str
+
+
+@dataclass
+class VSwitchView:
+    id: str
+    cidr_block: str
+    zone_id: str
+    gateway_ip: str
+
+
+@dataclass
+class VpcView:
+    id: str
+    cidr_block: str
+    netns: str
+    vswitches: list[VSwitchView] = field(default_factory=list)
+
+
+@dataclass
+class LabView:
+    lab: str
+    vpcs: list[VpcView] = field(default_factory=list)
+    ecs: list[EcsView] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_lab(lab: str) -> LabView:
+    view = LabView(lab)
+    for router in routers(lab):
+        cidr = router.cidr()
+        vpc = VpcView(router.vpc_id, str(cidr) if cidr else "", router.namespace.name)
+        for vswitch in router.vswitches():
+            net = vswitch.cidr()
+            vpc.vswitches.append(VSwitchView(vswitch.vswitch_id, str(net) if net else "", vswitch.zone_id() or "",
+                                             str(addressing.gateway(net)) if net else ""))
+            for eni_id, facts in vswitch.enis().items():
+                if facts.get("device") == "0" and "instance" in facts:
+                    view.ecs.append(EcsView(facts["instance"], facts.get("name", ""), facts.get("ip", ""),
+                                            vswitch.vswitch_id, eni_id, mark(lab) + facts["instance"]))
+        view.vpcs.append(vpc)
+    view.ecs.sort(key=lambda e: (e.name, e.id))
+    return view
+
+
+def resolve_target(lab: str, target: str) -> str:
+    """A namespace name from an ECS name, an instance id or a namespace name of the lab."""
+    if target.startswith(mark(lab)):
+        return target
+    view = read_lab(lab)
+    for ecs in view.ecs:
+        if target in (ecs.id, ecs.name):
+            return ecs.netns
+    for vpc in view.vpcs:
+        if target == vpc.id:
+            return vpc.netns
+    raise LookupError(f"no ECS or VPC named {target!r} in lab {lab} (see `acklab status --lab {lab}`)")

@@ -1,0 +1,162 @@
+"""A named network namespace (``/run/netns/NAME``) and what runs inside it."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def netlink_socket_in(path: str) -> socket.socket:
+    """A rtnetlink socket that belongs to the namespace at ``path``, made without fork.
+
+    A socket keeps the namespace it was created in. It is created by a short-lived thread that enters
+    the namespace (setns moves only the calling thread) and then ends; the process never changes
+    namespace. Forking instead (pyroute2's default) crashes inside the multi-threaded gRPC server of a
+    Pulumi provider.
+    """
+    result: dict[str, socket.socket | BaseException] = {}
+
+    def make() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns {path}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=make, name=f"netns-socket:{path}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["sock"]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One named network namespace. Never the root namespace: a name is always required."""
+
+    name: str
+
+    def exists(self) -> bool:
+        return os.path.exists(os.path.join(NETNS_DIR, self.name))
+
+    def create(self) -> bool:
+        """Create the namespace with its loopback up; return False if it already existed."""
+        if self.exists():
+            return False
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, text=True)
+        with self.ipr() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return True
+
+    def remove(self) -> bool:
+        """Stop every process inside, then delete the namespace; return False if it was absent."""
+        if not self.exists():
+            return False
+        self.kill_processes()
+        subprocess.run(["ip", "netns", "delete", self.name], check=True, capture_output=True, text=True)
+        return True
+
+    @contextmanager
+    def ipr(self) -> Iterator[IPRoute]:
+        """A netlink socket opened inside the namespace (the calling process never enters it)."""
+        sock = netlink_socket_in(os.path.join(NETNS_DIR, self.name))
+        ipr = IPRoute(fileno=sock.detach())
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace (iproute2's ``ip netns exec``)."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv],
+            check=check, capture_output=True, text=True, timeout=timeout, input=input,
+        )
+
+    def sysctl(self, key: str, value: str | int) -> None:
+        """Set a sysctl of this namespace (net.* keys are per namespace)."""
+        if not key.startswith("net."):
+            raise ValueError(f"only per-namespace net.* sysctls may be set, not {key}")
+        self.run(["sysctl", "-qw", f"{key}={value}"])
+
+    def inode(self) -> int | None:
+        try:
+            return os.stat(os.path.join(NETNS_DIR, self.name)).st_ino
+        except FileNotFoundError:
+            return None
+
+    def pids(self) -> list[int]:
+        """PIDs of the processes whose network namespace is this one."""
+        inode = self.inode()
+        if inode is None:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                    found.append(int(entry))
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                continue
+        return found
+
+    def kill_processes(self, grace: float = 3.0) -> None:
+        """End the processes inside this namespace, by PID: SIGTERM, then SIGKILL after ``grace``."""
+        pids = self.pids()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            if pids:
+                time.sleep(0.05)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+
+
+def list_namespaces(prefix: str) -> list[Namespace]:
+    """Every named namespace whose name starts with ``prefix`` (must be non-empty)."""
+    if not prefix:
+        raise ValueError("a prefix is required: acklab only lists its own namespaces")
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return [Namespace(n) for n in sorted(names) if n.startswith(prefix)]
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

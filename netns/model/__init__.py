@@ -1,0 +1,1 @@
+"""The cloud model: pure rules (addressing, names, validation) with no kernel access."""

@@ -1,0 +1,66 @@
+"""Lab names, cloud ids and the mark that makes every kernel object of a lab findable.
+
+Every network namespace of a lab is named ``acklab-<lab>-<cloud id>``. Lab names are letters and
+digits only, so no lab's mark is a prefix of another lab's mark (``acklab-a-`` never matches a
+namespace of lab ``a-b``): ``acklab clean --lab a`` can never touch lab ``ab``'s objects.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from netns.model.errors import ValidationError
+
+PREFIX = "acklab-"
+_LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_ID_RE = re.compile(r"^(vpc|vsw|i|eni)-[0-9a-f]{8}$")
+
+
+def check_lab(lab: str) -> str:
+    """Return ``lab`` if it is a valid lab (stack) name, else raise a ValidationError."""
+    if not _LAB_RE.match(lab or ""):
+        raise ValidationError(
+            f"lab {lab!r}",
+            "stack name",
+            "must be 1-16 lower-case letters and digits, starting with a letter "
+            "(it becomes part of every namespace name of the lab)",
+        )
+    return lab
+
+
+def mark(lab: str) -> str:
+    """The prefix every namespace of ``lab`` carries."""
+    return f"{PREFIX}{check_lab(lab)}-"
+
+
+def netns_name(lab: str, cloud_id: str) -> str:
+    """The namespace that realizes the cloud object ``cloud_id`` (a VPC router or an ECS)."""
+    if not _ID_RE.match(cloud_id):
+        raise ValueError(f"not an acklab cloud id: {cloud_id!r}")
+    return mark(lab) + cloud_id
+
+
+def new_id(kind: str) -> str:
+    """A fresh Alibaba-style id: ``vpc-``, ``vsw-``, ``i-`` or ``eni-`` and 8 hex digits.
+
+    Eight hex digits keep ids short enough to serve as interface names (15 characters at most).
+    """
+    if kind not in ("vpc", "vsw", "i", "eni"):
+        raise ValueError(f"unknown id kind {kind!r}")
+    return f"{kind}-{secrets.token_hex(4)}"
+
+
+def is_cloud_id(value: str, kind: str) -> bool:
+    return bool(_ID_RE.match(value or "")) and value.startswith(kind + "-")
+
+
+def lab_of(namespace: str) -> str | None:
+    """The lab a namespace belongs to, or None if it carries no acklab mark."""
+    if not namespace.startswith(PREFIX):
+        return None
+    rest = namespace[len(PREFIX):]
+    lab, sep, cloud_id = rest.partition("-")
+    if not sep or not _LAB_RE.match(lab) or not _ID_RE.match(cloud_id):
+        return None
+    return lab

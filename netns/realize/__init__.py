@@ -1,0 +1,37 @@
+"""Realizations: each cloud object mapped onto kernel objects, idempotent create / read / delete."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from netns.model.names import check_lab
+
+LOCK_DIR = "/run/acklab"
+
+
+@contextmanager
+def lab_lock(lab: str) -> Iterator[None]:
+    """Serialize the read-modify-write steps of one lab (address allocation, overlap checks).
+
+    Pulumi creates resources in parallel; without this lock two ECS could be handed the same address.
+    """
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    fd = os.open(os.path.join(LOCK_DIR, f"{check_lab(lab)}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def parse_alias(alias: str | None) -> dict[str, str]:
+    """Kernel objects carry their cloud facts in ``ifalias`` as ``key=value`` words."""
+    return dict(word.split("=", 1) for word in (alias or "").split() if "=" in word)
+
+
+def format_alias(**facts: str) -> str:
+    return " ".join(f"{key}={value}" for key, value in facts.items())

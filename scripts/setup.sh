@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set-up for `make up` and `make test`: Debian packages, .venv/ with pinned Python packages, and the
+# Pulumi engine (built once from Go modules, cached outside the clone). Safe to run again: each step
+# checks first and does nothing when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(iproute2 iputils-ping iptables procps python3-venv)
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "acklab set-up needs root (it installs packages and, later, builds network namespaces)" >&2
+    exit 1
+  fi
+}
+
+install_debian_packages() {
+  local missing=()
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+create_venv() {
+  local stamp=.venv/.acklab-deps
+  local want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
+  fi
+  echo "==> creating .venv with the pinned Python packages"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+}
+
+need_root
+install_debian_packages
+create_venv
+scripts/build-engine.sh
