@@ -1,0 +1,100 @@
+"""Test helpers: unique labs, the root namespace's state, and traffic between lab namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from netns.kernel.namespace import Namespace, list_namespaces
+from netns.model.names import mark
+
+
+def new_lab() -> str:
+    """A lab name no other test or lab on this machine uses."""
+    return "t" + secrets.token_hex(5)
+
+
+def clean_lab(lab: str) -> None:
+    for namespace in list_namespaces(mark(lab)):
+        namespace.remove()
+
+
+def root_netns_state() -> dict[str, object]:
+    """Links, addresses, routes and rules of the root namespace (the lab must never change them)."""
+    def ip_json(*args: str) -> object:
+        out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True).stdout
+        return json.loads(out or "[]")
+
+    links = [{k: link.get(k) for k in ("ifname", "mtu", "operstate", "address")} for link in ip_json("link")]
+    return {"links": links, "addr": ip_json("addr"), "routes": ip_json("route", "show", "table", "all"),
+            "rules": ip_json("rule")}
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ping(netns: str, address: str) -> bool:
+    return Namespace(netns).run(["ping", "-c1", "-W1", address], check=False).returncode == 0
+
+
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("listening", flush=True)
+while True:
+    conn, peer = s.accept()
+    conn.sendall(f"hello {peer[0]}\\n".encode())
+    conn.close()
+"""
+
+CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as c:
+    print(c.recv(100).decode().strip())
+"""
+
+
+class TcpServer:
+    """A TCP server in a namespace that greets each client with the address it saw."""
+
+    def __init__(self, netns: str, port: int = 8080) -> None:
+        self.netns, self.port = netns, port
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", SERVER, str(port)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "listening"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+    def __enter__(self) -> TcpServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def tcp_greeting(netns: str, address: str, port: int = 8080) -> str | None:
+    """Connect from ``netns``; return the server's greeting, or None if the connection failed."""
+    result = Namespace(netns).run([sys.executable, "-c", CLIENT, address, str(port)], check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def env_with_venv() -> dict[str, str]:
+    venv_bin = os.path.join(os.path.dirname(sys.executable))
+    return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
