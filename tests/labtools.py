@@ -98,3 +98,122 @@ def tcp_greeting(netns: str, address: str, port: int = 8080) -> str | None:
 def env_with_venv() -> dict[str, str]:
     venv_bin = os.path.join(os.path.dirname(sys.executable))
     return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+
+
+class ProbeServer:
+    """TCP and UDP responders inside a namespace, served by a thread of the test process.
+
+    The sockets are created inside the namespace, so no process runs there. TCP: a greeting line
+    ``hello <client ip>``, then every line sent is echoed. UDP: each datagram gets ``hello <client ip>``.
+    """
+
+    def __init__(self, netns: str, tcp: tuple[int, ...] = (80, 22), udp: tuple[int, ...] = (53,)) -> None:
+        import selectors
+        import socket
+        import threading
+
+        self._socket = socket
+        self.selector = selectors.DefaultSelector()
+        self.sockets = []
+        for port in tcp:
+            s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+            s.listen(64)
+            self.selector.register(s, selectors.EVENT_READ, "accept")
+            self.sockets.append(s)
+        for port in udp:
+            s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("0.0.0.0", port))
+            self.selector.register(s, selectors.EVENT_READ, "datagram")
+            self.sockets.append(s)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=0.1):
+                sock = key.fileobj
+                try:
+                    if key.data == "accept":
+                        conn, peer = sock.accept()
+                        conn.sendall(f"hello {peer[0]}\n".encode())
+                        self.selector.register(conn, 1, "stream")
+                        self.sockets.append(conn)
+                    elif key.data == "datagram":
+                        data, peer = sock.recvfrom(2048)
+                        sock.sendto(f"hello {peer[0]}".encode(), peer)
+                    else:
+                        data = sock.recv(2048)
+                        if data:
+                            sock.sendall(data)
+                        else:
+                            self.selector.unregister(sock)
+                            sock.close()
+                except OSError:
+                    continue
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=5)
+        for s in self.sockets:
+            s.close()
+        self.selector.close()
+
+    def __enter__(self) -> ProbeServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def probe_tcp(netns: str, address: str, port: int, source: str | None = None, timeout: float = 1.0) -> bool:
+    """True if a TCP connection from ``netns`` gets the greeting."""
+    import socket
+
+    s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.connect((address, port))
+        return s.recv(100).startswith(b"hello ")
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def probe_udp(netns: str, address: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a datagram from ``netns`` gets an answer within ``timeout``."""
+    import socket
+
+    s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(b"hostname", (address, port))
+        return s.recvfrom(100)[0].startswith(b"hello ")
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def connect_tcp(netns: str, address: str, port: int):
+    """An open TCP connection from ``netns`` (greeting already read), for flows that must survive changes."""
+    import socket
+
+    s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect((address, port))
+    assert s.recv(100).startswith(b"hello ")
+    return s
+
+
+def still_flows(conn) -> bool:
+    try:
+        conn.sendall(b"ping\n")
+        return conn.recv(100) == b"ping\n"
+    except OSError:
+        return False

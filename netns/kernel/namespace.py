@@ -21,8 +21,8 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def netlink_socket_in(path: str) -> socket.socket:
-    """A rtnetlink socket that belongs to the namespace at ``path``, made without fork.
+def socket_in(path: str, family: int, type: int, proto: int = 0) -> socket.socket:
+    """A socket that belongs to the namespace at ``path``, made without fork.
 
     A socket keeps the namespace it was created in. It is created by a short-lived thread that enters
     the namespace (setns moves only the calling thread) and then ends; the process never changes
@@ -40,7 +40,7 @@ def netlink_socket_in(path: str) -> socket.socket:
                     raise OSError(errno, f"setns {path}: {os.strerror(errno)}")
             finally:
                 os.close(fd)
-            result["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+            result["sock"] = socket.socket(family, type, proto)
         except BaseException as exc:
             result["error"] = exc
 
@@ -81,12 +81,16 @@ class Namespace:
     @contextmanager
     def ipr(self) -> Iterator[IPRoute]:
         """A netlink socket opened inside the namespace (the calling process never enters it)."""
-        sock = netlink_socket_in(os.path.join(NETNS_DIR, self.name))
+        sock = self.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
         ipr = IPRoute(fileno=sock.detach())
         try:
             yield ipr
         finally:
             ipr.close()
+
+    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+        """A socket inside this namespace (see ``socket_in``)."""
+        return socket_in(os.path.join(NETNS_DIR, self.name), family, type, proto)
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
             input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from netns.model.errors import ValidationError
 
 PREFIX = "acklab-"
 _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-_ID_RE = re.compile(r"^(vpc|vsw|i|eni)-[0-9a-f]{8}$")
+_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr)-[0-9a-f]{8}$")
 
 
 def check_lab(lab: str) -> str:
@@ -46,7 +46,7 @@ def new_id(kind: str) -> str:
 
     Eight hex digits keep ids short enough to serve as interface names (15 characters at most).
     """
-    if kind not in ("vpc", "vsw", "i", "eni"):
+    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr"):
         raise ValueError(f"unknown id kind {kind!r}")
     return f"{kind}-{secrets.token_hex(4)}"
 

@@ -1,7 +1,9 @@
 """ECS instance → a namespace whose primary ENI (eth0) is a veth into its vSwitch's bridge.
 
-The router end of the veth is named by the ENI id and carries the ENI's facts (address, owner) in its
-alias: the vSwitch's list of used addresses is read from the kernel, never from a side file.
+The router end of the veth is named by the ENI id and carries the ENI's facts (address, owner, name,
+security groups) in its alias: the vSwitch's used addresses and the groups' members are read from the
+kernel, never from a side file. Every change of ENIs re-applies the VPC's security-group ruleset, so a new
+ENI is filtered (and source-checked) from the moment it exists.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from dataclasses import dataclass
 from netns.kernel.link import Veth, addresses, default_gateway, ensure_address, ensure_default_route
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
-from netns.model.errors import ValidationError
+from netns.model.errors import NotFoundError, ValidationError
 from netns.model.names import netns_name
+from netns.model.security_group import check_membership
 from netns.realize import format_alias, lab_lock
-from netns.realize.vpc import VSwitch, routers
+from netns.realize import security_group as sg
+from netns.realize.vpc import VpcRouter, VSwitch, routers
 
 PRIMARY_IFNAME = "eth0"
 
@@ -25,6 +29,8 @@ class InstanceState:
     private_ip: str
     vswitch_id: str | None
     gateway: str | None
+    name: str = ""
+    security_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,43 +43,67 @@ class EcsInstance:
     def namespace(self) -> Namespace:
         return Namespace(netns_name(self.lab, self.instance_id))
 
-    def create(self, vswitch: VSwitch, private_ip: str | None, resource: str, name: str = "") -> str:
+    def create(self, vswitch: VSwitch, private_ip: str | None, resource: str, name: str = "",
+               security_groups: tuple[str, ...] = ()) -> str:
         """Make the namespace and plug eth0 into the vSwitch; return the address it got."""
         with lab_lock(self.lab):
             net = vswitch.cidr()
             if net is None:
                 raise ValidationError(resource, "vswitch_id", f"vSwitch {vswitch.vswitch_id} has no address block")
+            self._check_groups(resource, vswitch.router, security_groups)
             used = vswitch.used_addresses()
             if private_ip:
                 addr = addressing.check_private_ip(resource, private_ip, net, used)
             else:
                 addr = addressing.allocate(net, used)
             try:
-                self._plumb(vswitch, net, addr, name)
+                self._plumb(vswitch, net, addr, name, security_groups)
             except Exception:
-                self.delete()
+                self.delete(apply_groups=False)
                 raise
+        sg.apply(vswitch.router)
         return str(addr)
 
-    def _plumb(self, vswitch: VSwitch, net: ipaddress.IPv4Network, addr: ipaddress.IPv4Address, name: str) -> None:
+    def _check_groups(self, resource: str, router: VpcRouter, security_groups: tuple[str, ...]) -> None:
+        groups = []
+        for sg_id in security_groups:
+            group = sg.load_group(self.lab, sg_id)
+            if group is None or group.vpc_id != router.vpc_id:
+                raise NotFoundError(f"{resource}: security_groups: {sg_id} is not a security group of "
+                                    f"VPC {router.vpc_id}")
+            groups.append(group)
+        check_membership(resource, groups)
+
+    def _plumb(self, vswitch: VSwitch, net: ipaddress.IPv4Network, addr: ipaddress.IPv4Address, name: str,
+               security_groups: tuple[str, ...]) -> None:
         self.namespace.create()
         veth = Veth(vswitch.router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME)
-        veth.ensure(alias=self._alias(addr, name), master=vswitch.vswitch_id)
+        veth.ensure(alias=self._alias(addr, name, security_groups), master=vswitch.vswitch_id)
         with self.namespace.ipr() as ipr:
             ensure_address(ipr, PRIMARY_IFNAME, ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}"))
             ensure_default_route(ipr, addressing.gateway(net))
 
-    def _alias(self, addr: ipaddress.IPv4Address | str, name: str) -> str:
-        return format_alias(ip=str(addr), instance=self.instance_id, device="0", name="_".join(name.split()))
+    def _alias(self, addr: ipaddress.IPv4Address | str, name: str, security_groups: tuple[str, ...]) -> str:
+        return format_alias(ip=str(addr), instance=self.instance_id, device="0", name="_".join(name.split()),
+                            sg=",".join(security_groups))
 
-    def rename(self, name: str) -> None:
-        """Record a new instance name on the primary ENI (what `acklab status` and `exec` read)."""
-        state = self.read()
-        if state is None or state.vswitch_id is None:
-            return
+    def relabel(self, resource: str, name: str, security_groups: tuple[str, ...]) -> None:
+        """Record a new name or new security groups on the primary ENI, then re-apply the groups."""
         for router in routers(self.lab):
+            state = self._facts(router)
+            if state is None:
+                continue
+            self._check_groups(resource, router, security_groups)
             Veth(router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).set_alias(
-                self._alias(state.private_ip, name))
+                self._alias(state["ip"], name, security_groups))
+            sg.apply(router)
+
+    def _facts(self, router: VpcRouter) -> dict[str, str] | None:
+        for vswitch in router.vswitches():
+            facts = vswitch.enis().get(self.eni_id)
+            if facts is not None:
+                return {**facts, "vswitch": vswitch.vswitch_id}
+        return None
 
     def read(self) -> InstanceState | None:
         """What the kernel holds for this instance, or None if its namespace is gone."""
@@ -84,16 +114,18 @@ class EcsInstance:
             gateway = default_gateway(ipr)
         if not found:
             return None
-        return InstanceState(str(found[0].ip), self._vswitch_id(), gateway)
-
-    def _vswitch_id(self) -> str | None:
+        facts: dict[str, str] = {}
         for router in routers(self.lab):
-            for vswitch in router.vswitches():
-                if self.eni_id in vswitch.enis():
-                    return vswitch.vswitch_id
-        return None
+            facts = self._facts(router) or facts
+        groups = tuple(g for g in facts.get("sg", "").split(",") if g)
+        return InstanceState(str(found[0].ip), facts.get("vswitch"), gateway, facts.get("name", ""), groups)
 
-    def delete(self) -> None:
+    def delete(self, apply_groups: bool = True) -> None:
         for router in routers(self.lab):
+            plugged = self._facts(router) is not None
             Veth(router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).remove()
+            if plugged and apply_groups:
+                sg.apply(router)
         self.namespace.remove()
+
+
