@@ -11,9 +11,8 @@ import os
 import sys
 
 from acklab.inventory import read_lab, resolve_target
-from netns.kernel.namespace import list_namespaces
 from netns.model.errors import LabError
-from netns.model.names import PREFIX, lab_of, mark
+from netns.realize.cleanup import clean_lab, labs_present
 
 EPILOG = """examples:
   acklab status                      the default lab, as a table
@@ -43,7 +42,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print()
     print(f"{'ECS':<12} {'ID':<12} {'PRIVATE IP':<16} {'VSWITCH':<13} NETNS")
     for ecs in view.ecs:
-        print(f"{ecs.name:<12} {ecs.id:<12} {ecs.private_ip:<16} {ecs.vswitch_id:<13} {ecs.netns}")
+        groups = ",".join(ecs.security_groups) or "-"
+        print(f"{ecs.name:<12} {ecs.id:<12} {ecs.private_ip:<16} {ecs.vswitch_id:<13} {ecs.netns}  sg {groups}")
+    for group in view.security_groups:
+        print(f"\nsecurity group {group.id} ({group.type}, inner {group.inner_access_policy})")
+        for rule in group.rules:
+            peer = rule["cidr"] or rule["peer_group"]
+            ports = "/".join(map(str, rule["ports"])) if rule["ports"] else "-1/-1"
+            print(f"  {rule['priority']:>3} {rule['direction']:<7} {rule['policy']:<6} {rule['protocol']:<4} "
+                  f"{ports:<11} {peer}")
     return 0
 
 
@@ -58,15 +65,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    prefix = PREFIX if args.all else mark(args.lab)
-    removed = 0
-    for namespace in list_namespaces(prefix):
-        if lab_of(namespace.name) is None:
-            continue  # not an acklab object after all: leave it alone
-        namespace.remove()
-        removed += 1
-        print(f"removed {namespace.name}")
-    print(f"{removed} namespace(s) removed")
+    labs = sorted(labs_present()) if args.all else [args.lab]
+    removed = [item for lab in labs for item in clean_lab(lab)]
+    for item in removed:
+        print(f"removed {item}")
+    print(f"{len(removed)} item(s) removed")
     return 0
 
 

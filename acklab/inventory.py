@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from netns.model import addressing
 from netns.model.names import mark
+from netns.model.security_group import Rule
+from netns.realize.security_group import load_groups
 from netns.realize.vpc import routers
 
 
@@ -17,6 +19,16 @@ class EcsView:
     vswitch_id: str
     eni_id: str
     netns: str
+    security_groups: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SecurityGroupView:
+    id: str
+    vpc_id: str
+    type: str
+    inner_access_policy: str
+    rules: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -40,6 +52,7 @@ class LabView:
     lab: str
     vpcs: list[VpcView] = field(default_factory=list)
     ecs: list[EcsView] = field(default_factory=list)
+    security_groups: list[SecurityGroupView] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,9 +69,15 @@ def read_lab(lab: str) -> LabView:
                                              str(addressing.gateway(net)) if net else ""))
             for eni_id, facts in vswitch.enis().items():
                 if facts.get("device") == "0" and "instance" in facts:
+                    groups = [g for g in facts.get("sg", "").split(",") if g]
                     view.ecs.append(EcsView(facts["instance"], facts.get("name", ""), facts.get("ip", ""),
-                                            vswitch.vswitch_id, eni_id, mark(lab) + facts["instance"]))
+                                            vswitch.vswitch_id, eni_id, mark(lab) + facts["instance"], groups))
         view.vpcs.append(vpc)
+        for group in load_groups(lab, router.vpc_id).values():
+            view.security_groups.append(SecurityGroupView(group.sg_id, group.vpc_id, group.group_type,
+                                                          group.inner_access_policy,
+                                                          [asdict(rule) for rule in sorted(group.rules,
+                                                                                           key=Rule.order)]))
     view.ecs.sort(key=lambda e: (e.name, e.id))
     return view
 

@@ -10,8 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from netns.kernel.namespace import Namespace, list_namespaces
-from netns.model.names import mark
+from netns.kernel.namespace import Namespace
+from netns.realize import cleanup
 
 
 def new_lab() -> str:
@@ -20,8 +20,7 @@ def new_lab() -> str:
 
 
 def clean_lab(lab: str) -> None:
-    for namespace in list_namespaces(mark(lab)):
-        namespace.remove()
+    cleanup.clean_lab(lab)
 
 
 def root_netns_state() -> dict[str, object]:

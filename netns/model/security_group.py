@@ -97,6 +97,8 @@ def parse_rule(resource: str, rule_id: str, *, type: str, ip_protocol: str, port
     _choice(resource, "policy", policy, POLICIES)
     if nic_type != "intranet":
         raise ValidationError(resource, "nic_type", f"{nic_type!r}: rules of a VPC security group are intranet only")
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # Pulumi carries every number as a float
     if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 100:
         raise ValidationError(resource, "priority", f"{priority!r} is not an integer from 1 to 100")
     if (cidr_ip is None) == (source_security_group_id is None):

@@ -6,10 +6,16 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from netns.model.names import check_lab
 
 LOCK_DIR = "/run/acklab"
+
+
+def state_dir(lab: str) -> Path:
+    """Where a lab keeps its lock and the API state that has no kernel object (removed by `acklab clean`)."""
+    return Path(LOCK_DIR) / check_lab(lab)
 
 
 @contextmanager
@@ -18,8 +24,9 @@ def lab_lock(lab: str) -> Iterator[None]:
 
     Pulumi creates resources in parallel; without this lock two ECS could be handed the same address.
     """
-    os.makedirs(LOCK_DIR, exist_ok=True)
-    fd = os.open(os.path.join(LOCK_DIR, f"{check_lab(lab)}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    folder = state_dir(lab)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

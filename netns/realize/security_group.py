@@ -14,14 +14,9 @@ import os
 from pathlib import Path
 
 from netns.model.errors import LabError, NotFoundError
-from netns.model.names import check_lab
 from netns.model.security_group import Eni, Group, Rule, compile_ruleset
-from netns.realize import LOCK_DIR, lab_lock
+from netns.realize import lab_lock, state_dir
 from netns.realize.vpc import VpcRouter
-
-
-def state_dir(lab: str) -> Path:
-    return Path(LOCK_DIR) / check_lab(lab)
 
 
 def _group_path(lab: str, sg_id: str) -> Path:

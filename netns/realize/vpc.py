@@ -15,7 +15,7 @@ from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
 from netns.model.names import mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias
+from netns.realize import format_alias, lab_lock, parse_alias, state_dir
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class VpcRouter:
 
     def delete(self) -> None:
         self.namespace.remove()
+        for leftover in state_dir(self.lab).glob(f"{self.vpc_id}.*"):
+            leftover.unlink(missing_ok=True)  # the router's last applied ruleset
 
 
 @dataclass(frozen=True)

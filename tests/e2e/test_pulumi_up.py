@@ -39,12 +39,30 @@ class Stack:
     def outputs(self) -> dict:
         return json.loads(self.run("stack", "output", "--json").stdout)
 
+    def init(self) -> None:
+        subprocess.run(["pulumi", "stack", "init", self.name, "--non-interactive"], cwd=self.project, env=self.env,
+                       check=True, capture_output=True)
+
+
+def temp_project(tmp_path: Path, program: str) -> Path:
+    """A Pulumi project of its own (same virtualenv) for a test program."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text(textwrap.dedent(f"""\
+        name: acklab-test
+        runtime:
+          name: python
+          options:
+            virtualenv: {VENV}
+        """))
+    (project / "__main__.py").write_text(program)
+    return project
+
 
 @pytest.fixture
 def stack(lab, tmp_path):
     stack = Stack(PROJECT, lab, tmp_path)
-    subprocess.run(["pulumi", "stack", "init", lab, "--non-interactive"], cwd=PROJECT, env=stack.env, check=True,
-                   capture_output=True)
+    stack.init()
     yield stack
     stack.run("destroy", "--yes", check=False)
     stack.run("stack", "rm", "--yes", "--force", check=False)
@@ -94,19 +112,8 @@ ecs.Instance("e", vswitch_id=ok.id, private_ip="192.168.1.10")
 
 
 def test_bad_input_is_one_clear_error_and_nothing_is_made(lab, tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text(textwrap.dedent(f"""\
-        name: acklab-bad-input
-        runtime:
-          name: python
-          options:
-            virtualenv: {VENV}
-        """))
-    (project / "__main__.py").write_text(BAD_PROGRAM)
-    stack = Stack(project, lab, tmp_path)
-    subprocess.run(["pulumi", "stack", "init", lab, "--non-interactive"], cwd=project, env=stack.env, check=True,
-                   capture_output=True)
+    stack = Stack(temp_project(tmp_path, BAD_PROGRAM), lab, tmp_path)
+    stack.init()
     result = stack.run("up", "--yes", check=False)
     assert result.returncode != 0
     assert "vpc.Switch 'bad': cidr_block: 10.9.0.0/24 is not inside the VPC's cidr_block 192.168.0.0/16" in \
