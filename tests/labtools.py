@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -29,9 +30,22 @@ def root_netns_state() -> dict[str, object]:
         out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True).stdout
         return json.loads(out or "[]")
 
+    def read(argv: list[str]) -> str:  # read-only listings; a missing tool reads as empty
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+        except FileNotFoundError:
+            return ""
+
+    def drop_counters(text: str) -> str:
+        lines = (line for line in text.splitlines() if not line.startswith("#"))
+        return "\n".join(re.sub(r"\[\d+:\d+\]", "", line) for line in lines)
+
     links = [{k: link.get(k) for k in ("ifname", "mtu", "operstate", "address")} for link in ip_json("link")]
     return {"links": links, "addr": ip_json("addr"), "routes": ip_json("route", "show", "table", "all"),
-            "rules": ip_json("rule")}
+            "rules": ip_json("rule"), "iptables": drop_counters(read(["iptables-save"])),
+            "nft": read(["nft", "list", "ruleset"]),
+            "sysctls": read(["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding",
+                             "net.ipv4.conf.all.rp_filter"])}
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
