@@ -13,12 +13,13 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
 
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup up down test unit kernel e2e lint clean status help
+.PHONY: setup up down test unit kernel e2e lint clean status help bench
 
 help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
+	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
 
 setup:
 	@scripts/setup.sh
@@ -52,3 +53,6 @@ test: setup lint
 
 clean: setup
 	acklab clean --lab $(LAB)
+
+bench: setup
+	$(VENV)/bin/python -m bench.ecs_scale
