@@ -13,7 +13,7 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
 
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup up down test unit kernel e2e lint clean status help bench
+.PHONY: setup up down test unit kernel e2e lint clean status help bench reliability
 
 help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
@@ -53,6 +53,9 @@ test: setup lint
 
 clean: setup
 	acklab clean --lab $(LAB)
+
+reliability: setup
+	$(VENV)/bin/python -m tests.reliability 20
 
 bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale

@@ -19,8 +19,13 @@ ESRCH = 3
 
 
 def index_of(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    """The interface index of ``ifname``, asked of the kernel by name (no dump of every link)."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]["index"]
+    except NetlinkError as exc:
+        if exc.code == ENODEV:
+            return None
+        raise
 
 
 def alias_of(ipr: IPRoute, ifname: str) -> str | None:

@@ -99,11 +99,7 @@ class EcsInstance:
             sg.apply(router)
 
     def _facts(self, router: VpcRouter) -> dict[str, str] | None:
-        for vswitch in router.vswitches():
-            facts = vswitch.enis().get(self.eni_id)
-            if facts is not None:
-                return {**facts, "vswitch": vswitch.vswitch_id}
-        return None
+        return router.port_facts(self.eni_id)
 
     def read(self) -> InstanceState | None:
         """What the kernel holds for this instance, or None if its namespace is gone."""

@@ -46,6 +46,21 @@ class VpcRouter:
             blocks = unreachable_routes(ipr)
         return blocks[0] if blocks else None
 
+    def port_facts(self, ifname: str) -> dict[str, str] | None:
+        """The facts on one router port (an ENI), with the vSwitch it is plugged into; None if absent."""
+        if not self.namespace.exists():
+            return None
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, ifname)
+            if index is None:
+                return None
+            link = ipr.get_links(index)[0]
+            facts = parse_alias(link.get("IFLA_IFALIAS"))
+            master = link.get("IFLA_MASTER")
+            if master:
+                facts["vswitch"] = ipr.get_links(master)[0].get("ifname")
+            return facts
+
     def vswitches(self) -> list[VSwitch]:
         if not self.namespace.exists():
             return []
