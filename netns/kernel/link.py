@@ -15,7 +15,6 @@ from netns.kernel.namespace import Namespace
 
 EEXIST = 17
 ENODEV = 19
-ESRCH = 3
 
 
 def index_of(ipr: IPRoute, ifname: str) -> int | None:
@@ -26,13 +25,6 @@ def index_of(ipr: IPRoute, ifname: str) -> int | None:
         if exc.code == ENODEV:
             return None
         raise
-
-
-def alias_of(ipr: IPRoute, ifname: str) -> str | None:
-    index = index_of(ipr, ifname)
-    if index is None:
-        return None
-    return ipr.get_links(index)[0].get("IFLA_IFALIAS")
 
 
 def ensure_address(ipr: IPRoute, ifname: str, interface: ipaddress.IPv4Interface) -> None:
@@ -111,13 +103,6 @@ class Bridge:
             index = index_of(ipr, self.ifname)
             if index is not None:
                 ipr.link("del", index=index)
-
-    def ports(self) -> list[str]:
-        with self.namespace.ipr() as ipr:
-            index = index_of(ipr, self.ifname)
-            if index is None:
-                return []
-            return [link.get("ifname") for link in ipr.get_links() if link.get("IFLA_MASTER") == index]
 
 
 @dataclass(frozen=True)
