@@ -26,8 +26,7 @@ setup:
 	@mkdir -p .pulumi/state .pulumi/home
 
 up: setup
-	pulumi stack select --create $(LAB)
-	pulumi up --yes --stack $(LAB)
+	scripts/up.sh $(LAB)
 
 down: setup
 	-pulumi destroy --yes --stack $(LAB)

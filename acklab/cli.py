@@ -19,6 +19,7 @@ EPILOG = """examples:
   acklab status --lab t1 --json      another lab, for scripts
   acklab exec ecs-1 -- ping -c1 192.168.2.10
   acklab clean --lab t1              remove every namespace (and process in it) of lab t1
+  acklab recover --lab t1            after a crashed pulumi up: stale lock, interrupted creates, leftovers
 """
 
 
@@ -73,6 +74,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from acklab.recover import main as recover
+
+    return recover(args.lab)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acklab", description=__doc__.splitlines()[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--all", action="store_true", help="every acklab lab on this machine")
     clean.set_defaults(func=cmd_clean)
 
-    for p in (status, run, clean):
+    recover = sub.add_parser("recover", help="run by make up in the project folder: after an interrupted pulumi up, "
+                             "clear a dead process's stack lock and interrupted creates, remove their leftovers")
+    recover.set_defaults(func=cmd_recover)
+
+    for p in (status, run, clean, recover):
         p.add_argument("--lab", default=default_lab(), help="lab (Pulumi stack) name, default: %(default)s")
     return parser
 

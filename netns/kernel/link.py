@@ -152,3 +152,22 @@ class Veth:
                 except NetlinkError as exc:
                     if exc.code != ENODEV:
                         raise
+
+
+def links_of(namespace: Namespace) -> dict[str, str | None]:
+    """Every interface of a namespace: name → kind (``bridge``, ``veth``, …; None for plain devices)."""
+    with namespace.ipr() as ipr:
+        return {link.get("ifname"): link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") for link in ipr.get_links()}
+
+
+def remove_link(namespace: Namespace, ifname: str) -> None:
+    """Delete an interface (both ends of a veth pair) if it is there."""
+    with namespace.ipr() as ipr:
+        index = index_of(ipr, ifname)
+        if index is None:
+            return
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != ENODEV:
+                raise

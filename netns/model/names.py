@@ -55,6 +55,11 @@ def is_cloud_id(value: str, kind: str) -> bool:
     return bool(_ID_RE.match(value or "")) and value.startswith(kind + "-")
 
 
+def is_any_cloud_id(value: str) -> bool:
+    """True for an id acklab hands out (any kind)."""
+    return bool(_ID_RE.match(value or ""))
+
+
 def lab_of(namespace: str) -> str | None:
     """The lab a namespace belongs to, or None if it carries no acklab mark."""
     if not namespace.startswith(PREFIX):

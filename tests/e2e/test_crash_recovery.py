@@ -1,0 +1,149 @@
+"""kill -9 of `pulumi up` halfway through the default lab, then `acklab clean` or `make up`'s recovery path.
+
+The CLI runs in a session of its own; the kill takes every process of that session (the CLI, the language
+host, the program, the provider plugins, which sit in process groups of their own but the same session), so
+only what the test started dies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from acklab.inventory import read_lab
+from netns.kernel.namespace import list_namespaces
+from netns.model.names import mark
+from netns.realize import state_dir
+from tests.e2e.test_pulumi_up import PROJECT, Stack
+from tests.labtools import ProbeServer, ping, probe_tcp, wait_for
+
+pytestmark = pytest.mark.e2e
+DEFAULT_LAB_NAMESPACES = 4  # __main__.py: one VPC router and three ECS
+
+
+def session_processes(sid: int) -> list[int]:
+    """Living (non-zombie) processes of session ``sid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    return [ns.name for ns in list_namespaces(mark(lab))]
+
+
+class InterruptedUp:
+    """`pulumi up` of the stack in a new session, killed with SIGKILL once part of the lab exists."""
+
+    def __init__(self, stack: Stack, log: Path) -> None:
+        self.stack = stack
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.name, "--non-interactive"],
+                cwd=stack.project, env=stack.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.sid = self.proc.pid  # a session leader's session id is its pid
+
+    def kill_when(self, ready: str, timeout: float = 120) -> list[str]:
+        """Wait until the lab has a namespace whose name contains ``ready``; kill -9; return the namespaces."""
+        prefix = mark(self.stack.name)
+        wait_for(lambda: any(ready in ns.name for ns in list_namespaces(prefix)), f"a namespace with {ready!r}",
+                 timeout=timeout)
+        self.kill()
+        return lab_namespaces(self.stack.name)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)  # the CLI first: nothing new gets started after this
+        self.proc.wait()
+        for pid in session_processes(self.sid):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not session_processes(self.sid), "every process of pulumi's session to end")
+
+
+@pytest.fixture
+def stack(lab, tmp_path):
+    stack = Stack(PROJECT, lab, tmp_path)
+    stack.init()
+    yield stack
+    stack.run("destroy", "--yes", check=False)
+
+
+@pytest.fixture
+def interrupted(stack, tmp_path):
+    runs: list[InterruptedUp] = []
+
+    def start() -> InterruptedUp:
+        runs.append(InterruptedUp(stack, tmp_path / "interrupted-up.log"))
+        return runs[-1]
+
+    yield start
+    for run in runs:  # also when the test failed before its kill
+        if run.proc.poll() is None or session_processes(run.sid):
+            run.kill()
+
+
+def stack_locks(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / ".pulumi" / "locks").rglob("*.json"))
+
+
+def test_kill_then_clean_leaves_nothing(root_unchanged, stack, interrupted, lab, tmp_path):
+    run = interrupted()
+    left = run.kill_when("-i-")
+    assert 1 <= len(left) < DEFAULT_LAB_NAMESPACES, f"part of the lab must exist at the kill: {left}"
+    assert not session_processes(run.sid)
+    assert stack_locks(tmp_path), "the killed CLI leaves its stack lock behind"
+
+    result = subprocess.run([str(Path(PROJECT) / ".venv/bin/acklab"), "clean", "--lab", lab],
+                            capture_output=True, text=True, env=stack.env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert lab_namespaces(lab) == []
+    assert not state_dir(lab).exists()
+
+
+@pytest.mark.parametrize("kill_at", ["-vpc-", "-i-"])
+def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupted, lab, tmp_path, kill_at):
+    run = interrupted()
+    at_kill = run.kill_when(kill_at)
+    assert stack_locks(tmp_path)
+    refused = stack.run("up", "--yes", check=False)
+    assert refused.returncode != 0 and "locked" in refused.stdout + refused.stderr, \
+        "a plain pulumi up must refuse the stale lock (the reason for the recovery path)"
+
+    result = subprocess.run([str(PROJECT / "scripts" / "up.sh"), lab], cwd=PROJECT, env=stack.env,
+                            capture_output=True, text=True, timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "removed the stale lock of a dead pulumi" in result.stdout
+    assert stack_locks(tmp_path) == []
+
+    out = stack.outputs()
+    ecs = out["instances"]
+    assert {name: e["private_ip"] for name, e in ecs.items()} == {
+        "ecs-1": "192.168.1.10", "ecs-2": "192.168.1.11", "ecs-3": "192.168.2.10"}
+    # Exactly the objects of the checkpoint: no duplicate of an interrupted create, no leftover.
+    assert sorted(lab_namespaces(lab)) == sorted([out["vpc_netns"], *(e["netns"] for e in ecs.values())])
+    assert len(at_kill) < len(lab_namespaces(lab)), "the kill must have come before the lab was complete"
+    view = read_lab(lab)
+    assert sorted(e.id for e in view.ecs) == sorted(e["id"] for e in ecs.values())
+    assert sorted(v.id for v in view.vpcs[0].vswitches) == sorted(out["vswitches"].values())
+
+    for a, b in itertools.permutations(ecs.values(), 2):
+        assert ping(a["netns"], b["private_ip"]), f"{a['private_ip']} -> {b['private_ip']}"
+    with ProbeServer(ecs["ecs-3"]["netns"], tcp=(80,), udp=()):
+        assert probe_tcp(ecs["ecs-1"]["netns"], "192.168.2.10", 80)
+
+    stack.run("up", "--yes", "--expect-no-changes")
+    stack.run("destroy", "--yes")
+    assert lab_namespaces(lab) == []
