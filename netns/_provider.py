@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.runtime import rpc
 
 from netns.model.errors import ValidationError
-from netns.model.names import check_lab
+from netns.model.names import REFERENCE_FIELDS, check_lab, check_reference
 
 
 def current_lab() -> str:
@@ -66,7 +67,26 @@ class LabProvider(ResourceProvider):
                 validate(resource, value)
             except ValidationError as exc:
                 failures.append(CheckFailure(field, exc.reason))
+        failures += self.check_references(resource, news)
         return CheckResult(news, failures)
+
+    def check_references(self, resource: str, news: dict[str, Any]) -> list[CheckFailure]:
+        """Fields that refer to another object by id take only acklab ids of the right kind.
+
+        An id that is not one would otherwise reach the kernel as an interface name (a vSwitch's bridge, an
+        ENI's port is named by its id) and fail there, e.g. for being longer than 15 characters.
+        """
+        failures = []
+        for field, kind in REFERENCE_FIELDS.items():
+            value = news.get(field) if field in self.inputs else None
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, str) or item == rpc.UNKNOWN:
+                    continue  # absent, or still unknown in a preview
+                try:
+                    check_reference(resource, field, item, kind)
+                except ValidationError as exc:
+                    failures.append(CheckFailure(field, exc.reason))
+        return failures
 
     def changed_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
         changed = []

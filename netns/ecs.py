@@ -12,7 +12,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 from netns._provider import LabProvider, current_lab, is_known, recall
 from netns.model import addressing
 from netns.model.errors import ValidationError
-from netns.model.names import new_id
+from netns.model.names import check_group_count, check_instance_name, new_id
 from netns.model.security_group import Group, check_group, parse_rule
 from netns.realize import security_group as sg
 from netns.realize.instance import EcsInstance
@@ -32,7 +32,8 @@ class InstanceProvider(LabProvider):
               "security_groups", "description", "tags")
     replace_on = ("lab", "vswitch_id", "private_ip", "image_id")
     computed_when_absent = ("private_ip",)
-    validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"private_ip": _check_ip_format}
+    validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "private_ip": _check_ip_format, "instance_name": check_instance_name, "security_groups": check_group_count}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         resource = f"{self.kind} {props['__name']!r}"

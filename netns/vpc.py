@@ -11,7 +11,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 from netns._provider import LabProvider, all_facts, current_lab, is_known, recall, remember
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
-from netns.model.names import new_id
+from netns.model.names import check_zone_id, new_id
 from netns.realize.vpc import VpcRouter, VSwitch
 
 
@@ -75,7 +75,8 @@ class SwitchProvider(LabProvider):
     kind = "vpc.Switch"
     inputs = ("lab", "vpc_id", "cidr_block", "zone_id", "vswitch_name", "description", "tags")
     replace_on = ("lab", "vpc_id", "cidr_block", "zone_id")
-    validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"cidr_block": addressing.check_vswitch_cidr}
+    validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"cidr_block": addressing.check_vswitch_cidr,
+                                                                  "zone_id": check_zone_id}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         resource = f"{self.kind} {props['__name']!r}"
@@ -120,6 +121,8 @@ class Switch(Resource):
         resource = f"{SwitchProvider.kind} {resource_name!r}"
         if zone_id is None:
             raise ValidationError(resource, "zone_id", "is required (e.g. cn-hangzhou-h)")
+        if is_known(zone_id):
+            check_zone_id(resource, zone_id)  # kept in the bridge's alias: no spaces, bounded length
         cidr = self._check_early(resource, vpc_id, cidr_block)
         super().__init__(SwitchProvider(), resource_name, {
             "__name": resource_name, "lab": current_lab(), "vpc_id": vpc_id, "cidr_block": cidr_block,

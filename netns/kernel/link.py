@@ -15,6 +15,14 @@ from netns.kernel.namespace import Namespace
 
 EEXIST = 17
 ENODEV = 19
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+
+
+def check_ifname(name: str) -> None:
+    """Refuse a name the kernel would refuse (dev_valid_name), before any netlink request is made."""
+    if not 0 < len(name.encode()) <= IFNAME_MAX or name in (".", "..") or any(c in name for c in "/:") \
+            or any(c.isspace() for c in name):
+        raise ValueError(f"{name!r} is not a valid interface name (1-{IFNAME_MAX} bytes, no '/', ':' or space)")
 
 
 def index_of(ipr: IPRoute, ifname: str) -> int | None:
@@ -85,6 +93,9 @@ class Bridge:
     namespace: Namespace
     ifname: str
 
+    def __post_init__(self) -> None:
+        check_ifname(self.ifname)
+
     def ensure(self, alias: str = "") -> None:
         with self.namespace.ipr() as ipr:
             if index_of(ipr, self.ifname) is None:
@@ -117,6 +128,10 @@ class Veth:
     ifname: str
     peer_namespace: Namespace
     peer_ifname: str
+
+    def __post_init__(self) -> None:
+        check_ifname(self.ifname)
+        check_ifname(self.peer_ifname)
 
     def ensure(self, alias: str = "", master: str | None = None) -> None:
         with self.namespace.ipr() as ipr:

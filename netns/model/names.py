@@ -69,3 +69,86 @@ def lab_of(namespace: str) -> str | None:
     if not sep or not _LAB_RE.match(lab) or not _ID_RE.match(cloud_id):
         return None
     return lab
+
+
+# --- kernel name limits ------------------------------------------------------------------------------------
+# An interface name is at most IFNAMSIZ - 1 = 15 bytes, not "." or "..", without "/", ":" or white space
+# (the kernel's dev_valid_name). An interface alias (ifalias) is at most IFALIASZ - 1 = 255 bytes.
+IFNAME_MAX = 15
+IFALIAS_MAX = 255
+# Ids that name an interface: a vSwitch is the bridge named by its id, an ENI the router port named by its id.
+IFNAME_KINDS = ("vsw", "eni")
+KIND_NAMES = {"vpc": "VPC", "vsw": "vSwitch", "i": "ECS instance", "eni": "network interface",
+              "sg": "security group", "sgr": "security group rule"}
+# Input fields that refer to another acklab object by id, and the kind of id each one takes.
+REFERENCE_FIELDS = {"vpc_id": "vpc", "vswitch_id": "vsw", "security_group_id": "sg", "source_security_group_id": "sg",
+                    "security_groups": "sg", "network_interface_id": "eni", "instance_id": "i"}
+_ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a Linux interface, or None if it can."""
+    size = len(name.encode())
+    if size == 0:
+        return "an interface name cannot be empty"
+    if size > IFNAME_MAX:
+        return f"{name!r} is {size} characters; a Linux interface name has at most {IFNAME_MAX}"
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        return f"{name!r} cannot name a Linux interface (no '/', ':' or white space)"
+    return None
+
+
+def check_ifname(resource: str, field: str, name: str) -> str:
+    problem = ifname_problem(name)
+    if problem:
+        raise ValidationError(resource, field, problem)
+    return name
+
+
+def check_reference(resource: str, field: str, value: object, kind: str) -> str:
+    """A field that names another acklab object by id: it must be an id of that kind, as acklab makes them."""
+    what = KIND_NAMES[kind]
+    if not isinstance(value, str):
+        raise ValidationError(resource, field, f"{value!r} is not a {what} id")
+    if kind in IFNAME_KINDS:
+        problem = ifname_problem(value)
+        if problem:
+            raise ValidationError(resource, field, f"{problem} (a {what} id names one)")
+    if not is_cloud_id(value, kind):
+        raise ValidationError(resource, field, f"{value!r} is not a {what} id of acklab ({kind}- and 8 hex digits)")
+    return value
+
+
+def check_alias_part(resource: str, field: str, value: object, limit: int) -> str:
+    """A free-text value kept in an interface alias: at most ``limit`` bytes, spaces allowed (stored as _)."""
+    if not isinstance(value, str):
+        raise ValidationError(resource, field, f"{value!r} is not a string")
+    size = len(value.encode())
+    if size > limit:
+        raise ValidationError(resource, field, f"is {size} bytes long; at most {limit} (it is kept in an interface "
+                                               f"alias, which the kernel caps at {IFALIAS_MAX} bytes)")
+    return value
+
+
+# Alibaba's limits, which also keep an ENI's alias (ip, instance, name, groups) within IFALIAS_MAX.
+INSTANCE_NAME_MAX = 128
+GROUPS_PER_INSTANCE_MAX = 5
+
+
+def check_instance_name(resource: str, value: object) -> str:
+    return check_alias_part(resource, "instance_name", value, INSTANCE_NAME_MAX)
+
+
+def check_group_count(resource: str, value: object) -> object:
+    if isinstance(value, list | tuple) and len(value) > GROUPS_PER_INSTANCE_MAX:
+        raise ValidationError(resource, "security_groups", f"{len(value)} groups; an instance joins at most "
+                                                           f"{GROUPS_PER_INSTANCE_MAX}")
+    return value
+
+
+def check_zone_id(resource: str, value: object) -> str:
+    """A zone id such as cn-hangzhou-h: letters, digits, '.', '_' and '-', at most 64 (kept in the bridge alias)."""
+    if not isinstance(value, str) or not _ZONE_RE.match(value):
+        raise ValidationError(resource, "zone_id", f"{value!r} is not a zone id (e.g. cn-hangzhou-h: letters, digits, "
+                                                   "'.', '_' and '-', at most 64)")
+    return value

@@ -40,5 +40,11 @@ def parse_alias(alias: str | None) -> dict[str, str]:
     return dict(word.split("=", 1) for word in (alias or "").split() if "=" in word)
 
 
+IFALIAS_MAX = 255  # bytes the kernel keeps in an interface alias (IFALIASZ - 1)
+
+
 def format_alias(**facts: str) -> str:
-    return " ".join(f"{key}={value}" for key, value in facts.items())
+    alias = " ".join(f"{key}={value}" for key, value in facts.items())
+    if len(alias.encode()) > IFALIAS_MAX:  # providers bound every part; this guards the sum
+        raise ValueError(f"interface alias of {len(alias.encode())} bytes exceeds the kernel's {IFALIAS_MAX}: {alias}")
+    return alias

@@ -14,7 +14,7 @@ from netns.kernel.link import Bridge, addresses, ensure_address, ensure_unreacha
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
-from netns.model.names import mark, netns_name
+from netns.model.names import is_cloud_id, mark, netns_name
 from netns.realize import format_alias, lab_lock, parse_alias, state_dir
 
 
@@ -142,6 +142,8 @@ def routers(lab: str) -> list[VpcRouter]:
 
 def find_vswitch(lab: str, vswitch_id: str) -> VSwitch:
     """Locate a vSwitch of the lab by id: the router namespace that holds a bridge of that name."""
+    if not is_cloud_id(vswitch_id, "vsw"):  # not even a possible bridge name: never ask the kernel
+        raise NotFoundError(f"vSwitch {vswitch_id!r} does not exist in lab {lab}")
     for router in routers(lab):
         with router.namespace.ipr() as ipr:
             if index_of(ipr, vswitch_id) is not None:

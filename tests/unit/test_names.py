@@ -32,3 +32,93 @@ def test_new_ids_fit_interface_names():
         cloud_id = names.new_id(kind)
         assert names.is_cloud_id(cloud_id, kind)
         assert len(cloud_id) <= 15
+
+
+# --- kernel name limits: rejected with a ValidationError naming the field, before anything is made ----------
+
+@pytest.mark.parametrize("name", ["eth0", "vsw-0a1b2c3d", "x" * 15])
+def test_valid_interface_names(name):
+    assert names.ifname_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "x" * 16, "a b", "a/b", "a:b", ".", "..", "é" * 8])
+def test_invalid_interface_names(name):
+    assert names.ifname_problem(name)
+
+
+def test_an_id_too_long_for_an_interface_name_is_refused_naming_the_field():
+    with pytest.raises(ValidationError, match="at most 15") as exc:
+        names.check_reference("ecs.Instance 'e'", "vswitch_id", "vsw-0123456789abcdef", "vsw")
+    assert exc.value.field == "vswitch_id"
+    assert str(exc.value).startswith("ecs.Instance 'e': vswitch_id: ")
+
+
+@pytest.mark.parametrize(("value", "kind"),
+                         [("vpc-0a1b2c3d", "vsw"), ("sg-xyz", "sg"), (7, "vpc"), ("i-0A1B2C3D", "i")])
+def test_references_take_only_acklab_ids_of_their_kind(value, kind):
+    with pytest.raises(ValidationError, match="id"):
+        names.check_reference("r", "field", value, kind)
+
+
+def test_a_well_formed_reference_passes():
+    assert names.check_reference("r", "vpc_id", "vpc-0a1b2c3d", "vpc") == "vpc-0a1b2c3d"
+
+
+@pytest.mark.parametrize("zone", ["cn-hangzhou-h", "z1", "us-east-1a"])
+def test_zone_ids(zone):
+    assert names.check_zone_id("r", zone) == zone
+
+
+@pytest.mark.parametrize("zone", ["cn hangzhou", "", "z" * 65, "-z", "zone=x"])
+def test_bad_zone_ids_are_refused(zone):
+    with pytest.raises(ValidationError, match="zone_id"):
+        names.check_zone_id("vpc.Switch 's'", zone)
+
+
+def test_instance_name_is_bounded_in_bytes():
+    assert names.check_instance_name("r", "n" * 128)
+    for name in ("n" * 129, "名" * 50):  # 50 CJK characters are 150 bytes
+        with pytest.raises(ValidationError, match=r"instance_name: is 1[0-9]{2} bytes long; at most 128"):
+            names.check_instance_name("r", name)
+
+
+def test_an_instance_joins_at_most_five_groups():
+    names.check_group_count("r", [f"sg-0000000{n}" for n in range(5)])
+    with pytest.raises(ValidationError, match="security_groups: 6 groups"):
+        names.check_group_count("r", [f"sg-0000000{n}" for n in range(6)])
+
+
+def test_the_longest_allowed_eni_alias_fits_the_kernel_limit():
+    from netns.realize import IFALIAS_MAX, format_alias
+    from netns.realize.instance import EcsInstance
+
+    groups = tuple(f"sg-0000000{n}" for n in range(names.GROUPS_PER_INSTANCE_MAX))
+    alias = EcsInstance("lab", "i-00000001", "eni-00000001")._alias("192.168.255.254", "n" * 128, groups)
+    assert len(alias.encode()) <= IFALIAS_MAX
+    with pytest.raises(ValueError, match="exceeds"):
+        format_alias(name="n" * 300)
+
+
+def test_kernel_layer_refuses_overlong_interface_names():
+    from netns.kernel.link import Bridge, Veth
+    from netns.kernel.namespace import Namespace
+
+    with pytest.raises(ValueError, match="not a valid interface name"):
+        Bridge(Namespace("ns"), "vsw-0123456789abcdef")
+    with pytest.raises(ValueError, match="not a valid interface name"):
+        Veth(Namespace("a"), "eni-00000001", Namespace("b"), "eth 0")
+
+
+def test_providers_check_references_and_skip_unknown_values():
+    from pulumi.runtime import rpc
+
+    from netns.ecs import InstanceProvider
+    from netns.vpc import SwitchProvider
+
+    news = {"__name": "e", "lab": "l", "vswitch_id": "vsw-0123456789abcdef", "security_groups": ["sg-1", rpc.UNKNOWN],
+            "instance_name": "e"}
+    failures = {(f.property, f.reason) for f in InstanceProvider().check({}, news).failures}
+    assert {prop for prop, _ in failures} == {"vswitch_id", "security_groups"}
+    assert any("at most 15" in reason for _, reason in failures)
+    news = {"__name": "s", "lab": "l", "vpc_id": rpc.UNKNOWN, "cidr_block": "10.0.1.0/24", "zone_id": "z1"}
+    assert SwitchProvider().check({}, news).failures == []
