@@ -15,7 +15,12 @@ from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ResourceProvid
 from pulumi.runtime import rpc
 
 from netns.model.errors import ValidationError
-from netns.model.names import REFERENCE_FIELDS, check_lab, check_reference
+from netns.model.names import ENI_ALIAS_INPUTS, REFERENCE_FIELDS, check_eni_alias, check_lab, check_reference
+
+
+def _unknown(value: Any) -> bool:
+    """A value still unknown in a preview (possibly inside a list)."""
+    return value == rpc.UNKNOWN or (isinstance(value, list) and any(_unknown(v) for v in value))
 
 
 def current_lab() -> str:
@@ -68,7 +73,19 @@ class LabProvider(ResourceProvider):
             except ValidationError as exc:
                 failures.append(CheckFailure(field, exc.reason))
         failures += self.check_references(resource, news)
+        failures += self.check_eni_alias(resource, news)
         return CheckResult(news, failures)
+
+    def check_eni_alias(self, resource: str, news: dict[str, Any]) -> list[CheckFailure]:
+        """A resource that owns an ENI keeps its name, groups and addresses in the port's alias (kernel limit)."""
+        fields = {f: news.get(f) for f in ENI_ALIAS_INPUTS if f in self.inputs}
+        if not fields or any(_unknown(v) for v in fields.values()):
+            return []
+        try:
+            check_eni_alias(resource, fields)
+        except ValidationError as exc:
+            return [CheckFailure(exc.field, exc.reason)]
+        return []
 
     def check_references(self, resource: str, news: dict[str, Any]) -> list[CheckFailure]:
         """Fields that refer to another object by id take only acklab ids of the right kind.
@@ -80,7 +97,7 @@ class LabProvider(ResourceProvider):
         for field, kind in REFERENCE_FIELDS.items():
             value = news.get(field) if field in self.inputs else None
             for item in value if isinstance(value, list) else [value]:
-                if not isinstance(item, str) or item == rpc.UNKNOWN:
+                if not isinstance(item, str) or _unknown(item):
                     continue  # absent, or still unknown in a preview
                 try:
                     check_reference(resource, field, item, kind)

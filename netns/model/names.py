@@ -146,6 +146,44 @@ def check_group_count(resource: str, value: object) -> object:
     return value
 
 
+# Inputs of the resources that own an ENI (ecs.Instance, ecs.EcsNetworkInterface) whose values end up in the
+# ENI port's alias (see netns/realize/eni.py): name, host name, groups, secondary private IPs.
+ENI_ALIAS_INPUTS = {"instance_name": "name", "network_interface_name": "name", "host_name": "host",
+                    "security_groups": "sg", "security_group_ids": "sg", "secondary_private_ips": "secondary",
+                    "private_ip_addresses": "secondary", "secondary_private_ip_address_count": "secondary"}
+_WIDEST_IP = "255.255.255.255"
+
+
+def eni_alias_worst_case(inputs: dict[str, object]) -> dict[str, str]:
+    """The widest facts an ENI with these inputs can carry in its alias (every address at its widest)."""
+    facts = {"ip": _WIDEST_IP, "instance": "i-00000000", "device": "99"}
+    for field, key in ENI_ALIAS_INPUTS.items():
+        value = inputs.get(field)
+        if value is None:
+            continue
+        if key == "secondary":
+            count = value if isinstance(value, int | float) else len(value) if isinstance(value, list | tuple) else 0
+            facts[key] = ",".join([_WIDEST_IP] * int(count))
+        elif isinstance(value, list | tuple):
+            facts[key] = ",".join(str(v) for v in value)
+        else:
+            facts[key] = "_".join(str(value).split())
+    return {k: v for k, v in facts.items() if v}
+
+
+def check_eni_alias(resource: str, inputs: dict[str, object]) -> None:
+    """The ENI's facts must fit the kernel's interface alias; else name the input that takes the most room."""
+    facts = eni_alias_worst_case(inputs)
+    size = len(" ".join(f"{k}={v}" for k, v in facts.items()).encode())
+    if size <= IFALIAS_MAX:
+        return
+    given = [f for f in ENI_ALIAS_INPUTS if inputs.get(f) is not None]
+    field = max(given, key=lambda f: len(facts.get(ENI_ALIAS_INPUTS[f], "").encode()))
+    raise ValidationError(resource, field, f"the ENI's facts would take {size} bytes of its interface alias, the "
+                                           f"kernel keeps at most {IFALIAS_MAX}: shorten this or "
+                                           f"{', '.join(f for f in given if f != field) or 'nothing else'}")
+
+
 def check_zone_id(resource: str, value: object) -> str:
     """A zone id such as cn-hangzhou-h: letters, digits, '.', '_' and '-', at most 64 (kept in the bridge alias)."""
     if not isinstance(value, str) or not _ZONE_RE.match(value):

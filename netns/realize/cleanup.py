@@ -7,9 +7,10 @@ import shutil
 
 from netns.kernel.link import links_of, remove_link
 from netns.kernel.namespace import list_namespaces
-from netns.model.names import PREFIX, lab_of, mark
-from netns.realize import LOCK_DIR, state_dir
+from netns.model.names import PREFIX, is_any_cloud_id, lab_of, mark
+from netns.realize import LOCK_DIR, lab_lock, source_check, state_dir
 from netns.realize import security_group as sg
+from netns.realize.eni import EniPort
 from netns.realize.vpc import VpcRouter, routers
 
 
@@ -40,34 +41,48 @@ def prune_lab(lab: str, keep: set[str]) -> list[str]:
 
     ``keep`` holds the ids a Pulumi checkpoint knows. After a crash of ``pulumi up`` the kernel can hold
     objects whose create was interrupted, so their id never reached the checkpoint: a half-made namespace,
-    bridge, ENI port, security group or rule. Removing them lets the next ``pulumi up`` create them afresh,
-    with no duplicate and no leak (ids are random per create, so a retried create never meets its own
-    leftovers). Only for a lab no Pulumi operation is running on: an object being created is not yet known.
+    bridge, ENI port (with its source-check and set entries), security group, rule or state file. Removing
+    them lets the next ``pulumi up`` create them afresh, with no duplicate and no leak (ids are random per
+    create, so a retried create never meets its own leftovers). Only for a lab no Pulumi operation is running
+    on: an object being created is not yet known.
     """
     removed: list[str] = []
-    for namespace in list_namespaces(mark(lab)):
-        cloud_id = namespace.name[len(mark(lab)):]
-        if lab_of(namespace.name) == lab and not cloud_id.startswith("vpc-") and cloud_id not in keep:
-            namespace.remove()  # an ECS namespace: its veth pairs, and their router ends, go with it
-            removed.append(namespace.name)
-    for router in routers(lab):
+    for router in routers(lab):  # routers first: an ENI port's facts (its addresses) are on the port
         if router.vpc_id in keep:
             removed += _prune_router(router, keep)
         else:
             router.delete()
             removed.append(router.namespace.name)
+    for namespace in list_namespaces(mark(lab)):
+        cloud_id = namespace.name[len(mark(lab)):]
+        if lab_of(namespace.name) == lab and not cloud_id.startswith("vpc-") and cloud_id not in keep:
+            namespace.remove()  # an ECS namespace and the processes in it
+            removed.append(namespace.name)
     removed += _prune_security_groups(lab, keep)
+    removed += _prune_state_files(lab, keep)
     for router in routers(lab):
-        sg.apply(router)  # the ruleset again matches the ENIs and groups that are left
+        sg.apply(router)  # the sets and the ruleset again match the ENIs and groups that are left
     return removed
 
 
 def _prune_router(router: VpcRouter, keep: set[str]) -> list[str]:
     """ENI ports and vSwitch bridges in a known router that the checkpoint does not know."""
     removed = []
-    links = links_of(router.namespace)
-    for kind, prefix in (("veth", "eni-"), ("bridge", "vsw-")):  # ports first, then their bridges
-        for name in sorted(n for n, k in links.items() if k == kind and n.startswith(prefix) and n not in keep):
+    with lab_lock(router.lab):
+        links = links_of(router.namespace)
+        for name in sorted(n for n, kind in links.items() if kind == "veth" and n.startswith("eni-") and n not in keep):
+            facts = router.port_facts(name)
+            if facts and "ip" in facts:
+                EniPort(router, name).unbind(facts)  # its source-check entries and group-set entries
+            remove_link(router.namespace, name)
+            removed.append(f"{router.namespace.name}/{name}")
+        present = set(links_of(router.namespace))
+        for port, addresses in source_check.bound(router.namespace).items():
+            if port not in present:  # bound to a port that is gone: the address would stay "used"
+                source_check.unbind(router.namespace, port, addresses)
+                removed.append(f"{router.namespace.name}/{port} source check")
+        for name in sorted(n for n, kind in links.items() if kind == "bridge" and n.startswith("vsw-")
+                           and n not in keep):
             remove_link(router.namespace, name)
             removed.append(f"{router.namespace.name}/{name}")
     return removed
@@ -88,4 +103,16 @@ def _prune_security_groups(lab: str, keep: set[str]) -> list[str]:
             if rule.rule_id not in keep:
                 sg.remove_rule(lab, group.sg_id, rule.rule_id)
                 removed.append(rule.rule_id)
+    return removed
+
+
+def _prune_state_files(lab: str, keep: set[str]) -> list[str]:
+    """Files named after an object (``<vpc>.<inode>.rules``, ``<instance>.user-data…``) that is gone."""
+    folder = state_dir(lab)
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        cloud_id = path.name.split(".", 1)[0]
+        if path.is_file() and is_any_cloud_id(cloud_id) and cloud_id not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
     return removed

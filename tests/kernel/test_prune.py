@@ -11,6 +11,7 @@ from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, netns_name
 from netns.model.security_group import Group, parse_rule
 from netns.realize import security_group as sg
+from netns.realize import state_dir
 from netns.realize.cleanup import prune_lab
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
@@ -38,6 +39,7 @@ def test_prune_removes_what_the_checkpoint_does_not_know_and_keeps_the_rest(lab,
     ecs[2].create(unknown, "192.168.2.10", "ecs-3", "ecs-3")
     half_made = Namespace(netns_name(lab, "i-00000004"))  # killed right after `ip netns add`
     half_made.create()
+    (state_dir(lab) / "i-00000002.user-data").write_text("true\n")
 
     keep = {"vpc-00000001", "vsw-0000000a", "i-00000001", "eni-00000001", "sg-00000001", "sgr-00000001"}
     removed = prune_lab(lab, keep)
@@ -50,6 +52,11 @@ def test_prune_removes_what_the_checkpoint_does_not_know_and_keeps_the_rest(lab,
     assert {"sg-00000002", "sgr-00000002", half_made.name} <= set(removed)
     assert ecs[0].read() is not None and known.used_addresses() == {ipaddress.IPv4Address("192.168.1.10")}
     assert ping(router.namespace.name, "192.168.1.10")
+    assert not (state_dir(lab) / "i-00000002.user-data").exists()
+    # The interrupted instance's address is free again: a retried create gets it.
+    retry = EcsInstance(lab, "i-00000005", "eni-00000005")
+    assert retry.create(known, "192.168.1.11", "ecs-2", "ecs-2", ("sg-00000001",)) == "192.168.1.11"
+    keep |= {"i-00000005", "eni-00000005"}
 
     assert prune_lab(lab, keep) == []  # nothing more to do
     prune_lab(lab, set())

@@ -90,11 +90,12 @@ def test_an_instance_joins_at_most_five_groups():
 
 def test_the_longest_allowed_eni_alias_fits_the_kernel_limit():
     from netns.realize import IFALIAS_MAX, format_alias
-    from netns.realize.instance import EcsInstance
+    from netns.realize.eni import alias
 
-    groups = tuple(f"sg-0000000{n}" for n in range(names.GROUPS_PER_INSTANCE_MAX))
-    alias = EcsInstance("lab", "i-00000001", "eni-00000001")._alias("192.168.255.254", "n" * 128, groups)
-    assert len(alias.encode()) <= IFALIAS_MAX
+    groups = [f"sg-0000000{n}" for n in range(names.GROUPS_PER_INSTANCE_MAX)]
+    facts = names.eni_alias_worst_case({"instance_name": "n" * 128, "security_groups": groups})
+    assert len(alias(facts).encode()) <= IFALIAS_MAX  # the same layout the realization writes
+    names.check_eni_alias("r", {"instance_name": "n" * 128, "security_groups": groups})
     with pytest.raises(ValueError, match="exceeds"):
         format_alias(name="n" * 300)
 
@@ -122,3 +123,12 @@ def test_providers_check_references_and_skip_unknown_values():
     assert any("at most 15" in reason for _, reason in failures)
     news = {"__name": "s", "lab": "l", "vpc_id": rpc.UNKNOWN, "cidr_block": "10.0.1.0/24", "zone_id": "z1"}
     assert SwitchProvider().check({}, news).failures == []
+
+
+def test_eni_facts_that_overflow_the_alias_are_refused_naming_the_biggest_input():
+    inputs = {"instance_name": "web", "host_name": "h" * 60, "security_groups": ["sg-00000001"],
+              "secondary_private_ips": [f"192.168.1.{n}" for n in range(20, 30)]}
+    with pytest.raises(ValidationError, match="interface alias") as exc:
+        names.check_eni_alias("ecs.Instance 'e'", inputs)
+    assert exc.value.field == "secondary_private_ips"
+    names.check_eni_alias("ecs.Instance 'e'", {**inputs, "secondary_private_ips": inputs["secondary_private_ips"][:5]})
