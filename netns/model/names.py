@@ -79,10 +79,12 @@ IFALIAS_MAX = 255
 # Ids that name an interface: a vSwitch is the bridge named by its id, an ENI the router port named by its id.
 IFNAME_KINDS = ("vsw", "eni")
 KIND_NAMES = {"vpc": "VPC", "vsw": "vSwitch", "i": "ECS instance", "eni": "network interface",
-              "sg": "security group", "sgr": "security group rule"}
+              "sg": "security group", "sgr": "security group rule", "vtb": "route table"}
+_REFERENCE_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|vtb)-[0-9a-f]{8}$")
 # Input fields that refer to another acklab object by id, and the kind of id each one takes.
 REFERENCE_FIELDS = {"vpc_id": "vpc", "vswitch_id": "vsw", "security_group_id": "sg", "source_security_group_id": "sg",
-                    "security_groups": "sg", "network_interface_id": "eni", "instance_id": "i"}
+                    "security_groups": "sg", "security_group_ids": "sg", "network_interface_id": "eni",
+                    "instance_id": "i", "nexthop_id": "i", "route_table_id": "vtb"}
 _ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -114,7 +116,7 @@ def check_reference(resource: str, field: str, value: object, kind: str) -> str:
         problem = ifname_problem(value)
         if problem:
             raise ValidationError(resource, field, f"{problem} (a {what} id names one)")
-    if not is_cloud_id(value, kind):
+    if not (_REFERENCE_RE.match(value) and value.startswith(kind + "-")):
         raise ValidationError(resource, field, f"{value!r} is not a {what} id of acklab ({kind}- and 8 hex digits)")
     return value
 
@@ -157,13 +159,17 @@ _WIDEST_IP = "255.255.255.255"
 def eni_alias_worst_case(inputs: dict[str, object]) -> dict[str, str]:
     """The widest facts an ENI with these inputs can carry in its alias (every address at its widest)."""
     facts = {"ip": _WIDEST_IP, "instance": "i-00000000", "device": "99"}
+    secondary = 0
     for field, key in ENI_ALIAS_INPUTS.items():
         value = inputs.get(field)
         if value is None:
             continue
-        if key == "secondary":
-            count = value if isinstance(value, int | float) else len(value) if isinstance(value, list | tuple) else 0
-            facts[key] = ",".join([_WIDEST_IP] * int(count))
+        if key == "secondary":  # listed addresses and a count add up
+            if isinstance(value, int | float):
+                secondary += int(value)
+            elif isinstance(value, list | tuple):
+                secondary += len(value)
+            facts[key] = ",".join([_WIDEST_IP] * secondary)
         elif isinstance(value, list | tuple):
             facts[key] = ",".join(str(v) for v in value)
         else:

@@ -7,7 +7,7 @@ import shutil
 
 from netns.kernel.link import links_of, remove_link
 from netns.kernel.namespace import list_namespaces
-from netns.model.names import PREFIX, is_any_cloud_id, lab_of, mark
+from netns.model.names import PREFIX, is_any_cloud_id, is_cloud_id, lab_of, mark
 from netns.realize import LOCK_DIR, lab_lock, source_check, state_dir
 from netns.realize import security_group as sg
 from netns.realize.eni import EniPort
@@ -70,7 +70,9 @@ def _prune_router(router: VpcRouter, keep: set[str]) -> list[str]:
     removed = []
     with lab_lock(router.lab):
         links = links_of(router.namespace)
-        for name in sorted(n for n, kind in links.items() if kind == "veth" and n.startswith("eni-") and n not in keep):
+        # ENI ports are named by their ids (a detached secondary ENI's parked end, ``<id>p``, goes with its pair).
+        ports = [n for n, kind in links.items() if kind == "veth" and is_cloud_id(n, "eni") and n not in keep]
+        for name in sorted(ports):
             facts = router.port_facts(name)
             if facts and "ip" in facts:
                 EniPort(router, name).unbind(facts)  # its source-check entries and group-set entries

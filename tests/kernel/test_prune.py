@@ -14,6 +14,7 @@ from netns.realize import security_group as sg
 from netns.realize import state_dir
 from netns.realize.cleanup import prune_lab
 from netns.realize.instance import EcsInstance
+from netns.realize.network_interface import NetworkInterface
 from netns.realize.vpc import VpcRouter, VSwitch
 from tests.labtools import ping
 
@@ -37,26 +38,32 @@ def test_prune_removes_what_the_checkpoint_does_not_know_and_keeps_the_rest(lab,
     ecs[0].create(known, "192.168.1.10", "ecs-1", "ecs-1", ("sg-00000001",))
     ecs[1].create(known, "192.168.1.11", "ecs-2", "ecs-2", ("sg-00000001",))  # its create was interrupted
     ecs[2].create(unknown, "192.168.2.10", "ecs-3", "ecs-3")
+    NetworkInterface(lab, "eni-0000000e").create(known, "eni-e", "192.168.1.20", (), 0, ())  # detached, kept
+    NetworkInterface(lab, "eni-0000000f").create(known, "eni-f", "192.168.1.21", (), 0, ())  # interrupted
     half_made = Namespace(netns_name(lab, "i-00000004"))  # killed right after `ip netns add`
     half_made.create()
     (state_dir(lab) / "i-00000002.user-data").write_text("true\n")
 
-    keep = {"vpc-00000001", "vsw-0000000a", "i-00000001", "eni-00000001", "sg-00000001", "sgr-00000001"}
+    keep = {"vpc-00000001", "vsw-0000000a", "i-00000001", "eni-00000001", "sg-00000001", "sgr-00000001",
+            "eni-0000000e"}
     removed = prune_lab(lab, keep)
 
     assert {ns.name for ns in list_namespaces(mark(lab))} == {router.namespace.name, ecs[0].namespace.name}
-    assert {name for name, kind in links_of(router.namespace).items() if kind} == {"vsw-0000000a", "eni-00000001"}
+    assert {name for name, kind in links_of(router.namespace).items() if kind} == {
+        "vsw-0000000a", "eni-00000001", "eni-0000000e", "eni-0000000ep"}  # a kept ENI keeps its parked end
     assert sg.load_group(lab, "sg-00000002") is None
     assert [r.rule_id for r in sg.load_group(lab, "sg-00000001").rules] == ["sgr-00000001"]
     assert "eni-00000002" not in router.namespace.run(["iptables-save"]).stdout  # ruleset re-applied
     assert {"sg-00000002", "sgr-00000002", half_made.name} <= set(removed)
-    assert ecs[0].read() is not None and known.used_addresses() == {ipaddress.IPv4Address("192.168.1.10")}
+    assert ecs[0].read() is not None
+    assert known.used_addresses() == {ipaddress.IPv4Address("192.168.1.10"), ipaddress.IPv4Address("192.168.1.20")}
     assert ping(router.namespace.name, "192.168.1.10")
     assert not (state_dir(lab) / "i-00000002.user-data").exists()
     # The interrupted instance's address is free again: a retried create gets it.
     retry = EcsInstance(lab, "i-00000005", "eni-00000005")
     assert retry.create(known, "192.168.1.11", "ecs-2", "ecs-2", ("sg-00000001",)) == "192.168.1.11"
     keep |= {"i-00000005", "eni-00000005"}
+    assert NetworkInterface(lab, "eni-0000000e").read() is not None
 
     assert prune_lab(lab, keep) == []  # nothing more to do
     prune_lab(lab, set())
