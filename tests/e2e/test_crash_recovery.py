@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -121,9 +122,10 @@ def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupt
     assert refused.returncode != 0 and "locked" in refused.stdout + refused.stderr, \
         "a plain pulumi up must refuse the stale lock (the reason for the recovery path)"
 
+    started = time.monotonic()
     result = subprocess.run([str(PROJECT / "scripts" / "up.sh"), lab], cwd=PROJECT, env=stack.env,
                             capture_output=True, text=True, timeout=600)
-    print(result.stdout)
+    print(f"scripts/up.sh (recovery + up) took {time.monotonic() - started:.1f} s\n{result.stdout}")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "removed the stale lock of a dead pulumi" in result.stdout
     assert stack_locks(tmp_path) == []
