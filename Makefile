@@ -29,6 +29,7 @@ up: setup
 	scripts/up.sh $(LAB)
 
 down: setup
+	-acklab recover --lab $(LAB)
 	-pulumi destroy --yes --stack $(LAB)
 	acklab clean --lab $(LAB)
 

@@ -3,8 +3,8 @@
 What the real engine (v3.260.0, file backend) leaves behind when its CLI is killed:
 1. A stale stack lock: ``<backend>/.pulumi/locks/organization/<project>/<stack>/<uuid>.json`` holds the pid, host
    and time of the CLI that took it. Nobody deletes it, and every later ``pulumi up`` refuses to start. It is
-   removed here only when its owner is provably dead: same host, and no live process with that pid, or one
-   that started after the lock was written (the pid was reused). Otherwise nothing is touched.
+   removed here only when its owner is provably dead: same host, and no living pulumi CLI with that pid, or
+   one that started after the lock was written (the pid was reused). Otherwise nothing is touched.
 2. Pending operations in the checkpoint: the engine records "creating" before the provider runs a create; the
    crash leaves it pending. ``pulumi refresh --clear-pending-creates`` drops those and re-reads every known
    resource from the kernel (a half-made one reads as gone and is dropped too).
@@ -63,12 +63,18 @@ def owner_is_dead(lock: StackLock, this_host: str, started_at: Callable[[int], d
 
 
 def process_started_at(pid: int) -> datetime | None:
-    """When process ``pid`` started, or None if there is no such (living, non-zombie) process."""
+    """When the pulumi CLI with pid ``pid`` started; None if no living pulumi CLI has that pid.
+
+    A process at that pid that is not a ``pulumi`` executable cannot be the lock's owner (the pid was reused).
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        executable = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
     except (FileNotFoundError, ProcessLookupError):
         return None
-    if fields[0] in ("Z", "X"):
+    except PermissionError:
+        executable = "pulumi"  # cannot tell: assume the worst (a living owner)
+    if fields[0] in ("Z", "X") or executable.removesuffix(" (deleted)") != "pulumi":
         return None
     ticks = int(fields[19])  # field 22 of stat: start time in clock ticks after boot
     boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()

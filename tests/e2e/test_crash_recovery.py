@@ -8,6 +8,7 @@ only what the test started dies.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from acklab.inventory import read_lab
+from acklab.recover import Recovery
 from netns.kernel.namespace import list_namespaces
+from netns.model.errors import LabError
 from netns.model.names import mark
 from netns.realize import state_dir
 from tests.e2e.test_pulumi_up import PROJECT, Stack
@@ -149,3 +152,30 @@ def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupt
     stack.run("up", "--yes", "--expect-no-changes")
     stack.run("destroy", "--yes")
     assert lab_namespaces(lab) == []
+
+
+def test_kill_then_make_down_leaves_nothing(stack, interrupted, lab, tmp_path):
+    """`make down` after a crash: `acklab recover`, then `pulumi destroy` (the lock no longer stops it)."""
+    interrupted().kill_when("-i-")
+    acklab = str(PROJECT / ".venv" / "bin" / "acklab")
+    recover = subprocess.run([acklab, "recover", "--lab", lab], cwd=PROJECT, env=stack.env, capture_output=True,
+                             text=True, timeout=600)
+    assert recover.returncode == 0, recover.stderr
+    stack.run("destroy", "--yes")
+    assert lab_namespaces(lab) == []
+    assert stack_locks(tmp_path) == []
+    resources = json.loads(stack.run("stack", "export").stdout)["deployment"].get("resources") or []
+    assert resources == []
+
+
+def test_the_lock_of_a_running_pulumi_is_never_taken(stack, interrupted, lab, tmp_path, monkeypatch):
+    run = interrupted()
+    wait_for(lambda: any("-vpc-" in name for name in lab_namespaces(lab)), "the VPC namespace", timeout=120)
+    locks = stack_locks(tmp_path)
+    monkeypatch.setenv("PULUMI_BACKEND_URL", stack.env["PULUMI_BACKEND_URL"])
+    with pytest.raises(LabError, match="locked by a running pulumi"):
+        Recovery(lab, PROJECT).clear_stale_locks()
+    assert run.proc.poll() is None, "pulumi up ended before the check: the check proved nothing"
+    assert locks and stack_locks(tmp_path) == locks
+    assert run.proc.wait(timeout=300) == 0  # the update it did not disturb completes
+    assert len(stack.outputs()["instances"]) == 3

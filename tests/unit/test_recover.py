@@ -89,10 +89,14 @@ def test_a_live_owners_lock_is_left_alone(tmp_path, monkeypatch):
 
     import pytest
 
+    import acklab.recover
     from acklab.recover import Recovery
     from netns.model.errors import LabError
 
     path = _project_with_lock(tmp_path, monkeypatch, os.getpid())
+    assert acklab.recover.process_started_at(os.getpid()) is None  # this process is python, not a pulumi CLI
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    monkeypatch.setattr(acklab.recover, "process_started_at", lambda pid: started if pid == os.getpid() else None)
     with pytest.raises(LabError, match="locked by a running pulumi"):
         Recovery("lab1", tmp_path).clear_stale_locks()
     assert path.exists()
