@@ -30,19 +30,34 @@ pytestmark = pytest.mark.e2e
 DEFAULT_LAB_NAMESPACES = 4  # __main__.py: one VPC router and three ECS
 
 
+def session_of(pid: int) -> int | None:
+    """The session of a living (non-zombie) process, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(fields[3]) if fields[0] not in ("Z", "X") else None
+
+
 def session_processes(sid: int) -> list[int]:
-    """Living (non-zombie) processes of session ``sid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
-    return found
+    """Living processes of session ``sid``."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and session_of(int(entry)) == sid]
+
+
+def kill_if_in_session(pid: int, sid: int) -> None:
+    """SIGKILL ``pid`` only if it still belongs to session ``sid``: the pidfd pins the process, so a pid
+    reused after a listing can never be hit."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if session_of(pid) == sid:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+    finally:
+        os.close(fd)
 
 
 def lab_namespaces(lab: str) -> list[str]:
@@ -69,10 +84,10 @@ class InterruptedUp:
         return lab_namespaces(self.stack.name)
 
     def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)  # the CLI first: nothing new gets started after this
+        self.proc.kill()  # the CLI first: nothing new gets started after this (a no-op once it was reaped)
         self.proc.wait()
         for pid in session_processes(self.sid):
-            os.kill(pid, signal.SIGKILL)
+            kill_if_in_session(pid, self.sid)
         wait_for(lambda: not session_processes(self.sid), "every process of pulumi's session to end")
 
 
