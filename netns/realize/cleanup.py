@@ -79,10 +79,13 @@ def _prune_router(router: VpcRouter, keep: set[str]) -> list[str]:
             remove_link(router.namespace, name)
             removed.append(f"{router.namespace.name}/{name}")
         present = set(links_of(router.namespace))
-        for port, addresses in source_check.bound(router.namespace).items():
-            if port not in present:  # bound to a port that is gone: the address would stay "used"
-                source_check.unbind(router.namespace, port, addresses)
+        pending = router.pending_unbind
+        for port, addresses in source_check.bound(router.namespace, pending).items():
+            if port not in present:  # bound to a port that is gone (its namespace went first)
+                source_check.unbind(router.namespace, port, addresses, pending)
                 removed.append(f"{router.namespace.name}/{port} source check")
+        if pending is not None:
+            source_check.flush(router.namespace, pending)  # and the removals deferred by earlier deletes
         for name in sorted(n for n, kind in links.items() if kind == "bridge" and n.startswith("vsw-")
                            and n not in keep):
             remove_link(router.namespace, name)
