@@ -122,6 +122,30 @@ def lock_files(root: Path, project: str, stack: str) -> Iterator[Path]:
             yield from sorted(folder.glob("*.json"))
 
 
+def repair_stack_files(root: Path, project: str, stack: str) -> list[Path]:
+    """Remove what an interrupted checkpoint write leaves next to the stack file; return what went.
+
+    The file backend writes ``<stack>.json`` atomically (a ``.tmp`` file renamed over it), then its metadata
+    sidecar ``<stack>.json.attrs`` in place. Killed in between, the sidecar is empty and every command fails
+    with "failed to load checkpoint: EOF", although the checkpoint itself is whole. A sidecar that is not JSON
+    is removed (the backend reads a missing one as "no metadata"), and so are leftover ``.tmp`` files.
+    Only call this when no pulumi process holds the stack's lock.
+    """
+    removed = []
+    for folder in (root / ".pulumi" / "stacks" / project, root / ".pulumi" / "stacks"):
+        for path in sorted(folder.glob(f"{stack}.json*")) if folder.is_dir() else ():
+            broken = path.name.endswith(".tmp")
+            if path.name.endswith(".attrs"):
+                try:
+                    broken = not isinstance(json.loads(path.read_text()), dict)
+                except ValueError:  # empty or cut short
+                    broken = True
+            if broken:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def project_name(project_dir: Path) -> str:
     return str(yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"])
 
@@ -163,6 +187,10 @@ class Recovery:
 
     def run(self) -> None:
         stale = self.clear_stale_locks()
+        root = backend_root()
+        if root is not None:
+            for path in repair_stack_files(root, project_name(self.project_dir), self.lab):
+                print(f"removed {path.name}, left by an interrupted checkpoint write")
         pending = pending_operations(self.deployment())
         if not stale and not pending:
             return

@@ -112,3 +112,18 @@ def test_a_dead_owners_lock_is_removed(tmp_path, monkeypatch):
     path = _project_with_lock(tmp_path, monkeypatch, child.pid)
     assert Recovery("lab1", tmp_path).clear_stale_locks() == 1
     assert not path.exists()
+
+
+def test_an_interrupted_checkpoint_write_is_repaired(tmp_path):
+    from acklab.recover import repair_stack_files
+
+    folder = tmp_path / ".pulumi" / "stacks" / "acklab"
+    folder.mkdir(parents=True)
+    files = {"lab1.json": "{}", "lab1.json.attrs": "", "lab1.json.18eb92fdbe0b4073.tmp": "{",
+             "lab1.json.bak": "{}", "lab1.json.bak.attrs": '{"md5": "x"}', "lab10.json.attrs": ""}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    removed = repair_stack_files(tmp_path, "acklab", "lab1")
+    assert sorted(p.name for p in removed) == ["lab1.json.18eb92fdbe0b4073.tmp", "lab1.json.attrs"]
+    assert sorted(p.name for p in folder.iterdir()) == ["lab1.json", "lab1.json.bak", "lab1.json.bak.attrs",
+                                                        "lab10.json.attrs"]
