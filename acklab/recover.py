@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,10 +117,15 @@ def backend_root() -> Path | None:
     return Path(os.path.expanduser(url.removeprefix("file://")))
 
 
-def lock_files(root: Path, project: str, stack: str) -> Iterator[Path]:
+def lock_files(root: Path, project: str, stack: str, pattern: str = "*.json") -> Iterator[Path]:
     for folder in (root / ".pulumi" / "locks" / "organization" / project / stack, root / ".pulumi" / "locks" / stack):
         if folder.is_dir():
-            yield from sorted(folder.glob("*.json"))
+            yield from sorted(folder.glob(pattern))
+
+
+# A lock is written as a .tmp file renamed into place; one left by a kill would count as a foreign lock to
+# every later pulumi. One older than this cannot belong to a lock being taken right now.
+TEMP_LOCK_AGE = 60.0
 
 
 def repair_stack_files(root: Path, project: str, stack: str) -> list[Path]:
@@ -174,8 +180,12 @@ class Recovery:
             return 0
         this_host = socket.gethostname()
         removed = 0
-        for path in lock_files(root, project_name(self.project_dir), self.lab):
-            lock = StackLock.read(path)
+        project = project_name(self.project_dir)
+        for path in lock_files(root, project, self.lab):
+            try:
+                lock = StackLock.read(path)
+            except (ValueError, KeyError) as exc:
+                raise LabError(f"stack {self.lab}: cannot read the lock {path}: {exc}") from None
             if not owner_is_dead(lock, this_host, process_started_at):
                 raise LabError(f"stack {self.lab} is locked by a running pulumi ({lock.describe()}): wait for it "
                                f"to finish. Only if you are sure it is gone: pulumi cancel --stack {self.lab}")
@@ -183,6 +193,11 @@ class Recovery:
             path.with_name(path.name + ".attrs").unlink(missing_ok=True)  # the file blob's metadata
             print(f"removed the stale lock of a dead pulumi ({lock.describe()})")
             removed += 1
+        for path in lock_files(root, project, self.lab, "*.tmp"):
+            if time.time() - path.stat().st_mtime > TEMP_LOCK_AGE:
+                path.unlink(missing_ok=True)
+                print(f"removed {path.name}, a lock whose write was interrupted")
+                removed += 1
         return removed
 
     def run(self) -> None:

@@ -127,3 +127,22 @@ def test_an_interrupted_checkpoint_write_is_repaired(tmp_path):
     assert sorted(p.name for p in removed) == ["lab1.json.18eb92fdbe0b4073.tmp", "lab1.json.attrs"]
     assert sorted(p.name for p in folder.iterdir()) == ["lab1.json", "lab1.json.bak", "lab1.json.bak.attrs",
                                                         "lab10.json.attrs"]
+
+
+def test_a_lock_whose_write_was_interrupted_is_removed_once_old(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from acklab.recover import TEMP_LOCK_AGE, Recovery
+
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+    (tmp_path / "Pulumi.yaml").write_text("name: acklab\n")
+    folder = tmp_path / ".pulumi" / "locks" / "organization" / "acklab" / "lab1"
+    folder.mkdir(parents=True)
+    old, fresh = folder / "a.json.18eb92fdbe0b4073.tmp", folder / "b.json.18eb92fdbe0b4074.tmp"
+    old.write_text('{"pid": 1')
+    fresh.write_text('{"pid": 2')
+    past = time.time() - TEMP_LOCK_AGE - 5
+    os.utime(old, (past, past))
+    assert Recovery("lab1", tmp_path).clear_stale_locks() == 1
+    assert not old.exists() and fresh.exists()  # a fresh one may be a lock being taken right now
