@@ -97,6 +97,8 @@ def stack(lab, tmp_path):
     stack.init()
     yield stack
     stack.run("destroy", "--yes", check=False)
+    stack.run("stack", "rm", "--yes", "--force", check=False)
+    (PROJECT / f"Pulumi.{lab}.yaml").unlink(missing_ok=True)  # the stack's config file, if rm could not run
 
 
 @pytest.fixture
