@@ -1,0 +1,393 @@
+"""Pods on the kernel: a namespace per pod plumbed from its node's namespace, per datapath; the node's agent.
+
+Everything is made from the node's side: the veth pair is created in the node's namespace with its peer put
+straight into the pod's namespace (renamed ``eth0``), as a CNI plugin does. What a pod is (namespace, name,
+labels, ports, node, address) is recorded in ``/run/acklab/<lab>/k8s/pods/<pod id>.json``; the kernel decides
+whether it still exists (its namespace and its host-side veth).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from acklab.k8s import ipam
+from acklab.k8s.agent import AgentHandle, k8s_dir
+from acklab.k8s.model import Pod
+from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
+from netns.kernel.link import EEXIST, index_of
+from netns.kernel.namespace import Namespace
+from netns.model.errors import LabError
+from netns.model.names import pod_id, pod_netns_name
+
+BRIDGE = "cni0"
+VXLAN_DEV = "flannel.1"
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+TERWAY_GATEWAY = "169.254.1.1"
+TO_POD_PRIORITY = 512  # Terway: traffic to a pod is looked up in main (its /32 veth route)
+FROM_POD_PRIORITY = 2048  # Terway: traffic from a pod leaves through its ENI's table
+ENI_TABLE_BASE = 1000  # Terway: an ENI's table is 1000 + its interface index
+ENOENT, ESRCH = 2, 3
+
+
+def host_ifname(namespace: str, name: str) -> str:
+    """The node-side veth of a pod: ``cali`` + 11 hex digits of a hash of the pod (Terway's naming, 15 chars)."""
+    return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
+
+
+@contextmanager
+def k8s_lock(lab: str) -> Iterator[None]:
+    """Serializes the Kubernetes side of a lab (nodes converge one at a time: one consistent plan)."""
+    folder = k8s_dir(lab)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# --- records ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PodRecord:
+    pod: Pod
+    node: str
+    ip: str
+    netns: str
+    host_ifname: str
+    datapath: str
+
+    def to_dict(self) -> dict:
+        return {"pod": self.pod.to_dict(), "node": self.node, "ip": self.ip, "netns": self.netns,
+                "host_ifname": self.host_ifname, "datapath": self.datapath}
+
+    @staticmethod
+    def from_dict(data: dict) -> PodRecord:
+        return PodRecord(Pod.from_dict(data["pod"]), data["node"], data["ip"], data["netns"], data["host_ifname"],
+                         data["datapath"])
+
+
+def _records_dir(lab: str) -> Path:
+    return k8s_dir(lab) / "pods"
+
+
+def load_records(lab: str) -> dict[str, PodRecord]:
+    """Every pod the lab recorded, by key."""
+    folder = _records_dir(lab)
+    records = {}
+    for path in sorted(folder.glob("pod-*.json")) if folder.is_dir() else ():
+        try:
+            record = PodRecord.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError):
+            continue
+        records[record.pod.key] = record
+    return records
+
+
+def _save_record(lab: str, record: PodRecord) -> None:
+    folder = _records_dir(lab)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{pod_id(record.pod.namespace, record.pod.name)}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.to_dict(), sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _drop_record(lab: str, pod: Pod) -> None:
+    (_records_dir(lab) / f"{pod_id(pod.namespace, pod.name)}.json").unlink(missing_ok=True)
+
+
+# --- netlink helpers (idempotent) ---------------------------------------------------------------------------
+
+def _ignore_exists(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise
+
+
+def _ignore_missing(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as exc:
+        if exc.code not in (ENOENT, ESRCH, 19):
+            raise
+
+
+def _rules(ipr: IPRoute) -> set[tuple[int, str, str, int]]:
+    """(priority, src, dst, table) of the node's policy rules."""
+    found = set()
+    for rule in ipr.get_rules(family=2):
+        src = f"{rule.get('FRA_SRC')}/{rule['src_len']}" if rule.get("FRA_SRC") else ""
+        dst = f"{rule.get('FRA_DST')}/{rule['dst_len']}" if rule.get("FRA_DST") else ""
+        found.add((rule.get("FRA_PRIORITY", 0), src, dst, rule.get("FRA_TABLE", rule["table"])))
+    return found
+
+
+# --- a node ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """The pod network of one node, for one datapath."""
+
+    network: Network
+    node: Node
+
+    @property
+    def lab(self) -> str:
+        return self.network.lab
+
+    @property
+    def namespace(self) -> Namespace:
+        return Namespace(self.node.netns)
+
+    @property
+    def agent(self) -> AgentHandle:
+        return AgentHandle(self.lab, self.node.name, self.node.netns)
+
+    def underlay_mtu(self) -> int:
+        with self.namespace.ipr() as ipr:
+            return ipr.link("get", ifname="eth0")[0].get("IFLA_MTU", 1500)
+
+    # base ----------------------------------------------------------------------------------------------------
+    def _base_fingerprint(self) -> str:
+        others = sorted((n.name, n.ip, n.pod_cidr or "") for n in self.network.nodes if n.name != self.node.name)
+        return json.dumps({"datapath": self.network.datapath, "node": [self.node.ip, self.node.pod_cidr,
+                           self.node.eni_ifname, self.node.eni_gateway], "cluster": self.network.cluster_cidr,
+                           "others": others, "inode": self.namespace.inode()}, sort_keys=True)
+
+    def _base_file(self) -> Path:
+        return k8s_dir(self.lab) / f"{self.node.name}.base"
+
+    def ensure_base(self) -> bool:
+        """The node's datapath (bridge, VXLAN device, ENI table). Returns True if anything changed."""
+        fingerprint = self._base_fingerprint()
+        base = self._base_file()
+        with self.namespace.ipr() as ipr:
+            present = index_of(ipr, BRIDGE if self.network.datapath in CIDR_DATAPATHS else "lo") is not None
+            if self.network.datapath == "vxlan":
+                present = present and index_of(ipr, VXLAN_DEV) is not None
+        if present and base.exists() and base.read_text() == fingerprint:
+            return False
+        self.namespace.sysctl("net.ipv4.ip_forward", 1)
+        if self.network.datapath in CIDR_DATAPATHS:
+            self._ensure_bridge()
+        if self.network.datapath == "vxlan":
+            self._ensure_vxlan()
+        if self.network.datapath == "terway-eniip":
+            self._ensure_eni_table()
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.write_text(fingerprint)
+        return True
+
+    def _ensure_bridge(self) -> None:
+        block = ipaddress.IPv4Network(self.node.pod_cidr)
+        mtu = ipam.overlay_mtu(self.underlay_mtu()) if self.network.datapath == "vxlan" else self.underlay_mtu()
+        with self.namespace.ipr() as ipr:
+            if index_of(ipr, BRIDGE) is None:
+                ipr.link("add", ifname=BRIDGE, kind="bridge")
+            index = index_of(ipr, BRIDGE)
+            ipr.link("set", index=index, mtu=mtu, state="up")
+            _ignore_exists(ipr.addr, "add", index=index, address=str(ipam.bridge_gateway(block)),
+                           prefixlen=block.prefixlen)
+
+    def _ensure_vxlan(self) -> None:
+        """flannel.1: VNI 1, UDP 8472, no learning; per other node a route, a neighbour and an FDB entry."""
+        mtu = ipam.overlay_mtu(self.underlay_mtu())
+        with self.namespace.ipr() as ipr:
+            old = index_of(ipr, VXLAN_DEV)
+            if old is not None:  # peers changed: rebuild (its routes, neighbours and FDB go with it)
+                ipr.link("del", index=old)
+            ipr.link("add", ifname=VXLAN_DEV, kind="vxlan", vxlan_id=VXLAN_VNI, vxlan_local=self.node.ip,
+                     vxlan_port=VXLAN_PORT, vxlan_learning=0, vxlan_link=index_of(ipr, "eth0"),
+                     address=ipam.vtep_mac(self.node.ip), mtu=mtu)
+            index = index_of(ipr, VXLAN_DEV)
+            own = ipaddress.IPv4Network(self.node.pod_cidr).network_address
+            ipr.addr("add", index=index, address=str(own), prefixlen=32)
+            ipr.link("set", index=index, state="up")
+            for other in self.network.nodes:
+                if other.name == self.node.name:
+                    continue
+                block = ipaddress.IPv4Network(other.pod_cidr)
+                vtep = str(block.network_address)
+                mac = ipam.vtep_mac(other.ip)
+                ipr.neigh("replace", dst=vtep, lladdr=mac, ifindex=index, state="permanent")
+                ipr.fdb("replace", ifindex=index, lladdr=mac, dst=other.ip, state="permanent", flags=2)  # NTF_SELF
+                ipr.route("replace", dst=str(block), gateway=vtep, oif=index, flags=4)  # RTNH_F_ONLINK
+        # flannel --ip-masq: pods reach the rest of the world with the node's address
+        cluster = self.network.cluster_cidr
+        rules = ("*nat\n:FLANNEL-POSTRTG - [0:0]\n-F FLANNEL-POSTRTG\n"
+                 f"-A FLANNEL-POSTRTG -s {cluster} -d {cluster} -j RETURN\n"
+                 f"-A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully\nCOMMIT\n")
+        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {self.node.name}: iptables-restore refused the flannel rules: {result.stderr}")
+        jump = ["POSTROUTING", "-j", "FLANNEL-POSTRTG"]
+        if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
+
+    def eni_table(self, ipr: IPRoute) -> int:
+        index = index_of(ipr, self.node.eni_ifname)
+        if index is None:
+            raise LabError(f"node {self.node.name}: no secondary ENI {self.node.eni_ifname} in {self.node.netns}")
+        return ENI_TABLE_BASE + index
+
+    def _ensure_eni_table(self) -> None:
+        self.namespace.sysctl(f"net.ipv4.neigh.{self.node.eni_ifname}.proxy_delay", 0)
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, self.node.eni_ifname)
+            table = self.eni_table(ipr)
+            ipr.link("set", index=index, state="up")
+            ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
+
+    # pods ----------------------------------------------------------------------------------------------------
+    def pod_realized(self, placement: Placement, record: PodRecord | None) -> bool:
+        if record is None or record != self._record(placement):
+            return False
+        if not Namespace(record.netns).exists():
+            return False
+        with self.namespace.ipr() as ipr:
+            return index_of(ipr, record.host_ifname) is not None
+
+    def _record(self, placement: Placement) -> PodRecord:
+        pod = placement.pod
+        return PodRecord(pod, placement.node, placement.ip, pod_netns_name(self.lab, pod.namespace, pod.name),
+                         host_ifname(pod.namespace, pod.name), self.network.datapath)
+
+    def ensure_pod(self, placement: Placement) -> PodRecord:
+        """Create (or repair) the pod's namespace and plumbing; a failure removes what was made."""
+        record = self._record(placement)
+        pod_ns = Namespace(record.netns)
+        try:
+            pod_ns.create()
+            self._plumb(record, placement, pod_ns)
+        except Exception:
+            self.remove_pod(record)
+            raise
+        _save_record(self.lab, record)
+        return record
+
+    def _plumb(self, record: PodRecord, placement: Placement, pod_ns: Namespace) -> None:
+        routed = self.network.datapath == "terway-eniip"
+        with self.namespace.ipr() as ipr:
+            if index_of(ipr, record.host_ifname) is None:
+                ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
+                         peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
+            host = index_of(ipr, record.host_ifname)
+            if not routed:
+                ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
+            ipr.link("set", index=host, state="up")
+            host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
+            if routed:
+                ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
+                rules = _rules(ipr)
+                if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
+                    ipr.rule("add", dst=record.ip, dst_len=32, table=254, priority=TO_POD_PRIORITY)
+                table = self.eni_table(ipr)
+                if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
+                    ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
+        with pod_ns.ipr() as ipr:
+            eth0 = index_of(ipr, "eth0")
+            _ignore_exists(ipr.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
+            ipr.link("set", index=eth0, state="up")
+            if routed:  # Terway: the gateway is a link-local address the host's veth answers for statically
+                ipr.neigh("replace", dst=TERWAY_GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
+                ipr.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=eth0, scope=253)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0)
+
+    def remove_pod(self, record: PodRecord) -> None:
+        """Remove a pod: its processes, its host veth (routes go with it), Terway's rules, its namespace."""
+        pod_ns = Namespace(record.netns)
+        pod_ns.kill_processes()
+        if self.namespace.exists():
+            with self.namespace.ipr() as ipr:
+                index = index_of(ipr, record.host_ifname)
+                if index is not None:
+                    _ignore_missing(ipr.link, "del", index=index)
+                if record.datapath == "terway-eniip":
+                    for prio, src, dst, table in _rules(ipr):
+                        if (prio == TO_POD_PRIORITY and dst == f"{record.ip}/32") or \
+                                (prio == FROM_POD_PRIORITY and src == f"{record.ip}/32"):
+                            kwargs = {"dst": record.ip, "dst_len": 32} if dst else {"src": record.ip, "src_len": 32}
+                            _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
+        pod_ns.remove()
+        _drop_record(self.lab, record.pod)
+
+    def agent_pods(self, records: list[PodRecord]) -> list[dict]:
+        return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns,
+                 "ports": [[p.port, p.protocol] for p in r.pod.ports if p.protocol in ("TCP", "UDP")]}
+                for r in sorted(records, key=lambda r: r.pod.key)]
+
+
+# --- converging ----------------------------------------------------------------------------------------------
+
+def current_placements(lab: str) -> dict[str, tuple[str, str]]:
+    """Running pods (recorded, namespace present) → (node, ip)."""
+    return {key: (r.node, r.ip) for key, r in load_records(lab).items() if Namespace(r.netns).exists()}
+
+
+def converge_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
+    """Make one node run exactly the pods ``placements`` puts on it. Returns what changed (empty: nothing)."""
+    node = NodeNetwork(network, network.node(node_name))
+    changes: list[str] = []
+    if node.ensure_base():
+        changes.append(f"node {node_name}: {network.datapath} datapath")
+    records = load_records(network.lab)
+    mine = {k: p for k, p in placements.items() if p.node == node_name}
+    for key, record in records.items():
+        if record.node != node_name and key in mine:  # moved here from a node that went away
+            stale = NodeNetwork(network, Node(record.node, _node_netns(network, record.node), ""))
+            stale.remove_pod(record)
+    kept: list[PodRecord] = []
+    for key, placement in sorted(mine.items()):
+        record = records.get(key)
+        if node.pod_realized(placement, record):
+            kept.append(record)  # type: ignore[arg-type]
+            continue
+        if record is not None and record.node == node_name and record.ip != placement.ip:
+            node.remove_pod(record)
+        kept.append(node.ensure_pod(placement))
+        changes.append(f"pod {key}: {placement.ip} on {node_name}")
+    gone = [r for k, r in records.items() if r.node == node_name and k not in mine]
+    desired_agent = node.agent_pods(kept)
+    if node.agent.pid() is None or node.agent.desired() != desired_agent:
+        status = node.agent.configure(desired_agent)
+        if status.get("errors"):
+            raise LabError(f"pod agent of node {node_name}: {'; '.join(status['errors'])}")
+        changes.append(f"node {node_name}: pod agent serves {len(kept)} pod(s)")
+    for record in gone:
+        node.remove_pod(record)
+        changes.append(f"pod {record.pod.key}: removed from {node_name}")
+    return changes
+
+
+def _node_netns(network: Network, name: str) -> str:
+    for node in network.nodes:
+        if node.name == name:
+            return node.netns
+    return ""
+
+
+def remove_all(lab: str, network: Network | None = None) -> None:
+    """Remove every recorded pod of the lab and stop the agents (nodes stay)."""
+    for record in load_records(lab).values():
+        netns = _node_netns(network, record.node) if network else ""
+        node = Node(record.node, netns or "acklab-none", "")
+        NodeNetwork(Network(lab, record.datapath, (node,)), node).remove_pod(record)
+    for pidfile in k8s_dir(lab).glob("*.agent.pid"):
+        AgentHandle(lab, pidfile.name.removesuffix(".agent.pid"), "").stop()
