@@ -12,6 +12,8 @@ from acklab.k8s.model import parse_documents
 from acklab.k8s.plan import Network, Node, plan
 from acklab.k8s.pods import converge_node, current_placements, k8s_lock
 from netns.kernel.namespace import Namespace
+from netns.model.security_group import Group, parse_rule
+from netns.realize import security_group as sg
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
 
@@ -56,19 +58,25 @@ def pinned_pod(name: str, node: str) -> str:
         """)
 
 
-def build_vpc(lab: str, groups: tuple[str, ...] = ()):
-    """One VPC, one node vSwitch with node-1, node-2 and a plain ECS (ecs-3) on another vSwitch."""
+NODE_SG, ECS_SG = "sg-0000000a", "sg-0000000b"
+
+
+def build_vpc(lab: str):
+    """One VPC, one node vSwitch with node-1, node-2 (group NODE_SG) and a plain ECS, ecs-3, on another vSwitch
+    (group ECS_SG). Both groups are basic with intra-group access: other traffic needs a rule."""
     router = VpcRouter(lab, "vpc-00000001")
     router.create(N("192.168.0.0/16"))
+    for sg_id in (NODE_SG, ECS_SG):
+        sg.create_group(lab, Group(sg_id, router.vpc_id, "normal", "Accept"))
     sw_h = VSwitch(router, "vsw-0000000a")
     sw_h.create(N("192.168.1.0/24"), "cn-hangzhou-h", "vsw-h")
     sw_i = VSwitch(router, "vsw-0000000b")
     sw_i.create(N("192.168.2.0/24"), "cn-hangzhou-i", "vsw-i")
     nodes = [EcsInstance(lab, f"i-0000000{n}", f"eni-0000000{n}") for n in (1, 2)]
     ecs3 = EcsInstance(lab, "i-00000003", "eni-00000003")
-    nodes[0].create(sw_h, "192.168.1.10", "node-1", "node-1", groups)
-    nodes[1].create(sw_h, "192.168.1.11", "node-2", "node-2", groups)
-    ecs3.create(sw_i, "192.168.2.10", "ecs-3", "ecs-3", groups)
+    nodes[0].create(sw_h, "192.168.1.10", "node-1", "node-1", (NODE_SG,))
+    nodes[1].create(sw_h, "192.168.1.11", "node-2", "node-2", (NODE_SG,))
+    ecs3.create(sw_i, "192.168.2.10", "ecs-3", "ecs-3", (ECS_SG,))
     return router, nodes, ecs3
 
 
@@ -120,3 +128,13 @@ def node_list(nodes, pod_cidrs: dict[str, str] | None = None) -> tuple[Node, ...
         result.append(Node(name, instance.namespace.name, f"192.168.1.{9 + i}",
                            (pod_cidrs or {}).get(name)))
     return tuple(result)
+
+
+def allow(lab: str, sg_id: str, rule_id: str, protocol: str, port: int, cidr: str) -> None:
+    """An ingress accept rule (the SG-present case of a probe)."""
+    sg.add_rule(lab, sg_id, parse_rule("test", rule_id, type="ingress", ip_protocol=protocol,
+                                       port_range=f"{port}/{port}", cidr_ip=cidr))
+
+
+def revoke(lab: str, sg_id: str, rule_id: str) -> None:
+    sg.remove_rule(lab, sg_id, rule_id)
