@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from acklab.k8s.agent import AgentHandle
+from acklab.k8s.agent import AgentHandle, _alive
 from acklab.k8s.plan import Network
 from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
@@ -109,5 +109,5 @@ def test_clean_removes_pods_agents_and_state(lab):
     assert any("-pod-" in ns.name for ns in list_namespaces(mark(lab)))
     clean_lab(lab)
     assert list_namespaces(mark(lab)) == []
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+    assert not _alive(pid)
     assert not os.path.exists(f"/run/acklab/{lab}")
