@@ -28,6 +28,7 @@ setup:
 up: setup
 	pulumi stack select --create $(LAB)
 	pulumi up --yes --stack $(LAB)
+	cd ansible && ACKLAB_LAB=$(LAB) ansible-playbook site.yml
 
 down: setup
 	-pulumi destroy --yes --stack $(LAB)
@@ -38,6 +39,7 @@ status: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	cd ansible && $(VENV)/bin/ansible-lint
 
 unit: setup
 	$(PYTEST) tests/unit -q

@@ -1,11 +1,20 @@
 """The default lab: one VPC, two vSwitches in two zones, three ECS instances.
 
 Reads like a pulumi-alicloud program; `netns` realizes it on the local kernel instead of in a region.
+With the stack setting `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes)
+and the program adds what the pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
 """
 
 import pulumi
 
+from acklab.k8s import ipam
 from netns import ecs, vpc
+
+config = pulumi.Config("acklab")
+datapath = config.get("datapath")  # terway-eniip | vpc-route | vxlan; unset: no Kubernetes
+pod_cidr = config.get("podCidr") or "10.244.0.0/16"
+NODES = ("ecs-1", "ecs-2")
+NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 
 network = vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
 
@@ -14,10 +23,18 @@ zone_h = vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zon
 zone_i = vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
                     vswitch_name="acklab-vsw-i")
 
+
+def tags(name: str) -> dict[str, str] | None:
+    return NODE_TAGS if datapath and name in NODES else None
+
+
 instances = {
-    "ecs-1": ecs.Instance("ecs-1", vswitch_id=zone_h.id, private_ip="192.168.1.10", instance_type="ecs.g7.large"),
-    "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large"),
-    "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large"),
+    "ecs-1": ecs.Instance("ecs-1", vswitch_id=zone_h.id, private_ip="192.168.1.10", instance_type="ecs.g7.large",
+                          tags=tags("ecs-1")),
+    "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large",
+                          tags=tags("ecs-2")),
+    "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large",
+                          tags=tags("ecs-3")),
 }
 
 pulumi.export("vpc_id", network.id)
@@ -26,3 +43,8 @@ pulumi.export("vswitches", {"vsw-h": zone_h.id, "vsw-i": zone_i.id})
 pulumi.export("instances", {
     name: {"id": inst.id, "private_ip": inst.private_ip, "netns": inst.netns} for name, inst in instances.items()
 })
+
+if datapath in ("vpc-route", "vxlan"):
+    node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES)
+    pulumi.export("kubernetes", {"datapath": datapath, "pod_cidr": pod_cidr,
+                                 "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}})
