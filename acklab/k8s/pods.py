@@ -391,3 +391,44 @@ def remove_all(lab: str, network: Network | None = None) -> None:
         NodeNetwork(Network(lab, record.datapath, (node,)), node).remove_pod(record)
     for pidfile in k8s_dir(lab).glob("*.agent.pid"):
         AgentHandle(lab, pidfile.name.removesuffix(".agent.pid"), "").stop()
+
+
+def start_iperf3(lab: str, netns: str, port: int = 5201, timeout: float = 5.0) -> int:
+    """An iperf3 server in a pod (or any namespace of the lab), on demand; returns its PID.
+
+    Daemonized with a pidfile under ``/run/acklab/<lab>/k8s/``; it ends with the pod (processes are found by
+    namespace inode when the pod goes) or with ``stop_iperf3``.
+    """
+    import time
+
+    if not netns.startswith(f"acklab-{lab}-"):
+        raise LabError(f"{netns} is not a namespace of lab {lab}")
+    pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.unlink(missing_ok=True)
+    Namespace(netns).run(["iperf3", "-s", "-D", "-p", str(port), "--pidfile", str(pidfile)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(pidfile.read_text().strip("\0\n "))
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.02)
+            continue
+        listening = Namespace(netns).run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip()
+        if listening:  # (a probe connection would count as a failed test on the server)
+            return pid
+        time.sleep(0.02)
+    raise LabError(f"iperf3 did not start in {netns} within {timeout}s")
+
+
+def stop_iperf3(lab: str, netns: str, port: int = 5201) -> None:
+    import signal
+
+    pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
+    try:
+        pid = int(pidfile.read_text().strip("\0\n "))
+    except (FileNotFoundError, ValueError):
+        return
+    if pid in Namespace(netns).pids():  # only the server we started, still in that namespace
+        os.kill(pid, signal.SIGTERM)
+    pidfile.unlink(missing_ok=True)

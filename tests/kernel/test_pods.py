@@ -14,7 +14,7 @@ from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from tests import k8stools as k
-from tests.labtools import ProbeServer, clean_lab, probe_tcp
+from tests.labtools import ProbeServer, clean_lab, probe_tcp, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -111,3 +111,36 @@ def test_clean_removes_pods_agents_and_state(lab):
     assert list_namespaces(mark(lab)) == []
     assert not _alive(pid)
     assert not os.path.exists(f"/run/acklab/{lab}")
+
+
+def test_status_exec_and_iperf3_in_pods(lab):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from acklab.k8s.pods import start_iperf3, stop_iperf3
+
+    network, _, _ = vxlan_cluster(lab)
+    k.converge(network, MANIFESTS)
+    acklab = str(Path(sys.executable).parent / "acklab")
+    status = json.loads(subprocess.run([acklab, "status", "--lab", lab, "--json"], check=True, capture_output=True,
+                                       text=True).stdout)
+    pods = {f"{p['namespace']}/{p['name']}": p for p in status["pods"]}
+    assert len(pods) == 6
+    a = pods["demo/a"]
+    assert (a["node"], a["labels"], a["netns"]) == ("node-1", {"app": "a"}, pods_by_name(lab)["a"].netns)
+    assert a["ports"] == ["8080/TCP", "8081/UDP"]
+    shown = subprocess.run([acklab, "exec", "--lab", lab, "demo/a", "--", "ip", "-o", "-4", "addr", "show", "eth0"],
+                           check=True, capture_output=True, text=True).stdout
+    assert f"inet {a['ip']}/24" in shown
+    missing = subprocess.run([acklab, "exec", "--lab", lab, "demo/nope", "--", "true"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no pod 'demo/nope'" in missing.stderr
+
+    pid = start_iperf3(lab, a["netns"])
+    try:
+        result = Namespace(pods["demo/c"]["netns"]).run(["iperf3", "-c", a["ip"], "-t", "1", "-J"], timeout=30)
+        assert json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"] > 1e8
+    finally:
+        stop_iperf3(lab, a["netns"])
+    wait_for(lambda: not _alive(pid), "iperf3 to stop")
