@@ -8,11 +8,15 @@ whether it still exists (its namespace and its host-side veth).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
 import json
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from acklab.k8s import ipam
-from acklab.k8s.agent import AgentHandle, k8s_dir
+from acklab.k8s.agent import AgentHandle, _alive, k8s_dir
 from acklab.k8s.model import Pod
 from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
 from netns.kernel.link import EEXIST, index_of
@@ -137,6 +141,43 @@ def _rules(ipr: IPRoute) -> set[tuple[int, str, str, int]]:
         dst = f"{rule.get('FRA_DST')}/{rule['dst_len']}" if rule.get("FRA_DST") else ""
         found.add((rule.get("FRA_PRIORITY", 0), src, dst, rule.get("FRA_TABLE", rule["table"])))
     return found
+
+
+def _batch_netns(verb: str, names: list[str]) -> None:
+    """``ip netns add|delete`` for many namespaces in one process (the lab's own names only)."""
+    if not names:
+        return
+    lines = "".join(f"netns {verb} {name}\n" for name in names if name.startswith("acklab-"))
+    result = subprocess.run(["ip", "-force", "-batch", "-"], input=lines, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise LabError(f"ip netns {verb}: {result.stderr.strip()}")
+
+
+def _kill_in(namespaces: list[Namespace], grace: float = 3.0) -> None:
+    """End the processes in these namespaces (iperf3 servers, commands run by exec), by PID, one /proc scan."""
+    inodes = {ns.inode() for ns in namespaces} - {None}
+    if not inodes:
+        return
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        if pids:
+            time.sleep(0.02)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- a node ---------------------------------------------------------------------------------------------------
@@ -256,13 +297,15 @@ class NodeNetwork:
             ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
 
     # pods ----------------------------------------------------------------------------------------------------
-    def pod_realized(self, placement: Placement, record: PodRecord | None) -> bool:
+    def link_names(self) -> set[str]:
+        with self.namespace.ipr() as ipr:
+            return {link.get("ifname") for link in ipr.get_links()}
+
+    def pod_realized(self, placement: Placement, record: PodRecord | None, links: set[str]) -> bool:
+        """Recorded as planned, its namespace present and its host veth among the node's ``links``."""
         if record is None or record != self._record(placement):
             return False
-        if not Namespace(record.netns).exists():
-            return False
-        with self.namespace.ipr() as ipr:
-            return index_of(ipr, record.host_ifname) is not None
+        return Namespace(record.netns).exists() and record.host_ifname in links
 
     def _record(self, placement: Placement) -> PodRecord:
         pod = placement.pod
@@ -270,63 +313,76 @@ class NodeNetwork:
                          host_ifname(pod.namespace, pod.name), self.network.datapath)
 
     def ensure_pod(self, placement: Placement) -> PodRecord:
-        """Create (or repair) the pod's namespace and plumbing; a failure removes what was made."""
-        record = self._record(placement)
-        pod_ns = Namespace(record.netns)
-        try:
-            pod_ns.create()
-            self._plumb(record, placement, pod_ns)
-        except Exception:
-            self.remove_pod(record)
-            raise
-        _save_record(self.lab, record)
-        return record
+        return self.ensure_pods([placement])[0]
 
-    def _plumb(self, record: PodRecord, placement: Placement, pod_ns: Namespace) -> None:
+    def ensure_pods(self, placements: list[Placement]) -> list[PodRecord]:
+        """Create (or repair) pods' namespaces and plumbing; a failure removes what was made for them.
+
+        New namespaces are added by one ``ip -batch``; the node's side is done over one netlink socket.
+        """
+        records = [self._record(p) for p in placements]
+        try:
+            _batch_netns("add", [r.netns for r in records if not Namespace(r.netns).exists()])
+            with self.namespace.ipr() as node_ipr:
+                rules = _rules(node_ipr) if self.network.datapath == "terway-eniip" else set()
+                for record, placement in zip(records, placements, strict=True):
+                    self._plumb(node_ipr, rules, record, placement)
+                    _save_record(self.lab, record)
+        except Exception:
+            self.remove_pods(records)
+            raise
+        return records
+
+    def _plumb(self, ipr: IPRoute, rules: set, record: PodRecord, placement: Placement) -> None:
         routed = self.network.datapath == "terway-eniip"
-        with self.namespace.ipr() as ipr:
-            if index_of(ipr, record.host_ifname) is None:
-                ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
-                         peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
-            host = index_of(ipr, record.host_ifname)
-            if not routed:
-                ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
-            ipr.link("set", index=host, state="up")
-            host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
-            if routed:
-                ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
-                rules = _rules(ipr)
-                if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
-                    ipr.rule("add", dst=record.ip, dst_len=32, table=254, priority=TO_POD_PRIORITY)
-                table = self.eni_table(ipr)
-                if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
-                    ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
-        with pod_ns.ipr() as ipr:
-            eth0 = index_of(ipr, "eth0")
-            _ignore_exists(ipr.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
-            ipr.link("set", index=eth0, state="up")
+        pod_ns = Namespace(record.netns)
+        if index_of(ipr, record.host_ifname) is None:
+            ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
+                     peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
+        host = index_of(ipr, record.host_ifname)
+        if not routed:
+            ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
+        ipr.link("set", index=host, state="up")
+        host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
+        if routed:
+            ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
+            if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
+                ipr.rule("add", dst=record.ip, dst_len=32, table=254, priority=TO_POD_PRIORITY)
+            table = self.eni_table(ipr)
+            if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
+                ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
+        with pod_ns.ipr() as pod:
+            pod.link("set", index=index_of(pod, "lo"), state="up")
+            eth0 = index_of(pod, "eth0")
+            _ignore_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
+            pod.link("set", index=eth0, state="up")
             if routed:  # Terway: the gateway is a link-local address the host's veth answers for statically
-                ipr.neigh("replace", dst=TERWAY_GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
-                ipr.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=eth0, scope=253)
-            ipr.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0)
+                pod.neigh("replace", dst=TERWAY_GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
+                pod.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=eth0, scope=253)
+            pod.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0)
 
     def remove_pod(self, record: PodRecord) -> None:
-        """Remove a pod: its processes, its host veth (routes go with it), Terway's rules, its namespace."""
-        pod_ns = Namespace(record.netns)
-        pod_ns.kill_processes()
-        if self.namespace.exists():
+        self.remove_pods([record])
+
+    def remove_pods(self, records: list[PodRecord]) -> None:
+        """Remove pods: their processes (by namespace inode, one scan of /proc), their host veths (routes go
+        with them), Terway's rules, their namespaces (one ``ip -batch``) and records."""
+        _kill_in([Namespace(r.netns) for r in records])
+        if self.namespace.exists() and records:
             with self.namespace.ipr() as ipr:
-                index = index_of(ipr, record.host_ifname)
-                if index is not None:
-                    _ignore_missing(ipr.link, "del", index=index)
-                if record.datapath == "terway-eniip":
-                    for prio, src, dst, table in _rules(ipr):
-                        if (prio == TO_POD_PRIORITY and dst == f"{record.ip}/32") or \
-                                (prio == FROM_POD_PRIORITY and src == f"{record.ip}/32"):
-                            kwargs = {"dst": record.ip, "dst_len": 32} if dst else {"src": record.ip, "src_len": 32}
-                            _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
-        pod_ns.remove()
-        _drop_record(self.lab, record.pod)
+                for record in records:
+                    index = index_of(ipr, record.host_ifname)
+                    if index is not None:
+                        _ignore_missing(ipr.link, "del", index=index)
+                ips = {f"{r.ip}/32" for r in records if r.datapath == "terway-eniip"}
+                for prio, src, dst, table in _rules(ipr) if ips else ():
+                    if (prio == TO_POD_PRIORITY and dst in ips) or (prio == FROM_POD_PRIORITY and src in ips):
+                        address = (dst or src).split("/")[0]
+                        kwargs = {"dst": address, "dst_len": 32} if dst else {"src": address, "src_len": 32}
+                        _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
+        _batch_netns("delete", [r.netns for r in records if Namespace(r.netns).exists()])
+        for record in records:
+            _drop_record(self.lab, record.pod)
 
     def agent_pods(self, records: list[PodRecord]) -> list[dict]:
         return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns,
@@ -354,15 +410,18 @@ def converge_node(network: Network, node_name: str, placements: dict[str, Placem
             stale = NodeNetwork(network, Node(record.node, _node_netns(network, record.node), ""))
             stale.remove_pod(record)
     kept: list[PodRecord] = []
+    todo: list[Placement] = []
+    links = node.link_names()
     for key, placement in sorted(mine.items()):
         record = records.get(key)
-        if node.pod_realized(placement, record):
+        if node.pod_realized(placement, record, links):
             kept.append(record)  # type: ignore[arg-type]
             continue
         if record is not None and record.node == node_name and record.ip != placement.ip:
             node.remove_pod(record)
-        kept.append(node.ensure_pod(placement))
+        todo.append(placement)
         changes.append(f"pod {key}: {placement.ip} on {node_name}")
+    kept += node.ensure_pods(todo)
     gone = [r for k, r in records.items() if r.node == node_name and k not in mine]
     desired_agent = node.agent_pods(kept)
     if node.agent.pid() is None or node.agent.desired() != desired_agent:
@@ -370,9 +429,8 @@ def converge_node(network: Network, node_name: str, placements: dict[str, Placem
         if status.get("errors"):
             raise LabError(f"pod agent of node {node_name}: {'; '.join(status['errors'])}")
         changes.append(f"node {node_name}: pod agent serves {len(kept)} pod(s)")
-    for record in gone:
-        node.remove_pod(record)
-        changes.append(f"pod {record.pod.key}: removed from {node_name}")
+    node.remove_pods(gone)
+    changes += [f"pod {record.pod.key}: removed from {node_name}" for record in gone]
     return changes
 
 
@@ -399,8 +457,6 @@ def start_iperf3(lab: str, netns: str, port: int = 5201, timeout: float = 5.0) -
     Daemonized with a pidfile under ``/run/acklab/<lab>/k8s/``; it ends with the pod (processes are found by
     namespace inode when the pod goes) or with ``stop_iperf3``.
     """
-    import time
-
     if not netns.startswith(f"acklab-{lab}-"):
         raise LabError(f"{netns} is not a namespace of lab {lab}")
     pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
