@@ -98,16 +98,39 @@ class EniPort:
         return sg.eni_of(self.eni_id, facts)
 
     def rewrite(self, old: dict[str, str], new: dict[str, str]) -> None:
-        """New facts on a plugged port: alias, source check and sets follow (under the lab lock)."""
-        self.unbind(old)
+        """New facts on a plugged port; source check and sets follow (under the lab lock).
+
+        What is added is opened before what is removed is closed, so traffic that stays allowed never
+        sees a moment without its entries.
+        """
+        before, after = set(bound_addresses(old)), set(bound_addresses(new))
+        source_check.bind(self.router.namespace, self.eni_id, after - before)
         self._set_alias(new)
-        self.bind(new)
         if set(words(old, "sg")) != set(words(new, "sg")):
-            sg._apply_locked(self.router)  # membership changed: profiles may come and go
+            sg._apply_locked(self.router)  # membership changed: rebuild sets (atomic swaps) and profiles
+        else:
+            sg.join(self.router, self._delta(new, old))
+            sg.leave(self.router, self._delta(old, new))
+        source_check.unbind(self.router.namespace, self.eni_id, before - after)
+
+    def _delta(self, a: dict[str, str], b: dict[str, str]) -> Eni:
+        """The part of ENI facts ``a`` that ``b`` lacks (same groups)."""
+        eni_a, eni_b = self.as_sg_eni(a), self.as_sg_eni(b)
+        return Eni(self.eni_id, tuple(x for x in eni_a.addresses if x not in eni_b.addresses), eni_a.groups,
+                   tuple(x for x in eni_a.routed if x not in eni_b.routed))
 
     def _set_alias(self, facts: dict[str, str]) -> None:
         with self.router.namespace.ipr() as ipr:
             ipr.link("set", ifname=self.eni_id, ifalias=alias(facts))
+
+
+def find_primary_port(router: VpcRouter, instance_id: str) -> tuple[EniPort, dict[str, str]] | None:
+    """The primary ENI (device 0) of an instance plugged into this VPC."""
+    for vswitch in router.vswitches():
+        for eni_id, facts in vswitch.enis().items():
+            if facts.get("instance") == instance_id and facts.get("device") == "0":
+                return EniPort(router, eni_id), {**facts, "vswitch": vswitch.vswitch_id}
+    return None
 
 
 def find_port(lab: str, eni_id: str, routers: Iterable[VpcRouter]) -> tuple[EniPort, dict[str, str]] | None:

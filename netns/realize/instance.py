@@ -58,10 +58,9 @@ class EcsInstance:
             check_groups(resource, vswitch.router, security_groups, "security_groups")
             wanted = [("private_ip", private_ip)] if private_ip else []
             wanted += [("secondary_private_ips", ip) for ip in secondary_ips]
-            taken = claim(vswitch, resource, net, wanted, 0 if private_ip else 1)
-            primary = taken[-1] if not private_ip else taken[0]
+            taken = claim(vswitch, resource, net, wanted, (0 if private_ip else 1) + secondary_count)
+            primary = taken[0] if private_ip else taken[len(wanted)]
             secondary = [a for a in taken if a != primary]
-            secondary += claim(vswitch, resource, net, [], secondary_count) if secondary_count else []
             facts = {"ip": str(primary), "secondary": ",".join(map(str, secondary)), "instance": self.instance_id,
                      "device": "0", "name": "_".join(name.split()), "host": host_name,
                      "sg": ",".join(security_groups)}
