@@ -80,6 +80,37 @@ def build_vpc(lab: str):
     return router, nodes, ecs3
 
 
+POD_VSWITCH_CIDR = "192.168.3.0/24"
+
+
+def build_cluster(lab: str, datapath: str):
+    """The VPC of ``build_vpc`` and what the datapath needs from the cloud: route entries (vpc-route) or a pod
+    vSwitch with a secondary ENI per node carrying secondary IPs (terway-eniip). Returns (network, nodes, ecs3).
+    """
+    from acklab.k8s import ipam
+    from netns.realize.network_interface import NetworkInterface
+    from netns.realize.route_entry import RouteEntry
+
+    router, nodes, ecs3 = build_vpc(lab)
+    names = ["node-1", "node-2"]
+    if datapath == "terway-eniip":
+        pods = VSwitch(router, "vsw-0000000c")
+        pods.create(N(POD_VSWITCH_CIDR), "cn-hangzhou-h", "vsw-pods")
+        result = []
+        for i, (name, instance) in enumerate(zip(names, nodes, strict=True), start=1):
+            eni = NetworkInterface(lab, f"eni-0000e00{i}")
+            state = eni.create(pods, "test", None, (), 8, (NODE_SG,), f"{name}-pods")
+            ifname = eni.attach(instance.namespace, instance.instance_id, "test")
+            result.append(Node(name, instance.namespace.name, f"192.168.1.{9 + i}", None, ifname,
+                               str(N(POD_VSWITCH_CIDR)[-3]), state.secondary_ips))
+        return Network(lab, datapath, tuple(result)), nodes, ecs3
+    cidrs = {name: str(c) for name, c in ipam.node_pod_cidrs("10.244.0.0/16", names).items()}
+    if datapath == "vpc-route":
+        for name, instance in zip(names, nodes, strict=True):
+            RouteEntry(router, N(cidrs[name]), instance.instance_id).create(f"vpc.RouteEntry '{name}'")
+    return Network(lab, datapath, node_list(nodes, cidrs), "10.244.0.0/16"), nodes, ecs3
+
+
 def converge(network: Network, manifests: str) -> list[str]:
     """What the Ansible role does, node by node: plan from the manifests, realize each node's share."""
     cluster = parse_documents([(d, "test.yaml") for d in yaml.safe_load_all(manifests)])

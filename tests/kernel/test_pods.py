@@ -9,7 +9,6 @@ import os
 import pytest
 
 from acklab.k8s.agent import AgentHandle, _alive
-from acklab.k8s.plan import Network
 from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
@@ -23,10 +22,7 @@ ECS3 = "192.168.2.10"
 
 
 def vxlan_cluster(lab: str):
-    _, nodes, ecs3 = k.build_vpc(lab)
-    network = Network(lab, "vxlan", k.node_list(nodes, {"node-1": "10.244.0.0/24", "node-2": "10.244.1.0/24"}),
-                      "10.244.0.0/16")
-    return network, nodes, ecs3
+    return k.build_cluster(lab, "vxlan")
 
 
 MANIFESTS = k.MANIFESTS + k.pinned_pod("a", "node-1") + k.pinned_pod("b", "node-1") + k.pinned_pod("c", "node-2")
@@ -36,22 +32,38 @@ def pods_by_name(lab: str):
     return {r.pod.name: r for r in load_records(lab).values()}
 
 
-def test_vxlan_pod_interconnects(lab, root_unchanged):
-    network, nodes, ecs3 = vxlan_cluster(lab)
+# What differs per datapath: the source an ECS sees from a pod (the SG rule must admit it), and whether the
+# VPC routes pod addresses at all (an overlay's are not, so ECS → pod fails even with a rule).
+SOURCE_SEEN_BY_ECS = {"vxlan": "node", "vpc-route": "pod", "terway-eniip": "pod"}
+POD_SOURCES = {"vxlan": "192.168.1.0/24", "vpc-route": "10.244.0.0/16", "terway-eniip": k.POD_VSWITCH_CIDR}
+VPC_ROUTES_PODS = {"vxlan": False, "vpc-route": True, "terway-eniip": True}
+
+
+@pytest.mark.parametrize("datapath", ["terway-eniip", "vpc-route", "vxlan"])
+def test_pod_interconnects(lab, datapath, root_unchanged):
+    network, nodes, ecs3 = k.build_cluster(lab, datapath)
+    if datapath == "vpc-route":
+        # as ACK does in this mode: the nodes' group admits the pod CIDR (routed blocks are not group members)
+        k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
     changes = k.converge(network, MANIFESTS)
     assert any("pod demo/a" in c for c in changes)
     pods = pods_by_name(lab)
     a, b, c = pods["a"], pods["b"], pods["c"]
     assert (a.node, b.node, c.node) == ("node-1", "node-1", "node-2")
-    assert a.ip.startswith("10.244.0.") and c.ip.startswith("10.244.1.")
-    assert Namespace(a.netns).run(["ip", "-o", "link", "show", "eth0"]).stdout.count("mtu 1450") == 1
+    if datapath == "terway-eniip":
+        assert a.ip in network.node("node-1").eni_ips and c.ip in network.node("node-2").eni_ips
+    else:
+        assert a.ip.startswith("10.244.0.") and c.ip.startswith("10.244.1.")
+    mtu = 1450 if datapath == "vxlan" else 1500
+    assert f"mtu {mtu} " in Namespace(a.netns).run(["ip", "-o", "link", "show", "eth0"]).stdout
 
-    # pod ↔ pod, same node and other node: HTTP (TCP) and UDP, source addresses kept inside the cluster
+    # pod ↔ pod, same node and other node: HTTP (TCP) and UDP; the source address is kept inside the cluster
     assert k.http_get(a.netns, b.ip, 8080, "/hostname") == "b"
     assert k.http_get(a.netns, c.ip, 8080, "/clientip").startswith(f"{a.ip}:")
     assert k.udp_ask(c.netns, a.ip, 8081) == "a"
-    assert k.http_get(c.netns, a.ip, 8080, "/echo?msg=over-vxlan") == "over-vxlan"
-    # node ↔ pod
+    assert k.http_get(c.netns, b.ip, 8080, "/echo?msg=across") == "across"
+    # node ↔ pod (own node and the other node)
+    assert k.http_get(nodes[0].namespace.name, a.ip, 8080, "/hostname") == "a"
     assert k.http_get(nodes[1].namespace.name, a.ip, 8080, "/hostname") == "a"
     assert k.udp_ask(nodes[0].namespace.name, c.ip, 8081) == "c"
     # declared ports only
@@ -59,19 +71,29 @@ def test_vxlan_pod_interconnects(lab, root_unchanged):
     assert k.udp_ask(a.netns, c.ip, 8080, timeout=0.5) is None
 
     with ProbeServer(ecs3.namespace.name, tcp=(80,), udp=(53,)):
-        # pod → ECS: masqueraded to the node's address, so the ECS's group must admit the node
+        # pod → ECS in the same VPC: only where the ECS's group admits the source it sees
         assert not probe_tcp(a.netns, ECS3, 80)
         assert k.udp_ask(a.netns, ECS3, 53, timeout=0.5) is None
-        k.allow(lab, k.ECS_SG, "sgr-00000001", "udp", 53, "192.168.1.0/24")
-        k.allow(lab, k.ECS_SG, "sgr-00000003", "tcp", 80, "192.168.1.0/24")
-        assert k.udp_ask(a.netns, ECS3, 53) == "hello 192.168.1.10"  # the node's address: flannel's ip-masq
+        k.allow(lab, k.ECS_SG, "sgr-00000001", "udp", 53, POD_SOURCES[datapath])
+        k.allow(lab, k.ECS_SG, "sgr-00000003", "tcp", 80, POD_SOURCES[datapath])
+        seen = NODE_IPS["node-1"] if SOURCE_SEEN_BY_ECS[datapath] == "node" else a.ip
+        assert k.udp_ask(a.netns, ECS3, 53) == f"hello {seen}"
         assert probe_tcp(a.netns, ECS3, 80)
         k.revoke(lab, k.ECS_SG, "sgr-00000001")
         k.revoke(lab, k.ECS_SG, "sgr-00000003")
         assert k.udp_ask(a.netns, ECS3, 53, timeout=0.5) is None
         assert not probe_tcp(a.netns, ECS3, 80)
-    # ECS → pod: an overlay's pod addresses are not routed by the VPC, even with a rule
-    k.allow(lab, k.NODE_SG, "sgr-00000002", "tcp", 8080, "0.0.0.0/0")
+
+    # ECS → pod: only with a rule in the node's group (Terway: the ENI's groups), and only if the VPC routes pods
+    assert k.http_get(ecs3.namespace.name, a.ip, 8080, "/hostname", timeout=1) is None
+    assert k.udp_ask(ecs3.namespace.name, c.ip, 8081, timeout=0.5) is None
+    k.allow(lab, k.NODE_SG, "sgr-00000002", "tcp", 8080, "192.168.2.0/24")
+    k.allow(lab, k.NODE_SG, "sgr-00000004", "udp", 8081, "192.168.2.0/24")
+    reachable = VPC_ROUTES_PODS[datapath]
+    assert (k.http_get(ecs3.namespace.name, a.ip, 8080, "/clientip", timeout=1) or "").startswith(
+        f"{ECS3}:") is reachable
+    assert (k.udp_ask(ecs3.namespace.name, c.ip, 8081, timeout=0.5) == "c") is reachable
+    k.revoke(lab, k.NODE_SG, "sgr-00000002")
     assert k.http_get(ecs3.namespace.name, a.ip, 8080, "/hostname", timeout=1) is None
 
 
