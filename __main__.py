@@ -11,8 +11,11 @@ from acklab.k8s import ipam
 from netns import ecs, vpc
 
 config = pulumi.Config("acklab")
-datapath = config.get("datapath")  # terway-eniip | vpc-route | vxlan; unset: no Kubernetes
-pod_cidr = config.get("podCidr") or "10.244.0.0/16"
+# terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
+datapath = config.get("datapath") or "terway-eniip"
+datapath = None if datapath == "none" else datapath
+pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
+pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 
@@ -46,5 +49,23 @@ pulumi.export("instances", {
 
 if datapath in ("vpc-route", "vxlan"):
     node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES)
+    if datapath == "vpc-route":  # the VPC delivers each node's pod CIDR to it
+        for name, cidr in node_cidrs.items():
+            vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id, destination_cidrblock=str(cidr),
+                           nexthop_type="Instance", nexthop_id=instances[name].id)
     pulumi.export("kubernetes", {"datapath": datapath, "pod_cidr": pod_cidr,
                                  "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}})
+elif datapath == "terway-eniip":
+    # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
+    pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
+                             vswitch_name="acklab-vsw-pods-h")
+    terway_nodes = {}
+    for name in NODES:
+        eni = ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
+                                      secondary_private_ip_address_count=pod_ips_per_node,
+                                      network_interface_name=f"{name}-pods")
+        attached = ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
+                                                     instance_id=instances[name].id)
+        terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,
+                              "eni_ips": eni.assigned_private_ip_addresses}
+    pulumi.export("kubernetes", {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "nodes": terway_nodes})

@@ -41,12 +41,18 @@ def recap(output: str) -> dict[str, int]:
     return totals
 
 
-@pytest.fixture
-def vxlan_stack(lab, tmp_path):
+def lab_stack(lab: str, tmp_path: Path, datapath: str):
+    """The default program on a stack of its own, with the given datapath."""
     project = temp_project(tmp_path, (PROJECT / "__main__.py").read_text())
     stack = Stack(project, lab, tmp_path)
     stack.init()
-    stack.run("config", "set", "acklab:datapath", "vxlan")
+    stack.run("config", "set", "acklab:datapath", datapath)
+    return stack
+
+
+@pytest.fixture
+def datapath_stack(request, lab, tmp_path):
+    stack = lab_stack(lab, tmp_path, request.param)
     try:
         yield stack
     finally:
@@ -55,8 +61,9 @@ def vxlan_stack(lab, tmp_path):
         clean_lab(lab)
 
 
-def test_playbook_builds_pods_idempotently_and_converges(vxlan_stack, lab, tmp_path, root_unchanged):
-    stack = vxlan_stack
+@pytest.mark.parametrize("datapath_stack", ["terway-eniip", "vpc-route", "vxlan"], indirect=True)
+def test_playbook_builds_pods_idempotently_and_converges(datapath_stack, lab, tmp_path, root_unchanged):
+    stack = datapath_stack
     stack.run("up", "--yes")
     manifests = tmp_path / "k8s"
     manifests.mkdir()
@@ -95,7 +102,9 @@ def test_playbook_builds_pods_idempotently_and_converges(vxlan_stack, lab, tmp_p
     assert list_namespaces(mark(lab)) == []
 
 
-def test_bad_manifest_fails_the_play_with_a_clear_error(vxlan_stack, lab, tmp_path):
+@pytest.mark.parametrize("datapath_stack", ["vxlan"], indirect=True)
+def test_bad_manifest_fails_the_play_with_a_clear_error(datapath_stack, lab, tmp_path):
+    vxlan_stack = datapath_stack
     vxlan_stack.run("up", "--yes")
     manifests = tmp_path / "k8s"
     manifests.mkdir()
