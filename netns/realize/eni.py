@@ -52,7 +52,12 @@ def claim(vswitch: VSwitch, resource: str, net: Net, wanted: Sequence[tuple[str,
 
     Call under the lab lock: the answer is only true until the next ENI is plugged.
     """
-    used = vswitch.used_addresses(net)
+    owners = vswitch.address_owners(net)
+    stale = {owners[a] for a in _requested(wanted) if a in owners and not vswitch.port_exists(owners[a])}
+    for port in stale:  # its ENI vanished behind the lab's back (e.g. the namespace was deleted): forget it
+        forget_port(vswitch.router, port)
+        owners = {a: p for a, p in owners.items() if p != port}
+    used = set(owners)
     taken = []
     for field_name, value in wanted:
         addr = addressing.check_private_ip(resource, value, net, used, field_name)
@@ -63,6 +68,22 @@ def claim(vswitch: VSwitch, resource: str, net: Net, wanted: Sequence[tuple[str,
         used.add(addr)
         taken.append(addr)
     return taken
+
+
+def _requested(wanted: Sequence[tuple[str, str]]) -> set[ipaddress.IPv4Address]:
+    found = set()
+    for _, value in wanted:
+        try:
+            found.add(ipaddress.IPv4Address(value))
+        except ValueError:
+            continue  # check_private_ip names the field
+    return found
+
+
+def forget_port(router: VpcRouter, port: str) -> None:
+    """Drop what the source check and the groups' sets still hold for a port that no longer exists."""
+    source_check.unbind(router.namespace, port, source_check.bound(router.namespace).get(port, []))
+    sg._apply_locked(router)  # sets are rebuilt from the ports that exist
 
 
 def check_secondary(resource: str, field_name: str, values: Iterable[object]) -> list[str]:

@@ -129,12 +129,20 @@ class VSwitch:
             }
 
     def used_addresses(self, net: ipaddress.IPv4Network | None = None) -> set[ipaddress.IPv4Address]:
-        """Addresses of this vSwitch bound to a port (read from the VPC's source check, not a link dump)."""
+        return set(self.address_owners(net))
+
+    def address_owners(self, net: ipaddress.IPv4Network | None = None) -> dict[ipaddress.IPv4Address, str]:
+        """Addresses of this vSwitch bound to a port → that port (read from the VPC's source check, not a
+        link dump). A port deleted behind the lab's back may still be listed (see ``eni.claim``)."""
         net = net or self.cidr()
         if net is None:
-            return set()
-        return {block.network_address for blocks in source_check.bound(self.router.namespace).values()
+            return {}
+        return {block.network_address: port for port, blocks in source_check.bound(self.router.namespace).items()
                 for block in blocks if block.prefixlen == 32 and block.network_address in net}
+
+    def port_exists(self, port: str) -> bool:
+        with self.router.namespace.ipr() as ipr:
+            return index_of(ipr, port) is not None
 
     def delete(self) -> None:
         if self.router.namespace.exists():
