@@ -30,9 +30,8 @@ options:
     env:
       - name: ACKLAB_PROJECT
   pulumi:
-    description: The Pulumi CLI.
+    description: The Pulumi CLI; default the one beside the Python running Ansible (the project's .venv/bin).
     type: str
-    default: pulumi
 """
 
 EXAMPLES = r"""
@@ -50,7 +49,7 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 
 NODE_TAG = "ack.aliyun.com"
-REPO = Path(__file__).resolve().parents[6]
+REPO = Path(__file__).resolve().parents[7]  # ansible/collections/ansible_collections/acklab/lab/plugins/inventory
 
 
 def classify(resources: list[dict]) -> tuple[dict[str, dict], dict]:
@@ -70,7 +69,7 @@ def classify(resources: list[dict]) -> tuple[dict[str, dict], dict]:
                 "vars": {"acklab_netns": outputs["netns"], "private_ip": outputs["private_ip"],
                          "instance_id": resource.get("id"), "vswitch_id": outputs.get("vswitch_id"),
                          "network_interface_id": outputs.get("network_interface_id"),
-                         "security_groups": outputs.get("security_groups") or [], "tags": tags},
+                         "security_groups": outputs.get("security_groups") or [], "ecs_tags": tags},
             }
         elif "address" in outputs and ("load_balancer_name" in outputs or "load_balancer_spec" in outputs):
             name = outputs.get("load_balancer_name") or outputs.get("__name") or resource["id"]
@@ -116,10 +115,14 @@ class InventoryModule(BaseInventoryPlugin):
                 self.inventory.set_variable(name, key, value)
 
     def _export(self, stack: str, project: Path) -> dict:
+        beside = Path(sys.executable).parent / "pulumi"
+        pulumi = self.get_option("pulumi") or (str(beside) if beside.exists() else "pulumi")
+        # The project's defaults (as the Makefile sets them) unless the environment says otherwise.
+        env = {"PULUMI_BACKEND_URL": f"file://{project}/.pulumi/state", "PULUMI_HOME": f"{project}/.pulumi/home",
+               "PULUMI_CONFIG_PASSPHRASE": "", "PULUMI_SKIP_UPDATE_CHECK": "true", **os.environ}
         try:
-            result = subprocess.run([self.get_option("pulumi"), "stack", "export", "--stack", stack,
-                                     "--non-interactive"], cwd=project, capture_output=True, text=True,
-                                    timeout=120, env=os.environ.copy(), check=False)
+            result = subprocess.run([pulumi, "stack", "export", "--stack", stack, "--non-interactive"], cwd=project,
+                                    capture_output=True, text=True, timeout=120, env=env, check=False)
         except FileNotFoundError as exc:
             raise AnsibleParserError(f"acklab.lab.pulumi_stack: {exc}") from exc
         if result.returncode != 0:
