@@ -88,6 +88,12 @@ def test_playbook_builds_pods_idempotently_and_converges(datapath_stack, lab, tm
     assert k.http_get(pods["client-1"].netns, pods["client-2"].ip, 8080, "/hostname") == "client-2"
     assert k.udp_ask(pods["client-2"].netns, pods[web[0]].ip, 8081) == web[0]
 
+    # the connection plugin runs ad-hoc tasks inside each node's namespace
+    adhoc = subprocess.run(["ansible", "k8s_nodes", "-m", "ansible.builtin.command", "-a", "ip -o -4 addr show eth0"],
+                           cwd=ANSIBLE, capture_output=True, text=True, check=True,
+                           env={**stack.env, "ACKLAB_LAB": lab, "ACKLAB_PROJECT": str(stack.project)})
+    assert "inet 192.168.1.10/24" in adhoc.stdout and "inet 192.168.1.11/24" in adhoc.stdout
+
     second = playbook(stack, manifests)
     assert recap(second.stdout)["changed"] == 0
 
