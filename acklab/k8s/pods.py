@@ -43,6 +43,8 @@ TO_POD_PRIORITY = 512  # Terway: traffic to a pod is looked up in main (its /32 
 FROM_POD_PRIORITY = 2048  # Terway: traffic from a pod leaves through its ENI's table
 ENI_TABLE_BASE = 1000  # Terway: an ENI's table is 1000 + its interface index
 ENOENT, ESRCH = 2, 3
+HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"  # Terway/Calico: every host-side veth of a routed pod has this MAC
+LOOPBACK_INDEX = 1  # lo is always the first interface of a namespace
 
 
 def host_ifname(namespace: str, name: str) -> str:
@@ -324,26 +326,39 @@ class NodeNetwork:
         try:
             _batch_netns("add", [r.netns for r in records if not Namespace(r.netns).exists()])
             with self.namespace.ipr() as node_ipr:
-                rules = _rules(node_ipr) if self.network.datapath == "terway-eniip" else set()
+                routed = self.network.datapath == "terway-eniip"
+                rules = _rules(node_ipr) if routed else set()
+                links = {link.get("ifname") for link in node_ipr.get_links()}
+                bridge = None if routed else index_of(node_ipr, BRIDGE)
                 for record, placement in zip(records, placements, strict=True):
-                    self._plumb(node_ipr, rules, record, placement)
+                    self._plumb(node_ipr, rules, record, placement, links, bridge)
                     _save_record(self.lab, record)
         except Exception:
             self.remove_pods(records)
             raise
         return records
 
-    def _plumb(self, ipr: IPRoute, rules: set, record: PodRecord, placement: Placement) -> None:
+    def _plumb(self, ipr: IPRoute, rules: set, record: PodRecord, placement: Placement,
+               links: set[str] | None = None, bridge: int | None = None) -> None:
+        """One pod's veth and addressing. Netlink calls are few on purpose (each costs ~1-2 ms in pyroute2):
+        a new veth is created already up, on the bridge, with Terway's fixed host MAC."""
         routed = self.network.datapath == "terway-eniip"
         pod_ns = Namespace(record.netns)
-        if index_of(ipr, record.host_ifname) is None:
-            ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
-                     peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
-        host = index_of(ipr, record.host_ifname)
-        if not routed:
-            ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
-        ipr.link("set", index=host, state="up")
-        host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
+        if links is not None and record.host_ifname not in links:
+            extra = {"address": HOST_VETH_MAC} if routed else {"master": bridge}
+            ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu, state="up",
+                     peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu}, **extra)
+            host_mac = HOST_VETH_MAC
+            host = index_of(ipr, record.host_ifname) if routed else None
+        else:  # repair: the veth may exist in any state
+            if index_of(ipr, record.host_ifname) is None:
+                ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
+                         peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
+            host = index_of(ipr, record.host_ifname)
+            if not routed:
+                ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
+            ipr.link("set", index=host, state="up")
+            host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
         if routed:
             ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
             if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
@@ -352,8 +367,8 @@ class NodeNetwork:
             if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
                 ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
         with pod_ns.ipr() as pod:
-            pod.link("set", index=index_of(pod, "lo"), state="up")
-            eth0 = index_of(pod, "eth0")
+            pod.link("set", index=LOOPBACK_INDEX, state="up")
+            eth0 = pod.link("get", ifname="eth0")[0]["index"]
             _ignore_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
             pod.link("set", index=eth0, state="up")
             if routed:  # Terway: the gateway is a link-local address the host's veth answers for statically
