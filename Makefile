@@ -61,3 +61,4 @@ reliability: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
+	$(VENV)/bin/python -m bench.pods_scale
