@@ -56,7 +56,7 @@ class Agent:
         self.selector = selectors.DefaultSelector()
         # (pod key, port, protocol) → listening socket; pod key → (hostname, netns)
         self.listeners: dict[tuple[str, int, str], socket.socket] = {}
-        self.pods: dict[str, tuple[str, str]] = {}
+        self.pods: dict[str, tuple[str, str, int]] = {}
         self.conns: dict[int, _Conn] = {}
         self.reload = True
         self.running = True
@@ -98,22 +98,23 @@ class Agent:
             desired = json.loads(self.config.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return
-        wanted: dict[tuple[str, int, str], tuple[str, str]] = {}
+        # (hostname, namespace, its inode): a namespace made again under the same name gets new sockets
+        wanted: dict[tuple[str, int, str], tuple[str, str, int]] = {}
         for pod in desired.get("pods", []):
             for port, protocol in pod["ports"]:
-                wanted[(pod["key"], port, protocol)] = (pod["name"], pod["netns"])
+                wanted[(pod["key"], port, protocol)] = (pod["name"], pod["netns"], pod.get("inode", 0))
         errors = []
         for key in [k for k in self.listeners if k not in wanted or self.pods.get(k[0]) != wanted[k]]:
             self._close_listener(key)
         self.pods = {key[0]: value for key, value in wanted.items()}
-        for key, (hostname, netns) in wanted.items():
+        for key, (hostname, netns, _inode) in wanted.items():
             if key in self.listeners:
                 continue
             try:
                 self._listen(key, hostname, netns)
             except OSError as exc:
                 errors.append(f"{key[0]} {key[1]}/{key[2]}: {exc}")
-        for sock_id in [i for i, c in self.conns.items() if c.hostname not in {h for h, _ in wanted.values()}]:
+        for sock_id in [i for i, c in self.conns.items() if c.hostname not in {w[0] for w in wanted.values()}]:
             self._close_conn(self.conns[sock_id].sock)
         listening = {}
         for pod_key, port, protocol in sorted(self.listeners):

@@ -400,7 +400,7 @@ class NodeNetwork:
             _drop_record(self.lab, record.pod)
 
     def agent_pods(self, records: list[PodRecord]) -> list[dict]:
-        return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns,
+        return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns, "inode": Namespace(r.netns).inode(),
                  "ports": [[p.port, p.protocol] for p in r.pod.ports if p.protocol in ("TCP", "UDP")]}
                 for r in sorted(records, key=lambda r: r.pod.key)]
 
@@ -432,8 +432,9 @@ def converge_node(network: Network, node_name: str, placements: dict[str, Placem
         if node.pod_realized(placement, record, links):
             kept.append(record)  # type: ignore[arg-type]
             continue
-        if record is not None and record.node == node_name and record.ip != placement.ip:
-            node.remove_pod(record)
+        if record is not None and record.node == node_name and (
+                record.ip != placement.ip or not Namespace(record.netns).exists()):
+            node.remove_pod(record)  # readdressed, or its namespace was deleted: the old veth goes too
         todo.append(placement)
         changes.append(f"pod {key}: {placement.ip} on {node_name}")
     kept += node.ensure_pods(todo)

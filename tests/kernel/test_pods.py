@@ -42,13 +42,15 @@ VPC_ROUTES_PODS = {"vxlan": False, "vpc-route": True, "terway-eniip": True}
 @pytest.mark.parametrize("datapath", ["terway-eniip", "vpc-route", "vxlan"])
 def test_pod_interconnects(lab, datapath, root_unchanged):
     network, nodes, ecs3 = k.build_cluster(lab, datapath)
-    if datapath == "vpc-route":
-        # as ACK does in this mode: the nodes' group admits the pod CIDR (routed blocks are not group members)
-        k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
     changes = k.converge(network, MANIFESTS)
     assert any("pod demo/a" in c for c in changes)
     pods = pods_by_name(lab)
     a, b, c = pods["a"], pods["b"], pods["c"]
+    if datapath == "vpc-route":
+        # routed pod blocks are not members of the nodes' group: across nodes, pods need a rule for the pod
+        # CIDR, which ACK adds to the cluster's group in this mode
+        assert k.http_get(a.netns, c.ip, 8080, "/hostname", timeout=1) is None
+        k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
     assert (a.node, b.node, c.node) == ("node-1", "node-1", "node-2")
     if datapath == "terway-eniip":
         assert a.ip in network.node("node-1").eni_ips and c.ip in network.node("node-2").eni_ips
@@ -166,3 +168,18 @@ def test_status_exec_and_iperf3_in_pods(lab):
     finally:
         stop_iperf3(lab, a["netns"])
     wait_for(lambda: not _alive(pid), "iperf3 to stop")
+
+
+def test_a_pod_namespace_removed_behind_the_labs_back_is_repaired(lab):
+    network, _, _ = k.build_cluster(lab, "terway-eniip")
+    k.converge(network, MANIFESTS)
+    pods = pods_by_name(lab)
+    old_inode = Namespace(pods["a"].netns).inode()
+    Namespace(pods["a"].netns).remove()  # (the kernel keeps it while the agent's sockets hold it)
+    changes = k.converge(network, MANIFESTS)
+    assert changes == [f"pod demo/a: {pods['a'].ip} on node-1", "node node-1: pod agent serves 3 pod(s)"]
+    assert Namespace(pods["a"].netns).inode() not in (None, old_inode)
+    listening = Namespace(pods["a"].netns).run(["ss", "-Hltn", "sport = :8080"]).stdout
+    assert "0.0.0.0:8080" in listening  # the agent listens in the new namespace
+    assert k.http_get(pods["c"].netns, pods["a"].ip, 8080, "/hostname") == "a"
+    assert k.converge(network, MANIFESTS) == []
