@@ -320,11 +320,12 @@ class NodeNetwork:
     def ensure_pods(self, placements: list[Placement]) -> list[PodRecord]:
         """Create (or repair) pods' namespaces and plumbing; a failure removes what was made for them.
 
-        New namespaces are added by one ``ip -batch``; the node's side is done over one netlink socket.
+        The node's side is done over one netlink socket.
         """
         records = [self._record(p) for p in placements]
         try:
-            _batch_netns("add", [r.netns for r in records if not Namespace(r.netns).exists()])
+            for record in records:  # made without forking (lo comes up in _plumb)
+                Namespace(record.netns).create(loopback_up=False)
             with self.namespace.ipr() as node_ipr:
                 routed = self.network.datapath == "terway-eniip"
                 rules = _rules(node_ipr) if routed else set()
