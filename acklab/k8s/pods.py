@@ -76,15 +76,16 @@ class PodRecord:
     netns: str
     host_ifname: str
     datapath: str
+    node_netns: str = ""  # where the host veth is, so the pod can be removed even after its node left
 
     def to_dict(self) -> dict:
         return {"pod": self.pod.to_dict(), "node": self.node, "ip": self.ip, "netns": self.netns,
-                "host_ifname": self.host_ifname, "datapath": self.datapath}
+                "host_ifname": self.host_ifname, "datapath": self.datapath, "node_netns": self.node_netns}
 
     @staticmethod
     def from_dict(data: dict) -> PodRecord:
         return PodRecord(Pod.from_dict(data["pod"]), data["node"], data["ip"], data["netns"], data["host_ifname"],
-                         data["datapath"])
+                         data["datapath"], data.get("node_netns", ""))
 
 
 def _records_dir(lab: str) -> Path:
@@ -312,7 +313,7 @@ class NodeNetwork:
     def _record(self, placement: Placement) -> PodRecord:
         pod = placement.pod
         return PodRecord(pod, placement.node, placement.ip, pod_netns_name(self.lab, pod.namespace, pod.name),
-                         host_ifname(pod.namespace, pod.name), self.network.datapath)
+                         host_ifname(pod.namespace, pod.name), self.network.datapath, self.node.netns)
 
     def ensure_pod(self, placement: Placement) -> PodRecord:
         return self.ensure_pods([placement])[0]
@@ -419,12 +420,14 @@ def converge_node(network: Network, node_name: str, placements: dict[str, Placem
     changes: list[str] = []
     if node.ensure_base():
         changes.append(f"node {node_name}: {network.datapath} datapath")
+    changes += _forget_departed_nodes(network)
     records = load_records(network.lab)
     mine = {k: p for k, p in placements.items() if p.node == node_name}
-    for key, record in records.items():
-        if record.node != node_name and key in mine:  # moved here from a node that went away
-            stale = NodeNetwork(network, Node(record.node, _node_netns(network, record.node), ""))
-            stale.remove_pod(record)
+    moved = [r for k, r in records.items() if r.node != node_name and k in mine]  # nodeName changed
+    for record in moved:
+        _node_of(network, record).remove_pod(record)
+        changes.append(f"pod {record.pod.key}: removed from {record.node}")
+    records = {k: r for k, r in records.items() if r not in moved}
     kept: list[PodRecord] = []
     todo: list[Placement] = []
     links = node.link_names()
@@ -451,21 +454,27 @@ def converge_node(network: Network, node_name: str, placements: dict[str, Placem
     return changes
 
 
-def _node_netns(network: Network, name: str) -> str:
-    for node in network.nodes:
-        if node.name == name:
-            return node.netns
-    return ""
+def _node_of(network: Network, record: PodRecord) -> NodeNetwork:
+    """The node a recorded pod is plumbed from (perhaps one that left the cluster)."""
+    node = Node(record.node, record.node_netns or "acklab-none", "")
+    return NodeNetwork(Network(network.lab, record.datapath, (node,)), node)
 
 
-def remove_all(lab: str, network: Network | None = None) -> None:
-    """Remove every recorded pod of the lab and stop the agents (nodes stay)."""
-    for record in load_records(lab).values():
-        netns = _node_netns(network, record.node) if network else ""
-        node = Node(record.node, netns or "acklab-none", "")
-        NodeNetwork(Network(lab, record.datapath, (node,)), node).remove_pod(record)
-    for pidfile in k8s_dir(lab).glob("*.agent.pid"):
-        AgentHandle(lab, pidfile.name.removesuffix(".agent.pid"), "").stop()
+def _forget_departed_nodes(network: Network) -> list[str]:
+    """Nodes that left the cluster: stop their agents and remove the pods they ran (the scheduler places
+    the ones still wanted elsewhere)."""
+    known = {n.name for n in network.nodes}
+    changes = []
+    for pidfile in sorted(k8s_dir(network.lab).glob("*.agent.json")):
+        name = pidfile.name.removesuffix(".agent.json")
+        if name not in known:
+            AgentHandle(network.lab, name, "").stop()  # first: its sockets keep the pods' namespaces alive
+            changes.append(f"node {name}: left the cluster, pod agent stopped")
+    departed = [r for r in load_records(network.lab).values() if r.node not in known]
+    for record in departed:
+        _node_of(network, record).remove_pod(record)
+        changes.append(f"pod {record.pod.key}: removed from departed node {record.node}")
+    return changes
 
 
 def start_iperf3(lab: str, netns: str, port: int = 5201, timeout: float = 5.0) -> int:

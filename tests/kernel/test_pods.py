@@ -4,6 +4,7 @@ probes, TCP (HTTP) and UDP, declared ports only, convergence after a manifest ch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -183,3 +184,25 @@ def test_a_pod_namespace_removed_behind_the_labs_back_is_repaired(lab):
     assert "0.0.0.0:8080" in listening  # the agent listens in the new namespace
     assert k.http_get(pods["c"].netns, pods["a"].ip, 8080, "/hostname") == "a"
     assert k.converge(network, MANIFESTS) == []
+
+
+def test_pods_of_a_node_that_leaves_the_cluster_are_rescheduled(lab):
+    network, _, _ = k.build_cluster(lab, "terway-eniip")
+    manifests = k.MANIFESTS + k.pinned_pod("a", "node-1")
+    k.converge(network, manifests)
+    before = pods_by_name(lab)
+    on_node2 = [name for name, r in before.items() if r.node == "node-2"]
+    assert on_node2
+    node2_agent = AgentHandle(lab, "node-2", network.node("node-2").netns)
+    agent_pid = node2_agent.pid()
+
+    smaller = dataclasses.replace(network, nodes=(network.node("node-1"),))
+    changes = k.converge(smaller, manifests)
+    assert "node node-2: left the cluster, pod agent stopped" in changes
+    after = pods_by_name(lab)
+    assert set(after) == set(before) and {r.node for r in after.values()} == {"node-1"}
+    assert all(r.ip in network.node("node-1").eni_ips for r in after.values())
+    wait_for(lambda: not _alive(agent_pid), "the departed node's agent to stop")
+    moved = after[on_node2[0]]
+    assert k.http_get(after["a"].netns, moved.ip, 8080, "/hostname") == on_node2[0]
+    assert k.converge(smaller, manifests) == []
