@@ -167,3 +167,34 @@ def test_pod_namespaces_carry_the_lab_mark_and_fit_limits():
     assert names.pod_netns_name("a", "ns", "p") == names.pod_netns_name("a", "ns", "p")
     assert names.pod_netns_name("a", "ns", "p") != names.pod_netns_name("a", "ns", "q")
     assert names.lab_of("acklab-a-pod-xyz") is None
+
+
+def test_plan_per_datapath_and_network_errors():
+    from acklab.k8s.plan import Network, Node, plan
+
+    cluster = parse_documents(docs(MANIFESTS))
+    nodes = (Node("node-a", "ns-a", "192.168.1.10", "10.244.0.0/24"), Node("node-b", "ns-b", "192.168.1.11",
+                                                                             "10.244.1.0/24"))
+    with pytest.raises(ValidationError, match=r"Pod 'default/client': spec.nodeName: node 'node-b'"):
+        plan(Network("l", "vxlan", nodes[:1], "10.244.0.0/16"), cluster, {})
+    placed = plan(Network("l", "vxlan", nodes, "10.244.0.0/16"), cluster, {})
+    client = placed["default/client"]
+    assert (client.node, client.ip, client.gateway, client.prefixlen, client.mtu) == \
+        ("node-b", "10.244.1.2", "10.244.1.1", 24, 1450)
+    assert plan(Network("l", "vpc-route", nodes, "10.244.0.0/16"), cluster, {})["default/client"].mtu == 1500
+    eni = tuple(Node(n.name, n.netns, n.ip, None, "eth1", "192.168.3.253", (f"192.168.3.{i}0", f"192.168.3.{i}1"))
+                for i, n in enumerate(nodes, start=1))
+    terway = plan(Network("l", "terway-eniip", eni), cluster, {})
+    assert {p.ip for p in terway.values()} <= {"192.168.3.10", "192.168.3.11", "192.168.3.20", "192.168.3.21"}
+    assert all(p.prefixlen == 32 and p.gateway == "169.254.1.1" for p in terway.values())
+    with pytest.raises(ValidationError, match=r"cluster of lab l: datapath: 'calico' must be one of"):
+        plan(Network("l", "calico", nodes, "10.244.0.0/16"), cluster, {})
+    with pytest.raises(ValidationError, match=r"node node-a: pod_cidr: '10.9.0.0/24' must be a block inside"):
+        plan(Network("l", "vpc-route", (Node("node-a", "ns", "1.1.1.1", "10.9.0.0/24"),), "10.244.0.0/16"),
+             cluster, {})
+    with pytest.raises(ValidationError, match=r"node node-a: secondary ENI: terway-eniip needs"):
+        plan(Network("l", "terway-eniip", nodes), cluster, {})
+    with pytest.raises(ValidationError, match=r"node node-a: pods: no free pod address left for shop/web-"):
+        small = tuple(Node(n.name, n.netns, n.ip, None, "eth1", "192.168.3.253", (f"192.168.3.{i}0",))
+                      for i, n in enumerate(nodes, start=1))
+        plan(Network("l", "terway-eniip", small), cluster, {})
