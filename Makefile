@@ -27,6 +27,7 @@ setup:
 
 up: setup
 	scripts/up.sh $(LAB)
+	cd ansible && ACKLAB_LAB=$(LAB) ansible-playbook site.yml
 
 down: setup
 	-acklab recover --lab $(LAB)
@@ -38,6 +39,7 @@ status: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	cd ansible && $(VENV)/bin/ansible-lint
 
 unit: setup
 	$(PYTEST) tests/unit -q
@@ -59,3 +61,4 @@ reliability: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
+	$(VENV)/bin/python -m bench.pods_scale

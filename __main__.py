@@ -1,11 +1,23 @@
 """The default lab: one VPC, two vSwitches in two zones, three ECS instances.
 
 Reads like a pulumi-alicloud program; `netns` realizes it on the local kernel instead of in a region.
+With the stack setting `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes)
+and the program adds what the pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
 """
 
 import pulumi
 
+from acklab.k8s import ipam
 from netns import ecs, vpc
+
+config = pulumi.Config("acklab")
+# terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
+datapath = config.get("datapath") or "terway-eniip"
+datapath = None if datapath == "none" else datapath
+pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
+pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
+NODES = ("ecs-1", "ecs-2")
+NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 
 network = vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
 
@@ -14,10 +26,18 @@ zone_h = vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zon
 zone_i = vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
                     vswitch_name="acklab-vsw-i")
 
+
+def tags(name: str) -> dict[str, str] | None:
+    return NODE_TAGS if datapath and name in NODES else None
+
+
 instances = {
-    "ecs-1": ecs.Instance("ecs-1", vswitch_id=zone_h.id, private_ip="192.168.1.10", instance_type="ecs.g7.large"),
-    "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large"),
-    "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large"),
+    "ecs-1": ecs.Instance("ecs-1", vswitch_id=zone_h.id, private_ip="192.168.1.10", instance_type="ecs.g7.large",
+                          tags=tags("ecs-1")),
+    "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large",
+                          tags=tags("ecs-2")),
+    "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large",
+                          tags=tags("ecs-3")),
 }
 
 pulumi.export("vpc_id", network.id)
@@ -26,3 +46,26 @@ pulumi.export("vswitches", {"vsw-h": zone_h.id, "vsw-i": zone_i.id})
 pulumi.export("instances", {
     name: {"id": inst.id, "private_ip": inst.private_ip, "netns": inst.netns} for name, inst in instances.items()
 })
+
+if datapath in ("vpc-route", "vxlan"):
+    node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES)
+    if datapath == "vpc-route":  # the VPC delivers each node's pod CIDR to it
+        for name, cidr in node_cidrs.items():
+            vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id, destination_cidrblock=str(cidr),
+                           nexthop_type="Instance", nexthop_id=instances[name].id)
+    pulumi.export("kubernetes", {"datapath": datapath, "pod_cidr": pod_cidr,
+                                 "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}})
+elif datapath == "terway-eniip":
+    # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
+    pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
+                             vswitch_name="acklab-vsw-pods-h")
+    terway_nodes = {}
+    for name in NODES:
+        eni = ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
+                                      secondary_private_ip_address_count=pod_ips_per_node,
+                                      network_interface_name=f"{name}-pods")
+        attached = ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
+                                                     instance_id=instances[name].id)
+        terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,
+                              "eni_ips": eni.assigned_private_ip_addresses}
+    pulumi.export("kubernetes", {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "nodes": terway_nodes})

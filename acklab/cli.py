@@ -18,6 +18,7 @@ EPILOG = """examples:
   acklab status                      the default lab, as a table
   acklab status --lab t1 --json      another lab, for scripts
   acklab exec ecs-1 -- ping -c1 192.168.2.10
+  acklab exec demo/web-0 -- ip addr   a pod, as namespace/name
   acklab clean --lab t1              remove every namespace (and process in it) of lab t1
   acklab recover --lab t1            after a crashed pulumi up: stale lock, interrupted creates, leftovers
 """
@@ -45,6 +46,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for ecs in view.ecs:
         groups = ",".join(ecs.security_groups) or "-"
         print(f"{ecs.name:<12} {ecs.id:<12} {ecs.private_ip:<16} {ecs.vswitch_id:<13} {ecs.netns}  sg {groups}")
+    if view.pods:
+        print(f"\n{'POD':<40} {'IP':<16} {'NODE':<10} NETNS")
+        for pod in view.pods:
+            print(f"{pod.namespace + '/' + pod.name:<40} {pod.ip:<16} {pod.node:<10} {pod.netns}")
     for group in view.security_groups:
         print(f"\nsecurity group {group.id} ({group.type}, inner {group.inner_access_policy})")
         for rule in group.rules:
@@ -89,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    run = sub.add_parser("exec", help="run a command in an ECS (by name or id) or VPC router namespace")
+    run = sub.add_parser("exec", help="run a command in an ECS (name or id), pod (namespace/name) or VPC router")
     run.add_argument("target")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(func=cmd_exec)

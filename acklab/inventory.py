@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.names import mark
 from netns.model.security_group import Rule
@@ -48,11 +49,23 @@ class VpcView:
 
 
 @dataclass
+class PodView:
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    ip: str
+    netns: str
+    node: str
+    ports: list[str] = field(default_factory=list)
+
+
+@dataclass
 class LabView:
     lab: str
     vpcs: list[VpcView] = field(default_factory=list)
     ecs: list[EcsView] = field(default_factory=list)
     security_groups: list[SecurityGroupView] = field(default_factory=list)
+    pods: list[PodView] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,13 +92,28 @@ def read_lab(lab: str) -> LabView:
                                                           [asdict(rule) for rule in sorted(group.rules,
                                                                                            key=Rule.order)]))
     view.ecs.sort(key=lambda e: (e.name, e.id))
+    view.pods = read_pods(lab)
     return view
 
 
+def read_pods(lab: str) -> list[PodView]:
+    """The lab's pods: recorded by the pod network and still present on the kernel (their namespace)."""
+    from acklab.k8s.pods import load_records
+
+    return [PodView(r.pod.namespace, r.pod.name, dict(r.pod.labels), r.ip, r.netns, r.node,
+                    [f"{p.port}/{p.protocol}" for p in r.pod.ports])
+            for r in sorted(load_records(lab).values(), key=lambda r: r.pod.key) if Namespace(r.netns).exists()]
+
+
 def resolve_target(lab: str, target: str) -> str:
-    """A namespace name from an ECS name, an instance id or a namespace name of the lab."""
+    """A namespace name from an ECS name, an instance id, ``namespace/pod`` or a namespace name of the lab."""
     if target.startswith(mark(lab)):
         return target
+    if "/" in target:
+        for pod in read_pods(lab):
+            if target == f"{pod.namespace}/{pod.name}":
+                return pod.netns
+        raise LookupError(f"no pod {target!r} in lab {lab} (see `acklab status --lab {lab}`)")
     view = read_lab(lab)
     for ecs in view.ecs:
         if target in (ecs.id, ecs.name):

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux)
+DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@ namespace of lab ``a-b``): ``acklab clean --lab a`` can never touch lab ``ab``'s
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -15,6 +16,8 @@ from netns.model.errors import ValidationError
 PREFIX = "acklab-"
 _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr)-[0-9a-f]{8}$")
+# Pods are not cloud objects: their namespaces carry a hash of "<k8s namespace>/<pod name>" (stable, short).
+_POD_RE = re.compile(r"^pod-[0-9a-f]{10}$")
 
 
 def check_lab(lab: str) -> str:
@@ -66,9 +69,19 @@ def lab_of(namespace: str) -> str | None:
         return None
     rest = namespace[len(PREFIX):]
     lab, sep, cloud_id = rest.partition("-")
-    if not sep or not _LAB_RE.match(lab) or not _ID_RE.match(cloud_id):
+    if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)):
         return None
     return lab
+
+
+def pod_id(namespace: str, name: str) -> str:
+    """``pod-`` and 10 hex digits of a hash of the pod's key: the same pod always gets the same id."""
+    return "pod-" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:10]
+
+
+def pod_netns_name(lab: str, namespace: str, name: str) -> str:
+    """The namespace of a pod: ``acklab-<lab>-pod-<hash>`` (38 characters at most)."""
+    return mark(lab) + pod_id(namespace, name)
 
 
 # --- kernel name limits ------------------------------------------------------------------------------------

@@ -1,0 +1,516 @@
+"""Pods on the kernel: a namespace per pod plumbed from its node's namespace, per datapath; the node's agent.
+
+Everything is made from the node's side: the veth pair is created in the node's namespace with its peer put
+straight into the pod's namespace (renamed ``eth0``), as a CNI plugin does. What a pod is (namespace, name,
+labels, ports, node, address) is recorded in ``/run/acklab/<lab>/k8s/pods/<pod id>.json``; the kernel decides
+whether it still exists (its namespace and its host-side veth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from acklab.k8s import ipam
+from acklab.k8s.agent import AgentHandle, _alive, k8s_dir
+from acklab.k8s.model import Pod
+from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
+from netns.kernel.link import EEXIST, index_of
+from netns.kernel.namespace import Namespace
+from netns.model.errors import LabError
+from netns.model.names import pod_id, pod_netns_name
+
+BRIDGE = "cni0"
+VXLAN_DEV = "flannel.1"
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+TERWAY_GATEWAY = "169.254.1.1"
+TO_POD_PRIORITY = 512  # Terway: traffic to a pod is looked up in main (its /32 veth route)
+FROM_POD_PRIORITY = 2048  # Terway: traffic from a pod leaves through its ENI's table
+ENI_TABLE_BASE = 1000  # Terway: an ENI's table is 1000 + its interface index
+ENOENT, ESRCH = 2, 3
+HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"  # Terway/Calico: every host-side veth of a routed pod has this MAC
+LOOPBACK_INDEX = 1  # lo is always the first interface of a namespace
+
+
+def host_ifname(namespace: str, name: str) -> str:
+    """The node-side veth of a pod: ``cali`` + 11 hex digits of a hash of the pod (Terway's naming, 15 chars)."""
+    return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
+
+
+@contextmanager
+def k8s_lock(lab: str) -> Iterator[None]:
+    """Serializes the Kubernetes side of a lab (nodes converge one at a time: one consistent plan)."""
+    folder = k8s_dir(lab)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# --- records ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PodRecord:
+    pod: Pod
+    node: str
+    ip: str
+    netns: str
+    host_ifname: str
+    datapath: str
+    node_netns: str = ""  # where the host veth is, so the pod can be removed even after its node left
+
+    def to_dict(self) -> dict:
+        return {"pod": self.pod.to_dict(), "node": self.node, "ip": self.ip, "netns": self.netns,
+                "host_ifname": self.host_ifname, "datapath": self.datapath, "node_netns": self.node_netns}
+
+    @staticmethod
+    def from_dict(data: dict) -> PodRecord:
+        return PodRecord(Pod.from_dict(data["pod"]), data["node"], data["ip"], data["netns"], data["host_ifname"],
+                         data["datapath"], data.get("node_netns", ""))
+
+
+def _records_dir(lab: str) -> Path:
+    return k8s_dir(lab) / "pods"
+
+
+def load_records(lab: str) -> dict[str, PodRecord]:
+    """Every pod the lab recorded, by key."""
+    folder = _records_dir(lab)
+    records = {}
+    for path in sorted(folder.glob("pod-*.json")) if folder.is_dir() else ():
+        try:
+            record = PodRecord.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError):
+            continue
+        records[record.pod.key] = record
+    return records
+
+
+def _save_record(lab: str, record: PodRecord) -> None:
+    folder = _records_dir(lab)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{pod_id(record.pod.namespace, record.pod.name)}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.to_dict(), sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _drop_record(lab: str, pod: Pod) -> None:
+    (_records_dir(lab) / f"{pod_id(pod.namespace, pod.name)}.json").unlink(missing_ok=True)
+
+
+# --- netlink helpers (idempotent) ---------------------------------------------------------------------------
+
+def _ignore_exists(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise
+
+
+def _ignore_missing(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as exc:
+        if exc.code not in (ENOENT, ESRCH, 19):
+            raise
+
+
+def _rules(ipr: IPRoute) -> set[tuple[int, str, str, int]]:
+    """(priority, src, dst, table) of the node's policy rules."""
+    found = set()
+    for rule in ipr.get_rules(family=2):
+        src = f"{rule.get('FRA_SRC')}/{rule['src_len']}" if rule.get("FRA_SRC") else ""
+        dst = f"{rule.get('FRA_DST')}/{rule['dst_len']}" if rule.get("FRA_DST") else ""
+        found.add((rule.get("FRA_PRIORITY", 0), src, dst, rule.get("FRA_TABLE", rule["table"])))
+    return found
+
+
+def _batch_netns(verb: str, names: list[str]) -> None:
+    """``ip netns add|delete`` for many namespaces in one process (the lab's own names only)."""
+    if not names:
+        return
+    lines = "".join(f"netns {verb} {name}\n" for name in names if name.startswith("acklab-"))
+    result = subprocess.run(["ip", "-force", "-batch", "-"], input=lines, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise LabError(f"ip netns {verb}: {result.stderr.strip()}")
+
+
+def _kill_in(namespaces: list[Namespace], grace: float = 3.0) -> None:
+    """End the processes in these namespaces (iperf3 servers, commands run by exec), by PID, one /proc scan."""
+    inodes = {ns.inode() for ns in namespaces} - {None}
+    if not inodes:
+        return
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        if pids:
+            time.sleep(0.02)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- a node ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """The pod network of one node, for one datapath."""
+
+    network: Network
+    node: Node
+
+    @property
+    def lab(self) -> str:
+        return self.network.lab
+
+    @property
+    def namespace(self) -> Namespace:
+        return Namespace(self.node.netns)
+
+    @property
+    def agent(self) -> AgentHandle:
+        return AgentHandle(self.lab, self.node.name, self.node.netns)
+
+    def underlay_mtu(self) -> int:
+        with self.namespace.ipr() as ipr:
+            return ipr.link("get", ifname="eth0")[0].get("IFLA_MTU", 1500)
+
+    # base ----------------------------------------------------------------------------------------------------
+    def _base_fingerprint(self) -> str:
+        others = sorted((n.name, n.ip, n.pod_cidr or "") for n in self.network.nodes if n.name != self.node.name)
+        return json.dumps({"datapath": self.network.datapath, "node": [self.node.ip, self.node.pod_cidr,
+                           self.node.eni_ifname, self.node.eni_gateway], "cluster": self.network.cluster_cidr,
+                           "others": others, "inode": self.namespace.inode()}, sort_keys=True)
+
+    def _base_file(self) -> Path:
+        return k8s_dir(self.lab) / f"{self.node.name}.base"
+
+    def ensure_base(self) -> bool:
+        """The node's datapath (bridge, VXLAN device, ENI table). Returns True if anything changed."""
+        fingerprint = self._base_fingerprint()
+        base = self._base_file()
+        with self.namespace.ipr() as ipr:
+            present = index_of(ipr, BRIDGE if self.network.datapath in CIDR_DATAPATHS else "lo") is not None
+            if self.network.datapath == "vxlan":
+                present = present and index_of(ipr, VXLAN_DEV) is not None
+        if present and base.exists() and base.read_text() == fingerprint:
+            return False
+        self.namespace.sysctl("net.ipv4.ip_forward", 1)
+        if self.network.datapath in CIDR_DATAPATHS:
+            self._ensure_bridge()
+        if self.network.datapath == "vxlan":
+            self._ensure_vxlan()
+        if self.network.datapath == "terway-eniip":
+            self._ensure_eni_table()
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.write_text(fingerprint)
+        return True
+
+    def _ensure_bridge(self) -> None:
+        block = ipaddress.IPv4Network(self.node.pod_cidr)
+        mtu = ipam.overlay_mtu(self.underlay_mtu()) if self.network.datapath == "vxlan" else self.underlay_mtu()
+        with self.namespace.ipr() as ipr:
+            if index_of(ipr, BRIDGE) is None:
+                ipr.link("add", ifname=BRIDGE, kind="bridge")
+            index = index_of(ipr, BRIDGE)
+            ipr.link("set", index=index, mtu=mtu, state="up")
+            _ignore_exists(ipr.addr, "add", index=index, address=str(ipam.bridge_gateway(block)),
+                           prefixlen=block.prefixlen)
+
+    def _ensure_vxlan(self) -> None:
+        """flannel.1: VNI 1, UDP 8472, no learning; per other node a route, a neighbour and an FDB entry."""
+        mtu = ipam.overlay_mtu(self.underlay_mtu())
+        with self.namespace.ipr() as ipr:
+            old = index_of(ipr, VXLAN_DEV)
+            if old is not None:  # peers changed: rebuild (its routes, neighbours and FDB go with it)
+                ipr.link("del", index=old)
+            ipr.link("add", ifname=VXLAN_DEV, kind="vxlan", vxlan_id=VXLAN_VNI, vxlan_local=self.node.ip,
+                     vxlan_port=VXLAN_PORT, vxlan_learning=0, vxlan_link=index_of(ipr, "eth0"),
+                     address=ipam.vtep_mac(self.node.ip), mtu=mtu)
+            index = index_of(ipr, VXLAN_DEV)
+            own = ipaddress.IPv4Network(self.node.pod_cidr).network_address
+            ipr.addr("add", index=index, address=str(own), prefixlen=32)
+            ipr.link("set", index=index, state="up")
+            for other in self.network.nodes:
+                if other.name == self.node.name:
+                    continue
+                block = ipaddress.IPv4Network(other.pod_cidr)
+                vtep = str(block.network_address)
+                mac = ipam.vtep_mac(other.ip)
+                ipr.neigh("replace", dst=vtep, lladdr=mac, ifindex=index, state="permanent")
+                ipr.fdb("replace", ifindex=index, lladdr=mac, dst=other.ip, state="permanent", flags=2)  # NTF_SELF
+                ipr.route("replace", dst=str(block), gateway=vtep, oif=index, flags=4)  # RTNH_F_ONLINK
+        # flannel --ip-masq: pods reach the rest of the world with the node's address
+        cluster = self.network.cluster_cidr
+        rules = ("*nat\n:FLANNEL-POSTRTG - [0:0]\n-F FLANNEL-POSTRTG\n"
+                 f"-A FLANNEL-POSTRTG -s {cluster} -d {cluster} -j RETURN\n"
+                 f"-A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully\nCOMMIT\n")
+        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {self.node.name}: iptables-restore refused the flannel rules: {result.stderr}")
+        jump = ["POSTROUTING", "-j", "FLANNEL-POSTRTG"]
+        if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
+
+    def eni_table(self, ipr: IPRoute) -> int:
+        index = index_of(ipr, self.node.eni_ifname)
+        if index is None:
+            raise LabError(f"node {self.node.name}: no secondary ENI {self.node.eni_ifname} in {self.node.netns}")
+        return ENI_TABLE_BASE + index
+
+    def _ensure_eni_table(self) -> None:
+        self.namespace.sysctl(f"net.ipv4.neigh.{self.node.eni_ifname}.proxy_delay", 0)
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, self.node.eni_ifname)
+            table = self.eni_table(ipr)
+            ipr.link("set", index=index, state="up")
+            ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
+
+    # pods ----------------------------------------------------------------------------------------------------
+    def link_names(self) -> set[str]:
+        with self.namespace.ipr() as ipr:
+            return {link.get("ifname") for link in ipr.get_links()}
+
+    def pod_realized(self, placement: Placement, record: PodRecord | None, links: set[str]) -> bool:
+        """Recorded as planned, its namespace present and its host veth among the node's ``links``."""
+        if record is None or record != self._record(placement):
+            return False
+        return Namespace(record.netns).exists() and record.host_ifname in links
+
+    def _record(self, placement: Placement) -> PodRecord:
+        pod = placement.pod
+        return PodRecord(pod, placement.node, placement.ip, pod_netns_name(self.lab, pod.namespace, pod.name),
+                         host_ifname(pod.namespace, pod.name), self.network.datapath, self.node.netns)
+
+    def ensure_pod(self, placement: Placement) -> PodRecord:
+        return self.ensure_pods([placement])[0]
+
+    def ensure_pods(self, placements: list[Placement]) -> list[PodRecord]:
+        """Create (or repair) pods' namespaces and plumbing; a failure removes what was made for them.
+
+        The node's side is done over one netlink socket.
+        """
+        records = [self._record(p) for p in placements]
+        try:
+            for record in records:  # made without forking (lo comes up in _plumb)
+                Namespace(record.netns).create(loopback_up=False)
+            with self.namespace.ipr() as node_ipr:
+                routed = self.network.datapath == "terway-eniip"
+                rules = _rules(node_ipr) if routed else set()
+                links = {link.get("ifname") for link in node_ipr.get_links()}
+                bridge = None if routed else index_of(node_ipr, BRIDGE)
+                for record, placement in zip(records, placements, strict=True):
+                    self._plumb(node_ipr, rules, record, placement, links, bridge)
+                    _save_record(self.lab, record)
+        except Exception:
+            self.remove_pods(records)
+            raise
+        return records
+
+    def _plumb(self, ipr: IPRoute, rules: set, record: PodRecord, placement: Placement,
+               links: set[str] | None = None, bridge: int | None = None) -> None:
+        """One pod's veth and addressing. Netlink calls are few on purpose (each costs ~1-2 ms in pyroute2):
+        a new veth is created already up, on the bridge, with Terway's fixed host MAC."""
+        routed = self.network.datapath == "terway-eniip"
+        pod_ns = Namespace(record.netns)
+        if links is not None and record.host_ifname not in links:
+            extra = {"address": HOST_VETH_MAC} if routed else {"master": bridge}
+            ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu, state="up",
+                     peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu}, **extra)
+            host_mac = HOST_VETH_MAC
+            host = index_of(ipr, record.host_ifname) if routed else None
+        else:  # repair: the veth may exist in any state
+            if index_of(ipr, record.host_ifname) is None:
+                ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu,
+                         peer={"ifname": "eth0", "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
+            host = index_of(ipr, record.host_ifname)
+            if not routed:
+                ipr.link("set", index=host, master=index_of(ipr, BRIDGE))
+            ipr.link("set", index=host, state="up")
+            host_mac = ipr.get_links(host)[0].get("IFLA_ADDRESS")
+        if routed:
+            ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
+            if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
+                ipr.rule("add", dst=record.ip, dst_len=32, table=254, priority=TO_POD_PRIORITY)
+            table = self.eni_table(ipr)
+            if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
+                ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
+        with pod_ns.ipr() as pod:
+            pod.link("set", index=LOOPBACK_INDEX, state="up")
+            eth0 = pod.link("get", ifname="eth0")[0]["index"]
+            _ignore_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
+            pod.link("set", index=eth0, state="up")
+            if routed:  # Terway: the gateway is a link-local address the host's veth answers for statically
+                pod.neigh("replace", dst=TERWAY_GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
+                pod.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=eth0, scope=253)
+            pod.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0)
+
+    def remove_pod(self, record: PodRecord) -> None:
+        self.remove_pods([record])
+
+    def remove_pods(self, records: list[PodRecord]) -> None:
+        """Remove pods: their processes (by namespace inode, one scan of /proc), their host veths (routes go
+        with them), Terway's rules, their namespaces (one ``ip -batch``) and records."""
+        _kill_in([Namespace(r.netns) for r in records])
+        if self.namespace.exists() and records:
+            with self.namespace.ipr() as ipr:
+                for record in records:
+                    index = index_of(ipr, record.host_ifname)
+                    if index is not None:
+                        _ignore_missing(ipr.link, "del", index=index)
+                ips = {f"{r.ip}/32" for r in records if r.datapath == "terway-eniip"}
+                for prio, src, dst, table in _rules(ipr) if ips else ():
+                    if (prio == TO_POD_PRIORITY and dst in ips) or (prio == FROM_POD_PRIORITY and src in ips):
+                        address = (dst or src).split("/")[0]
+                        kwargs = {"dst": address, "dst_len": 32} if dst else {"src": address, "src_len": 32}
+                        _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
+        _batch_netns("delete", [r.netns for r in records if Namespace(r.netns).exists()])
+        for record in records:
+            _drop_record(self.lab, record.pod)
+
+    def agent_pods(self, records: list[PodRecord]) -> list[dict]:
+        return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns, "inode": Namespace(r.netns).inode(),
+                 "ports": [[p.port, p.protocol] for p in r.pod.ports if p.protocol in ("TCP", "UDP")]}
+                for r in sorted(records, key=lambda r: r.pod.key)]
+
+
+# --- converging ----------------------------------------------------------------------------------------------
+
+def current_placements(lab: str) -> dict[str, tuple[str, str]]:
+    """Running pods (recorded, namespace present) → (node, ip)."""
+    return {key: (r.node, r.ip) for key, r in load_records(lab).items() if Namespace(r.netns).exists()}
+
+
+def converge_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
+    """Make one node run exactly the pods ``placements`` puts on it. Returns what changed (empty: nothing)."""
+    node = NodeNetwork(network, network.node(node_name))
+    changes: list[str] = []
+    if node.ensure_base():
+        changes.append(f"node {node_name}: {network.datapath} datapath")
+    changes += _forget_departed_nodes(network)
+    records = load_records(network.lab)
+    mine = {k: p for k, p in placements.items() if p.node == node_name}
+    moved = [r for k, r in records.items() if r.node != node_name and k in mine]  # nodeName changed
+    for record in moved:
+        _node_of(network, record).remove_pod(record)
+        changes.append(f"pod {record.pod.key}: removed from {record.node}")
+    records = {k: r for k, r in records.items() if r not in moved}
+    kept: list[PodRecord] = []
+    todo: list[Placement] = []
+    links = node.link_names()
+    for key, placement in sorted(mine.items()):
+        record = records.get(key)
+        if node.pod_realized(placement, record, links):
+            kept.append(record)  # type: ignore[arg-type]
+            continue
+        if record is not None and record.node == node_name and (
+                record.ip != placement.ip or not Namespace(record.netns).exists()):
+            node.remove_pod(record)  # readdressed, or its namespace was deleted: the old veth goes too
+        todo.append(placement)
+        changes.append(f"pod {key}: {placement.ip} on {node_name}")
+    kept += node.ensure_pods(todo)
+    gone = [r for k, r in records.items() if r.node == node_name and k not in mine]
+    desired_agent = node.agent_pods(kept)
+    if node.agent.pid() is None or node.agent.desired() != desired_agent:
+        status = node.agent.configure(desired_agent)
+        if status.get("errors"):
+            raise LabError(f"pod agent of node {node_name}: {'; '.join(status['errors'])}")
+        changes.append(f"node {node_name}: pod agent serves {len(kept)} pod(s)")
+    node.remove_pods(gone)
+    changes += [f"pod {record.pod.key}: removed from {node_name}" for record in gone]
+    return changes
+
+
+def _node_of(network: Network, record: PodRecord) -> NodeNetwork:
+    """The node a recorded pod is plumbed from (perhaps one that left the cluster)."""
+    node = Node(record.node, record.node_netns or "acklab-none", "")
+    return NodeNetwork(Network(network.lab, record.datapath, (node,)), node)
+
+
+def _forget_departed_nodes(network: Network) -> list[str]:
+    """Nodes that left the cluster: stop their agents and remove the pods they ran (the scheduler places
+    the ones still wanted elsewhere)."""
+    known = {n.name for n in network.nodes}
+    changes = []
+    for pidfile in sorted(k8s_dir(network.lab).glob("*.agent.json")):
+        name = pidfile.name.removesuffix(".agent.json")
+        if name not in known:
+            AgentHandle(network.lab, name, "").stop()  # first: its sockets keep the pods' namespaces alive
+            changes.append(f"node {name}: left the cluster, pod agent stopped")
+    departed = [r for r in load_records(network.lab).values() if r.node not in known]
+    for record in departed:
+        _node_of(network, record).remove_pod(record)
+        changes.append(f"pod {record.pod.key}: removed from departed node {record.node}")
+    return changes
+
+
+def start_iperf3(lab: str, netns: str, port: int = 5201, timeout: float = 5.0) -> int:
+    """An iperf3 server in a pod (or any namespace of the lab), on demand; returns its PID.
+
+    Daemonized with a pidfile under ``/run/acklab/<lab>/k8s/``; it ends with the pod (processes are found by
+    namespace inode when the pod goes) or with ``stop_iperf3``.
+    """
+    if not netns.startswith(f"acklab-{lab}-"):
+        raise LabError(f"{netns} is not a namespace of lab {lab}")
+    pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.unlink(missing_ok=True)
+    Namespace(netns).run(["iperf3", "-s", "-D", "-p", str(port), "--pidfile", str(pidfile)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(pidfile.read_text().strip("\0\n "))
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.02)
+            continue
+        listening = Namespace(netns).run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip()
+        if listening:  # (a probe connection would count as a failed test on the server)
+            return pid
+        time.sleep(0.02)
+    raise LabError(f"iperf3 did not start in {netns} within {timeout}s")
+
+
+def stop_iperf3(lab: str, netns: str, port: int = 5201) -> None:
+    import signal
+
+    pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
+    try:
+        pid = int(pidfile.read_text().strip("\0\n "))
+    except (FileNotFoundError, ValueError):
+        return
+    if pid in Namespace(netns).pids():  # only the server we started, still in that namespace
+        os.kill(pid, signal.SIGTERM)
+    pidfile.unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""Inventory plugin: the hosts of an acklab lab, read from its Pulumi stack (``pulumi stack export``)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: pulumi_stack
+short_description: Hosts of an acklab lab from its Pulumi stack
+description:
+  - Runs C(pulumi stack export) for the lab's stack and turns its resources into hosts and groups.
+  - ECS instances tagged with the key C(ack.aliyun.com) (as ACK tags its nodes) form the group C(k8s_nodes);
+    other ECS instances form C(ecs); load balancers (resources with an C(address) output) form C(slb).
+  - Host variables are the instance's facts (C(private_ip), C(acklab_netns), C(instance_id), ...). The stack's
+    C(kubernetes) output (datapath, pod CIDRs, secondary ENIs) becomes group variables of C(k8s_nodes).
+author: acklab
+version_added: 0.1.0
+options:
+  plugin:
+    description: The name of this plugin.
+    required: true
+    choices: [acklab.lab.pulumi_stack]
+  stack:
+    description: The lab (Pulumi stack); default the ACKLAB_LAB environment variable, else C(default).
+    type: str
+    env:
+      - name: ACKLAB_LAB
+  project_dir:
+    description: The Pulumi project; default the environment's ACKLAB_PROJECT, else the repository holding this
+      collection.
+    type: path
+    env:
+      - name: ACKLAB_PROJECT
+  pulumi:
+    description: The Pulumi CLI; default the one beside the Python running Ansible (the project's .venv/bin).
+    type: str
+"""
+
+EXAMPLES = r"""
+plugin: acklab.lab.pulumi_stack
+stack: default
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin
+
+NODE_TAG = "ack.aliyun.com"
+REPO = Path(__file__).resolve().parents[7]  # ansible/collections/ansible_collections/acklab/lab/plugins/inventory
+
+
+def classify(resources: list[dict]) -> tuple[dict[str, dict], dict]:
+    """(host name → facts and group, the stack's outputs), from the resources of a stack export."""
+    hosts: dict[str, dict] = {}
+    stack_outputs: dict = {}
+    for resource in resources:
+        outputs = resource.get("outputs") or {}
+        if resource.get("type") == "pulumi:pulumi:Stack":
+            stack_outputs = outputs
+            continue
+        if "instance_type" in outputs and "netns" in outputs and "private_ip" in outputs:
+            tags = outputs.get("tags") or {}
+            name = outputs.get("instance_name") or outputs.get("__name") or resource["id"]
+            hosts[name] = {
+                "group": "k8s_nodes" if NODE_TAG in tags else "ecs",
+                "vars": {"acklab_netns": outputs["netns"], "private_ip": outputs["private_ip"],
+                         "instance_id": resource.get("id"), "vswitch_id": outputs.get("vswitch_id"),
+                         "network_interface_id": outputs.get("network_interface_id"),
+                         "security_groups": outputs.get("security_groups") or [], "ecs_tags": tags},
+            }
+        elif "address" in outputs and ("load_balancer_name" in outputs or "load_balancer_spec" in outputs):
+            name = outputs.get("load_balancer_name") or outputs.get("__name") or resource["id"]
+            hosts[name] = {"group": "slb", "vars": {"acklab_netns": outputs.get("netns"),
+                                                     "address": outputs["address"], "slb_id": resource.get("id")}}
+    return hosts, stack_outputs
+
+
+def cluster_nodes(hosts: dict[str, dict], kubernetes: dict) -> list[dict]:
+    """Every node with its namespace and address, plus its pod addressing from the stack's kubernetes output."""
+    per_node = kubernetes.get("nodes") or {}
+    return [{"name": name, "netns": host["vars"]["acklab_netns"], "ip": host["vars"]["private_ip"],
+             **(per_node.get(name) or {})}
+            for name, host in sorted(hosts.items()) if host["group"] == "k8s_nodes"]
+
+
+class InventoryModule(BaseInventoryPlugin):
+    NAME = "acklab.lab.pulumi_stack"
+
+    def verify_file(self, path):
+        return super().verify_file(path) and path.endswith(("pulumi_stack.yml", "pulumi_stack.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        stack = self.get_option("stack") or "default"
+        project = Path(self.get_option("project_dir") or REPO)
+        export = self._export(stack, project)
+        hosts, outputs = classify(export.get("deployment", {}).get("resources") or [])
+        for group in ("k8s_nodes", "ecs", "slb"):
+            self.inventory.add_group(group)
+        self.inventory.set_variable("all", "acklab_lab", stack)
+        self.inventory.set_variable("all", "acklab_project", str(project))
+        # Modules import acklab: they run with the interpreter running Ansible (the project's .venv).
+        self.inventory.set_variable("all", "ansible_python_interpreter", sys.executable)
+        self.inventory.set_variable("all", "ansible_connection", "acklab.lab.netns")
+        kubernetes = outputs.get("kubernetes") or {}
+        self.inventory.set_variable("k8s_nodes", "acklab_kubernetes", kubernetes)
+        self.inventory.set_variable("k8s_nodes", "acklab_k8s_nodes", cluster_nodes(hosts, kubernetes))
+        for name, host in sorted(hosts.items()):
+            self.inventory.add_host(name, group=host["group"])
+            for key, value in host["vars"].items():
+                self.inventory.set_variable(name, key, value)
+
+    def _export(self, stack: str, project: Path) -> dict:
+        beside = Path(sys.executable).parent / "pulumi"
+        pulumi = self.get_option("pulumi") or (str(beside) if beside.exists() else "pulumi")
+        # The project's defaults (as the Makefile sets them) unless the environment says otherwise.
+        env = {"PULUMI_BACKEND_URL": f"file://{project}/.pulumi/state", "PULUMI_HOME": f"{project}/.pulumi/home",
+               "PULUMI_CONFIG_PASSPHRASE": "", "PULUMI_SKIP_UPDATE_CHECK": "true", **os.environ}
+        try:
+            result = subprocess.run([pulumi, "stack", "export", "--stack", stack, "--non-interactive"], cwd=project,
+                                    capture_output=True, text=True, timeout=120, env=env, check=False)
+        except FileNotFoundError as exc:
+            raise AnsibleParserError(f"acklab.lab.pulumi_stack: {exc}") from exc
+        if result.returncode != 0:
+            raise AnsibleParserError(f"acklab.lab.pulumi_stack: pulumi stack export --stack {stack} in {project} "
+                                     f"failed: {result.stderr.strip()}")
+        return json.loads(result.stdout or "{}")

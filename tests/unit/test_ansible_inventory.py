@@ -1,0 +1,40 @@
+"""The inventory plugin's mapping of a Pulumi stack export onto hosts and groups (pure part)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+PLUGIN = Path(__file__).resolve().parents[2] / "ansible/collections/ansible_collections/acklab/lab/plugins/inventory" \
+    / "pulumi_stack.py"
+
+
+def load_plugin():
+    spec = importlib.util.spec_from_file_location("acklab_pulumi_stack", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ecs(name: str, ip: str, tags: dict | None = None) -> dict:
+    return {"type": "pulumi-python:dynamic:Resource", "id": f"i-{name}",
+            "outputs": {"instance_name": name, "instance_type": "ecs.g7.large", "netns": f"acklab-x-i-{name}",
+                        "private_ip": ip, "tags": tags, "vswitch_id": "vsw-1"}}
+
+
+def test_nodes_are_ecs_with_the_ack_tag_and_carry_their_pod_addressing():
+    plugin = load_plugin()
+    assert Path(__file__).resolve().parents[2] == plugin.REPO
+    resources = [
+        {"type": "pulumi:pulumi:Stack", "outputs": {"kubernetes": {"datapath": "vxlan", "pod_cidr": "10.244.0.0/16",
+                                                                   "nodes": {"n1": {"pod_cidr": "10.244.0.0/24"}}}}},
+        ecs("n1", "192.168.1.10", {"ack.aliyun.com": "c-1"}),
+        ecs("plain", "192.168.1.20", {"team": "a"}),
+        {"type": "pulumi-python:dynamic:Resource", "id": "vsw-1", "outputs": {"cidr_block": "192.168.1.0/24"}},
+    ]
+    hosts, outputs = plugin.classify(resources)
+    assert {name: h["group"] for name, h in hosts.items()} == {"n1": "k8s_nodes", "plain": "ecs"}
+    assert hosts["n1"]["vars"]["acklab_netns"] == "acklab-x-i-n1"
+    assert outputs["kubernetes"]["datapath"] == "vxlan"
+    assert plugin.cluster_nodes(hosts, outputs["kubernetes"]) == [
+        {"name": "n1", "netns": "acklab-x-i-n1", "ip": "192.168.1.10", "pod_cidr": "10.244.0.0/24"}]
