@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from acklab.inventory import read_lab
-from acklab.recover import Recovery
-from netns.kernel.namespace import list_namespaces
+from acklab.recover import Recovery, checkpoint_ids
+from netns.kernel.link import links_of
+from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.errors import LabError
-from netns.model.names import mark
+from netns.model.names import is_cloud_id, mark
 from netns.realize import state_dir
 from tests.e2e.test_pulumi_up import PROJECT, Stack
 from tests.labtools import ProbeServer, ping, probe_tcp, wait_for
@@ -173,9 +174,13 @@ def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupt
         "ecs-1": "192.168.1.10", "ecs-2": "192.168.1.11", "ecs-3": "192.168.2.10"}
     # Exactly the objects of the checkpoint: no duplicate of an interrupted create, no leftover.
     assert sorted(lab_namespaces(lab)) == sorted([out["vpc_netns"], *(e["netns"] for e in ecs.values())])
+    ids = checkpoint_ids(json.loads(stack.run("stack", "export").stdout)["deployment"])
     view = read_lab(lab)
     assert sorted(e.id for e in view.ecs) == sorted(e["id"] for e in ecs.values())
-    assert sorted(v.id for v in view.vpcs[0].vswitches) == sorted(out["vswitches"].values())
+    assert {v.id for v in view.vpcs[0].vswitches} == {i for i in ids if i.startswith("vsw-")}
+    router = Namespace(out["vpc_netns"])
+    ports = {name for name, kind in links_of(router).items() if kind == "veth" and is_cloud_id(name, "eni")}
+    assert ports == {i for i in ids if i.startswith("eni-")}  # primary and secondary ENIs, none twice
 
     for a, b in itertools.permutations(ecs.values(), 2):
         assert ping(a["netns"], b["private_ip"]), f"{a['private_ip']} -> {b['private_ip']}"
