@@ -15,6 +15,7 @@ No kernel, no root: this module only builds text.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable
@@ -156,8 +157,10 @@ class ProxierConfig:
 # --------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _hash16(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    # 16 base32 characters are exactly the first 10 bytes of the digest: encode only those (speed).
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def port_proto_hash(port_name_string: str, protocol: str) -> str:
