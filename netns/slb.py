@@ -274,8 +274,10 @@ class BackendServer(Resource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         resource = f"{BackendServerProvider.kind} {resource_name!r}"
         if is_known(backend_servers):
-            placeholders = [{k: (v if _plain(v) else _PLACEHOLDERS.get(k, v)) for k, v in dict(item).items()}
-                            if isinstance(item, Mapping) else item for item in backend_servers]
+            # Unknown server ids (other resources' outputs) get distinct placeholders: duplicates stay visible.
+            placeholders = [{k: (v if _plain(v) else f"i-ffff{n:04x}" if k == "server_id" else v)
+                             for k, v in dict(item).items()} if isinstance(item, Mapping) else item
+                            for n, item in enumerate(backend_servers)]
             if all(_plain(item) for item in placeholders):
                 model.parse_backend_servers(resource, placeholders)
             for n, item in enumerate(backend_servers):
