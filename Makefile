@@ -59,3 +59,4 @@ reliability: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
+	$(VENV)/bin/python -m bench.slb_wrk
