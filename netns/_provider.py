@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.output import Unknown
 
 from netns.model.errors import ValidationError
 from netns.model.names import check_lab
@@ -23,8 +24,9 @@ def current_lab() -> str:
 
 
 def is_known(value: Any) -> bool:
-    """True for a plain value a program passed (not an Output still to be resolved)."""
-    return not isinstance(value, pulumi.Output)
+    """True for a plain value: not an Output still to be resolved, nor the placeholder a provider's
+    ``check`` sees for it during a preview."""
+    return not isinstance(value, pulumi.Output | Unknown)
 
 
 # Plain facts about resources built by this program, keyed by their `id` Output, so that a resource

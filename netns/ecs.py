@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -15,8 +16,12 @@ from netns.model.errors import ValidationError
 from netns.model.names import new_id
 from netns.model.security_group import Group, check_group, parse_rule
 from netns.realize import security_group as sg
+from netns.realize.eni import check_secondary
 from netns.realize.instance import EcsInstance
+from netns.realize.network_interface import NetworkInterface
 from netns.realize.vpc import find_vswitch
+
+_HOST_NAME = re.compile(r"^(?=.{2,64}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def _check_ip_format(resource: str, value: Any) -> None:
@@ -29,8 +34,11 @@ def _check_ip_format(resource: str, value: Any) -> None:
 class InstanceProvider(LabProvider):
     kind = "ecs.Instance"
     inputs = ("lab", "vswitch_id", "private_ip", "instance_type", "image_id", "instance_name",
-              "security_groups", "description", "tags")
-    replace_on = ("lab", "vswitch_id", "private_ip", "image_id")
+              "security_groups", "secondary_private_ips", "secondary_private_ip_address_count", "host_name",
+              "user_data", "description", "tags")
+    # secondary IPs, host name and user data are fixed at creation here (user data runs once, at boot)
+    replace_on = ("lab", "vswitch_id", "private_ip", "image_id", "secondary_private_ips",
+                  "secondary_private_ip_address_count", "host_name", "user_data")
     computed_when_absent = ("private_ip",)
     validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"private_ip": _check_ip_format}
 
@@ -38,11 +46,17 @@ class InstanceProvider(LabProvider):
         resource = f"{self.kind} {props['__name']!r}"
         vswitch = find_vswitch(props["lab"], props["vswitch_id"])
         instance = EcsInstance(props["lab"], new_id("i"), new_id("eni"))
-        private_ip = instance.create(vswitch, props.get("private_ip"), resource, props["instance_name"],
-                                     tuple(props.get("security_groups") or ()))
+        private_ip = instance.create(
+            vswitch, props.get("private_ip"), resource, props["instance_name"],
+            tuple(props.get("security_groups") or ()),
+            tuple(check_secondary(resource, "secondary_private_ips", props.get("secondary_private_ips") or ())),
+            int(props.get("secondary_private_ip_address_count") or 0), props.get("host_name") or "",
+            props.get("user_data") or "")
+        state = instance.read()
         return CreateResult(instance.instance_id, {
             **props, "private_ip": private_ip, "netns": instance.namespace.name,
             "network_interface_id": instance.eni_id,
+            "assigned_secondary_private_ips": list(state.secondary_private_ips) if state else [],
         })
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -51,7 +65,8 @@ class InstanceProvider(LabProvider):
             return ReadResult("", {})
         return ReadResult(id_, {**props, "private_ip": state.private_ip,
                                 "vswitch_id": state.vswitch_id or props["vswitch_id"],
-                                "security_groups": list(state.security_groups)})
+                                "security_groups": list(state.security_groups),
+                                "assigned_secondary_private_ips": list(state.secondary_private_ips)})
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         result = super().update(id_, olds, news)
@@ -83,8 +98,15 @@ class Instance(Resource):
                  security_groups: pulumi.Input[list[pulumi.Input[str]]] | None = None,
                  description: pulumi.Input[str] | None = None,
                  tags: pulumi.Input[dict[str, str]] | None = None,
+                 secondary_private_ips: pulumi.Input[list[pulumi.Input[str]]] | None = None,
+                 secondary_private_ip_address_count: pulumi.Input[int] | None = None,
+                 host_name: pulumi.Input[str] | None = None,
+                 user_data: pulumi.Input[str] | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         resource = f"{InstanceProvider.kind} {resource_name!r}"
+        if is_known(host_name) and host_name is not None and not _HOST_NAME.match(host_name):
+            raise ValidationError(resource, "host_name", f"{host_name!r}: 2-64 letters, digits, dots and dashes, "
+                                  "not starting or ending with a dot or dash")
         if vswitch_id is None:
             raise ValidationError(resource, "vswitch_id", "is required: an ECS in a VPC sits on a vSwitch")
         self._check_early(resource, vswitch_id, private_ip)
@@ -93,7 +115,9 @@ class Instance(Resource):
             "instance_type": instance_type, "image_id": image_id,
             "instance_name": instance_name if instance_name is not None else resource_name,
             "security_groups": security_groups or [], "description": description, "tags": tags,
-            "netns": None, "network_interface_id": None,
+            "secondary_private_ips": secondary_private_ips, "host_name": host_name, "user_data": user_data,
+            "secondary_private_ip_address_count": secondary_private_ip_address_count,
+            "netns": None, "network_interface_id": None, "assigned_secondary_private_ips": None,
         }, opts)
 
     @staticmethod
@@ -236,3 +260,106 @@ class SecurityGroupRule(Resource):
             "__name": resource_name, "lab": current_lab(), "security_group_id": security_group_id, **args,
             "description": description,
         }, opts)
+
+
+class EcsNetworkInterfaceProvider(LabProvider):
+    kind = "ecs.EcsNetworkInterface"
+    inputs = ("lab", "vswitch_id", "security_group_ids", "primary_ip_address", "private_ip_addresses",
+              "secondary_private_ip_address_count", "network_interface_name", "description", "tags")
+    replace_on = ("lab", "vswitch_id", "security_group_ids", "primary_ip_address", "private_ip_addresses",
+                  "secondary_private_ip_address_count")
+    computed_when_absent = ("primary_ip_address",)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        resource = f"{self.kind} {props['__name']!r}"
+        vswitch = find_vswitch(props["lab"], props["vswitch_id"])
+        eni = NetworkInterface(props["lab"], new_id("eni"))
+        state = eni.create(
+            vswitch, resource, props.get("primary_ip_address"),
+            tuple(check_secondary(resource, "private_ip_addresses", props.get("private_ip_addresses") or ())),
+            int(props.get("secondary_private_ip_address_count") or 0), tuple(props.get("security_group_ids") or ()),
+            props.get("network_interface_name") or "")
+        return CreateResult(eni.eni_id, {**props, "primary_ip_address": state.primary_ip,
+                                         "assigned_private_ip_addresses": list(state.secondary_ips)})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        state = NetworkInterface(props["lab"], id_).read()
+        if state is None:
+            return ReadResult("", {})
+        return ReadResult(id_, {**props, "primary_ip_address": state.primary_ip,
+                                "assigned_private_ip_addresses": list(state.secondary_ips)})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        NetworkInterface(props["lab"], id_).delete()
+
+
+class EcsNetworkInterface(Resource):
+    """A secondary ENI: a port on a vSwitch (of the same VPC) with a primary and secondary private IPs."""
+
+    primary_ip_address: pulumi.Output[str]
+    assigned_private_ip_addresses: pulumi.Output[list[str]]
+    vswitch_id: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, vswitch_id: pulumi.Input[str],
+                 security_group_ids: pulumi.Input[list[pulumi.Input[str]]] | None = None,
+                 primary_ip_address: pulumi.Input[str] | None = None,
+                 private_ip_addresses: pulumi.Input[list[pulumi.Input[str]]] | None = None,
+                 secondary_private_ip_address_count: pulumi.Input[int] | None = None,
+                 network_interface_name: pulumi.Input[str] | None = None,
+                 description: pulumi.Input[str] | None = None, tags: pulumi.Input[dict[str, str]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        resource = f"{EcsNetworkInterfaceProvider.kind} {resource_name!r}"
+        if vswitch_id is None:
+            raise ValidationError(resource, "vswitch_id", "is required: an ENI sits on a vSwitch")
+        if is_known(primary_ip_address) and primary_ip_address is not None:
+            vswitch = recall(vswitch_id)
+            if vswitch is not None and vswitch["cidr"] is not None:
+                addressing.check_private_ip(resource, primary_ip_address, vswitch["cidr"], vswitch["ips"],
+                                            "primary_ip_address")
+                vswitch["ips"].add(ipaddress.IPv4Address(primary_ip_address))
+        super().__init__(EcsNetworkInterfaceProvider(), resource_name, {
+            "__name": resource_name, "lab": current_lab(), "vswitch_id": vswitch_id,
+            "security_group_ids": security_group_ids or [], "primary_ip_address": primary_ip_address,
+            "private_ip_addresses": private_ip_addresses,
+            "secondary_private_ip_address_count": secondary_private_ip_address_count,
+            "network_interface_name": network_interface_name if network_interface_name is not None
+            else resource_name, "description": description, "tags": tags,
+            "assigned_private_ip_addresses": None,
+        }, opts)
+
+
+class EcsNetworkInterfaceAttachmentProvider(LabProvider):
+    kind = "ecs.EcsNetworkInterfaceAttachment"
+    inputs = ("lab", "network_interface_id", "instance_id")
+    replace_on = inputs
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        resource = f"{self.kind} {props['__name']!r}"
+        instance = EcsInstance(props["lab"], props["instance_id"], "")
+        device = NetworkInterface(props["lab"], props["network_interface_id"]).attach(
+            instance.namespace, props["instance_id"], resource)
+        return CreateResult(f"{props['network_interface_id']}:{props['instance_id']}", {**props, "device": device})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        state = NetworkInterface(props["lab"], props["network_interface_id"]).read()
+        if state is None or state.instance_id != props["instance_id"]:
+            return ReadResult("", {})
+        return ReadResult(id_, {**props, "device": f"eth{state.device}"})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        instance = EcsInstance(props["lab"], props["instance_id"], "")
+        NetworkInterface(props["lab"], props["network_interface_id"]).detach(instance.namespace)
+
+
+class EcsNetworkInterfaceAttachment(Resource):
+    """Attaches a secondary ENI to an instance: it appears there as the next ``ethN`` (output ``device``)."""
+
+    device: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, network_interface_id: pulumi.Input[str], instance_id: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(EcsNetworkInterfaceAttachmentProvider(), resource_name, {
+            "__name": resource_name, "lab": current_lab(), "network_interface_id": network_interface_id,
+            "instance_id": instance_id, "device": None,
+        }, opts)
+

@@ -142,7 +142,7 @@ class ApplicationLoadBalancer(Resource):
         vswitch = recall(vswitch_id)
         if vswitch is None or vswitch["cidr"] is None:
             return
-        addressing.check_private_ip(resource, address, vswitch["cidr"], vswitch["ips"])
+        addressing.check_private_ip(resource, address, vswitch["cidr"], vswitch["ips"], "address")
         vswitch["ips"].add(ipaddress.IPv4Address(address))  # an ECS asking for it later is refused
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, Resource
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource
 
 from netns._provider import LabProvider, all_facts, current_lab, is_known, recall, remember
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
 from netns.model.names import new_id
+from netns.realize.route_entry import RouteEntry as RouteEntryRealization
+from netns.realize.route_entry import check_destination
 from netns.realize.vpc import VpcRouter, VSwitch
 
 
@@ -137,3 +140,68 @@ class Switch(Resource):
         siblings = [(f["resource"], f["cidr"]) for f in all_facts("vswitch")
                     if f["vpc"] == id(vpc_id) and f["cidr"] is not None]
         return addressing.check_vswitch_cidr(resource, cidr_block, vpc_cidr, siblings if vpc else ())
+
+
+class RouteEntryProvider(LabProvider):
+    kind = "vpc.RouteEntry"
+    inputs = ("lab", "route_table_id", "destination_cidrblock", "nexthop_type", "nexthop_id")
+    replace_on = inputs
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        result = super().check(olds, news)
+        try:
+            _check_route_entry(f"{self.kind} {news.get('__name')!r}", news)
+        except ValidationError as exc:
+            result.failures.append(CheckFailure(exc.field, exc.reason))
+        return result
+
+    @staticmethod
+    def _entry(props: dict[str, Any]) -> RouteEntryRealization:
+        vpc_id = "vpc-" + props["route_table_id"].removeprefix("vtb-")
+        destination = ipaddress.IPv4Network(props["destination_cidrblock"])
+        return RouteEntryRealization(VpcRouter(props["lab"], vpc_id), destination, props["nexthop_id"])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        resource = f"{self.kind} {props['__name']!r}"
+        _check_route_entry(resource, props)
+        self._entry(props).create(resource)
+        entry_id = ":".join((props["route_table_id"], props["destination_cidrblock"], props["nexthop_type"],
+                             props["nexthop_id"]))
+        return CreateResult(entry_id, dict(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_, dict(props)) if self._entry(props).exists() else ReadResult("", {})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        self._entry(props).delete()
+
+
+def _check_route_entry(resource: str, props: dict[str, Any]) -> None:
+    table = props.get("route_table_id")
+    if is_known(table) and table is not None and not str(table).startswith("vtb-"):
+        raise ValidationError(resource, "route_table_id", f"{table!r} is not a route table id (vtb-...)")
+    if props.get("nexthop_type", "Instance") != "Instance":
+        raise ValidationError(resource, "nexthop_type", f"{props.get('nexthop_type')!r}: only Instance is "
+                              "supported (the next hop is an ECS instance)")
+    dst = props.get("destination_cidrblock")
+    if is_known(dst) and dst is not None:
+        check_destination(resource, dst, [])
+
+
+class RouteEntry(Resource):
+    """A custom route in a VPC's route table: the destination block is delivered to an ECS instance."""
+
+    route_table_id: pulumi.Output[str]
+    destination_cidrblock: pulumi.Output[str]
+    nexthop_id: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, route_table_id: pulumi.Input[str],
+                 destination_cidrblock: pulumi.Input[str], nexthop_id: pulumi.Input[str],
+                 nexthop_type: pulumi.Input[str] = "Instance", name: pulumi.Input[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {"__name": resource_name, "lab": current_lab(), "route_table_id": route_table_id,
+                 "destination_cidrblock": destination_cidrblock, "nexthop_type": nexthop_type,
+                 "nexthop_id": nexthop_id, "name": name}
+        _check_route_entry(f"{RouteEntryProvider.kind} {resource_name!r}", props)
+        super().__init__(RouteEntryProvider(), resource_name, props, opts)
+

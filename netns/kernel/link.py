@@ -123,14 +123,14 @@ class Veth:
             if index_of(ipr, self.ifname) is None:
                 ipr.link("add", ifname=self.ifname, kind="veth",
                          peer={"ifname": self.peer_ifname, "net_ns_fd": self.peer_namespace.name})
-            index = index_of(ipr, self.ifname)
+            settings: dict[str, object] = {"state": "up"}
             if alias:
-                ipr.link("set", index=index, ifalias=alias)
+                settings["ifalias"] = alias
             if master is not None:
-                ipr.link("set", index=index, master=index_of(ipr, master))
-            ipr.link("set", index=index, state="up")
+                settings["master"] = index_of(ipr, master)
+            ipr.link("set", ifname=self.ifname, **settings)  # one request: by name, no index lookup
         with self.peer_namespace.ipr() as ipr:
-            ipr.link("set", index=index_of(ipr, self.peer_ifname), state="up")
+            ipr.link("set", ifname=self.peer_ifname, state="up")
 
     def set_alias(self, alias: str) -> None:
         if not self.namespace.exists():
@@ -145,10 +145,8 @@ class Veth:
         if not self.namespace.exists():
             return
         with self.namespace.ipr() as ipr:
-            index = index_of(ipr, self.ifname)
-            if index is not None:
-                try:
-                    ipr.link("del", index=index)
-                except NetlinkError as exc:
-                    if exc.code != ENODEV:
-                        raise
+            try:
+                ipr.link("del", ifname=self.ifname)
+            except NetlinkError as exc:
+                if exc.code != ENODEV:
+                    raise

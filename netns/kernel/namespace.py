@@ -94,9 +94,14 @@ class Namespace:
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the namespace (iproute2's ``ip netns exec``)."""
+        """Run a command inside the namespace.
+
+        ``nsenter --net`` enters the network namespace only; ``ip netns exec`` would also remount /sys, which
+        the tools run here (iptables, ipset, nft, sysctl on /proc/sys/net) do not need. Users' commands
+        (``acklab exec``, user data) go through ``ip netns exec``.
+        """
         return subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv],
+            ["nsenter", f"--net={os.path.join(NETNS_DIR, self.name)}", *argv],
             check=check, capture_output=True, text=True, timeout=timeout, input=input,
         )
 

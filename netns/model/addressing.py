@@ -75,21 +75,22 @@ def gateway(net: Net) -> Addr:
     return net.broadcast_address - 2
 
 
-def check_private_ip(resource: str, value: object, net: Net, used: Iterable[Addr] = ()) -> Addr:
+def check_private_ip(resource: str, value: object, net: Net, used: Iterable[Addr] = (),
+                     field: str = "private_ip") -> Addr:
     """Validate an address requested for an ENI in the vSwitch ``net``."""
     try:
         addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:
-        raise ValidationError(resource, "private_ip", f"{value!r} is not an IPv4 address") from None
+        raise ValidationError(resource, field, f"{value!r} is not an IPv4 address") from None
     if addr not in net:
-        raise ValidationError(resource, "private_ip", f"{addr} is not inside the vSwitch's cidr_block {net}")
+        raise ValidationError(resource, field, f"{addr} is not inside the vSwitch's cidr_block {net}")
     if addr in reserved(net):
         raise ValidationError(
-            resource, "private_ip",
+            resource, field,
             f"{addr} is reserved in {net} (the first and the last three addresses are; the gateway is {gateway(net)})",
         )
     if addr in set(used):
-        raise ValidationError(resource, "private_ip", f"{addr} is already used in {net}")
+        raise ValidationError(resource, field, f"{addr} is already used in {net}")
     return addr  # type: ignore[return-value]
 
 

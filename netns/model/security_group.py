@@ -10,13 +10,15 @@ Semantics (Alibaba's docs, "security group rules" and "basic vs enterprise secur
 - A connection between two instances needs the source's egress and the destination's ingress to allow it.
 
 Where: in the VPC router namespace, outside the guests, on the FORWARD hook that sees bridged (br_netfilter)
-and routed traffic alike. Each ENI gets a source check (anti-spoofing: only its own addresses may leave its
-port) and, when it has groups, an egress chain (traffic from its addresses) and an ingress chain (traffic to
-its addresses). Instances with no security group are left unfiltered (a lab convenience; Alibaba requires one).
+and routed traffic alike. The bridge's source check (netns/model/source_check.py) guarantees that a source
+address came from the ENI it belongs to, so a packet's addresses identify its ENIs: egress is chosen by the
+source address, ingress by the destination. Instances with no security group are left unfiltered (a lab
+convenience; Alibaba requires one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -59,8 +61,9 @@ class Group:
 @dataclass(frozen=True)
 class Eni:
     eni_id: str
-    addresses: tuple[str, ...]  # addresses (or blocks) that belong to the ENI: source check, ingress match
+    addresses: tuple[str, ...]  # the ENI's own addresses (primary and secondary private IPs)
     groups: tuple[str, ...] = field(default=())
+    routed: tuple[str, ...] = field(default=())  # blocks routed to its instance by route entries
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -127,6 +130,53 @@ def check_membership(resource: str, groups: Iterable[Group]) -> None:
 
 
 # --- compilation ------------------------------------------------------------------------------------------
+#
+# The ruleset names no ENI. ENIs with the same groups share a *profile* (its chains SG-OUT-<p>/SG-IN-<p> are
+# compiled once from those groups); the addresses of a profile's ENIs, and of each group's members, live in
+# ipsets. Adding or removing an ENI of a known profile changes set contents only, never the ruleset.
+
+SET_TYPE = "hash:net"
+
+
+def profile_id(groups: Iterable[str]) -> str:
+    """A short, stable name for a combination of groups (order does not matter)."""
+    return hashlib.sha1(",".join(sorted(set(groups))).encode()).hexdigest()[:8]
+
+
+def profile_set(profile: str) -> str:
+    return f"sgp-{profile}"
+
+
+def member_set(sg_id: str) -> str:
+    return f"sgm-{sg_id}"
+
+
+def profiles_of(enis: Iterable[Eni]) -> dict[str, tuple[str, ...]]:
+    return {profile_id(e.groups): tuple(sorted(set(e.groups))) for e in enis if e.groups}
+
+
+def referenced_groups(groups: Mapping[str, Group]) -> set[str]:
+    """Every group that needs a member set: the VPC's groups and the peers their rules name."""
+    return set(groups) | {r.peer_group for g in groups.values() for r in g.rules if r.peer_group}
+
+
+def set_contents(groups: Mapping[str, Group], enis: Iterable[Eni]) -> dict[str, set[str]]:
+    """Every ipset the ruleset refers to → its addresses.
+
+    A profile set holds what the profile's ENIs carry: their addresses and the blocks routed to their
+    instances (so the node's groups filter traffic of what sits behind it). A member set holds the members'
+    own addresses only: a rule "from group G" means G's instances, not what they route.
+    """
+    enis = list(enis)
+    contents: dict[str, set[str]] = {member_set(g): set() for g in referenced_groups(groups)}
+    for eni in enis:
+        if not eni.groups:
+            continue
+        contents.setdefault(profile_set(profile_id(eni.groups)), set()).update((*eni.addresses, *eni.routed))
+        for sg_id in eni.groups:
+            contents.setdefault(member_set(sg_id), set()).update(eni.addresses)
+    return contents
+
 
 def _match(rule: Rule) -> list[str]:
     words = [] if rule.protocol == "all" else ["-p", rule.protocol]
@@ -136,59 +186,43 @@ def _match(rule: Rule) -> list[str]:
     return words
 
 
-def _peers(rule: Rule, members: Mapping[str, list[str]]) -> list[str]:
+def _rule_line(chain: str, rule: Rule, accept: str) -> str:
+    direction = "src" if rule.direction == "ingress" else "dst"
     if rule.cidr is not None:
-        return [rule.cidr]
-    return members.get(rule.peer_group or "", [])
-
-
-def _rule_lines(chain: str, rule: Rule, members: Mapping[str, list[str]], accept: str) -> list[str]:
-    peer_flag = "-s" if rule.direction == "ingress" else "-d"
+        peer = ["-s" if direction == "src" else "-d", rule.cidr]
+    else:
+        peer = ["-m", "set", "--match-set", member_set(rule.peer_group or ""), direction]
     target = accept if rule.policy == "accept" else "DROP"
     comment = ["-m", "comment", "--comment", f'"{rule.rule_id} prio {rule.priority} {rule.policy}"']
-    return [" ".join(["-A", chain, peer_flag, peer, *_match(rule), *comment, "-j", target])
-            for peer in _peers(rule, members)]
+    return " ".join(["-A", chain, *peer, *_match(rule), *comment, "-j", target])
 
 
-def compile_ruleset(groups: Mapping[str, Group], enis: Iterable[Eni]) -> str:
-    """The whole filter table of a VPC router, as iptables-restore input (applied atomically)."""
-    enis = sorted(enis, key=lambda e: e.eni_id)
-    members: dict[str, list[str]] = {}
-    for eni in enis:
-        for sg_id in eni.groups:
-            members.setdefault(sg_id, []).extend(eni.addresses)
+def _profile_chains(profile: str, own: list[Group]) -> list[str]:
+    out, into = f"SG-OUT-{profile}", f"SG-IN-{profile}"
+    rules = sorted((r for g in own for r in g.rules), key=Rule.order)
+    enterprise = bool(own) and own[0].group_type == "enterprise"
+    body = [_rule_line(out, r, "RETURN") for r in rules if r.direction == "egress"]
+    body.append(f"-A {out} -j {'DROP' if enterprise else 'RETURN'}")
+    body += [_rule_line(into, r, "ACCEPT") for r in rules if r.direction == "ingress"]
+    body += [f"-A {into} -m set --match-set {member_set(g.sg_id)} src -m comment --comment {g.sg_id}-inner -j ACCEPT"
+             for g in own if g.group_type == "normal" and g.inner_access_policy == "Accept"]
+    body.append(f"-A {into} -j DROP")
+    return body
 
-    chains: list[str] = []
+
+def compile_ruleset(groups: Mapping[str, Group], profiles: Mapping[str, tuple[str, ...]]) -> str:
+    """The whole filter table of a VPC router, as iptables-restore input (applied atomically).
+
+    ``profiles``: profile id → its groups (see ``profiles_of``). The sets it names must exist first.
+    """
+    ordered = sorted(profiles.items())
+    chains = [c for p, _ in ordered for c in (f"SG-OUT-{p}", f"SG-IN-{p}")]
     forward = ["-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
                "-A FORWARD -m conntrack --ctstate INVALID -j DROP"]
-    body: list[str] = []
-    ingress_jumps: list[str] = []
-    for eni in enis:
-        src, out, into = f"SRC-{eni.eni_id}", f"SG-OUT-{eni.eni_id}", f"SG-IN-{eni.eni_id}"
-        chains.append(src)
-        forward.append(f"-A FORWARD -m physdev --physdev-in {eni.eni_id} -j {src}")
-        body += [f"-A {src} -s {address} -j RETURN" for address in eni.addresses]
-        body.append(f"-A {src} -m comment --comment anti-spoofing -j DROP")
-        own = [groups[g] for g in eni.groups if g in groups]
-        if not own:
-            continue
-        chains += [out, into]
-        forward.append(f"-A FORWARD -m physdev --physdev-in {eni.eni_id} -j {out}")
-        ingress_jumps += [f"-A FORWARD -d {address} -j {into}" for address in eni.addresses]
-        rules = sorted((r for g in own for r in g.rules), key=Rule.order)
-        enterprise = own[0].group_type == "enterprise"
-        for rule in (r for r in rules if r.direction == "egress"):
-            body += _rule_lines(out, rule, members, "RETURN")
-        body.append(f"-A {out} -j {'DROP' if enterprise else 'RETURN'}")
-        for rule in (r for r in rules if r.direction == "ingress"):
-            body += _rule_lines(into, rule, members, "ACCEPT")
-        for group in own:
-            if group.group_type == "normal" and group.inner_access_policy == "Accept":
-                peers = [a for a in members.get(group.sg_id, []) if a not in eni.addresses]
-                body += [f"-A {into} -s {peer} -m comment --comment {group.sg_id}-inner -j ACCEPT" for peer in peers]
-        body.append(f"-A {into} -j DROP")
-
+    forward += [f"-A FORWARD -m set --match-set {profile_set(p)} src -j SG-OUT-{p}" for p, _ in ordered]
+    forward += [f"-A FORWARD -m set --match-set {profile_set(p)} dst -j SG-IN-{p}" for p, _ in ordered]
+    body = [line for p, ids in ordered for line in _profile_chains(p, [groups[g] for g in ids if g in groups])]
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
     lines += [f":{chain} - [0:0]" for chain in chains]
-    lines += forward + ingress_jumps + body + ["COMMIT", ""]
+    lines += forward + body + ["COMMIT", ""]
     return "\n".join(lines)

@@ -1,25 +1,26 @@
 """ECS instance → a namespace whose primary ENI (eth0) is a veth into its vSwitch's bridge.
 
-The router end of the veth is named by the ENI id and carries the ENI's facts (address, owner, name,
-security groups) in its alias: the vSwitch's used addresses and the groups' members are read from the
-kernel, never from a side file. Every change of ENIs re-applies the VPC's security-group ruleset, so a new
-ENI is filtered (and source-checked) from the moment it exists.
+The router end of the veth is the ENI's port (see netns/realize/eni.py): its alias carries the instance's
+facts, its addresses are bound in the VPC's source check and its groups' sets, so a new ENI is filtered and
+source-checked from the moment it exists. Secondary private IPs of the primary ENI are, like in a VPC,
+delivered to it by the fabric: the instance answers ARP for them on eth0 (proxy-neighbour entries), whether
+or not its OS configures them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 
 from netns.kernel.link import Veth, addresses, default_gateway, ensure_address, ensure_default_route
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
-from netns.model.errors import NotFoundError, ValidationError
+from netns.model.errors import ValidationError
 from netns.model.names import netns_name
-from netns.model.security_group import check_membership
-from netns.realize import format_alias, lab_lock
-from netns.realize import security_group as sg
-from netns.realize.vpc import VpcRouter, VSwitch, routers
+from netns.realize import lab_lock, state_dir
+from netns.realize.eni import EniPort, alias, check_groups, claim, find_port, words
+from netns.realize.vpc import VSwitch, routers
 
 PRIMARY_IFNAME = "eth0"
 
@@ -31,6 +32,9 @@ class InstanceState:
     gateway: str | None
     name: str = ""
     security_groups: tuple[str, ...] = ()
+    secondary_private_ips: tuple[str, ...] = ()
+    host_name: str = ""
+    routes: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -44,62 +48,69 @@ class EcsInstance:
         return Namespace(netns_name(self.lab, self.instance_id))
 
     def create(self, vswitch: VSwitch, private_ip: str | None, resource: str, name: str = "",
-               security_groups: tuple[str, ...] = ()) -> str:
+               security_groups: tuple[str, ...] = (), secondary_ips: tuple[str, ...] = (),
+               secondary_count: int = 0, host_name: str = "", user_data: str = "") -> str:
         """Make the namespace and plug eth0 into the vSwitch; return the address it got."""
         with lab_lock(self.lab):
             net = vswitch.cidr()
             if net is None:
                 raise ValidationError(resource, "vswitch_id", f"vSwitch {vswitch.vswitch_id} has no address block")
-            self._check_groups(resource, vswitch.router, security_groups)
-            used = vswitch.used_addresses()
-            if private_ip:
-                addr = addressing.check_private_ip(resource, private_ip, net, used)
-            else:
-                addr = addressing.allocate(net, used)
+            check_groups(resource, vswitch.router, security_groups, "security_groups")
+            wanted = [("private_ip", private_ip)] if private_ip else []
+            wanted += [("secondary_private_ips", ip) for ip in secondary_ips]
+            taken = claim(vswitch, resource, net, wanted, (0 if private_ip else 1) + secondary_count)
+            primary = taken[0] if private_ip else taken[len(wanted)]
+            secondary = [a for a in taken if a != primary]
+            facts = {"ip": str(primary), "secondary": ",".join(map(str, secondary)), "instance": self.instance_id,
+                     "device": "0", "name": "_".join(name.split()), "host": host_name,
+                     "sg": ",".join(security_groups)}
+            port = EniPort(vswitch.router, self.eni_id)
             try:
-                self._plumb(vswitch, net, addr, name, security_groups)
+                self._plumb(vswitch, net, facts)
+                port.bind(facts)
             except Exception:
-                self.delete(apply_groups=False)
+                self._remove(port, facts)
                 raise
-        sg.apply(vswitch.router)
-        return str(addr)
+        if user_data:
+            self._run_user_data(user_data, host_name)
+        return str(primary)
 
-    def _check_groups(self, resource: str, router: VpcRouter, security_groups: tuple[str, ...]) -> None:
-        groups = []
-        for sg_id in security_groups:
-            group = sg.load_group(self.lab, sg_id)
-            if group is None or group.vpc_id != router.vpc_id:
-                raise NotFoundError(f"{resource}: security_groups: {sg_id} is not a security group of "
-                                    f"VPC {router.vpc_id}")
-            groups.append(group)
-        check_membership(resource, groups)
-
-    def _plumb(self, vswitch: VSwitch, net: ipaddress.IPv4Network, addr: ipaddress.IPv4Address, name: str,
-               security_groups: tuple[str, ...]) -> None:
+    def _plumb(self, vswitch: VSwitch, net: ipaddress.IPv4Network, facts: dict[str, str]) -> None:
         self.namespace.create()
         veth = Veth(vswitch.router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME)
-        veth.ensure(alias=self._alias(addr, name, security_groups), master=vswitch.vswitch_id)
+        veth.ensure(alias=alias(facts), master=vswitch.vswitch_id)
         with self.namespace.ipr() as ipr:
-            ensure_address(ipr, PRIMARY_IFNAME, ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}"))
+            ensure_address(ipr, PRIMARY_IFNAME, ipaddress.IPv4Interface(f"{facts['ip']}/{net.prefixlen}"))
             ensure_default_route(ipr, addressing.gateway(net))
+        deliver_secondary(self.namespace, PRIMARY_IFNAME, words(facts, "secondary"))
 
-    def _alias(self, addr: ipaddress.IPv4Address | str, name: str, security_groups: tuple[str, ...]) -> str:
-        return format_alias(ip=str(addr), instance=self.instance_id, device="0", name="_".join(name.split()),
-                            sg=",".join(security_groups))
+    def _run_user_data(self, script: str, host_name: str) -> None:
+        """Run the script once, detached, like cloud-init: its output goes to ``<instance>.user-data.log``.
+
+        It runs in the instance's namespace with the instance's host name (its own UTS namespace); what it
+        starts lives there and ends with the instance.
+        """
+        folder = state_dir(self.lab)
+        script_path = folder / f"{self.instance_id}.user-data"
+        script_path.write_text(script)
+        log = open(folder / f"{self.instance_id}.user-data.log", "wb")  # noqa: SIM115 - handed to the child
+        naming = f"hostname {host_name} && " if host_name else ""
+        with log:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.namespace.name, "unshare", "--uts", "sh", "-c",
+                 f'{naming}exec sh "$0"', str(script_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (folder / f"{self.instance_id}.user-data.pid").write_text(f"{process.pid}\n")
 
     def relabel(self, resource: str, name: str, security_groups: tuple[str, ...]) -> None:
-        """Record a new name or new security groups on the primary ENI, then re-apply the groups."""
-        for router in routers(self.lab):
-            state = self._facts(router)
-            if state is None:
-                continue
-            self._check_groups(resource, router, security_groups)
-            Veth(router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).set_alias(
-                self._alias(state["ip"], name, security_groups))
-            sg.apply(router)
-
-    def _facts(self, router: VpcRouter) -> dict[str, str] | None:
-        return router.port_facts(self.eni_id)
+        """Record a new name or new security groups on the primary ENI; the groups' sets follow."""
+        with lab_lock(self.lab):
+            found = find_port(self.lab, self.eni_id, routers(self.lab))
+            if found is None:
+                return
+            port, facts = found
+            check_groups(resource, port.router, security_groups, "security_groups")
+            port.rewrite(facts, {**facts, "name": "_".join(name.split()), "sg": ",".join(security_groups)})
 
     def read(self) -> InstanceState | None:
         """What the kernel holds for this instance, or None if its namespace is gone."""
@@ -110,18 +121,35 @@ class EcsInstance:
             gateway = default_gateway(ipr)
         if not found:
             return None
-        facts: dict[str, str] = {}
-        for router in routers(self.lab):
-            facts = self._facts(router) or facts
-        groups = tuple(g for g in facts.get("sg", "").split(",") if g)
-        return InstanceState(str(found[0].ip), facts.get("vswitch"), gateway, facts.get("name", ""), groups)
+        located = find_port(self.lab, self.eni_id, routers(self.lab))
+        facts = located[1] if located else {}
+        return InstanceState(str(found[0].ip), facts.get("vswitch"), gateway, facts.get("name", ""),
+                             words(facts, "sg"), words(facts, "secondary"), facts.get("host", ""),
+                             words(facts, "routes"))
 
-    def delete(self, apply_groups: bool = True) -> None:
-        for router in routers(self.lab):
-            plugged = self._facts(router) is not None
-            Veth(router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).remove()
-            if plugged and apply_groups:
-                sg.apply(router)
+    def delete(self) -> None:
+        with lab_lock(self.lab):
+            located = find_port(self.lab, self.eni_id, routers(self.lab))
+            if located is None:
+                self.namespace.remove()
+                return
+            self._remove(*located)
+
+    def _remove(self, port: EniPort, facts: dict[str, str]) -> None:
+        port.unbind(facts)
+        Veth(port.router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).remove()
         self.namespace.remove()
+        for suffix in ("user-data", "user-data.log", "user-data.pid"):
+            (state_dir(self.lab) / f"{self.instance_id}.{suffix}").unlink(missing_ok=True)
 
 
+def deliver_secondary(namespace: Namespace, ifname: str, ips: tuple[str, ...] | list[str]) -> None:
+    """The fabric delivers an ENI's secondary IPs to it: proxy-neighbour entries answer ARP on the ENI.
+
+    proxy_delay=0: the kernel otherwise delays proxied answers by up to 0.8 s (see KERNEL-NOTES).
+    """
+    if not ips:
+        return
+    namespace.sysctl(f"net.ipv4.neigh.{ifname}.proxy_delay", 0)
+    lines = "".join(f"neigh replace proxy {ip} dev {ifname}\n" for ip in ips)
+    namespace.run(["ip", "-batch", "-"], input=lines)

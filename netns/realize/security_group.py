@@ -2,8 +2,9 @@
 
 A group and its rules are API state with no kernel object of their own: they are kept as one JSON file per
 group under ``/run/acklab/<lab>/sg/`` (removed with the lab). Membership is kernel state: each ENI's port
-carries ``sg=...`` in its alias. ``apply`` compiles both into one ruleset and swaps it in atomically with
-iptables-restore; an unchanged ruleset is not applied again.
+carries ``sg=...`` in its alias. ``apply`` rebuilds the ipsets of profiles and members from both and swaps
+the ruleset in atomically with iptables-restore (an unchanged ruleset is not applied again); ``join`` and
+``leave`` are the fast path of an ENI coming and going: set entries only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ import os
 from pathlib import Path
 
 from netns.model.errors import LabError, NotFoundError
-from netns.model.security_group import Eni, Group, Rule, compile_ruleset
+from netns.model.security_group import (
+    SET_TYPE,
+    Eni,
+    Group,
+    Rule,
+    compile_ruleset,
+    member_set,
+    profile_id,
+    profile_set,
+    profiles_of,
+    set_contents,
+)
 from netns.realize import lab_lock, state_dir
 from netns.realize.vpc import VpcRouter
 
@@ -92,14 +104,16 @@ def remove_rule(lab: str, sg_id: str, rule_id: str) -> None:
         _apply_locked(VpcRouter(lab, group.vpc_id))
 
 
+def eni_of(eni_id: str, facts: dict[str, str]) -> Eni:
+    """An ENI as its router port's alias describes it."""
+    def words(key: str) -> tuple[str, ...]:
+        return tuple(w for w in facts.get(key, "").split(",") if w)
+    return Eni(eni_id, (facts["ip"], *words("secondary")), words("sg"), words("routes"))
+
+
 def enis_of(router: VpcRouter) -> list[Eni]:
-    enis = []
-    for vswitch in router.vswitches():
-        for eni_id, facts in vswitch.enis().items():
-            if "ip" in facts:
-                groups = tuple(g for g in facts.get("sg", "").split(",") if g)
-                enis.append(Eni(eni_id, (facts["ip"],), groups))
-    return enis
+    return [eni_of(eni_id, facts) for vswitch in router.vswitches()
+            for eni_id, facts in vswitch.enis().items() if "ip" in facts]
 
 
 def apply(router: VpcRouter) -> None:
@@ -107,18 +121,74 @@ def apply(router: VpcRouter) -> None:
         _apply_locked(router)
 
 
+def _applied_path(router: VpcRouter, inode: int) -> Path:
+    return state_dir(router.lab) / f"{router.vpc_id}.{inode}.rules"
+
+
+def _ipset(router: VpcRouter, lines: list[str]) -> None:
+    if not lines:
+        return
+    result = router.namespace.run(["ipset", "-exist", "restore"], input="\n".join(lines) + "\n", check=False)
+    if result.returncode != 0:
+        raise LabError(f"security groups of {router.vpc_id}: ipset refused: {result.stderr.strip()}")
+
+
 def _apply_locked(router: VpcRouter) -> None:
-    """Compile and swap in the router's ruleset, unless the same text is already in place."""
+    """Rebuild every set from the kernel's ENIs, then swap in the ruleset unless the same text is in place."""
     inode = router.namespace.inode()
     if inode is None:
         return
-    text = compile_ruleset(load_groups(router.lab, router.vpc_id), enis_of(router))
-    applied = state_dir(router.lab) / f"{router.vpc_id}.{inode}.rules"
-    if applied.exists() and applied.read_text() == text:
+    groups, enis = load_groups(router.lab, router.vpc_id), enis_of(router)
+    contents = set_contents(groups, enis)
+    lines = []
+    for name, members in sorted(contents.items()):  # fill a fresh copy, then swap: lookups never see it half-full
+        lines += [f"create {name} {SET_TYPE}", f"create {name}-new {SET_TYPE}", f"flush {name}-new"]
+        lines += [f"add {name}-new {m}" for m in sorted(members)]
+        lines += [f"swap {name}-new {name}", f"destroy {name}-new"]
+    _ipset(router, lines)
+    text = compile_ruleset(groups, profiles_of(enis))
+    applied = _applied_path(router, inode)
+    if not (applied.exists() and applied.read_text() == text):
+        result = router.namespace.run(["iptables-restore"], input=text, check=False)
+        if result.returncode != 0:
+            raise LabError(f"security groups of {router.vpc_id}: iptables-restore refused the ruleset: "
+                           f"{result.stderr.strip()}")
+        applied.parent.mkdir(parents=True, exist_ok=True)
+        applied.write_text(text)
+    _destroy_unused_sets(router, set(contents))
+
+
+def _destroy_unused_sets(router: VpcRouter, wanted: set[str]) -> None:
+    listed = router.namespace.run(["ipset", "list", "-n"], check=False).stdout.split()
+    stale = [name for name in listed if name.startswith(("sgp-", "sgm-")) and name not in wanted]
+    if stale:  # after the swap no rule refers to them any more
+        _ipset(router, [f"destroy {name}" for name in stale])
+
+
+def _profile_applied(router: VpcRouter, profile: str) -> bool:
+    inode = router.namespace.inode()
+    applied = _applied_path(router, inode) if inode is not None else None
+    return applied is not None and applied.exists() and f":SG-IN-{profile} " in applied.read_text()
+
+
+def join(router: VpcRouter, eni: Eni) -> None:
+    """An ENI (already plugged, its alias written) enters its groups' sets; the ruleset is rebuilt only for a
+    combination of groups the VPC has not seen yet. Call under the lab lock."""
+    if not eni.groups:
         return
-    result = router.namespace.run(["iptables-restore"], input=text, check=False)
-    if result.returncode != 0:
-        raise LabError(f"security groups of {router.vpc_id}: iptables-restore refused the ruleset: "
-                       f"{result.stderr.strip()}")
-    applied.parent.mkdir(parents=True, exist_ok=True)
-    applied.write_text(text)
+    profile = profile_id(eni.groups)
+    if not _profile_applied(router, profile):
+        _apply_locked(router)
+        return
+    lines = [f"add {profile_set(profile)} {a}" for a in (*eni.addresses, *eni.routed)]
+    lines += [f"add {member_set(g)} {a}" for g in eni.groups for a in eni.addresses]
+    _ipset(router, lines)
+
+
+def leave(router: VpcRouter, eni: Eni) -> None:
+    """The reverse of ``join``: the ENI's addresses leave the sets. Call under the lab lock."""
+    if not eni.groups or not _profile_applied(router, profile_id(eni.groups)):
+        return  # its sets were never made (e.g. a create that failed early)
+    lines = [f"del {profile_set(profile_id(eni.groups))} {a}" for a in (*eni.addresses, *eni.routed)]
+    lines += [f"del {member_set(g)} {a}" for g in eni.groups for a in eni.addresses]
+    _ipset(router, lines)

@@ -15,7 +15,7 @@ from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
 from netns.model.names import mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, state_dir
+from netns.realize import format_alias, lab_lock, parse_alias, source_check, state_dir
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class VpcRouter:
             self.namespace.sysctl("net.ipv4.ip_forward", 1)
             with self.namespace.ipr() as ipr:
                 ensure_unreachable(ipr, cidr)
+            source_check.install(self.namespace)
         except Exception:
             if created:
                 self.namespace.remove()
@@ -127,8 +128,21 @@ class VSwitch:
                 if link.get("IFLA_MASTER") == index
             }
 
-    def used_addresses(self) -> set[ipaddress.IPv4Address]:
-        return {ipaddress.IPv4Address(facts["ip"]) for facts in self.enis().values() if "ip" in facts}
+    def used_addresses(self, net: ipaddress.IPv4Network | None = None) -> set[ipaddress.IPv4Address]:
+        return set(self.address_owners(net))
+
+    def address_owners(self, net: ipaddress.IPv4Network | None = None) -> dict[ipaddress.IPv4Address, str]:
+        """Addresses of this vSwitch bound to a port → that port (read from the VPC's source check, not a
+        link dump). A port deleted behind the lab's back may still be listed (see ``eni.claim``)."""
+        net = net or self.cidr()
+        if net is None:
+            return {}
+        return {block.network_address: port for port, blocks in source_check.bound(self.router.namespace).items()
+                for block in blocks if block.prefixlen == 32 and block.network_address in net}
+
+    def port_exists(self, port: str) -> bool:
+        with self.router.namespace.ipr() as ipr:
+            return index_of(ipr, port) is not None
 
     def delete(self) -> None:
         if self.router.namespace.exists():

@@ -1,0 +1,89 @@
+"""Route entries, secondary ENIs, secondary IPs, host name and user data through the real Pulumi engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from netns.kernel.namespace import Namespace, list_namespaces
+from netns.model.names import mark
+from netns.realize import state_dir
+from tests.e2e.test_pulumi_up import Stack, temp_project
+from tests.labtools import ping, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PROGRAM = """
+import pulumi
+from netns import ecs, vpc
+network = vpc.Network("vpc", cidr_block="192.168.0.0/16")
+nodes = vpc.Switch("nodes", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="cn-hangzhou-h")
+pods = vpc.Switch("pods", vpc_id=network.id, cidr_block="192.168.64.0/24", zone_id="cn-hangzhou-h")
+node = ecs.Instance("node", vswitch_id=nodes.id, private_ip="192.168.1.10", host_name="node-1",
+                    secondary_private_ips=["192.168.1.30"],
+                    user_data="#!/bin/sh\\nsysctl -qw net.ipv4.ip_forward=1\\necho booted as $(hostname)\\n")
+client = ecs.Instance("client", vswitch_id=nodes.id, private_ip="192.168.1.11")
+eni = ecs.EcsNetworkInterface("pod-eni", vswitch_id=pods.id, secondary_private_ip_address_count=2)
+attached = ecs.EcsNetworkInterfaceAttachment("pod-eni-node", network_interface_id=eni.id, instance_id=node.id)
+vpc.RouteEntry("pod-cidr", route_table_id=network.route_table_id, destination_cidrblock="10.244.1.0/24",
+               nexthop_id=node.id)
+pulumi.export("node", node.netns)
+pulumi.export("node_id", node.id)
+pulumi.export("client", client.netns)
+pulumi.export("eni_ip", eni.primary_ip_address)
+pulumi.export("eni_secondary", eni.assigned_private_ip_addresses)
+pulumi.export("device", attached.device)
+"""
+
+
+def test_route_entry_eni_and_user_data_through_the_engine(lab, tmp_path, root_unchanged):
+    stack = Stack(temp_project(tmp_path, PROGRAM), lab, tmp_path)
+    stack.init()
+    try:
+        stack.run("up", "--yes")
+        out = stack.outputs()
+        assert out["device"] == "eth1" and out["eni_ip"] == "192.168.64.1"
+        assert out["eni_secondary"] == ["192.168.64.2", "192.168.64.3"]
+        log = state_dir(lab) / f"{out['node_id']}.user-data.log"
+        wait_for(lambda: log.exists() and "booted as node-1" in log.read_text(), "user data ran")
+        node = Namespace(out["node"])
+        # the route entry delivers the pod block to the node
+        node.run(["ip", "addr", "add", "10.244.1.7/32", "dev", "lo"])
+        assert ping(out["client"], "10.244.1.7")
+        # replies from the ENI's addresses must leave by the ENI (the source check drops them on eth0):
+        # the policy routing Terway sets up
+        assert not ping(out["client"], "192.168.64.1")
+        node.run(["ip", "route", "add", "default", "via", "192.168.64.253", "dev", "eth1", "table", "100"])
+        node.run(["ip", "rule", "add", "from", "192.168.64.0/24", "table", "100"])
+        assert ping(out["client"], "192.168.64.1")
+        node.run(["ip", "addr", "add", "192.168.64.2/32", "dev", "lo"])
+        assert ping(out["client"], "192.168.64.2")  # a secondary IP of the ENI, delivered by the fabric
+        preview = stack.run("preview", "--diff", "--expect-no-changes", check=False)
+        assert preview.returncode == 0, preview.stdout
+        stack.run("destroy", "--yes")
+        assert list_namespaces(mark(lab)) == []
+    finally:
+        stack.run("destroy", "--yes", check=False)
+        stack.run("stack", "rm", "--yes", "--force", check=False)
+
+
+BAD_ROUTE = """
+from netns import ecs, vpc
+network = vpc.Network("vpc", cidr_block="192.168.0.0/16")
+nodes = vpc.Switch("nodes", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="cn-hangzhou-h")
+node = ecs.Instance("node", vswitch_id=nodes.id, private_ip="192.168.1.10")
+vpc.RouteEntry("bad", route_table_id=network.route_table_id, destination_cidrblock="10.244.1.1/24",
+               nexthop_id=node.id)
+"""
+
+
+def test_bad_route_entry_is_one_clear_error_before_anything_is_made(lab, tmp_path):
+    stack = Stack(temp_project(tmp_path, BAD_ROUTE), lab, tmp_path)
+    stack.init()
+    try:
+        result = stack.run("up", "--yes", check=False)
+        assert result.returncode != 0
+        assert "vpc.RouteEntry 'bad': destination_cidrblock: '10.244.1.1/24' is not an IPv4 CIDR block" in \
+            result.stdout + result.stderr
+        assert list_namespaces(mark(lab)) == []
+    finally:
+        stack.run("stack", "rm", "--yes", "--force", check=False)
