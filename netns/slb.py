@@ -82,6 +82,12 @@ class ApplicationLoadBalancerProvider(LabProvider):
                              props.get("load_balancer_name") or props["__name"])
         return CreateResult(lb_id, {**props, "address": address, "netns": slb.namespace.name})
 
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        result = super().update(id_, olds, news)
+        if olds.get("load_balancer_name") != news.get("load_balancer_name"):
+            realize.SlbInstance(news["lab"], id_).rename(news.get("load_balancer_name") or news["__name"])
+        return result
+
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         state = realize.SlbInstance(props["lab"], id_).read()
         if state is None:

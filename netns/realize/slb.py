@@ -226,6 +226,10 @@ class SlbInstance:
         Veth(self.namespace, SLB_IFNAME, self.namespace, SLB_IFNAME).set_alias(
             format_alias(slb=self.lb_id, **{k: "_".join(v.split()) or "-" for k, v in facts.items()}))
 
+    def rename(self, name: str) -> None:
+        facts = {k: v for k, v in self._facts().items() if k != "slb"}
+        self._label(**{**facts, "name": name})
+
     def _facts(self) -> dict[str, str]:
         with self.namespace.ipr() as ipr:
             index = index_of(ipr, SLB_IFNAME)
@@ -270,6 +274,9 @@ class SlbInstance:
             self.stop()
             self._unplug()
             self.namespace.remove()  # ends whatever still runs inside, by PID
+            for pid in haproxy_pids(self.config_path):  # its namespace was deleted behind the lab's back
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             _backends_path(self.lab, self.lb_id).unlink(missing_ok=True)
             InternetSegment(self.lab).remove_if_unused()
@@ -448,6 +455,39 @@ class SlbInstance:
                 "status": model.health_status(row.get("status", "")),
             })
         return health
+
+
+def haproxy_pids(config_path: Path) -> list[int]:
+    """PIDs of HAProxy processes started with this configuration file (exact argument match), wherever they run.
+
+    Finds an SLB's HAProxy even when its namespace was deleted behind the lab's back (the process then keeps an
+    anonymous namespace alive that no name leads to).
+    """
+    wanted = str(config_path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"haproxy" and wanted in argv:
+            found.append(int(entry))
+    return found
+
+
+def end_leftover_haproxy(lab: str) -> list[int]:
+    """SIGKILL every HAProxy of the lab's SLBs (by the configuration path under the lab's state folder)."""
+    folder = slb_dir(lab)
+    killed = []
+    for config in folder.glob("lb-*/haproxy.cfg") if folder.exists() else ():
+        for pid in haproxy_pids(config):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
 
 
 def slbs(lab: str) -> list[SlbInstance]:

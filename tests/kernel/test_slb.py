@@ -284,6 +284,8 @@ def test_status_shows_backend_health_per_listener(site):
     assert {(b["server_id"], b["port"], b["status"]) for b in listener.backends} == {
         ("i-00000001", 8080, "normal"), ("i-00000002", 8080, "abnormal")}
     assert {e.name for e in read_lab(site.lab).ecs} == {"b1", "b2", "b3", "c1", "c2"}  # the SLB is no ECS
+    site.lb.rename("web two")
+    assert (site.lb.read().name, site.lb.read().vpc_id) == ("web_two", "vpc-00000001")
 
 
 def test_bad_input_changes_nothing(site):
@@ -332,3 +334,18 @@ def test_clean_removes_slb_namespaces_and_their_haproxy(site):
     assert f"{mark(site.lab)}internet" in removed and f"{mark(site.lab)}{LB}" in removed
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), "HAProxy to end")
     assert list_namespaces(mark(site.lab)) == []
+
+
+def test_clean_ends_haproxy_whose_namespace_was_deleted_behind_the_labs_back(site):
+    import subprocess
+
+    from netns.realize.cleanup import clean_lab
+
+    site.set_backends({"b1": 100})
+    site.listen(80)
+    pids = site.lb.namespace.pids()
+    subprocess.run(["ip", "netns", "delete", site.lb.namespace.name], check=True)  # HAProxy keeps running
+    assert sorted(realize.haproxy_pids(site.lb.config_path)) == sorted(pids)
+    removed = clean_lab(site.lab)
+    assert any(item.startswith("haproxy pid") for item in removed)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), "HAProxy to end")
