@@ -344,16 +344,18 @@ class SlbInstance:
             return None
         return pid
 
-    def ask(self, command: str, timeout: float = 2.0) -> str:
-        """One command on HAProxy's stats socket (a unix socket: a file, not a network address)."""
+    def ask(self, command: str, timeout: float = 2.0, master: bool = False) -> str:
+        """One command on HAProxy's stats socket, or the master's CLI (unix sockets: files, not addresses)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(str(self.stats_socket))
+            s.connect(str(self.runtime_dir / "master.sock" if master else self.stats_socket))
             s.sendall(command.encode() + b"\n")
-            chunks = []
+            data = b""
             while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+                data += chunk
+                if master and data.endswith(b"\n\n"):
+                    break  # the master CLI ends an answer with an empty line but keeps the connection open
+        return data.decode()
 
     def _worker_pid(self) -> int | None:
         try:
@@ -406,20 +408,46 @@ class SlbInstance:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=30, check=False)
         if result.returncode != 0:
             raise LabError(f"SLB {self.lb_id}: HAProxy did not start (see {self.runtime_dir}/haproxy.log)")
-        self._wait(lambda: self._worker_pid() is not None, "HAProxy to answer on its stats socket")
+        self._wait(lambda: self._serving(None), "HAProxy to answer on its sockets")
+
+    def _current_worker(self) -> int | None:
+        """The worker the master runs now (``show proc`` on the master CLI); None while the master is busy."""
+        try:
+            listing = self.ask("show proc", master=True)
+        except OSError:
+            return None
+        section = ""
+        for line in listing.splitlines():
+            if line.startswith("#"):
+                section = line
+                continue
+            words = line.split()
+            if section.startswith("# workers") and len(words) > 1 and words[1] == "worker":
+                return int(words[0])
+        return None
+
+    def _serving(self, old_worker: int | None) -> bool:
+        """The master answers (so it is back in its loop and can take the next reload) with a current worker
+        other than ``old_worker``, and that worker answers on the stats socket."""
+        worker = self._current_worker()
+        return worker is not None and worker != old_worker and self._worker_pid() == worker
 
     def _reload(self, master: int) -> None:
-        old = self._worker_pid()
-        os.kill(master, signal.SIGUSR2)
-        self._wait(lambda: (pid := self._worker_pid()) is not None and pid != old, "the reloaded HAProxy worker")
+        old = self._current_worker()
+        os.kill(master, signal.SIGUSR2)  # the master re-executes, starts a new worker, the old one drains
+        self._wait(lambda: self._serving(old), "the reloaded HAProxy worker")
 
-    def _wait(self, ready, what: str, timeout: float = 10.0) -> None:
+    def _wait(self, ready, what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready():
                 return
             time.sleep(0.02)
-        raise LabError(f"SLB {self.lb_id}: timed out waiting for {what} (see {self.runtime_dir}/haproxy.log)")
+        try:
+            log = (self.runtime_dir / "haproxy.log").read_text()[-1500:]
+        except OSError:
+            log = ""
+        raise LabError(f"SLB {self.lb_id}: timed out waiting for {what}; HAProxy's log ends:\n{log}")
 
     def stop(self) -> None:
         pid = self.master_pid()
