@@ -112,6 +112,19 @@ def test_traffic_spreads_by_weight_and_weight_zero_gets_nothing(site):
     assert abs(rr["b1"] - n / 2) <= tolerance and abs(rr["b2"] - n / 2) <= tolerance, rr
 
 
+def test_wlc_sends_new_connections_to_the_least_busy_backend(site):
+    site.set_backends({"b1": 100, "b2": 100})
+    site.listen(80, "tcp", scheduler="wlc")
+    busy = Namespace(site.clients["c2"]).socket()
+    busy.settimeout(3)
+    busy.connect((VIP, 80))  # held open: its backend has one connection more than the other
+    busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    held = _receive_body(busy).split(b"\r\n\r\n")[1].split()[0].decode()
+    others = spread(site, "c1", 80, 6)  # each closed before the next: the other backend is always less busy
+    busy.close()
+    assert others == {({"b1", "b2"} - {held}).pop(): 6}, (held, others)
+
+
 def test_layer4_hides_the_client_layer7_adds_x_forwarded_for(site):
     site.set_backends({"b1": 100})
     site.listen(80, "http", x_forwarded_for={"retrive_slb_ip": True, "retrive_slb_id": True,
