@@ -72,6 +72,7 @@ class Network(Resource):
             "route_table_id": None, "router_id": None, "netns": None,
         }, opts)
         remember(self.id, kind="vpc", resource=resource, cidr=cidr)
+        remember(self.route_table_id, kind="route_table", vpc=id(self.id))
 
 
 class SwitchProvider(LabProvider):
@@ -202,6 +203,11 @@ class RouteEntry(Resource):
         props = {"__name": resource_name, "lab": current_lab(), "route_table_id": route_table_id,
                  "destination_cidrblock": destination_cidrblock, "nexthop_type": nexthop_type,
                  "nexthop_id": nexthop_id, "name": name}
-        _check_route_entry(f"{RouteEntryProvider.kind} {resource_name!r}", props)
+        resource = f"{RouteEntryProvider.kind} {resource_name!r}"
+        _check_route_entry(resource, props)
+        table = recall(route_table_id)
+        if table is not None and is_known(destination_cidrblock):  # against the program's own vSwitches
+            blocks = [f["cidr"] for f in all_facts("vswitch") if f["vpc"] == table["vpc"] and f["cidr"] is not None]
+            check_destination(resource, destination_cidrblock, blocks)
         super().__init__(RouteEntryProvider(), resource_name, props, opts)
 

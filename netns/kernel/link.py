@@ -6,6 +6,9 @@ Each helper is idempotent (ensure-style), because a realization may be re-run af
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import struct
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -78,6 +81,15 @@ def unreachable_routes(ipr: IPRoute) -> list[ipaddress.IPv4Network]:
     ]
 
 
+def add_veth(ipr: IPRoute, ifname: str, peer_namespace: Namespace, peer_ifname: str) -> None:
+    """A veth pair: ``ifname`` where ``ipr`` is, the peer created straight inside ``peer_namespace``."""
+    try:
+        ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer_ifname, "net_ns_fd": peer_namespace.name})
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise
+
+
 @dataclass(frozen=True)
 class Bridge:
     """A Linux bridge in a namespace (STP off, so ports forward as soon as they are up)."""
@@ -118,19 +130,18 @@ class Veth:
     peer_namespace: Namespace
     peer_ifname: str
 
-    def ensure(self, alias: str = "", master: str | None = None) -> None:
+    def ensure(self, alias: str = "", master: str | None = None, peer_up: bool = True) -> None:
         with self.namespace.ipr() as ipr:
-            if index_of(ipr, self.ifname) is None:
-                ipr.link("add", ifname=self.ifname, kind="veth",
-                         peer={"ifname": self.peer_ifname, "net_ns_fd": self.peer_namespace.name})
+            add_veth(ipr, self.ifname, self.peer_namespace, self.peer_ifname)
             settings: dict[str, object] = {"state": "up"}
             if alias:
                 settings["ifalias"] = alias
             if master is not None:
                 settings["master"] = index_of(ipr, master)
             ipr.link("set", ifname=self.ifname, **settings)  # one request: by name, no index lookup
-        with self.peer_namespace.ipr() as ipr:
-            ipr.link("set", ifname=self.peer_ifname, state="up")
+        if peer_up:
+            with self.peer_namespace.ipr() as ipr:
+                ipr.link("set", ifname=self.peer_ifname, state="up")
 
     def set_alias(self, alias: str) -> None:
         if not self.namespace.exists():
@@ -150,3 +161,56 @@ class Veth:
             except NetlinkError as exc:
                 if exc.code != ENODEV:
                     raise
+
+
+RTM_GETLINK, RTM_NEWLINK, NLMSG_DONE, NLMSG_ERROR = 18, 16, 3, 2
+IFLA_IFNAME, IFLA_MASTER, IFLA_IFALIAS, IFLA_EXT_MASK = 3, 10, 20, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+_NLMSGHDR, _IFINFOMSG, _RTATTR = struct.Struct("=LHHLL"), struct.Struct("=BxHiII"), struct.Struct("=HH")
+
+
+def port_aliases(namespace: Namespace, master_index: int) -> dict[str, str]:
+    """Name → alias of every port of a bridge, in one netlink dump filtered by the kernel on the master.
+
+    The hot path of address allocation: pyroute2 decodes every attribute of every link (about 1 ms per
+    link), while only two are needed here; the request is small enough to write out, the answer is read
+    attribute by attribute and the rest skipped.
+    """
+    sock = namespace.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    with sock:
+        attr = _RTATTR.pack(8, IFLA_MASTER) + struct.pack("=I", master_index)
+        # no statistics: summing a veth's per-CPU counters is most of what a dump costs the kernel
+        attr += _RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr
+        sock.sendall(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK, 0x301, 1, 0) + body)  # REQUEST|DUMP
+        found: dict[str, str] = {}
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset < len(data):
+                length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if kind == NLMSG_DONE:
+                    return found
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
+                    raise OSError(code, f"link dump in {namespace.name}: {os.strerror(code)}")
+                if kind == RTM_NEWLINK:
+                    attrs = _attributes(data, offset + _NLMSGHDR.size + _IFINFOMSG.size, offset + length)
+                    if attrs.get(IFLA_MASTER) == master_index and IFLA_IFNAME in attrs:
+                        found[attrs[IFLA_IFNAME]] = attrs.get(IFLA_IFALIAS, "")
+                offset += (length + 3) & ~3
+
+
+def _attributes(data: bytes, start: int, end: int) -> dict[int, object]:
+    attrs: dict[int, object] = {}
+    while start + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, start)
+        if length < _RTATTR.size:
+            break
+        payload = data[start + _RTATTR.size:start + length]
+        if kind in (IFLA_IFNAME, IFLA_IFALIAS):
+            attrs[kind] = payload.rstrip(b"\0").decode()
+        elif kind == IFLA_MASTER:
+            attrs[kind] = struct.unpack("=I", payload[:4])[0]
+        start += (length + 3) & ~3
+    return attrs

@@ -52,6 +52,48 @@ def socket_in(path: str, family: int, type: int, proto: int = 0) -> socket.socke
     return result["sock"]  # type: ignore[return-value]
 
 
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+EINVAL = 22
+
+
+def _netns_dir_ready() -> bool:
+    """True when /run/netns is a mount point (iproute2 makes it a shared one on first use)."""
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == NETNS_DIR for line in mounts)
+
+
+def _bind_new_namespace(path: str) -> None:
+    """Make a new network namespace and pin it at ``path``, from a short-lived thread.
+
+    ``unshare(CLONE_NEWNET)`` moves only the calling thread; it bind-mounts its own namespace on ``path``
+    and ends. The process never changes namespace, and nothing forks.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    result: dict[str, BaseException] = {}
+
+    def make() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"unshare: {os.strerror(errno)}")
+            own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            if _libc.mount(own, path.encode(), b"none", MS_BIND, None) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"bind mount on {path}: {os.strerror(errno)}")
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=make, name=f"netns-create:{path}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise result["error"]
+
+
 @dataclass(frozen=True)
 class Namespace:
     """One named network namespace. Never the root namespace: a name is always required."""
@@ -61,21 +103,40 @@ class Namespace:
     def exists(self) -> bool:
         return os.path.exists(os.path.join(NETNS_DIR, self.name))
 
-    def create(self) -> bool:
-        """Create the namespace with its loopback up; return False if it already existed."""
+    def create(self, loopback_up: bool = True) -> bool:
+        """Create the namespace (with its loopback up unless told otherwise); return False if it existed.
+
+        Done the way ``ip netns add`` does it, without forking it: a new network namespace is bind-mounted
+        on ``/run/netns/NAME``. ``ip netns add`` runs once first if ``/run/netns`` is not yet the shared
+        mount point it sets up (so that the mounts propagate like iproute2's own).
+        """
         if self.exists():
             return False
-        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, text=True)
-        with self.ipr() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        if not _netns_dir_ready():
+            subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, text=True)
+        else:
+            _bind_new_namespace(os.path.join(NETNS_DIR, self.name))
+        if loopback_up:
+            with self.ipr() as ipr:
+                ipr.link("set", ifname="lo", state="up")
         return True
 
     def remove(self) -> bool:
-        """Stop every process inside, then delete the namespace; return False if it was absent."""
+        """Stop every process inside, then delete the namespace; return False if it was absent.
+
+        Like ``ip netns delete``: unmount and unlink the name. The kernel tears the namespace (and the
+        interfaces in it, with their veth peers) down asynchronously once nothing refers to it.
+        """
         if not self.exists():
             return False
         self.kill_processes()
-        subprocess.run(["ip", "netns", "delete", self.name], check=True, capture_output=True, text=True)
+        path = os.path.join(NETNS_DIR, self.name)
+        if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+            errno = ctypes.get_errno()
+            if errno != EINVAL:  # EINVAL: not mounted (a half-made name); unlink it all the same
+                raise OSError(errno, f"umount {path}: {os.strerror(errno)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         return True
 
     @contextmanager

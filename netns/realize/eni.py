@@ -9,9 +9,12 @@ VPC's source check, which is also the record address allocation reads; its group
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
@@ -47,17 +50,12 @@ def check_groups(resource: str, router: VpcRouter, security_groups: Sequence[str
 
 
 def claim(vswitch: VSwitch, resource: str, net: Net, wanted: Sequence[tuple[str, str]], count: int,
-          ) -> list[ipaddress.IPv4Address]:
+          bridge_index: int | None = None) -> list[ipaddress.IPv4Address]:
     """Addresses for a new ENI: each ``(field, address)`` wanted, checked; then ``count`` lowest free ones.
 
     Call under the lab lock: the answer is only true until the next ENI is plugged.
     """
-    owners = vswitch.address_owners(net)
-    stale = {owners[a] for a in _requested(wanted) if a in owners and not vswitch.port_exists(owners[a])}
-    for port in stale:  # its ENI vanished behind the lab's back (e.g. the namespace was deleted): forget it
-        forget_port(vswitch.router, port)
-        owners = {a: p for a, p in owners.items() if p != port}
-    used = set(owners)
+    used = vswitch.used_addresses(bridge_index)
     taken = []
     for field_name, value in wanted:
         addr = addressing.check_private_ip(resource, value, net, used, field_name)
@@ -70,19 +68,11 @@ def claim(vswitch: VSwitch, resource: str, net: Net, wanted: Sequence[tuple[str,
     return taken
 
 
-def _requested(wanted: Sequence[tuple[str, str]]) -> set[ipaddress.IPv4Address]:
-    found = set()
-    for _, value in wanted:
-        try:
-            found.add(ipaddress.IPv4Address(value))
-        except ValueError:
-            continue  # check_private_ip names the field
-    return found
-
-
 def forget_port(router: VpcRouter, port: str) -> None:
-    """Drop what the source check and the groups' sets still hold for a port that no longer exists."""
-    source_check.unbind(router.namespace, port, source_check.bound(router.namespace).get(port, []))
+    """Drop what the source check and the groups' sets still hold for a port that vanished behind the lab's
+    back (its instance's namespace was deleted): found when a refresh reads the instance."""
+    source_check.unbind(router.namespace, port, source_check.bound(router.namespace).get(port, []),
+                        router.pending_unbind, defer=True)
     sg._apply_locked(router)  # sets are rebuilt from the ports that exist
 
 
@@ -103,17 +93,25 @@ class EniPort:
     router: VpcRouter
     eni_id: str
 
-    def facts(self) -> dict[str, str] | None:
-        return self.router.port_facts(self.eni_id)
+    def facts(self, with_vswitch: bool = True) -> dict[str, str] | None:
+        return self.router.port_facts(self.eni_id, with_vswitch)
 
     def bind(self, facts: dict[str, str]) -> None:
         """Open the port's source check and put the ENI in its groups' sets (under the lab lock)."""
-        source_check.bind(self.router.namespace, self.eni_id, bound_addresses(facts))
+        source_check.bind(self.router.namespace, self.eni_id, bound_addresses(facts), self.router.pending_unbind)
         sg.join(self.router, self.as_sg_eni(facts))
 
-    def unbind(self, facts: dict[str, str]) -> None:
+    def unbind(self, facts: dict[str, str], going: bool = False) -> None:
+        """The reverse of ``bind``. ``going``: the port is about to disappear, so its source-check entries
+        can be removed lazily (see netns/realize/source_check.py)."""
         sg.leave(self.router, self.as_sg_eni(facts))
-        source_check.unbind(self.router.namespace, self.eni_id, bound_addresses(facts))
+        source_check.unbind(self.router.namespace, self.eni_id, bound_addresses(facts), self.router.pending_unbind,
+                            defer=going)
+
+    def forget(self) -> None:
+        """Take the facts off a port that is about to disappear, so nothing reads it as an ENI meanwhile."""
+        with self.router.namespace.ipr() as ipr, contextlib.suppress(NetlinkError):  # already gone: fine
+            ipr.link("set", ifname=self.eni_id, ifalias="")
 
     def as_sg_eni(self, facts: dict[str, str]) -> Eni:
         return sg.eni_of(self.eni_id, facts)
@@ -125,14 +123,14 @@ class EniPort:
         sees a moment without its entries.
         """
         before, after = set(bound_addresses(old)), set(bound_addresses(new))
-        source_check.bind(self.router.namespace, self.eni_id, after - before)
+        source_check.bind(self.router.namespace, self.eni_id, after - before, self.router.pending_unbind)
         self._set_alias(new)
         if set(words(old, "sg")) != set(words(new, "sg")):
             sg._apply_locked(self.router)  # membership changed: rebuild sets (atomic swaps) and profiles
         else:
             sg.join(self.router, self._delta(new, old))
             sg.leave(self.router, self._delta(old, new))
-        source_check.unbind(self.router.namespace, self.eni_id, before - after)
+        source_check.unbind(self.router.namespace, self.eni_id, before - after, self.router.pending_unbind)
 
     def _delta(self, a: dict[str, str], b: dict[str, str]) -> Eni:
         """The part of ENI facts ``a`` that ``b`` lacks (same groups)."""
@@ -154,10 +152,11 @@ def find_primary_port(router: VpcRouter, instance_id: str) -> tuple[EniPort, dic
     return None
 
 
-def find_port(lab: str, eni_id: str, routers: Iterable[VpcRouter]) -> tuple[EniPort, dict[str, str]] | None:
+def find_port(lab: str, eni_id: str, routers: Iterable[VpcRouter],
+              with_vswitch: bool = True) -> tuple[EniPort, dict[str, str]] | None:
     for router in routers:
         port = EniPort(router, eni_id)
-        facts = port.facts()
+        facts = port.facts(with_vswitch)
         if facts is not None:
             return port, facts
     return None

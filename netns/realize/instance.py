@@ -13,13 +13,15 @@ import ipaddress
 import subprocess
 from dataclasses import dataclass, field
 
-from netns.kernel.link import Veth, addresses, default_gateway, ensure_address, ensure_default_route
+from pyroute2 import IPRoute
+
+from netns.kernel.link import add_veth, addresses, default_gateway, ensure_address, ensure_default_route
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.errors import ValidationError
 from netns.model.names import netns_name
 from netns.realize import lab_lock, state_dir
-from netns.realize.eni import EniPort, alias, check_groups, claim, find_port, words
+from netns.realize.eni import EniPort, alias, check_groups, claim, find_port, forget_port, words
 from netns.realize.vpc import VSwitch, routers
 
 PRIMARY_IFNAME = "eth0"
@@ -51,14 +53,14 @@ class EcsInstance:
                security_groups: tuple[str, ...] = (), secondary_ips: tuple[str, ...] = (),
                secondary_count: int = 0, host_name: str = "", user_data: str = "") -> str:
         """Make the namespace and plug eth0 into the vSwitch; return the address it got."""
-        with lab_lock(self.lab):
-            net = vswitch.cidr()
-            if net is None:
+        with lab_lock(self.lab), vswitch.router.namespace.ipr() as router:
+            bridge, net = vswitch.locate(router)
+            if bridge is None or net is None:
                 raise ValidationError(resource, "vswitch_id", f"vSwitch {vswitch.vswitch_id} has no address block")
             check_groups(resource, vswitch.router, security_groups, "security_groups")
             wanted = [("private_ip", private_ip)] if private_ip else []
             wanted += [("secondary_private_ips", ip) for ip in secondary_ips]
-            taken = claim(vswitch, resource, net, wanted, (0 if private_ip else 1) + secondary_count)
+            taken = claim(vswitch, resource, net, wanted, (0 if private_ip else 1) + secondary_count, bridge)
             primary = taken[0] if private_ip else taken[len(wanted)]
             secondary = [a for a in taken if a != primary]
             facts = {"ip": str(primary), "secondary": ",".join(map(str, secondary)), "instance": self.instance_id,
@@ -66,7 +68,7 @@ class EcsInstance:
                      "sg": ",".join(security_groups)}
             port = EniPort(vswitch.router, self.eni_id)
             try:
-                self._plumb(vswitch, net, facts)
+                self._plumb(router, bridge, net, facts)
                 port.bind(facts)
             except Exception:
                 self._remove(port, facts)
@@ -75,11 +77,14 @@ class EcsInstance:
             self._run_user_data(user_data, host_name)
         return str(primary)
 
-    def _plumb(self, vswitch: VSwitch, net: ipaddress.IPv4Network, facts: dict[str, str]) -> None:
-        self.namespace.create()
-        veth = Veth(vswitch.router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME)
-        veth.ensure(alias=alias(facts), master=vswitch.vswitch_id)
+    def _plumb(self, router: IPRoute, bridge: int, net: ipaddress.IPv4Network, facts: dict[str, str]) -> None:
+        """One netlink session per side: creating an ECS is on the hot path of every lab (see make bench)."""
+        self.namespace.create(loopback_up=False)
+        add_veth(router, self.eni_id, self.namespace, PRIMARY_IFNAME)
+        router.link("set", ifname=self.eni_id, ifalias=alias(facts), master=bridge, state="up")
         with self.namespace.ipr() as ipr:
+            ipr.link("set", ifname="lo", state="up")
+            ipr.link("set", ifname=PRIMARY_IFNAME, state="up")
             ensure_address(ipr, PRIMARY_IFNAME, ipaddress.IPv4Interface(f"{facts['ip']}/{net.prefixlen}"))
             ensure_default_route(ipr, addressing.gateway(net))
         deliver_secondary(self.namespace, PRIMARY_IFNAME, words(facts, "secondary"))
@@ -113,8 +118,14 @@ class EcsInstance:
             port.rewrite(facts, {**facts, "name": "_".join(name.split()), "sg": ",".join(security_groups)})
 
     def read(self) -> InstanceState | None:
-        """What the kernel holds for this instance, or None if its namespace is gone."""
+        """What the kernel holds for this instance, or None if its namespace is gone.
+
+        Gone behind the lab's back, its ENI's entries in the source check and the groups' sets are dropped
+        here, so that its address can be handed out again cleanly."""
         if not self.namespace.exists():
+            for router in routers(self.lab):
+                if find_port(self.lab, self.eni_id, [router]) is None:
+                    forget_port(router, self.eni_id)
             return None
         with self.namespace.ipr() as ipr:
             found = addresses(ipr, PRIMARY_IFNAME)
@@ -129,15 +140,18 @@ class EcsInstance:
 
     def delete(self) -> None:
         with lab_lock(self.lab):
-            located = find_port(self.lab, self.eni_id, routers(self.lab))
+            located = find_port(self.lab, self.eni_id, routers(self.lab), with_vswitch=False)
             if located is None:
                 self.namespace.remove()
                 return
             self._remove(*located)
 
     def _remove(self, port: EniPort, facts: dict[str, str]) -> None:
-        port.unbind(facts)
-        Veth(port.router.namespace, self.eni_id, self.namespace, PRIMARY_IFNAME).remove()
+        """Unbind the ENI, then remove the namespace: eth0 goes with it, and its veth peer (the router
+        port) with eth0. The port's facts are taken off first, so that while the kernel tears the namespace
+        down (asynchronously, as after ``ip netns delete``) nothing reads the dying port as an ENI."""
+        port.unbind(facts, going=True)
+        port.forget()
         self.namespace.remove()
         for suffix in ("user-data", "user-data.log", "user-data.pid"):
             (state_dir(self.lab) / f"{self.instance_id}.{suffix}").unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """SLB → a namespace ``acklab-<lab>-lb-<hex>`` running HAProxy (master-worker), on a vSwitch or the lab's internet.
 
 Intranet: ``eth0`` of the SLB namespace is a veth whose other end, ``lb-<hex>``, is a port of the vSwitch bridge
-in the VPC router (alias ``ip=<address> slb=<id>``); the address is bound to that port in the VPC's source-check
-set, the VPC's record of used addresses, so ENI allocation skips it.
+in the VPC router; its alias carries ``ip=<address> slb=<id>``, and ENI allocation reads the ports' aliases, so
+the address counts as used in the vSwitch.
 The SLB reaches its backends through the vSwitch gateway, from its own address.
 
 Internet: ``eth0`` sits on the bridge of the lab's sealed internet namespace ``acklab-<lab>-internet``
@@ -42,7 +42,7 @@ from netns.model import addressing
 from netns.model import slb as model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, source_check, state_dir
+from netns.realize import format_alias, lab_lock, parse_alias, state_dir
 from netns.realize.eni import claim
 from netns.realize.vpc import VpcRouter, VSwitch, routers
 
@@ -193,14 +193,12 @@ class SlbInstance:
         net = vswitch.cidr()
         if net is None:
             raise ValidationError(resource, "vswitch_id", f"vSwitch {vswitch.vswitch_id} has no address block")
-        # The VPC's source check records which address sits behind which port: binding the SLB's address to
-        # its port makes it count as used (ENI allocation reads it), like an ENI's. The check itself only
-        # drops frames from eni-* ports; an SLB is Alibaba's own device, not a guest.
+        # The port's alias carries ip=<address>: ENI allocation reads the ports' aliases, so it counts as used.
+        # The port is named lb-*, not eni-*: the source check and security groups are for guests' ENIs.
         (addr,) = claim(vswitch, resource, net, [("address", address)] if address else [], 0 if address else 1)
         self.namespace.create()
         Veth(vswitch.router.namespace, self.lb_id, self.namespace, SLB_IFNAME).ensure(
             alias=format_alias(ip=str(addr), slb=self.lb_id), master=vswitch.vswitch_id)
-        source_check.bind(vswitch.router.namespace, self.lb_id, [ipaddress.IPv4Network(f"{addr}/32")])
         self._label(address_type="intranet", vswitch=vswitch.vswitch_id, vpc=vswitch.router.vpc_id, name=name)
         with self.namespace.ipr() as ipr:
             ensure_address(ipr, SLB_IFNAME, ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}"))
@@ -258,13 +256,10 @@ class SlbInstance:
             return parse_alias(ipr.get_links(index)[0].get("IFLA_IFALIAS")).get("vpc")
 
     def _unplug(self) -> None:
-        """Delete the SLB's ports in routers (and their source-check entries) and on the internet."""
+        """Delete the SLB's ports in routers and on the internet."""
         for router in routers(self.lab):
-            facts = router.port_facts(self.lb_id)
-            if facts is None:
+            if router.port_facts(self.lb_id) is None:
                 continue
-            if "ip" in facts:
-                source_check.unbind(router.namespace, self.lb_id, [ipaddress.IPv4Network(f"{facts['ip']}/32")])
             Veth(router.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()
         internet = InternetSegment(self.lab)
         Veth(internet.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()

@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
-from netns.kernel.link import Bridge, addresses, ensure_address, ensure_unreachable, index_of, unreachable_routes
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netns.kernel.link import (
+    ENODEV,
+    Bridge,
+    ensure_address,
+    ensure_unreachable,
+    index_of,
+    port_aliases,
+    unreachable_routes,
+)
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
@@ -47,18 +59,26 @@ class VpcRouter:
             blocks = unreachable_routes(ipr)
         return blocks[0] if blocks else None
 
-    def port_facts(self, ifname: str) -> dict[str, str] | None:
+    @property
+    def pending_unbind(self) -> Path | None:
+        """Where the source check's deferred removals wait (per router incarnation: its netns inode)."""
+        inode = self.namespace.inode()
+        return state_dir(self.lab) / f"{self.vpc_id}.{inode}.unbind" if inode is not None else None
+
+    def port_facts(self, ifname: str, with_vswitch: bool = True) -> dict[str, str] | None:
         """The facts on one router port (an ENI), with the vSwitch it is plugged into; None if absent."""
         if not self.namespace.exists():
             return None
         with self.namespace.ipr() as ipr:
-            index = index_of(ipr, ifname)
-            if index is None:
-                return None
-            link = ipr.get_links(index)[0]
+            try:
+                link = ipr.link("get", ifname=ifname)[0]  # asked by name: no dump
+            except NetlinkError as exc:
+                if exc.code == ENODEV:
+                    return None
+                raise
             facts = parse_alias(link.get("IFLA_IFALIAS"))
             master = link.get("IFLA_MASTER")
-            if master:
+            if master and with_vswitch:
                 facts["vswitch"] = ipr.get_links(master)[0].get("ifname")
             return facts
 
@@ -106,8 +126,16 @@ class VSwitch:
         if not self.router.namespace.exists():
             return None
         with self.router.namespace.ipr() as ipr:
-            found = addresses(ipr, self.vswitch_id)
-        return found[0].network if found else None
+            return self.locate(ipr)[1]
+
+    def locate(self, ipr: IPRoute) -> tuple[int | None, ipaddress.IPv4Network | None]:
+        """The bridge's interface index and the vSwitch's block, in an open session of the router."""
+        index = index_of(ipr, self.vswitch_id)
+        if index is None:
+            return None, None
+        found = [a for a in ipr.get_addr(index=index, family=2)]
+        return index, ipaddress.IPv4Network(f"{found[0].get('IFA_ADDRESS')}/{found[0]['prefixlen']}",
+                                            strict=False) if found else None
 
     def zone_id(self) -> str | None:
         with self.router.namespace.ipr() as ipr:
@@ -128,21 +156,23 @@ class VSwitch:
                 if link.get("IFLA_MASTER") == index
             }
 
-    def used_addresses(self, net: ipaddress.IPv4Network | None = None) -> set[ipaddress.IPv4Address]:
-        return set(self.address_owners(net))
+    def used_addresses(self, index: int | None = None) -> set[ipaddress.IPv4Address]:
+        """Addresses held by the ports of this vSwitch (``ip=`` and ``secondary=`` on their aliases).
 
-    def address_owners(self, net: ipaddress.IPv4Network | None = None) -> dict[ipaddress.IPv4Address, str]:
-        """Addresses of this vSwitch bound to a port → that port (read from the VPC's source check, not a
-        link dump). A port deleted behind the lab's back may still be listed (see ``eni.claim``)."""
-        net = net or self.cidr()
-        if net is None:
-            return {}
-        return {block.network_address: port for port, blocks in source_check.bound(self.router.namespace).items()
-                for block in blocks if block.prefixlen == 32 and block.network_address in net}
-
-    def port_exists(self, port: str) -> bool:
-        with self.router.namespace.ipr() as ipr:
-            return index_of(ipr, port) is not None
+        Read with one kernel-filtered dump parsed by hand (``port_aliases``): this runs for every ECS
+        created. A port being torn down has its facts taken off first, so it holds nothing.
+        """
+        if index is None:
+            with self.router.namespace.ipr() as ipr:
+                index = index_of(ipr, self.vswitch_id)
+        if index is None:
+            return set()
+        used = set()
+        for text in port_aliases(self.router.namespace, index).values():
+            facts = parse_alias(text)
+            used |= {ipaddress.IPv4Address(a) for a in (facts.get("ip", ""), *facts.get("secondary", "").split(","))
+                     if a}
+        return used
 
     def delete(self) -> None:
         if self.router.namespace.exists():

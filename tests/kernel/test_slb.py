@@ -120,9 +120,19 @@ def test_wlc_sends_new_connections_to_the_least_busy_backend(site):
     busy.connect((VIP, 80))  # held open: its backend has one connection more than the other
     busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     held = _receive_body(busy).split(b"\r\n\r\n")[1].split()[0].decode()
-    others = spread(site, "c1", 80, 6)  # each closed before the next: the other backend is always less busy
+    other = ({"b1", "b2"} - {held}).pop()
+    seen = collections.Counter()
+    for _ in range(6):
+        # the previous request's connection is gone from HAProxy's count: the other backend has 0, held has 1
+        wait_for(lambda: _sessions(site, "be_tcp_80", site.server_id(other)) == 0, "the last connection closed")
+        seen[backend_of(site.get("c1", 80))] += 1
     busy.close()
-    assert others == {({"b1", "b2"} - {held}).pop(): 6}, (held, others)
+    assert seen == {other: 6}, (held, seen)
+
+
+def _sessions(site: Site, backend: str, server_id: str) -> int:
+    rows = model.parse_show_stat(site.lb.ask("show stat"))
+    return next(int(r["scur"]) for r in rows if r["pxname"] == backend and r["svname"].startswith(server_id))
 
 
 def test_layer4_hides_the_client_layer7_adds_x_forwarded_for(site):
