@@ -15,9 +15,11 @@ from netns.model.errors import ValidationError
 
 PREFIX = "acklab-"
 _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr)-[0-9a-f]{8}$")
+_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|lb|rsp|acl|cert)-[0-9a-f]{8}$")
 # Pods are not cloud objects: their namespaces carry a hash of "<k8s namespace>/<pod name>" (stable, short).
 _POD_RE = re.compile(r"^pod-[0-9a-f]{10}$")
+# Lab-wide segments that are no cloud object of their own: the sealed "internet" an internet SLB faces.
+SEGMENTS = ("internet",)
 
 
 def check_lab(lab: str) -> str:
@@ -38,8 +40,8 @@ def mark(lab: str) -> str:
 
 
 def netns_name(lab: str, cloud_id: str) -> str:
-    """The namespace that realizes the cloud object ``cloud_id`` (a VPC router or an ECS)."""
-    if not _ID_RE.match(cloud_id):
+    """The namespace that realizes the cloud object ``cloud_id`` (a VPC router, an ECS, an SLB) or a segment."""
+    if not _ID_RE.match(cloud_id) and cloud_id not in SEGMENTS:
         raise ValueError(f"not an acklab cloud id: {cloud_id!r}")
     return mark(lab) + cloud_id
 
@@ -49,7 +51,7 @@ def new_id(kind: str) -> str:
 
     Eight hex digits keep ids short enough to serve as interface names (15 characters at most).
     """
-    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr"):
+    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr", "lb", "rsp", "acl", "cert"):
         raise ValueError(f"unknown id kind {kind!r}")
     return f"{kind}-{secrets.token_hex(4)}"
 
@@ -64,7 +66,8 @@ def lab_of(namespace: str) -> str | None:
         return None
     rest = namespace[len(PREFIX):]
     lab, sep, cloud_id = rest.partition("-")
-    if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)):
+    if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)
+                                                or cloud_id in SEGMENTS):
         return None
     return lab
 

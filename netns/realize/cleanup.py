@@ -7,7 +7,7 @@ import shutil
 
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import PREFIX, lab_of, mark
-from netns.realize import LOCK_DIR, state_dir
+from netns.realize import LOCK_DIR, slb, state_dir
 
 
 def clean_lab(lab: str) -> list[str]:
@@ -17,6 +17,7 @@ def clean_lab(lab: str) -> list[str]:
         if lab_of(namespace.name) == lab:
             namespace.remove()
             removed.append(namespace.name)
+    removed += [f"haproxy pid {pid}" for pid in slb.end_leftover_haproxy(lab)]  # SLBs whose namespace vanished
     state = state_dir(lab)
     if state.is_dir():
         shutil.rmtree(state)
