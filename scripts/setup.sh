@@ -30,9 +30,10 @@ install_debian_packages() {
     if [ ! -e "$policy" ]; then
       printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
-      [ "$own_policy" = 1 ] && rm -f "$policy"; exit 1; }
-    [ "$own_policy" = 1 ] && rm -f "$policy"
+    local status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+    if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+    return "$status"
   fi
 }
 
