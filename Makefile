@@ -62,3 +62,4 @@ reliability: setup
 bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
 	$(VENV)/bin/python -m bench.pods_scale
+	$(VENV)/bin/python -m bench.slb_wrk

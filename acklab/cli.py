@@ -57,6 +57,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             ports = "/".join(map(str, rule["ports"])) if rule["ports"] else "-1/-1"
             print(f"  {rule['priority']:>3} {rule['direction']:<7} {rule['policy']:<6} {rule['protocol']:<4} "
                   f"{ports:<11} {peer}")
+    for lb in view.slbs:
+        print(f"\nSLB {lb.id} {lb.name} {lb.address_type} {lb.address}  netns {lb.netns}")
+        for listener in lb.listeners:
+            backends = " ".join(f"{b['server_id']}:{b['port']}={b['status']}" for b in listener.backends) or "-"
+            print(f"  {listener.protocol}:{listener.frontend_port} {listener.scheduler}  {backends}")
     return 0
 
 

@@ -8,6 +8,7 @@ from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.names import mark
 from netns.model.security_group import Rule
+from netns.realize import slb
 from netns.realize.security_group import load_groups
 from netns.realize.vpc import routers
 
@@ -60,12 +61,35 @@ class PodView:
 
 
 @dataclass
+class SlbListenerView:
+    id: str
+    frontend_port: int
+    protocol: str
+    backend_port: int | None
+    scheduler: str
+    backends: list[dict] = field(default_factory=list)  # server_id, address, port, weight, status (Alibaba's)
+
+
+@dataclass
+class SlbView:
+    id: str
+    name: str
+    address: str
+    address_type: str
+    vswitch_id: str | None
+    vpc_id: str | None
+    netns: str
+    listeners: list[SlbListenerView] = field(default_factory=list)
+
+
+@dataclass
 class LabView:
     lab: str
     vpcs: list[VpcView] = field(default_factory=list)
     ecs: list[EcsView] = field(default_factory=list)
     security_groups: list[SecurityGroupView] = field(default_factory=list)
     pods: list[PodView] = field(default_factory=list)
+    slbs: list[SlbView] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +117,7 @@ def read_lab(lab: str) -> LabView:
                                                                                            key=Rule.order)]))
     view.ecs.sort(key=lambda e: (e.name, e.id))
     view.pods = read_pods(lab)
+    view.slbs = read_slbs(lab)
     return view
 
 
@@ -103,6 +128,24 @@ def read_pods(lab: str) -> list[PodView]:
     return [PodView(r.pod.namespace, r.pod.name, dict(r.pod.labels), r.ip, r.netns, r.node,
                     [f"{p.port}/{p.protocol}" for p in r.pod.ports])
             for r in sorted(load_records(lab).values(), key=lambda r: r.pod.key) if Namespace(r.netns).exists()]
+
+
+def read_slbs(lab: str) -> list[SlbView]:
+    """Each SLB with its listeners and, per listener, each backend's health as HAProxy reports it."""
+    found = []
+    for instance in slb.slbs(lab):
+        state = instance.read()
+        if state is None:
+            continue
+        view = SlbView(instance.lb_id, state.name, state.address, state.address_type, state.vswitch_id,
+                       state.vpc_id, instance.namespace.name)
+        health = instance.backend_health()
+        for listener, _ in slb.load_listeners(lab, instance.lb_id):
+            view.listeners.append(SlbListenerView(listener.listener_id, listener.frontend_port, listener.protocol,
+                                                  listener.backend_port, listener.scheduler,
+                                                  health.get(listener.listener_id, [])))
+        found.append(view)
+    return found
 
 
 def resolve_target(lab: str, target: str) -> str:
@@ -121,4 +164,9 @@ def resolve_target(lab: str, target: str) -> str:
     for vpc in view.vpcs:
         if target == vpc.id:
             return vpc.netns
-    raise LookupError(f"no ECS or VPC named {target!r} in lab {lab} (see `acklab status --lab {lab}`)")
+    for lb in view.slbs:
+        if target in (lb.id, lb.name):
+            return lb.netns
+    if target == "internet":
+        return slb.InternetSegment(lab).namespace.name
+    raise LookupError(f"no ECS, VPC or SLB named {target!r} in lab {lab} (see `acklab status --lab {lab}`)")

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3)
+DEBIAN_PACKAGES+=(haproxy nginx wrk)  # SLB: HAProxy in each SLB namespace; nginx + wrk for bench/slb_wrk.py
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -22,7 +23,17 @@ install_debian_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # haproxy and nginx must never start as host services (in the root network namespace): acklab runs
+    # them itself, inside lab namespaces. Without a policy-rc.d, Debian's maintainer scripts would start
+    # them; a temporary one that answers "101: action forbidden" stops that, and is removed afterwards.
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    local status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+    if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+    return "$status"
   fi
 }
 

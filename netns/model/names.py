@@ -15,9 +15,11 @@ from netns.model.errors import ValidationError
 
 PREFIX = "acklab-"
 _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr)-[0-9a-f]{8}$")
+_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|lb|rsp|acl|cert)-[0-9a-f]{8}$")
 # Pods are not cloud objects: their namespaces carry a hash of "<k8s namespace>/<pod name>" (stable, short).
 _POD_RE = re.compile(r"^pod-[0-9a-f]{10}$")
+# Lab-wide segments that are no cloud object of their own: the sealed "internet" an internet SLB faces.
+SEGMENTS = ("internet",)
 
 
 def check_lab(lab: str) -> str:
@@ -38,8 +40,8 @@ def mark(lab: str) -> str:
 
 
 def netns_name(lab: str, cloud_id: str) -> str:
-    """The namespace that realizes the cloud object ``cloud_id`` (a VPC router or an ECS)."""
-    if not _ID_RE.match(cloud_id):
+    """The namespace that realizes the cloud object ``cloud_id`` (a VPC router, an ECS, an SLB) or a segment."""
+    if not _ID_RE.match(cloud_id) and cloud_id not in SEGMENTS:
         raise ValueError(f"not an acklab cloud id: {cloud_id!r}")
     return mark(lab) + cloud_id
 
@@ -49,7 +51,7 @@ def new_id(kind: str) -> str:
 
     Eight hex digits keep ids short enough to serve as interface names (15 characters at most).
     """
-    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr"):
+    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr", "lb", "rsp", "acl", "cert"):
         raise ValueError(f"unknown id kind {kind!r}")
     return f"{kind}-{secrets.token_hex(4)}"
 
@@ -69,7 +71,8 @@ def lab_of(namespace: str) -> str | None:
         return None
     rest = namespace[len(PREFIX):]
     lab, sep, cloud_id = rest.partition("-")
-    if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)):
+    if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)
+                                                or cloud_id in SEGMENTS):
         return None
     return lab
 
@@ -90,14 +93,16 @@ def pod_netns_name(lab: str, namespace: str, name: str) -> str:
 IFNAME_MAX = 15
 IFALIAS_MAX = 255
 # Ids that name an interface: a vSwitch is the bridge named by its id, an ENI the router port named by its id.
-IFNAME_KINDS = ("vsw", "eni")
+IFNAME_KINDS = ("vsw", "eni", "lb")
 KIND_NAMES = {"vpc": "VPC", "vsw": "vSwitch", "i": "ECS instance", "eni": "network interface",
-              "sg": "security group", "sgr": "security group rule", "vtb": "route table"}
-_REFERENCE_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|vtb)-[0-9a-f]{8}$")
+              "sg": "security group", "sgr": "security group rule", "vtb": "route table", "lb": "load balancer",
+              "rsp": "server group", "acl": "access control list"}
+_REFERENCE_RE = re.compile(rf"^({'|'.join(KIND_NAMES)})-[0-9a-f]{{8}}$")
 # Input fields that refer to another acklab object by id, and the kind of id each one takes.
 REFERENCE_FIELDS = {"vpc_id": "vpc", "vswitch_id": "vsw", "security_group_id": "sg", "source_security_group_id": "sg",
                     "security_groups": "sg", "security_group_ids": "sg", "network_interface_id": "eni",
-                    "instance_id": "i", "nexthop_id": "i", "route_table_id": "vtb"}
+                    "instance_id": "i", "nexthop_id": "i", "route_table_id": "vtb", "load_balancer_id": "lb",
+                    "server_group_id": "rsp", "acl_id": "acl"}
 _ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

@@ -8,7 +8,7 @@ import shutil
 from netns.kernel.link import links_of, remove_link
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import PREFIX, is_any_cloud_id, is_cloud_id, lab_of, mark
-from netns.realize import LOCK_DIR, lab_lock, source_check, state_dir
+from netns.realize import LOCK_DIR, lab_lock, slb, source_check, state_dir
 from netns.realize import security_group as sg
 from netns.realize.eni import EniPort
 from netns.realize.vpc import VpcRouter, routers
@@ -21,6 +21,7 @@ def clean_lab(lab: str) -> list[str]:
         if lab_of(namespace.name) == lab:
             namespace.remove()
             removed.append(namespace.name)
+    removed += [f"haproxy pid {pid}" for pid in slb.end_leftover_haproxy(lab)]  # SLBs whose namespace vanished
     state = state_dir(lab)
     if state.is_dir():
         shutil.rmtree(state)
@@ -47,7 +48,11 @@ def prune_lab(lab: str, keep: set[str]) -> list[str]:
     on: an object being created is not yet known.
     """
     removed: list[str] = []
-    for router in routers(lab):  # routers first: an ENI port's facts (its addresses) are on the port
+    for instance in slb.slbs(lab):  # an SLB first: its delete stops HAProxy and unplugs it from the routers
+        if instance.lb_id not in keep:
+            instance.delete()
+            removed.append(instance.namespace.name)
+    for router in routers(lab):  # routers next: an ENI port's facts (its addresses) are on the port
         if router.vpc_id in keep:
             removed += _prune_router(router, keep)
         else:
@@ -87,6 +92,9 @@ def _prune_router(router: VpcRouter, keep: set[str]) -> list[str]:
                 removed.append(f"{router.namespace.name}/{port} source check")
         if pending is not None:
             source_check.flush(router.namespace, pending)  # and the removals deferred by earlier deletes
+        for name in sorted(n for n, kind in links.items() if kind == "veth" and is_cloud_id(n, "lb") and n not in keep):
+            remove_link(router.namespace, name)  # the router end of an SLB whose create was interrupted
+            removed.append(f"{router.namespace.name}/{name}")
         for name in sorted(n for n, kind in links.items() if kind == "bridge" and n.startswith("vsw-")
                            and n not in keep):
             remove_link(router.namespace, name)
@@ -113,12 +121,24 @@ def _prune_security_groups(lab: str, keep: set[str]) -> list[str]:
 
 
 def _prune_state_files(lab: str, keep: set[str]) -> list[str]:
-    """Files named after an object (``<vpc>.<inode>.rules``, ``<instance>.user-data…``) that is gone."""
+    """State named after an object that is gone: ``<vpc>.<inode>.rules``, ``<instance>.user-data…``, and the
+    SLBs' ``slb/<lb>/``, ``slb/listeners/<lb>_<protocol>_<port>.json``, ``slb/groups/<rsp>.json``, …"""
     folder = state_dir(lab)
     removed = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-        cloud_id = path.name.split(".", 1)[0]
-        if path.is_file() and is_any_cloud_id(cloud_id) and cloud_id not in keep:
+    paths = sorted(folder.iterdir()) if folder.is_dir() else []
+    if (folder / "slb").is_dir():
+        for sub in sorted((folder / "slb").iterdir()):
+            if sub.is_dir() and not is_any_cloud_id(sub.name):  # listeners/, groups/, backends/, acls/, certs/
+                paths += sorted(sub.iterdir())
+            else:
+                paths.append(sub)  # an SLB's runtime folder slb/<lb>/
+    for path in paths:
+        cloud_id = path.name.split(".", 1)[0].split("_", 1)[0]
+        if not is_any_cloud_id(cloud_id) or cloud_id in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-            removed.append(str(path))
+        removed.append(str(path))
     return removed

@@ -15,6 +15,7 @@ from netns.realize import state_dir
 from netns.realize.cleanup import prune_lab
 from netns.realize.instance import EcsInstance
 from netns.realize.network_interface import NetworkInterface
+from netns.realize.slb import SlbInstance
 from netns.realize.vpc import VpcRouter, VSwitch
 from tests.labtools import ping
 
@@ -40,23 +41,32 @@ def test_prune_removes_what_the_checkpoint_does_not_know_and_keeps_the_rest(lab,
     ecs[2].create(unknown, "192.168.2.10", "ecs-3", "ecs-3")
     NetworkInterface(lab, "eni-0000000e").create(known, "eni-e", "192.168.1.20", (), 0, ())  # detached, kept
     NetworkInterface(lab, "eni-0000000f").create(known, "eni-f", "192.168.1.21", (), 0, ())  # interrupted
+    slbs = [SlbInstance(lab, f"lb-0000000{n}") for n in (1, 2)]  # the second one's create was interrupted
+    for n, instance in enumerate(slbs):
+        instance.create("intranet", known, f"192.168.1.3{n}", f"slb-{n}", f"slb-{n}")
+    orphan_listener = state_dir(lab) / "slb" / "listeners" / "lb-00000002_tcp_80.json"
+    orphan_listener.parent.mkdir(parents=True, exist_ok=True)
+    orphan_listener.write_text("{}")
     half_made = Namespace(netns_name(lab, "i-00000004"))  # killed right after `ip netns add`
     half_made.create()
     (state_dir(lab) / "i-00000002.user-data").write_text("true\n")
 
     keep = {"vpc-00000001", "vsw-0000000a", "i-00000001", "eni-00000001", "sg-00000001", "sgr-00000001",
-            "eni-0000000e"}
+            "eni-0000000e", "lb-00000001"}
     removed = prune_lab(lab, keep)
 
-    assert {ns.name for ns in list_namespaces(mark(lab))} == {router.namespace.name, ecs[0].namespace.name}
+    assert {ns.name for ns in list_namespaces(mark(lab))} == {router.namespace.name, ecs[0].namespace.name,
+                                                               slbs[0].namespace.name}
     assert {name for name, kind in links_of(router.namespace).items() if kind} == {
-        "vsw-0000000a", "eni-00000001", "eni-0000000e", "eni-0000000ep"}  # a kept ENI keeps its parked end
+        "vsw-0000000a", "eni-00000001", "eni-0000000e", "eni-0000000ep", "lb-00000001"}  # parked end kept
+    assert not orphan_listener.exists() and slbs[0].read() is not None
     assert sg.load_group(lab, "sg-00000002") is None
     assert [r.rule_id for r in sg.load_group(lab, "sg-00000001").rules] == ["sgr-00000001"]
     assert "eni-00000002" not in router.namespace.run(["iptables-save"]).stdout  # ruleset re-applied
     assert {"sg-00000002", "sgr-00000002", half_made.name} <= set(removed)
     assert ecs[0].read() is not None
-    assert known.used_addresses() == {ipaddress.IPv4Address("192.168.1.10"), ipaddress.IPv4Address("192.168.1.20")}
+    kept_addresses = ("192.168.1.10", "192.168.1.20", "192.168.1.30")  # ECS, secondary ENI, SLB
+    assert known.used_addresses() == {ipaddress.IPv4Address(a) for a in kept_addresses}
     assert ping(router.namespace.name, "192.168.1.10")
     assert not (state_dir(lab) / "i-00000002.user-data").exists()
     # The interrupted instance's address is free again: a retried create gets it.

@@ -1,0 +1,775 @@
+"""SLB → a namespace ``acklab-<lab>-lb-<hex>`` running HAProxy (master-worker), on a vSwitch or the lab's internet.
+
+Intranet: ``eth0`` of the SLB namespace is a veth whose other end, ``lb-<hex>``, is a port of the vSwitch bridge
+in the VPC router; its alias carries ``ip=<address> slb=<id>``, and ENI allocation reads the ports' aliases, so
+the address counts as used in the vSwitch.
+The SLB reaches its backends through the vSwitch gateway, from its own address.
+
+Internet: ``eth0`` sits on the bridge of the lab's sealed internet namespace ``acklab-<lab>-internet``
+(203.0.113.0/24, never linked to the host), where clients live. To reach its backends the SLB gets a second
+leg, ``eth1``, a veth into the backends' VPC router (router end ``lb-<hex>``) on a /30 of Alibaba's SLB range
+100.64.0.0/10, with the VPC's block routed over it; backends see the SLB's 100.64 address, as on Alibaba. The
+leg is made when the first backend is known (an SLB's backends are in one VPC). No default route: the internet
+segment only knows its own /24, the SLB namespace only that /24 and the VPC's block.
+
+What has no kernel object — listeners, backend servers, server groups, ACLs, certificates — is JSON under
+``/run/acklab/<lab>/slb/``. Every change re-renders the SLB's HAProxy configuration (``netns/model/slb.py``),
+checks it with ``haproxy -c``, and starts HAProxy or reloads its master (SIGUSR2: the new worker takes over the
+listening sockets, the old one finishes its connections), saving health states across the reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netns.kernel.link import EEXIST, Bridge, Veth, addresses, ensure_address, ensure_default_route, index_of
+from netns.kernel.namespace import Namespace, list_namespaces
+from netns.model import addressing
+from netns.model import slb as model
+from netns.model.errors import LabError, NotFoundError, ValidationError
+from netns.model.names import mark, netns_name
+from netns.realize import format_alias, lab_lock, parse_alias, state_dir
+from netns.realize.eni import claim
+from netns.realize.vpc import VpcRouter, VSwitch, routers
+
+INTERNET_BRIDGE = "internet"
+SLB_IFNAME = "eth0"
+LEG_IFNAME = "eth1"
+
+
+def haproxy_binary() -> str:
+    return shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+# --- API state: JSON files ---------------------------------------------------------------------------------
+
+def slb_dir(lab: str) -> Path:
+    return state_dir(lab) / "slb"
+
+
+def _write(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _listener_path(lab: str, lb_id: str, protocol: str, port: int) -> Path:
+    return slb_dir(lab) / "listeners" / f"{lb_id}_{protocol}_{port}.json"
+
+
+def _group_path(lab: str, group_id: str) -> Path:
+    return slb_dir(lab) / "groups" / f"{group_id}.json"
+
+
+def _backends_path(lab: str, lb_id: str) -> Path:
+    return slb_dir(lab) / "backends" / f"{lb_id}.json"
+
+
+def _acl_path(lab: str, acl_id: str) -> Path:
+    return slb_dir(lab) / "acls" / f"{acl_id}.json"
+
+
+def _cert_path(lab: str, cert_id: str) -> Path:
+    return slb_dir(lab) / "certs" / f"{cert_id}.pem"
+
+
+def load_listeners(lab: str, lb_id: str) -> list[tuple[model.Listener, dict[str, Any]]]:
+    folder = slb_dir(lab) / "listeners"
+    found = []
+    for path in sorted(folder.glob(f"{lb_id}_*.json")) if folder.exists() else ():
+        args = _read(path)
+        if args is not None:
+            found.append((model.parse_listener(f"slb.Listener {path.stem}", lb_id, args), args))
+    return found
+
+
+# --- kernel objects ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InternetSegment:
+    """The lab's sealed internet: one namespace with a bridge; its own addresses are the clients'."""
+
+    lab: str
+
+    @property
+    def namespace(self) -> Namespace:
+        return Namespace(netns_name(self.lab, "internet"))
+
+    def ensure(self) -> None:
+        created = self.namespace.create()
+        try:
+            Bridge(self.namespace, INTERNET_BRIDGE).ensure(alias=format_alias(cidr=str(model.INTERNET)))
+            with self.namespace.ipr() as ipr:
+                for client in model.INTERNET_CLIENTS:
+                    ensure_address(ipr, INTERNET_BRIDGE, ipaddress.IPv4Interface(f"{client}/24"))
+        except Exception:
+            if created:
+                self.namespace.remove()
+            raise
+
+    def ports(self) -> dict[str, dict[str, str]]:
+        if not self.namespace.exists():
+            return {}
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, INTERNET_BRIDGE)
+            if index is None:
+                return {}
+            return {link.get("ifname"): parse_alias(link.get("IFLA_IFALIAS"))
+                    for link in ipr.get_links() if link.get("IFLA_MASTER") == index}
+
+    def used_addresses(self) -> set[ipaddress.IPv4Address]:
+        return {ipaddress.IPv4Address(f["ip"]) for f in self.ports().values() if "ip" in f}
+
+    def remove_if_unused(self) -> None:
+        if self.namespace.exists() and not self.ports():
+            self.namespace.remove()
+
+
+@dataclass(frozen=True)
+class SlbState:
+    address: str
+    address_type: str
+    vswitch_id: str | None
+    vpc_id: str | None  # intranet: its vSwitch's VPC; internet: the VPC of its leg, if any
+    name: str
+
+
+@dataclass(frozen=True)
+class SlbInstance:
+    lab: str
+    lb_id: str
+
+    @property
+    def namespace(self) -> Namespace:
+        return Namespace(netns_name(self.lab, self.lb_id))
+
+    @property
+    def runtime_dir(self) -> Path:
+        return slb_dir(self.lab) / self.lb_id
+
+    # -- create / read / delete --
+
+    def create(self, address_type: str, vswitch: VSwitch | None, address: str | None, resource: str,
+               name: str) -> str:
+        """Make the namespace and its leg on the vSwitch or the internet; return the address."""
+        with lab_lock(self.lab):
+            try:
+                if address_type == "intranet":
+                    assert vswitch is not None
+                    addr = self._plumb_intranet(vswitch, address, resource, name)
+                else:
+                    addr = self._plumb_internet(address, resource, name)
+            except Exception:
+                self._unplug()
+                self.namespace.remove()
+                if address_type == "internet":
+                    InternetSegment(self.lab).remove_if_unused()
+                raise
+        return addr
+
+    def _plumb_intranet(self, vswitch: VSwitch, address: str | None, resource: str, name: str) -> str:
+        net = vswitch.cidr()
+        if net is None:
+            raise ValidationError(resource, "vswitch_id", f"vSwitch {vswitch.vswitch_id} has no address block")
+        # The port's alias carries ip=<address>: ENI allocation reads the ports' aliases, so it counts as used.
+        # The port is named lb-*, not eni-*: the source check and security groups are for guests' ENIs.
+        (addr,) = claim(vswitch, resource, net, [("address", address)] if address else [], 0 if address else 1)
+        self.namespace.create()
+        Veth(vswitch.router.namespace, self.lb_id, self.namespace, SLB_IFNAME).ensure(
+            alias=format_alias(ip=str(addr), slb=self.lb_id), master=vswitch.vswitch_id)
+        self._label(address_type="intranet", vswitch=vswitch.vswitch_id, vpc=vswitch.router.vpc_id, name=name)
+        with self.namespace.ipr() as ipr:
+            ensure_address(ipr, SLB_IFNAME, ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}"))
+            ensure_default_route(ipr, addressing.gateway(net))
+        return str(addr)
+
+    def _plumb_internet(self, address: str | None, resource: str, name: str) -> str:
+        internet = InternetSegment(self.lab)
+        internet.ensure()
+        used = internet.used_addresses()
+        addr = (model.check_internet_address(resource, address, used) if address
+                else model.allocate_internet_address(used))
+        self.namespace.create()
+        Veth(internet.namespace, self.lb_id, self.namespace, SLB_IFNAME).ensure(
+            alias=format_alias(ip=str(addr), slb=self.lb_id), master=INTERNET_BRIDGE)
+        self._label(address_type="internet", name=name)
+        with self.namespace.ipr() as ipr:
+            ensure_address(ipr, SLB_IFNAME, ipaddress.IPv4Interface(f"{addr}/{model.INTERNET.prefixlen}"))
+        return str(addr)
+
+    def _label(self, **facts: str) -> None:
+        """The SLB's own facts, on its eth0 alias (read back by refresh and ``acklab status``)."""
+        Veth(self.namespace, SLB_IFNAME, self.namespace, SLB_IFNAME).set_alias(
+            format_alias(slb=self.lb_id, **{k: "_".join(v.split()) or "-" for k, v in facts.items()}))
+
+    def rename(self, name: str) -> None:
+        facts = {k: v for k, v in self._facts().items() if k != "slb"}
+        self._label(**{**facts, "name": name})
+
+    def _facts(self) -> dict[str, str]:
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, SLB_IFNAME)
+            if index is None:
+                return {}
+            return parse_alias(ipr.get_links(index)[0].get("IFLA_IFALIAS"))
+
+    def read(self) -> SlbState | None:
+        if not self.namespace.exists():
+            return None
+        with self.namespace.ipr() as ipr:
+            found = addresses(ipr, SLB_IFNAME)
+        if not found:
+            return None
+        facts = self._facts()
+        vpc = facts.get("vpc") or self._leg_vpc()
+        name = facts.get("name", "")
+        return SlbState(str(found[0].ip), facts.get("address_type", ""), facts.get("vswitch"), vpc,
+                        "" if name == "-" else name)
+
+    def _leg_vpc(self) -> str | None:
+        with self.namespace.ipr() as ipr:
+            index = index_of(ipr, LEG_IFNAME)
+            if index is None:
+                return None
+            return parse_alias(ipr.get_links(index)[0].get("IFLA_IFALIAS")).get("vpc")
+
+    def _unplug(self) -> None:
+        """Delete the SLB's ports in routers and on the internet."""
+        for router in routers(self.lab):
+            if router.port_facts(self.lb_id) is None:
+                continue
+            Veth(router.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()
+        internet = InternetSegment(self.lab)
+        Veth(internet.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()
+
+    def delete(self) -> None:
+        with lab_lock(self.lab):
+            self.stop()
+            self._unplug()
+            self.namespace.remove()  # ends whatever still runs inside, by PID
+            for pid in haproxy_pids(self.config_path):  # its namespace was deleted behind the lab's back
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            _backends_path(self.lab, self.lb_id).unlink(missing_ok=True)
+            InternetSegment(self.lab).remove_if_unused()
+
+    # -- the internet SLB's leg into a VPC --
+
+    def ensure_leg(self, router: VpcRouter, resource: str) -> None:
+        current = self._leg_vpc()
+        if current == router.vpc_id:
+            return
+        if current is not None:
+            raise ValidationError(resource, "server_id", f"backends of {self.lb_id} are in VPC {current}; "
+                                  f"an SLB's backends are in one VPC, not also {router.vpc_id}")
+        vpc_cidr = router.cidr()
+        if vpc_cidr is None:
+            raise NotFoundError(f"{resource}: VPC {router.vpc_id} does not exist")
+        with router.namespace.ipr() as ipr:
+            used = [int(parse_alias(link.get("IFLA_IFALIAS"))["leg"]) for link in ipr.get_links()
+                    if "leg=" in (link.get("IFLA_IFALIAS") or "")]
+        leg = model.free_leg_index(used)
+        net = model.leg_network(leg)
+        router_end, slb_end = net.network_address + 1, net.network_address + 2
+        Veth(router.namespace, self.lb_id, self.namespace, LEG_IFNAME).ensure(
+            alias=format_alias(leg=str(leg), slb=self.lb_id))
+        Veth(self.namespace, LEG_IFNAME, self.namespace, LEG_IFNAME).set_alias(
+            format_alias(vpc=router.vpc_id, slb=self.lb_id))
+        with router.namespace.ipr() as ipr:
+            ensure_address(ipr, self.lb_id, ipaddress.IPv4Interface(f"{router_end}/30"))
+        with self.namespace.ipr() as ipr:
+            ensure_address(ipr, LEG_IFNAME, ipaddress.IPv4Interface(f"{slb_end}/30"))
+            try:
+                ipr.route("add", dst=str(vpc_cidr), gateway=str(router_end))
+            except NetlinkError as exc:
+                if exc.code != EEXIST:
+                    raise
+
+    # -- HAProxy --
+
+    @property
+    def config_path(self) -> Path:
+        return self.runtime_dir / "haproxy.cfg"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.runtime_dir / "haproxy.pid"
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.runtime_dir / "stats.sock"
+
+    def master_pid(self) -> int | None:
+        """The HAProxy master's PID, if it runs inside this SLB's namespace (never trust a stale pidfile)."""
+        try:
+            pid = int(self.pid_path.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        inode = self.namespace.inode()
+        try:
+            if inode is None or os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
+                return None
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return None
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        return pid
+
+    def ask(self, command: str, timeout: float = 2.0, master: bool = False) -> str:
+        """One command on HAProxy's stats socket, or the master's CLI (unix sockets: files, not addresses)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.runtime_dir / "master.sock" if master else self.stats_socket))
+            s.sendall(command.encode() + b"\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+                if master and data.endswith(b"\n\n"):
+                    break  # the master CLI ends an answer with an empty line but keeps the connection open
+        return data.decode()
+
+    def _worker_pid(self) -> int | None:
+        try:
+            info = self.ask("show info")
+        except OSError:
+            return None
+        for line in info.splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":")[1])
+        return None
+
+    def apply_config(self, text: str | None) -> bool:
+        """Run HAProxy with ``text`` (None: no listener, stop it). Return True if anything changed."""
+        if text is None:
+            running = self.master_pid() is not None
+            self.stop()
+            self.config_path.unlink(missing_ok=True)
+            return running
+        pid = self.master_pid()
+        if pid is not None and self.config_path.exists() and self.config_path.read_text() == text:
+            return False
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        candidate = self.runtime_dir / "haproxy.cfg.new"
+        candidate.write_text(text)
+        check = self.namespace.run([haproxy_binary(), "-c", "-q", "-f", str(candidate)], check=False)
+        if check.returncode != 0:
+            candidate.unlink(missing_ok=True)
+            raise LabError(f"SLB {self.lb_id}: HAProxy refused the configuration: "
+                           f"{(check.stderr or check.stdout).strip()}")
+        state_file = self.runtime_dir / "server-state"
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                state_file.write_text(self.ask("show servers state"))
+        elif not state_file.exists():
+            state_file.write_text("1\n")  # an empty state file of format version 1
+        os.replace(candidate, self.config_path)
+        if pid is None:
+            self._start()
+        else:
+            self._reload(pid)
+        return True
+
+    def _start(self) -> None:
+        self.pid_path.unlink(missing_ok=True)
+        with open(self.runtime_dir / "haproxy.log", "a") as log:
+            # -W master-worker, -D daemon (the master detaches; its namespace is the SLB's), -S master CLI.
+            result = subprocess.run(
+                ["ip", "netns", "exec", self.namespace.name, haproxy_binary(), "-W", "-D",
+                 "-f", str(self.config_path), "-p", str(self.pid_path), "-S", str(self.runtime_dir / "master.sock")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=30, check=False)
+        if result.returncode != 0:
+            raise LabError(f"SLB {self.lb_id}: HAProxy did not start (see {self.runtime_dir}/haproxy.log)")
+        self._wait(lambda: self._serving(None), "HAProxy to answer on its sockets")
+
+    def _current_worker(self) -> int | None:
+        """The worker the master runs now (``show proc`` on the master CLI); None while the master is busy."""
+        try:
+            listing = self.ask("show proc", master=True)
+        except OSError:
+            return None
+        section = ""
+        for line in listing.splitlines():
+            if line.startswith("#"):
+                section = line
+                continue
+            words = line.split()
+            if section.startswith("# workers") and len(words) > 1 and words[1] == "worker":
+                return int(words[0])
+        return None
+
+    def _serving(self, old_worker: int | None) -> bool:
+        """The master answers (so it is back in its loop and can take the next reload) with a current worker
+        other than ``old_worker``, and that worker answers on the stats socket."""
+        worker = self._current_worker()
+        return worker is not None and worker != old_worker and self._worker_pid() == worker
+
+    def _reload(self, master: int) -> None:
+        old = self._current_worker()
+        os.kill(master, signal.SIGUSR2)  # the master re-executes, starts a new worker, the old one drains
+        self._wait(lambda: self._serving(old), "the reloaded HAProxy worker")
+
+    def _wait(self, ready, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            time.sleep(0.02)
+        try:
+            log = (self.runtime_dir / "haproxy.log").read_text()[-1500:]
+        except OSError:
+            log = ""
+        raise LabError(f"SLB {self.lb_id}: timed out waiting for {what}; HAProxy's log ends:\n{log}")
+
+    def stop(self) -> None:
+        pid = self.master_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)  # the master stops its workers, then exits
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.master_pid() is not None:
+            time.sleep(0.02)
+        if self.master_pid() is not None:
+            self.namespace.kill_processes()
+        self.pid_path.unlink(missing_ok=True)
+
+    def backend_health(self) -> dict[str, list[dict[str, Any]]]:
+        """Listener id → its backends with HAProxy's status and Alibaba's (normal/abnormal/unavailable)."""
+        if self.master_pid() is None:
+            return {}
+        try:
+            rows = model.parse_show_stat(self.ask("show stat"))
+        except OSError:
+            return {}
+        health: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            listener = model.listener_of_backend(row.get("pxname", ""))
+            if listener is None or row.get("svname") in ("FRONTEND", "BACKEND"):
+                continue
+            protocol, port = listener
+            server_id, _, server_port = row["svname"].rpartition(":")
+            health.setdefault(f"{self.lb_id}:{protocol}:{port}", []).append({
+                "server_id": server_id, "address": row.get("addr", ""), "port": int(server_port),
+                "weight": int(row.get("weight") or 0), "haproxy_status": row.get("status", ""),
+                "status": model.health_status(row.get("status", "")),
+            })
+        return health
+
+
+def haproxy_pids(config_path: Path) -> list[int]:
+    """PIDs of HAProxy processes started with this configuration file (exact argument match), wherever they run.
+
+    Finds an SLB's HAProxy even when its namespace was deleted behind the lab's back (the process then keeps an
+    anonymous namespace alive that no name leads to).
+    """
+    wanted = str(config_path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"haproxy" and wanted in argv:
+            found.append(int(entry))
+    return found
+
+
+def end_leftover_haproxy(lab: str) -> list[int]:
+    """SIGKILL every HAProxy of the lab's SLBs (by the configuration path under the lab's state folder)."""
+    folder = slb_dir(lab)
+    killed = []
+    for config in folder.glob("lb-*/haproxy.cfg") if folder.exists() else ():
+        for pid in haproxy_pids(config):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
+def slbs(lab: str) -> list[SlbInstance]:
+    prefix = mark(lab) + "lb-"
+    return [SlbInstance(lab, ns.name[len(mark(lab)):]) for ns in list_namespaces(prefix)]
+
+
+# --- servers: ECS / ENI id → address and VPC, read from the router ports' aliases -------------------------
+
+def _server_index(lab: str) -> dict[str, tuple[str, VpcRouter]]:
+    index: dict[str, tuple[str, VpcRouter]] = {}
+    for router in routers(lab):
+        for vswitch in router.vswitches():
+            for port, facts in vswitch.enis().items():
+                if "ip" not in facts or not port.startswith("eni-"):
+                    continue
+                index[port] = (facts["ip"], router)
+                if facts.get("device") == "0" and "instance" in facts:
+                    index[facts["instance"]] = (facts["ip"], router)
+    return index
+
+
+def server_exists(lab: str, server_id: str) -> bool:
+    return server_id in _server_index(lab)
+
+
+# --- sync: API state → HAProxy -----------------------------------------------------------------------------
+
+def _refs_of(lab: str, listener: model.Listener, resource: str) -> list[model.BackendRef]:
+    if listener.server_group_id:
+        group = _read(_group_path(lab, listener.server_group_id))
+        if group is None or group["load_balancer_id"] != listener.load_balancer_id:
+            raise NotFoundError(f"{resource}: server_group_id: {listener.server_group_id} is not a server group "
+                                f"of {listener.load_balancer_id}")
+        return [model.BackendRef(**s) for s in group["servers"]]
+    data = _read(_backends_path(lab, listener.load_balancer_id)) or {"servers": []}
+    return [model.BackendRef(**s) for s in data["servers"]]
+
+
+def plan(lab: str, lb_id: str, resource: str = "") -> tuple[model.LoadBalancerPlan, set[str]]:
+    """Everything HAProxy needs for one SLB, and the VPCs its backends are in."""
+    slb = SlbInstance(lab, lb_id)
+    state = slb.read()
+    if state is None:
+        raise NotFoundError(f"{resource or lb_id}: load_balancer_id: SLB {lb_id} does not exist in lab {lab}")
+    servers_at = _server_index(lab)
+    vpcs: set[str] = set()
+    plans = []
+    for listener, _args in load_listeners(lab, lb_id):
+        where = resource or f"slb.Listener {listener.listener_id}"
+        servers = []
+        for ref in _refs_of(lab, listener, where):
+            if ref.server_id not in servers_at:
+                raise NotFoundError(f"{where}: server_id: {ref.server_id} is not an ECS instance or ENI of lab {lab}")
+            ip, router = servers_at[ref.server_id]
+            vpcs.add(router.vpc_id)
+            port = ref.port or listener.backend_port
+            if port is None:
+                raise ValidationError(where, "backend_port", f"no port for backend {ref.server_id}")
+            servers.append(model.Server(ref.server_id, ip, port, ref.weight))
+        entries: tuple[str, ...] = ()
+        if listener.acl_id:
+            acl = _read(_acl_path(lab, listener.acl_id))
+            if acl is None:
+                raise NotFoundError(f"{where}: acl_id: {listener.acl_id} does not exist")
+            entries = tuple(sorted(acl["entries"]))
+        cert = None
+        if listener.server_certificate_id:
+            path = _cert_path(lab, listener.server_certificate_id)
+            if not path.exists():
+                raise NotFoundError(f"{where}: server_certificate_id: {listener.server_certificate_id} does not exist")
+            cert = str(path)
+        plans.append(model.ListenerPlan(listener, tuple(servers), entries, cert))
+    return model.LoadBalancerPlan(lb_id, state.address, str(slb.runtime_dir), tuple(plans)), vpcs
+
+
+def sync_locked(lab: str, lb_id: str, resource: str = "") -> None:
+    slb = SlbInstance(lab, lb_id)
+    lb_plan, vpcs = plan(lab, lb_id, resource)
+    state = slb.read()
+    assert state is not None
+    where = resource or f"SLB {lb_id}"
+    if state.address_type == "intranet":
+        foreign = vpcs - {state.vpc_id}
+        if foreign:
+            raise ValidationError(where, "server_id", f"backends must be in the SLB's VPC {state.vpc_id}, "
+                                  f"not {', '.join(sorted(foreign))}")
+    elif vpcs:
+        if len(vpcs) > 1:
+            raise ValidationError(where, "server_id", f"an SLB's backends are in one VPC, not {sorted(vpcs)}")
+        slb.ensure_leg(VpcRouter(lab, next(iter(vpcs))), where)
+    slb.apply_config(model.render_config(lb_plan) if lb_plan.listeners else None)
+
+
+def sync(lab: str, lb_ids: Iterable[str], resource: str = "") -> None:
+    with lab_lock(lab):
+        for lb_id in lb_ids:
+            if SlbInstance(lab, lb_id).namespace.exists():
+                sync_locked(lab, lb_id, resource)
+
+
+def _using(lab: str, key: str, value: str) -> list[str]:
+    """The SLBs with a listener whose ``key`` is ``value`` (an ACL or a certificate changed)."""
+    folder = slb_dir(lab) / "listeners"
+    found = set()
+    for path in folder.glob("*.json") if folder.exists() else ():
+        args = _read(path)
+        if args and args.get(key) == value:
+            found.add(path.stem.split("_")[0])
+    return sorted(found)
+
+
+# --- API operations (each under the lab lock, validated before it changes anything) ----------------------
+
+def _transaction(lab: str, path: Path, new: Any, lb_ids: Iterable[str], resource: str) -> None:
+    """Write ``new`` to ``path`` (None: remove), re-sync the SLBs; on failure restore the old file and config."""
+    with lab_lock(lab):
+        old = _read(path)
+        if new is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write(path, new)
+        try:
+            for lb_id in lb_ids:
+                if SlbInstance(lab, lb_id).namespace.exists():
+                    sync_locked(lab, lb_id, resource)
+        except Exception:
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write(path, old)
+            raise
+
+
+def put_listener(lab: str, listener: model.Listener, args: dict[str, Any], resource: str) -> None:
+    others = [other for other, _ in load_listeners(lab, listener.load_balancer_id)]
+    model.check_port_clash(resource, listener, [o for o in others if o.listener_id != listener.listener_id])
+    _transaction(lab, _listener_path(lab, listener.load_balancer_id, listener.protocol, listener.frontend_port),
+                 args, [listener.load_balancer_id], resource)
+
+
+def delete_listener(lab: str, lb_id: str, protocol: str, port: int) -> None:
+    _transaction(lab, _listener_path(lab, lb_id, protocol, port), None, [lb_id], f"slb.Listener {lb_id}")
+
+
+def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, Any] | None:
+    return _read(_listener_path(lab, lb_id, protocol, port))
+
+
+def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) -> None:
+    known = _server_index(lab)
+    for ref in refs:
+        if ref.server_id not in known:
+            raise NotFoundError(f"{resource}: server_id: {ref.server_id} is not an ECS instance or ENI of lab {lab}")
+
+
+def put_backend_servers(lab: str, lb_id: str, refs: tuple[model.BackendRef, ...], resource: str) -> None:
+    _check_servers(lab, refs, resource)
+    if not SlbInstance(lab, lb_id).namespace.exists():
+        raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
+    data = {"servers": [{"server_id": r.server_id, "weight": r.weight, "type": r.type} for r in refs]}
+    _transaction(lab, _backends_path(lab, lb_id), data, [lb_id], resource)
+
+
+def delete_backend_servers(lab: str, lb_id: str) -> None:
+    _transaction(lab, _backends_path(lab, lb_id), None, [lb_id], f"slb.BackendServer {lb_id}")
+
+
+def backend_servers(lab: str, lb_id: str) -> list[dict[str, Any]] | None:
+    data = _read(_backends_path(lab, lb_id))
+    return None if data is None else data["servers"]
+
+
+def create_server_group(lab: str, group_id: str, lb_id: str, name: str, resource: str) -> None:
+    if not SlbInstance(lab, lb_id).namespace.exists():
+        raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
+    with lab_lock(lab):
+        existing = _read(_group_path(lab, group_id))
+        _write(_group_path(lab, group_id), {"load_balancer_id": lb_id, "name": name,
+                                            "servers": existing["servers"] if existing else []})
+
+
+def server_group(lab: str, group_id: str) -> dict[str, Any] | None:
+    return _read(_group_path(lab, group_id))
+
+
+def delete_server_group(lab: str, group_id: str) -> None:
+    group = _read(_group_path(lab, group_id))
+    if group is None:
+        return
+    _transaction(lab, _group_path(lab, group_id), None, [group["load_balancer_id"]], f"slb.ServerGroup {group_id}")
+
+
+def attach_server(lab: str, group_id: str, ref: model.BackendRef, resource: str) -> None:
+    _check_servers(lab, [ref], resource)
+    group = _read(_group_path(lab, group_id))
+    if group is None:
+        raise NotFoundError(f"{resource}: server_group_id: {group_id} does not exist")
+    servers = [s for s in group["servers"] if (s["server_id"], s["port"]) != (ref.server_id, ref.port)]
+    servers.append({"server_id": ref.server_id, "port": ref.port, "weight": ref.weight, "type": ref.type})
+    _transaction(lab, _group_path(lab, group_id), {**group, "servers": servers}, [group["load_balancer_id"]],
+                 resource)
+
+
+def detach_server(lab: str, group_id: str, server_id: str, port: int) -> None:
+    group = _read(_group_path(lab, group_id))
+    if group is None:
+        return
+    servers = [s for s in group["servers"] if (s["server_id"], s["port"]) != (server_id, port)]
+    _transaction(lab, _group_path(lab, group_id), {**group, "servers": servers}, [group["load_balancer_id"]],
+                 f"slb.ServerGroupServerAttachment {group_id}:{server_id}:{port}")
+
+
+def create_acl(lab: str, acl_id: str, name: str) -> None:
+    with lab_lock(lab):
+        existing = _read(_acl_path(lab, acl_id))
+        _write(_acl_path(lab, acl_id), {"name": name, "entries": existing["entries"] if existing else {}})
+
+
+def acl(lab: str, acl_id: str) -> dict[str, Any] | None:
+    return _read(_acl_path(lab, acl_id))
+
+
+def delete_acl(lab: str, acl_id: str) -> None:
+    users = _using(lab, "acl_id", acl_id)
+    if users:
+        raise LabError(f"slb.Acl {acl_id}: still used by listeners of {', '.join(users)}")
+    with lab_lock(lab):
+        _acl_path(lab, acl_id).unlink(missing_ok=True)
+
+
+def set_acl_entry(lab: str, acl_id: str, entry: str, comment: str | None, resource: str) -> None:
+    data = _read(_acl_path(lab, acl_id))
+    if data is None:
+        raise NotFoundError(f"{resource}: acl_id: {acl_id} does not exist")
+    entries = dict(data["entries"])
+    if comment is None:
+        entries.pop(entry, None)
+    else:
+        entries[entry] = comment
+    _transaction(lab, _acl_path(lab, acl_id), {**data, "entries": entries}, _using(lab, "acl_id", acl_id), resource)
+
+
+def put_certificate(lab: str, cert_id: str, certificate: str, private_key: str) -> None:
+    path = _cert_path(lab, cert_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)  # a private key: root only
+    with os.fdopen(fd, "w") as f:
+        f.write(certificate.strip() + "\n" + private_key.strip() + "\n")
+    os.replace(tmp, path)
+
+
+def certificate_exists(lab: str, cert_id: str) -> bool:
+    return _cert_path(lab, cert_id).exists()
+
+
+def delete_certificate(lab: str, cert_id: str) -> None:
+    users = _using(lab, "server_certificate_id", cert_id)
+    if users:
+        raise LabError(f"slb.ServerCertificate {cert_id}: still used by listeners of {', '.join(users)}")
+    _cert_path(lab, cert_id).unlink(missing_ok=True)
