@@ -204,8 +204,12 @@ class Recovery:
         stale = self.clear_stale_locks()
         root = backend_root()
         if root is not None:
-            for path in repair_stack_files(root, project_name(self.project_dir), self.lab):
+            project = project_name(self.project_dir)
+            for path in repair_stack_files(root, project, self.lab):
                 print(f"removed {path.name}, left by an interrupted checkpoint write")
+            if not any((folder / f"{self.lab}.json").exists() for folder in (
+                    root / ".pulumi" / "stacks" / project, root / ".pulumi" / "stacks")):
+                return  # a stack not made yet: nothing to recover
         pending = pending_operations(self.deployment())
         if not stale and not pending:
             return

@@ -149,11 +149,15 @@ def test_kill_then_clean_leaves_nothing(root_unchanged, stack, interrupted, lab,
     assert not state_dir(lab).exists()
 
 
-@pytest.mark.parametrize("kill_at", ["-vpc-", "-i-"])
-def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupted, lab, tmp_path, kill_at):
+@pytest.mark.parametrize(("kill_at", "sidecar_cut"), [("-vpc-", False), ("-i-", True)])
+def test_kill_then_make_up_converges_and_destroy_leaves_nothing(stack, interrupted, lab, tmp_path, kill_at,
+                                                                 sidecar_cut):
+    """``sidecar_cut``: the kill also hit between the checkpoint's rename and its sidecar's write (see below)."""
     run = interrupted()
     run.kill_when(kill_at)
     assert_interrupted(stack, tmp_path)
+    if sidecar_cut:
+        checkpoint_file(stack, tmp_path).with_name(f"{lab}.json.attrs").write_text("")
     assert stack_locks(tmp_path)
     refused = stack.run("up", "--yes", check=False)
     why = refused.stdout + refused.stderr  # the stale lock, or (rarely) a sidecar the kill left empty

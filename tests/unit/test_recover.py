@@ -146,3 +146,17 @@ def test_a_lock_whose_write_was_interrupted_is_removed_once_old(tmp_path, monkey
     os.utime(old, (past, past))
     assert Recovery("lab1", tmp_path).clear_stale_locks() == 1
     assert not old.exists() and fresh.exists()  # a fresh one may be a lock being taken right now
+
+
+def test_a_stack_not_made_yet_has_nothing_to_recover(tmp_path, monkeypatch):
+    from acklab.recover import Recovery
+
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+    (tmp_path / "Pulumi.yaml").write_text("name: acklab\n")
+
+    def no_pulumi(*args: str) -> str:
+        raise AssertionError(f"pulumi {args} must not run for a stack that does not exist")
+
+    recovery = Recovery("lab1", tmp_path)
+    monkeypatch.setattr(recovery, "pulumi", no_pulumi)
+    recovery.run()
