@@ -28,7 +28,8 @@ from tests.e2e.test_pulumi_up import PROJECT, Stack
 from tests.labtools import ProbeServer, ping, probe_tcp, wait_for
 
 pytestmark = pytest.mark.e2e
-DEFAULT_LAB_INSTANCES = 3  # __main__.py: ecs-1, ecs-2, ecs-3
+# __main__.py (datapath terway-eniip): vpc, 3 vSwitches, 3 ECS, 2 pod ENIs and their 2 attachments
+DEFAULT_LAB_RESOURCES = 11
 
 
 def session_of(pid: int) -> int | None:
@@ -121,13 +122,13 @@ def checkpoint_file(stack: Stack, backend: Path) -> Path:
 
 
 def assert_interrupted(stack: Stack, backend: Path) -> None:
-    """The kill came before the update was complete: not every instance reached the checkpoint.
+    """The kill came before the update was complete: not every resource reached the checkpoint.
 
     The checkpoint file is read directly: the CLI may refuse to (see test_kill_then_make_down_leaves_nothing).
     """
     latest = json.loads(checkpoint_file(stack, backend).read_text())["checkpoint"]["latest"]
-    recorded = [r for r in latest.get("resources") or () if "::ecs-" in r["urn"]]
-    assert len(recorded) < DEFAULT_LAB_INSTANCES, "the kill came too late: every instance was recorded"
+    recorded = [r for r in latest.get("resources") or () if r.get("custom")]
+    assert len(recorded) < DEFAULT_LAB_RESOURCES, "the kill came too late: every resource was recorded"
 
 
 def stack_locks(tmp_path: Path) -> list[Path]:
