@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acklab.k8s import netexec
+from netns.kernel.namespace import alive
 from netns.realize import state_dir
 
 NETNS_DIR = "/run/netns"  # not imported from netns.kernel: the agent stays free of pyroute2 (memory)
@@ -281,9 +282,9 @@ class AgentHandle:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.pid() is not None and _alive(pid):
+            while time.monotonic() < deadline and self.pid() is not None and alive(pid):
                 time.sleep(0.02)
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
@@ -313,14 +314,6 @@ def _socket_in(path: str, kind: int) -> socket.socket:
     finally:
         os.close(home)
         os.close(target)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

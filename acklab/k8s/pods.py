@@ -8,8 +8,6 @@ whether it still exists (its namespace and its host-side veth).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -17,8 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +23,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from acklab.k8s import ipam
-from acklab.k8s.agent import AgentHandle, _alive, k8s_dir
+from acklab.k8s.agent import AgentHandle, k8s_dir
 from acklab.k8s.model import Pod
 from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
 from netns.kernel.link import EEXIST, index_of
-from netns.kernel.namespace import Namespace
+from netns.kernel.namespace import Namespace, end_processes, processes_in
 from netns.model.errors import LabError
 from netns.model.names import pod_id, pod_netns_name
+from netns.realize import file_lock
 
 BRIDGE = "cni0"
 VXLAN_DEV = "flannel.1"
@@ -52,18 +50,9 @@ def host_ifname(namespace: str, name: str) -> str:
     return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
 
 
-@contextmanager
-def k8s_lock(lab: str) -> Iterator[None]:
+def k8s_lock(lab: str) -> AbstractContextManager[None]:
     """Serializes the Kubernetes side of a lab (nodes converge one at a time: one consistent plan)."""
-    folder = k8s_dir(lab)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return file_lock(k8s_dir(lab) / "lock")
 
 
 # --- records ------------------------------------------------------------------------------------------------
@@ -160,27 +149,8 @@ def _batch_netns(verb: str, names: list[str]) -> None:
 def _kill_in(namespaces: list[Namespace], grace: float = 3.0) -> None:
     """End the processes in these namespaces (iperf3 servers, commands run by exec), by PID, one /proc scan."""
     inodes = {ns.inode() for ns in namespaces} - {None}
-    if not inodes:
-        return
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
-        if pids:
-            time.sleep(0.02)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    if inodes:
+        end_processes(processes_in(inodes), grace)  # type: ignore[arg-type]
 
 
 # --- a node ---------------------------------------------------------------------------------------------------
@@ -504,7 +474,6 @@ def start_iperf3(lab: str, netns: str, port: int = 5201, timeout: float = 5.0) -
 
 
 def stop_iperf3(lab: str, netns: str, port: int = 5201) -> None:
-    import signal
 
     pidfile = k8s_dir(lab) / f"iperf3-{netns}-{port}.pid"
     try:

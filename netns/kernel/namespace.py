@@ -10,46 +10,62 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def _in_own_thread(name: str, work: Callable[[], T]) -> T:
+    """Run ``work`` in a short-lived thread and return its result (or raise its error).
+
+    Namespace changes (``setns``, ``unshare``) move only the calling thread; doing them in a thread that
+    then ends leaves the process where it was. Forking instead (pyroute2's default) crashes inside the
+    multi-threaded gRPC server of a Pulumi provider.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def socket_in(path: str, family: int, type: int, proto: int = 0) -> socket.socket:
-    """A socket that belongs to the namespace at ``path``, made without fork.
+    """A socket that belongs to the namespace at ``path`` (a socket keeps the namespace it was created in),
+    made by a thread that enters the namespace; nothing forks and the process never changes namespace."""
 
-    A socket keeps the namespace it was created in. It is created by a short-lived thread that enters
-    the namespace (setns moves only the calling thread) and then ends; the process never changes
-    namespace. Forking instead (pyroute2's default) crashes inside the multi-threaded gRPC server of a
-    Pulumi provider.
-    """
-    result: dict[str, socket.socket | BaseException] = {}
-
-    def make() -> None:
+    def make() -> socket.socket:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"setns {path}: {os.strerror(errno)}")
-            finally:
-                os.close(fd)
-            result["sock"] = socket.socket(family, type, proto)
-        except BaseException as exc:
-            result["error"] = exc
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(fd)
+        return socket.socket(family, type, proto)
 
-    thread = threading.Thread(target=make, name=f"netns-socket:{path}")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
+    return _in_own_thread(f"netns-socket:{path}", make)
 
 
 MS_BIND = 0x1000
@@ -64,34 +80,22 @@ def _netns_dir_ready() -> bool:
 
 
 def _bind_new_namespace(path: str) -> None:
-    """Make a new network namespace and pin it at ``path``, from a short-lived thread.
-
-    ``unshare(CLONE_NEWNET)`` moves only the calling thread; it bind-mounts its own namespace on ``path``
-    and ends. The process never changes namespace, and nothing forks.
-    """
+    """Make a new network namespace and pin it at ``path``: a thread ``unshare``s a network namespace
+    (only the thread moves), bind-mounts its own namespace on ``path`` and ends. Nothing forks."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
-    result: dict[str, BaseException] = {}
 
     def make() -> None:
-        try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"unshare: {os.strerror(errno)}")
-            own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-            if _libc.mount(own, path.encode(), b"none", MS_BIND, None) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"bind mount on {path}: {os.strerror(errno)}")
-        except BaseException as exc:
-            result["error"] = exc
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        _check(_libc.mount(own, path.encode(), b"none", MS_BIND, None), f"bind mount on {path}")
 
-    thread = threading.Thread(target=make, name=f"netns-create:{path}")
-    thread.start()
-    thread.join()
-    if "error" in result:
+    try:
+        _in_own_thread(f"netns-create:{path}", make)
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        raise result["error"]
+        raise
 
 
 @dataclass(frozen=True)
@@ -181,31 +185,38 @@ class Namespace:
     def pids(self) -> list[int]:
         """PIDs of the processes whose network namespace is this one."""
         inode = self.inode()
-        if inode is None:
-            return []
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
-                    found.append(int(entry))
-            except (FileNotFoundError, PermissionError, ProcessLookupError):
-                continue
-        return found
+        return processes_in({inode}) if inode is not None else []
 
     def kill_processes(self, grace: float = 3.0) -> None:
         """End the processes inside this namespace, by PID: SIGTERM, then SIGKILL after ``grace``."""
-        pids = self.pids()
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
-            if pids:
-                time.sleep(0.05)
-        for pid in pids:
-            _signal(pid, signal.SIGKILL)
+        end_processes(self.pids(), grace)
+
+
+def processes_in(inodes: set[int]) -> list[int]:
+    """PIDs of the processes whose network namespace is one of ``inodes`` (one scan of /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                found.append(int(entry))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return found
+
+
+def end_processes(pids: list[int], grace: float = 3.0) -> None:
+    """SIGTERM these processes (by PID), then SIGKILL those still alive after ``grace`` seconds."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if alive(pid)]
+        if pids:
+            time.sleep(0.02)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
 
 
 def list_namespaces(prefix: str) -> list[Namespace]:
@@ -224,7 +235,8 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"

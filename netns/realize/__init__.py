@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from netns.model.names import check_lab
@@ -19,20 +19,24 @@ def state_dir(lab: str) -> Path:
 
 
 @contextmanager
-def lab_lock(lab: str) -> Iterator[None]:
-    """Serialize the read-modify-write steps of one lab (address allocation, overlap checks).
-
-    Pulumi creates resources in parallel; without this lock two ECS could be handed the same address.
-    """
-    folder = state_dir(lab)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created with its folder), held for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def lab_lock(lab: str) -> AbstractContextManager[None]:
+    """Serialize the read-modify-write steps of one lab (address allocation, overlap checks).
+
+    Pulumi creates resources in parallel; without this lock two ECS could be handed the same address.
+    """
+    return file_lock(state_dir(lab) / "lock")
 
 
 def parse_alias(alias: str | None) -> dict[str, str]:

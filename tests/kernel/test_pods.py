@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from acklab.k8s.agent import AgentHandle, _alive
+from acklab.k8s.agent import AgentHandle
 from acklab.k8s.pods import load_records
-from netns.kernel.namespace import Namespace, list_namespaces
+from netns.kernel.namespace import Namespace, alive, list_namespaces
 from netns.model.names import mark
 from tests import k8stools as k
 from tests.labtools import ProbeServer, clean_lab, probe_tcp, wait_for
@@ -134,7 +134,7 @@ def test_clean_removes_pods_agents_and_state(lab):
     assert any("-pod-" in ns.name for ns in list_namespaces(mark(lab)))
     clean_lab(lab)
     assert list_namespaces(mark(lab)) == []
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not os.path.exists(f"/run/acklab/{lab}")
 
 
@@ -168,7 +168,7 @@ def test_status_exec_and_iperf3_in_pods(lab):
         assert json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"] > 1e8
     finally:
         stop_iperf3(lab, a["netns"])
-    wait_for(lambda: not _alive(pid), "iperf3 to stop")
+    wait_for(lambda: not alive(pid), "iperf3 to stop")
 
 
 def test_a_pod_namespace_removed_behind_the_labs_back_is_repaired(lab):
@@ -202,7 +202,7 @@ def test_pods_of_a_node_that_leaves_the_cluster_are_rescheduled(lab):
     after = pods_by_name(lab)
     assert set(after) == set(before) and {r.node for r in after.values()} == {"node-1"}
     assert all(r.ip in network.node("node-1").eni_ips for r in after.values())
-    wait_for(lambda: not _alive(agent_pid), "the departed node's agent to stop")
+    wait_for(lambda: not alive(agent_pid), "the departed node's agent to stop")
     moved = after[on_node2[0]]
     assert k.http_get(after["a"].netns, moved.ip, 8080, "/hostname") == on_node2[0]
     assert k.converge(smaller, manifests) == []
