@@ -145,7 +145,7 @@ class Veth:
         check_ifname(self.ifname)
         check_ifname(self.peer_ifname)
 
-    def ensure(self, alias: str = "", master: str | None = None, peer_up: bool = True) -> None:
+    def ensure(self, alias: str = "", master: str | None = None) -> None:
         with self.namespace.ipr() as ipr:
             add_veth(ipr, self.ifname, self.peer_namespace, self.peer_ifname)
             settings: dict[str, object] = {"state": "up"}
@@ -154,9 +154,8 @@ class Veth:
             if master is not None:
                 settings["master"] = index_of(ipr, master)
             ipr.link("set", ifname=self.ifname, **settings)  # one request: by name, no index lookup
-        if peer_up:
-            with self.peer_namespace.ipr() as ipr:
-                ipr.link("set", ifname=self.peer_ifname, state="up")
+        with self.peer_namespace.ipr() as ipr:
+            ipr.link("set", ifname=self.peer_ifname, state="up")
 
     def set_alias(self, alias: str) -> None:
         if not self.namespace.exists():

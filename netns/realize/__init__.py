@@ -47,6 +47,11 @@ def parse_alias(alias: str | None) -> dict[str, str]:
 IFALIAS_MAX = 255  # bytes the kernel keeps in an interface alias (IFALIASZ - 1)
 
 
+def words(facts: dict[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated fact (``secondary=a,b``, ``sg=...``, ``routes=...``) as a tuple, empty if absent."""
+    return tuple(w for w in facts.get(key, "").split(",") if w)
+
+
 def format_alias(**facts: str) -> str:
     alias = " ".join(f"{key}={value}" for key, value in facts.items())
     if len(alias.encode()) > IFALIAS_MAX:  # providers bound every part; this guards the sum

@@ -16,18 +16,15 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
 from netns.model.security_group import Eni, check_membership
-from netns.realize import format_alias, source_check
+from netns.realize import format_alias, source_check, words
 from netns.realize import security_group as sg
 from netns.realize.vpc import VpcRouter, VSwitch
 
 Net = ipaddress.IPv4Network
-
-
-def words(facts: dict[str, str], key: str) -> tuple[str, ...]:
-    return tuple(w for w in facts.get(key, "").split(",") if w)
 
 
 def bound_addresses(facts: dict[str, str]) -> list[Net]:
@@ -160,3 +157,15 @@ def find_port(lab: str, eni_id: str, routers: Iterable[VpcRouter],
         if facts is not None:
             return port, facts
     return None
+
+
+def deliver_secondary(namespace: Namespace, ifname: str, ips: tuple[str, ...] | list[str]) -> None:
+    """The fabric delivers an ENI's secondary IPs to it: proxy-neighbour entries answer ARP on the ENI.
+
+    proxy_delay=0: the kernel otherwise delays proxied answers by up to 0.8 s (see KERNEL-NOTES).
+    """
+    if not ips:
+        return
+    namespace.sysctl(f"net.ipv4.neigh.{ifname}.proxy_delay", 0)
+    lines = "".join(f"neigh replace proxy {ip} dev {ifname}\n" for ip in ips)
+    namespace.run(["ip", "-batch", "-"], input=lines)

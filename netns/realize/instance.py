@@ -20,8 +20,8 @@ from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.errors import ValidationError
 from netns.model.names import netns_name
-from netns.realize import lab_lock, state_dir
-from netns.realize.eni import EniPort, alias, check_groups, claim, find_port, forget_port, words
+from netns.realize import lab_lock, state_dir, words
+from netns.realize.eni import EniPort, alias, check_groups, claim, deliver_secondary, find_port, forget_port
 from netns.realize.vpc import VSwitch, routers
 
 PRIMARY_IFNAME = "eth0"
@@ -155,15 +155,3 @@ class EcsInstance:
         self.namespace.remove()
         for suffix in ("user-data", "user-data.log", "user-data.pid"):
             (state_dir(self.lab) / f"{self.instance_id}.{suffix}").unlink(missing_ok=True)
-
-
-def deliver_secondary(namespace: Namespace, ifname: str, ips: tuple[str, ...] | list[str]) -> None:
-    """The fabric delivers an ENI's secondary IPs to it: proxy-neighbour entries answer ARP on the ENI.
-
-    proxy_delay=0: the kernel otherwise delays proxied answers by up to 0.8 s (see KERNEL-NOTES).
-    """
-    if not ips:
-        return
-    namespace.sysctl(f"net.ipv4.neigh.{ifname}.proxy_delay", 0)
-    lines = "".join(f"neigh replace proxy {ip} dev {ifname}\n" for ip in ips)
-    namespace.run(["ip", "-batch", "-"], input=lines)

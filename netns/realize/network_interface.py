@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from netns.kernel.link import Veth, ensure_address, index_of
 from netns.kernel.namespace import Namespace
 from netns.model.errors import NotFoundError, ValidationError
-from netns.realize import lab_lock
-from netns.realize.eni import EniPort, alias, check_groups, claim, find_port, find_primary_port, words
-from netns.realize.instance import deliver_secondary
+from netns.realize import lab_lock, words
+from netns.realize.eni import EniPort, alias, check_groups, claim, deliver_secondary, find_port, find_primary_port
 from netns.realize.vpc import VSwitch, routers
 
 

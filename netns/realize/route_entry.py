@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netns.model.errors import NotFoundError, ValidationError
-from netns.realize import lab_lock
-from netns.realize.eni import find_primary_port, words
+from netns.realize import lab_lock, words
+from netns.realize.eni import find_primary_port
 from netns.realize.vpc import VpcRouter
 
 ESRCH = 3

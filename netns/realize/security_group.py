@@ -27,7 +27,7 @@ from netns.model.security_group import (
     profiles_of,
     set_contents,
 )
-from netns.realize import lab_lock, state_dir
+from netns.realize import lab_lock, state_dir, words
 from netns.realize.vpc import VpcRouter
 
 
@@ -106,9 +106,7 @@ def remove_rule(lab: str, sg_id: str, rule_id: str) -> None:
 
 def eni_of(eni_id: str, facts: dict[str, str]) -> Eni:
     """An ENI as its router port's alias describes it."""
-    def words(key: str) -> tuple[str, ...]:
-        return tuple(w for w in facts.get(key, "").split(",") if w)
-    return Eni(eni_id, (facts["ip"], *words("secondary")), words("sg"), words("routes"))
+    return Eni(eni_id, (facts["ip"], *words(facts, "secondary")), words(facts, "sg"), words(facts, "routes"))
 
 
 def enis_of(router: VpcRouter) -> list[Eni]:

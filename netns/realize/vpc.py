@@ -27,7 +27,7 @@ from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
 from netns.model.names import is_cloud_id, mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, source_check, state_dir
+from netns.realize import format_alias, lab_lock, parse_alias, source_check, state_dir, words
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,7 @@ class VSwitch:
         used = set()
         for text in port_aliases(self.router.namespace, index).values():
             facts = parse_alias(text)
-            used |= {ipaddress.IPv4Address(a) for a in (facts.get("ip", ""), *facts.get("secondary", "").split(","))
-                     if a}
+            used |= {ipaddress.IPv4Address(a) for a in (facts.get("ip", ""), *words(facts, "secondary")) if a}
         return used
 
     def delete(self) -> None:

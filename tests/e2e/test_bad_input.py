@@ -6,7 +6,6 @@ import pytest
 
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark
-from tests.e2e.test_pulumi_up import Stack, temp_project
 
 pytestmark = pytest.mark.e2e
 
@@ -53,17 +52,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_refused_before_anything_is_made(case, lab, tmp_path):
+def test_bad_input_is_refused_before_anything_is_made(case, lab, program_stack):
     line, message = CASES[case]
-    stack = Stack(temp_project(tmp_path, HEAD + line + "\n"), lab, tmp_path)
-    stack.init()
-    try:
-        result = stack.run("up", "--yes", check=False)
-        output = result.stdout + result.stderr
-        assert result.returncode != 0
-        assert message in output, output[-2000:]
-        if case != "unknown vSwitch":  # found only when the instance is created, after its vSwitch exists
-            assert list_namespaces(mark(lab)) == [], "something was created before the error"
-    finally:
-        stack.run("destroy", "--yes", check=False)
-        stack.run("stack", "rm", "--yes", "--force", check=False)
+    result = program_stack(HEAD + line + "\n").run("up", "--yes", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-2000:]
+    if case != "unknown vSwitch":  # found only when the instance is created, after its vSwitch exists
+        assert list_namespaces(mark(lab)) == [], "something was created before the error"

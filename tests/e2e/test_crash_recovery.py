@@ -94,16 +94,6 @@ class InterruptedUp:
 
 
 @pytest.fixture
-def stack(lab, tmp_path):
-    stack = Stack(PROJECT, lab, tmp_path)
-    stack.init()
-    yield stack
-    stack.run("destroy", "--yes", check=False)
-    stack.run("stack", "rm", "--yes", "--force", check=False)
-    (PROJECT / f"Pulumi.{lab}.yaml").unlink(missing_ok=True)  # the stack's config file, if rm could not run
-
-
-@pytest.fixture
 def interrupted(stack, tmp_path):
     runs: list[InterruptedUp] = []
 

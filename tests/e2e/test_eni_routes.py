@@ -7,7 +7,6 @@ import pytest
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from netns.realize import state_dir
-from tests.e2e.test_pulumi_up import Stack, temp_project
 from tests.labtools import ping, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -35,35 +34,30 @@ pulumi.export("device", attached.device)
 """
 
 
-def test_route_entry_eni_and_user_data_through_the_engine(lab, tmp_path, root_unchanged):
-    stack = Stack(temp_project(tmp_path, PROGRAM), lab, tmp_path)
-    stack.init()
-    try:
-        stack.run("up", "--yes")
-        out = stack.outputs()
-        assert out["device"] == "eth1" and out["eni_ip"] == "192.168.64.1"
-        assert out["eni_secondary"] == ["192.168.64.2", "192.168.64.3"]
-        log = state_dir(lab) / f"{out['node_id']}.user-data.log"
-        wait_for(lambda: log.exists() and "booted as node-1" in log.read_text(), "user data ran")
-        node = Namespace(out["node"])
-        # the route entry delivers the pod block to the node
-        node.run(["ip", "addr", "add", "10.244.1.7/32", "dev", "lo"])
-        assert ping(out["client"], "10.244.1.7")
-        # replies from the ENI's addresses must leave by the ENI (the source check drops them on eth0):
-        # the policy routing Terway sets up
-        assert not ping(out["client"], "192.168.64.1")
-        node.run(["ip", "route", "add", "default", "via", "192.168.64.253", "dev", "eth1", "table", "100"])
-        node.run(["ip", "rule", "add", "from", "192.168.64.0/24", "table", "100"])
-        assert ping(out["client"], "192.168.64.1")
-        node.run(["ip", "addr", "add", "192.168.64.2/32", "dev", "lo"])
-        assert ping(out["client"], "192.168.64.2")  # a secondary IP of the ENI, delivered by the fabric
-        preview = stack.run("preview", "--diff", "--expect-no-changes", check=False)
-        assert preview.returncode == 0, preview.stdout
-        stack.run("destroy", "--yes")
-        assert list_namespaces(mark(lab)) == []
-    finally:
-        stack.run("destroy", "--yes", check=False)
-        stack.run("stack", "rm", "--yes", "--force", check=False)
+def test_route_entry_eni_and_user_data_through_the_engine(lab, program_stack, root_unchanged):
+    stack = program_stack(PROGRAM)
+    stack.run("up", "--yes")
+    out = stack.outputs()
+    assert out["device"] == "eth1" and out["eni_ip"] == "192.168.64.1"
+    assert out["eni_secondary"] == ["192.168.64.2", "192.168.64.3"]
+    log = state_dir(lab) / f"{out['node_id']}.user-data.log"
+    wait_for(lambda: log.exists() and "booted as node-1" in log.read_text(), "user data ran")
+    node = Namespace(out["node"])
+    # the route entry delivers the pod block to the node
+    node.run(["ip", "addr", "add", "10.244.1.7/32", "dev", "lo"])
+    assert ping(out["client"], "10.244.1.7")
+    # replies from the ENI's addresses must leave by the ENI (the source check drops them on eth0):
+    # the policy routing Terway sets up
+    assert not ping(out["client"], "192.168.64.1")
+    node.run(["ip", "route", "add", "default", "via", "192.168.64.253", "dev", "eth1", "table", "100"])
+    node.run(["ip", "rule", "add", "from", "192.168.64.0/24", "table", "100"])
+    assert ping(out["client"], "192.168.64.1")
+    node.run(["ip", "addr", "add", "192.168.64.2/32", "dev", "lo"])
+    assert ping(out["client"], "192.168.64.2")  # a secondary IP of the ENI, delivered by the fabric
+    preview = stack.run("preview", "--diff", "--expect-no-changes", check=False)
+    assert preview.returncode == 0, preview.stdout
+    stack.run("destroy", "--yes")
+    assert list_namespaces(mark(lab)) == []
 
 
 BAD_ROUTE = """
@@ -76,14 +70,9 @@ vpc.RouteEntry("bad", route_table_id=network.route_table_id, destination_cidrblo
 """
 
 
-def test_bad_route_entry_is_one_clear_error_before_anything_is_made(lab, tmp_path):
-    stack = Stack(temp_project(tmp_path, BAD_ROUTE), lab, tmp_path)
-    stack.init()
-    try:
-        result = stack.run("up", "--yes", check=False)
-        assert result.returncode != 0
-        assert "vpc.RouteEntry 'bad': destination_cidrblock: '10.244.1.1/24' is not an IPv4 CIDR block" in \
-            result.stdout + result.stderr
-        assert list_namespaces(mark(lab)) == []
-    finally:
-        stack.run("stack", "rm", "--yes", "--force", check=False)
+def test_bad_route_entry_is_one_clear_error_before_anything_is_made(lab, program_stack):
+    result = program_stack(BAD_ROUTE).run("up", "--yes", check=False)
+    assert result.returncode != 0
+    assert "vpc.RouteEntry 'bad': destination_cidrblock: '10.244.1.1/24' is not an IPv4 CIDR block" in \
+        result.stdout + result.stderr
+    assert list_namespaces(mark(lab)) == []

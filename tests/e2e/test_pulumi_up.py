@@ -59,15 +59,6 @@ def temp_project(tmp_path: Path, program: str) -> Path:
     return project
 
 
-@pytest.fixture
-def stack(lab, tmp_path):
-    stack = Stack(PROJECT, lab, tmp_path)
-    stack.init()
-    yield stack
-    stack.run("destroy", "--yes", check=False)
-    stack.run("stack", "rm", "--yes", "--force", check=False)
-
-
 def test_default_lab_up_connect_idempotent_destroy(stack, lab, root_unchanged):
     stack.run("up", "--yes")
     out = stack.outputs()
