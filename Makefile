@@ -63,3 +63,21 @@ bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
+
+# The tutorials' lab (docs/tutorials/): labs/tutorial's program (the default lab + web servers, a security group,
+# an SLB) as stack $(TUTORIAL_LAB), then the playbook with the default lab's pods. ALLOW_PODS=true adds the
+# security-group rule for pods; DATAPATH=vpc-route|vxlan picks another pod datapath (for a new lab).
+TUTORIAL_LAB ?= $(or $(ACKLAB_LAB),tutorial)
+ALLOW_PODS ?= false
+.PHONY: tutorial tutorial-down graph
+tutorial: setup
+	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null && \
+	  pulumi config set acklab:allowPods $(ALLOW_PODS) --stack $(TUTORIAL_LAB) && \
+	  $(if $(DATAPATH),pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB) &&) \
+	  ../../scripts/up.sh $(TUTORIAL_LAB)
+	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
+	  ansible-playbook site.yml -e pod_network_manifests=$(CURDIR)/labs/default/k8s
+
+tutorial-down: setup
+	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)
+	acklab clean --lab $(TUTORIAL_LAB)

@@ -1,6 +1,7 @@
-"""``acklab``: status, exec and clean for the labs on this machine.
+"""``acklab``: status, graph, exec, logs, clean and bench for the labs on this machine.
 
-Exit codes: 0 success, 1 a command run by ``exec`` failed or nothing matched, 2 usage errors.
+Exit codes: 0 success; 1 failure (a lab or object not found, a kernel or tool error; ``exec`` returns the
+command's own exit code); 2 usage or validation error (bad arguments, an invalid lab name).
 """
 
 from __future__ import annotations
@@ -8,11 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+from acklab import graph as lab_graph
+from acklab import logs as lab_logs
+from acklab import render
 from acklab.inventory import read_lab, resolve_target
-from netns.model.errors import LabError
+from netns.model.errors import LabError, ValidationError
 from netns.realize.cleanup import clean_lab, labs_present
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PROJECT = Path(__file__).resolve().parents[1]  # the checkout (bench/ and reports/ live there)
 
 EPILOG = """examples:
   acklab status                      the default lab, as a table
@@ -21,11 +33,55 @@ EPILOG = """examples:
   acklab exec demo/web-0 -- ip addr   a pod, as namespace/name
   acklab clean --lab t1              remove every namespace (and process in it) of lab t1
   acklab recover --lab t1            after a crashed pulumi up: stale lock, interrupted creates, leftovers
+  acklab graph --format svg -o lab.svg   the topology picture (Graphviz); --format mermaid for docs
+  acklab logs ecs-1 --tail 20        logs of a lab object: HAProxy of SLBs, user data, pod agents, nginx
+  acklab bench ecs_scale             run a benchmark of bench/ and print its Markdown report
+
+exit codes:
+  0  success
+  1  failure: lab or object not found, a kernel or tool error (exec: the command's own exit code)
+  2  usage or validation error: bad arguments, an invalid lab name
+"""
+
+GRAPH_EPILOG = """examples:
+  acklab graph                           Graphviz dot text on stdout
+  acklab graph --format mermaid          Mermaid text, for Markdown
+  acklab graph --format svg -o lab.svg   SVG (needs Graphviz's dot); png likewise
+"""
+
+LOGS_EPILOG = """examples:
+  acklab logs --list                 every log of the lab, with its kind and owner
+  acklab logs ecs-1                  logs of ECS ecs-1 (user data; pod agent if it is a node)
+  acklab logs --kind haproxy         HAProxy of every SLB
+  acklab logs lb-1a2b3c4d --tail 0   the whole log of one SLB
+"""
+
+BENCH_EPILOG = """examples:
+  acklab bench                       every benchmark of bench/ (what `make bench` runs), then the reports
+  acklab bench slb_wrk               one benchmark
+  acklab bench --report              print the last reports only (reports/bench/*.md)
 """
 
 
 def default_lab() -> str:
     return os.environ.get("ACKLAB_LAB", "default")
+
+
+@contextmanager
+def progress(what: str) -> Iterator[None]:
+    """``what… done (1.2 s)`` on stderr for a long step, when stderr is a terminal (scripts get clean output)."""
+    show = sys.stderr.isatty()
+    if show:
+        print(f"{what}…", end="", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        if show:
+            print(" failed", file=sys.stderr)
+        raise
+    if show:
+        print(f" done ({time.monotonic() - start:.1f} s)", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -34,34 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         json.dump(view.to_dict(), sys.stdout, indent=2)
         print()
         return 0
-    if not view.vpcs:
-        print(f"lab {args.lab}: nothing on this machine")
-        return 0
-    for vpc in view.vpcs:
-        print(f"VPC {vpc.id}  {vpc.cidr_block}  netns {vpc.netns}")
-        for vsw in vpc.vswitches:
-            print(f"  vSwitch {vsw.id}  {vsw.cidr_block}  zone {vsw.zone_id}  gateway {vsw.gateway_ip}")
-    print()
-    print(f"{'ECS':<12} {'ID':<12} {'PRIVATE IP':<16} {'VSWITCH':<13} NETNS")
-    for ecs in view.ecs:
-        groups = ",".join(ecs.security_groups) or "-"
-        print(f"{ecs.name:<12} {ecs.id:<12} {ecs.private_ip:<16} {ecs.vswitch_id:<13} {ecs.netns}  sg {groups}")
-    if view.pods:
-        print(f"\n{'POD':<40} {'IP':<16} {'NODE':<10} NETNS")
-        for pod in view.pods:
-            print(f"{pod.namespace + '/' + pod.name:<40} {pod.ip:<16} {pod.node:<10} {pod.netns}")
-    for group in view.security_groups:
-        print(f"\nsecurity group {group.id} ({group.type}, inner {group.inner_access_policy})")
-        for rule in group.rules:
-            peer = rule["cidr"] or rule["peer_group"]
-            ports = "/".join(map(str, rule["ports"])) if rule["ports"] else "-1/-1"
-            print(f"  {rule['priority']:>3} {rule['direction']:<7} {rule['policy']:<6} {rule['protocol']:<4} "
-                  f"{ports:<11} {peer}")
-    for lb in view.slbs:
-        print(f"\nSLB {lb.id} {lb.name} {lb.address_type} {lb.address}  netns {lb.netns}")
-        for listener in lb.listeners:
-            backends = " ".join(f"{b['server_id']}:{b['port']}={b['status']}" for b in listener.backends) or "-"
-            print(f"  {listener.protocol}:{listener.frontend_port} {listener.scheduler}  {backends}")
+    sys.stdout.write(render.status_text(view.to_dict()))
     return 0
 
 
@@ -77,7 +106,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     labs = sorted(labs_present()) if args.all else [args.lab]
-    removed = [item for lab in labs for item in clean_lab(lab)]
+    removed = []
+    for lab in labs:
+        with progress(f"removing lab {lab}"):
+            removed += clean_lab(lab)
     for item in removed:
         print(f"removed {item}")
     print(f"{len(removed)} item(s) removed")
@@ -88,6 +120,96 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from acklab.recover import main as recover
 
     return recover(args.lab)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    view = read_lab(args.lab).to_dict()
+    if not view["vpcs"]:
+        raise LookupError(f"lab {args.lab}: nothing on this machine to draw; expected a built lab: "
+                          f"run `make up LAB={args.lab}` first (labs present: {_present()})")
+    picture = lab_graph.build(view)
+    if args.format == "mermaid":
+        data = lab_graph.to_mermaid(picture).encode()
+    elif args.format == "dot":
+        data = lab_graph.to_dot(picture).encode()
+    else:
+        with progress(f"rendering {args.format} with Graphviz"):
+            data = lab_graph.render_image(lab_graph.to_dot(picture), args.format)
+    if args.output and args.output != "-":
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif args.format == "png" and sys.stdout.isatty():
+        print("acklab graph: PNG is binary; write it with -o FILE (or pipe stdout)", file=sys.stderr)
+        return EXIT_USAGE
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _present() -> str:
+    return ", ".join(sorted(labs_present())) or "none"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    found = lab_logs.find_logs(args.lab)
+    keys: set[str] = set()
+    if args.target:
+        keys = {args.target}
+        for ecs in read_lab(args.lab).ecs:  # an ECS by name or id: its instance id, and its node name
+            if args.target in (ecs.id, ecs.name):
+                keys = {ecs.id, ecs.name}
+    chosen = lab_logs.select(found, keys, args.kind)
+    if not chosen:
+        what = f" of {args.target!r}" if args.target else ""
+        kinds = f" of kind {args.kind}" if args.kind else ""
+        raise LookupError(f"lab {args.lab}: no logs{what}{kinds}; expected *.log files under /run/acklab/{args.lab}/ "
+                          f"(see `acklab logs --list --lab {args.lab}`; labs present: {_present()})")
+    if args.list:
+        for log in chosen:
+            print(f"{log.kind:<10} {log.owner:<16} {log.path}")
+        return EXIT_OK
+    for index, log in enumerate(chosen):
+        if len(chosen) > 1:
+            print(f"{chr(10) if index else ''}==> {log.describe()}: {log.path} <==")
+        sys.stdout.writelines(lab_logs.tail(log.path, args.tail))
+    return EXIT_OK
+
+
+def bench_modules() -> list[str]:
+    folder = PROJECT / "bench"
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")) if folder.is_dir() else []
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    available = bench_modules()
+    if not available:
+        raise LookupError(f"no benchmarks: expected bench/*.py in {PROJECT}; run acklab bench from a checkout "
+                          "installed with `make setup`")
+    unknown = [m for m in args.modules if m not in available]
+    if unknown:
+        print(f"acklab bench: unknown benchmark {', '.join(unknown)}; expected one of {', '.join(available)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    reports = PROJECT / "reports" / "bench"
+    started = time.time()
+    if not args.report:
+        for module in args.modules or available:
+            with progress(f"bench.{module}"):
+                result = subprocess.run([sys.executable, "-m", f"bench.{module}"], cwd=PROJECT, check=False,
+                                        stdout=sys.stderr)
+            if result.returncode != 0:
+                print(f"acklab bench: bench.{module} failed (exit {result.returncode}); its output is above",
+                      file=sys.stderr)
+                return EXIT_FAILURE
+    shown = sorted(p for p in reports.glob("*.md") if args.report or p.stat().st_mtime >= started - 1)
+    if not shown:
+        raise LookupError(f"no benchmark reports in {reports}; run `acklab bench` (or `make bench`) first")
+    for index, path in enumerate(shown):
+        print(f"{chr(10) if index else ''}<!-- {path.relative_to(PROJECT)} -->")
+        print(path.read_text().rstrip())
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +234,31 @@ def build_parser() -> argparse.ArgumentParser:
                              "clear a dead process's stack lock and interrupted creates, remove their leftovers")
     recover.set_defaults(func=cmd_recover)
 
-    for p in (status, run, clean, recover):
+    raw = argparse.RawDescriptionHelpFormatter
+    picture = sub.add_parser("graph", help="the topology picture: VPCs, vSwitches, ECS, pods, SLBs (and Services, "
+                             "Ingress when present)", epilog=GRAPH_EPILOG, formatter_class=raw)
+    picture.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), default="dot",
+                         help="output format (svg and png need Graphviz), default: %(default)s")
+    picture.add_argument("-o", "--output", help="write to this file instead of stdout")
+    picture.set_defaults(func=cmd_graph)
+
+    logs = sub.add_parser("logs", help="logs of a lab: HAProxy (SLBs), user data (ECS), pod agents, nginx",
+                          epilog=LOGS_EPILOG, formatter_class=raw)
+    logs.add_argument("target", nargs="?", help="ECS name or id, SLB id, node name (default: every log)")
+    logs.add_argument("--kind", choices=("haproxy", "user-data", "pod-agent", "nginx", "other"))
+    logs.add_argument("--list", action="store_true", help="list the log files instead of printing them")
+    logs.add_argument("--tail", type=int, default=50, metavar="N", help="last N lines of each (0: all), "
+                      "default: %(default)s")
+    logs.set_defaults(func=cmd_logs)
+
+    bench = sub.add_parser("bench", help="run benchmarks (bench/) and print their Markdown reports",
+                           epilog=BENCH_EPILOG, formatter_class=raw)
+    bench.add_argument("modules", nargs="*", metavar="BENCHMARK", help="e.g. ecs_scale pods_scale slb_wrk "
+                       "(default: all)")
+    bench.add_argument("--report", action="store_true", help="only print the last reports")
+    bench.set_defaults(func=cmd_bench)
+
+    for p in (status, run, clean, recover, picture, logs):
         p.add_argument("--lab", default=default_lab(), help="lab (Pulumi stack) name, default: %(default)s")
     return parser
 
@@ -121,9 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ValidationError as exc:
+        print(f"acklab: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"  what to do: {exc.hint}", file=sys.stderr)
+        return EXIT_USAGE
     except (LabError, LookupError) as exc:
         print(f"acklab: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except BrokenPipeError:  # `acklab status --json | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ class LabError(Exception):
 class ValidationError(LabError, ValueError):
     """Bad input, found before anything is created."""
 
-    def __init__(self, resource: str, field: str, reason: str) -> None:
+    def __init__(self, resource: str, field: str, reason: str, hint: str = "") -> None:
         self.resource = resource
         self.field = field
         self.reason = reason
+        self.hint = hint  # what to do about it, when that is not obvious from the reason (shown by the CLI)
         super().__init__(f"{resource}: {field}: {reason}")
 
 

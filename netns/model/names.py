@@ -30,6 +30,7 @@ def check_lab(lab: str) -> str:
             "stack name",
             "must be 1-16 lower-case letters and digits, starting with a letter "
             "(it becomes part of every namespace name of the lab)",
+            hint="pick another name with --lab NAME (or ACKLAB_LAB=NAME), e.g. --lab lab1",
         )
     return lab
 

@@ -1,0 +1,81 @@
+"""``acklab status`` as tables a person reads, from the status dictionary (``LabView.to_dict()``). Pure.
+
+Rows are in a stable order (vSwitches by CIDR, ECS by name, pods by namespace/name, SLBs by name), so two labs
+built from the same program print the same table apart from their random ids. Keys this module does not know
+(lists of objects other parts of acklab add, such as ``services``) are printed as generic tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+KNOWN = {"lab", "vpcs", "ecs", "pods", "security_groups", "slbs"}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+            for row in [headers, *rows]]
+
+
+def _net_key(cidr: str) -> tuple:
+    try:
+        net = ipaddress.ip_network(cidr)
+        return (0, int(net.network_address), net.prefixlen)
+    except ValueError:
+        return (1, 0, 0)
+
+
+def _ports(rule: dict) -> str:
+    return "/".join(map(str, rule["ports"])) if rule.get("ports") else "-1/-1"
+
+
+def status_text(view: dict) -> str:
+    lab = view.get("lab", "?")
+    if not view.get("vpcs"):
+        return f"lab {lab}: nothing on this machine\n"
+    out: list[str] = []
+
+    def section(headers: list[str], rows: list[list[str]]) -> None:
+        if rows:
+            out.extend(["", *table(headers, rows)])
+
+    vpcs = view["vpcs"]
+    section(["VPC", "CIDR", "NETNS"], [[v["id"], v["cidr_block"], v["netns"]] for v in vpcs])
+    vswitches = [(vpc, vsw) for vpc in vpcs for vsw in vpc.get("vswitches", [])]
+    vswitches.sort(key=lambda pair: (pair[0]["id"], _net_key(pair[1]["cidr_block"])))
+    section(["VSWITCH", "CIDR", "ZONE", "GATEWAY", "VPC"],
+            [[s["id"], s["cidr_block"], s["zone_id"], s["gateway_ip"], v["id"]] for v, s in vswitches])
+    section(["ECS", "ID", "PRIVATE IP", "VSWITCH", "SECURITY GROUPS", "NETNS"],
+            [[e["name"] or "-", e["id"], e["private_ip"], e["vswitch_id"], ",".join(e["security_groups"]) or "-",
+              e["netns"]] for e in view.get("ecs", [])])
+    section(["POD", "IP", "NODE", "PORTS", "NETNS"],
+            [[f"{p['namespace']}/{p['name']}", p["ip"], p["node"], ",".join(p.get("ports", [])) or "-", p["netns"]]
+             for p in view.get("pods", [])])
+    for group in view.get("security_groups", []):
+        out.extend(["", f"security group {group['id']} ({group['type']}, inner {group['inner_access_policy']}, "
+                    f"VPC {group['vpc_id']})"])
+        rows = [[str(r["priority"]), r["direction"], r["policy"], r["protocol"], _ports(r),
+                 r.get("cidr") or r.get("peer_group") or "-"] for r in group.get("rules", [])]
+        out.extend("  " + line for line in table(["PRIORITY", "DIRECTION", "POLICY", "PROTOCOL", "PORTS", "PEER"],
+                                                  rows)) if rows else out.append("  (no rules)")
+    slbs = sorted(view.get("slbs", []), key=lambda lb: (lb.get("name") or "", lb["id"]))
+    section(["SLB", "NAME", "TYPE", "ADDRESS", "VSWITCH", "NETNS"],
+            [[lb["id"], lb.get("name") or "-", lb["address_type"], lb["address"], lb.get("vswitch_id") or "-",
+              lb["netns"]] for lb in slbs])
+    names = {e["id"]: e["name"] for e in view.get("ecs", []) if e.get("name")}
+    listeners = []
+    for lb in slbs:
+        for lsn in lb.get("listeners", []):
+            name = f"{lb.get('name') or lb['id']} {lsn['protocol']}:{lsn['frontend_port']}"
+            backends = lsn.get("backends") or [{"server_id": "-", "port": "-", "status": "-"}]
+            listeners += [[name, lsn["scheduler"], f"{names.get(b['server_id'], b['server_id'])}:{b['port']}",
+                           b["server_id"], b["status"]] for b in backends]
+    section(["LISTENER", "SCHEDULER", "BACKEND", "SERVER ID", "STATUS"], listeners)
+    for key in sorted(set(view) - KNOWN):
+        items = view[key]
+        if isinstance(items, list) and items and all(isinstance(item, dict) for item in items):
+            columns = [c for c in items[0] if not isinstance(items[0][c], dict | list)]
+            section([c.upper() for c in columns], [[str(item.get(c, "")) for c in columns] for item in items])
+    return f"lab {lab}\n" + "\n".join(out) + "\n"
