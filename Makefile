@@ -71,10 +71,10 @@ TUTORIAL_LAB ?= $(or $(ACKLAB_LAB),tutorial)
 ALLOW_PODS ?= false
 .PHONY: tutorial tutorial-down graph
 tutorial: setup
-	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null && \
+	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null 2>&1 && \
 	  pulumi config set acklab:allowPods $(ALLOW_PODS) --stack $(TUTORIAL_LAB) && \
 	  $(if $(DATAPATH),pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB) &&) \
-	  ../../scripts/up.sh $(TUTORIAL_LAB)
+	  acklab recover --lab $(TUTORIAL_LAB) && pulumi up --yes --skip-preview --stack $(TUTORIAL_LAB)
 	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
 	  ansible-playbook site.yml -e pod_network_manifests=$(CURDIR)/labs/default/k8s
 

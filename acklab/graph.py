@@ -72,7 +72,7 @@ def build(view: dict) -> Graph:
     for vpc in view.get("vpcs", []):
         vpc_cluster = ident("vpc", vpc["id"])
         graph.clusters.append(Cluster(vpc_cluster, f"VPC {vpc['id']}  {vpc['cidr_block']}", "vpc"))
-        for vsw in vpc.get("vswitches", []):
+        for vsw in sorted(vpc.get("vswitches", []), key=lambda v: _net_key(v.get("cidr_block", ""))):
             cid = ident("vsw", vsw["id"])
             graph.clusters.append(Cluster(cid, f"vSwitch {vsw['id']}  {vsw['cidr_block']}  {vsw['zone_id']}",
                                           "vswitch", vpc_cluster))
@@ -110,6 +110,14 @@ def _node_pod_cluster(graph: Graph, node: str, ecs_by_key: dict[str, str]) -> st
         vpc = next((c.parent for c in graph.clusters if c.id == vswitch), None)
         graph.clusters.append(Cluster(cid, f"pod CIDR of {node}", "podcidr", vpc))
     return cid
+
+
+def _net_key(cidr: str) -> tuple[int, int]:
+    try:
+        net = ipaddress.ip_network(cidr)
+    except ValueError:
+        return (1 << 33, 0)
+    return (int(net.network_address), net.prefixlen)
 
 
 def _containing(nets: Iterable[tuple[ipaddress.IPv4Network, str]], address: str) -> str | None:
