@@ -38,8 +38,7 @@ status: setup
 	acklab status --lab $(LAB)
 
 lint: setup
-	$(VENV)/bin/ruff check .
-	cd ansible && $(VENV)/bin/ansible-lint
+	$(VENV)/bin/python scripts/lint.py  # ruff, yamllint, ansible-lint; JUnit XML in reports/lint.xml
 
 unit: setup
 	$(PYTEST) tests/unit -q
