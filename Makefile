@@ -20,6 +20,8 @@ help:
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
 	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
+	@echo "make graph  make up, then redraw the default lab's picture (docs/img/default-lab.svg, README's Mermaid)"
+	@echo "make tutorial  the tutorials' lab (docs/tutorials): ACKLAB_LAB=name, ALLOW_PODS=true, DATAPATH=vxlan"
 
 setup:
 	@scripts/setup.sh
@@ -80,3 +82,10 @@ tutorial: setup
 tutorial-down: setup
 	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)
 	acklab clean --lab $(TUTORIAL_LAB)
+
+# The default lab's picture, from a real lab: make up, then acklab graph as SVG (docs/img/default-lab.svg, on the
+# README) and as Mermaid text (docs/img/default-lab.mmd, and in README.md between its markers).
+graph: up
+	acklab graph --lab $(LAB) --title "the default lab (make up)" --format svg -o docs/img/default-lab.svg
+	acklab graph --lab $(LAB) --title "the default lab (make up)" --format mermaid -o docs/img/default-lab.mmd
+	$(VENV)/bin/python scripts/graph-readme.py docs/img/default-lab.mmd

@@ -128,6 +128,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         raise LookupError(f"lab {args.lab}: nothing on this machine to draw; expected a built lab: "
                           f"run `make up LAB={args.lab}` first (labs present: {_present()})")
     picture = lab_graph.build(view)
+    if args.title:
+        picture.title = args.title
     if args.format == "mermaid":
         data = lab_graph.to_mermaid(picture).encode()
     elif args.format == "dot":
@@ -240,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     picture.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), default="dot",
                          help="output format (svg and png need Graphviz), default: %(default)s")
     picture.add_argument("-o", "--output", help="write to this file instead of stdout")
+    picture.add_argument("--title", help="the picture's title (default: lab NAME)")
     picture.set_defaults(func=cmd_graph)
 
     logs = sub.add_parser("logs", help="logs of a lab: HAProxy (SLBs), user data (ECS), pod agents, nginx",
