@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -59,6 +60,7 @@ LOGS_EPILOG = """examples:
 BENCH_EPILOG = """examples:
   acklab bench                       every benchmark of bench/ (what `make bench` runs), then the reports
   acklab bench slb_wrk               one benchmark
+  acklab bench ecs_scale --args '10 --repeats 1 --skip-pulumi'   a quick run of one, with its own arguments
   acklab bench --report              print the last reports only (reports/bench/*.md)
 """
 
@@ -199,8 +201,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.report:
         for module in args.modules or available:
             with progress(f"bench.{module}"):
-                result = subprocess.run([sys.executable, "-m", f"bench.{module}"], cwd=PROJECT, check=False,
-                                        stdout=sys.stderr)
+                result = subprocess.run([sys.executable, "-m", f"bench.{module}", *shlex.split(args.args)],
+                                        cwd=PROJECT, check=False, stdout=sys.stderr)
             if result.returncode != 0:
                 print(f"acklab bench: bench.{module} failed (exit {result.returncode}); its output is above",
                       file=sys.stderr)
@@ -259,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("modules", nargs="*", metavar="BENCHMARK", help="e.g. ecs_scale pods_scale slb_wrk "
                        "(default: all)")
     bench.add_argument("--report", action="store_true", help="only print the last reports")
+    bench.add_argument("--args", default="", metavar="ARGS", help="arguments for the benchmark module, e.g. "
+                       "--args '10 --repeats 1 --skip-pulumi' for ecs_scale")
     bench.set_defaults(func=cmd_bench)
 
     for p in (status, run, clean, recover, picture, logs):
