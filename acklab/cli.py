@@ -54,7 +54,7 @@ LOGS_EPILOG = """examples:
   acklab logs --list                 every log of the lab, with its kind and owner
   acklab logs ecs-1                  logs of ECS ecs-1 (user data; pod agent if it is a node)
   acklab logs --kind haproxy         HAProxy of every SLB
-  acklab logs lb-1a2b3c4d --tail 0   the whole log of one SLB
+  acklab logs web --tail 0           the whole log of SLB web (a name or an id)
 """
 
 BENCH_EPILOG = """examples:
@@ -161,9 +161,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     keys: set[str] = set()
     if args.target:
         keys = {args.target}
-        for ecs in read_lab(args.lab).ecs:  # an ECS by name or id: its instance id, and its node name
+        view = read_lab(args.lab)
+        for ecs in view.ecs:  # an ECS by name or id: its instance id, and its node name
             if args.target in (ecs.id, ecs.name):
                 keys = {ecs.id, ecs.name}
+        for lb in view.slbs:  # an SLB by name or id: its id
+            if args.target in (lb.id, lb.name):
+                keys = {lb.id}
     chosen = lab_logs.select(found, keys, args.kind)
     if not chosen:
         what = f" of {args.target!r}" if args.target else ""

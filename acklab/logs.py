@@ -45,8 +45,9 @@ def find_logs(lab: str) -> list[LogFile]:
 
 
 def select(logs: list[LogFile], keys: set[str], kind: str | None) -> list[LogFile]:
-    """Logs owned by any of ``keys`` (ids or names; all when empty), of ``kind`` (any when None)."""
-    return [log for log in logs if (not keys or log.owner in keys or any(k in log.path.name for k in keys))
+    """Logs owned by any of ``keys`` (ids or names; a folder name on the path counts), all when empty; of ``kind``
+    (any when None)."""
+    return [log for log in logs if (not keys or log.owner in keys or any(k in log.path.parts for k in keys))
             and (kind is None or log.kind == kind)]
 
 

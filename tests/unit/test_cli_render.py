@@ -147,6 +147,8 @@ def test_logs_are_classified_by_where_they_are(tmp_path):
     assert [f.kind for f in logs.select(every, {"i-00000002", "ecs-1"}, None)] in (
         ["user-data", "pod-agent"], ["pod-agent", "user-data"])
     assert [f.owner for f in logs.select(every, set(), "haproxy")] == ["lb-00000001"]
+    assert [f.kind for f in logs.select(every, {"nginx"}, None)] == ["nginx"]  # a folder on the path
+    assert logs.select(every, {"ecs-"}, None) == []  # names match whole, not as prefixes
     assert logs.tail(tmp_path / "misc/other.log", 2) == ["two\n", "three\n"]
     assert len(logs.tail(tmp_path / "misc/other.log", 0)) == 3
 
