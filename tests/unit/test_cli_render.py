@@ -181,3 +181,19 @@ def test_console_script_is_installed():
     result = subprocess.run([str(Path(sys.executable).parent / "acklab"), "--help"], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0 and "usage: acklab" in result.stdout
+
+
+def test_doc_check_parses_console_blocks_and_normalizes_volatile_parts(tmp_path):
+    from tests.e2e.test_tutorials import matches, normalize, parse
+
+    doc = tmp_path / "t.md"
+    doc.write_text("text\n```sh\n$ not checked\n```\n```console\n$ echo a \\\n  b\na b\n$ true\n```\n"
+                   "```console lab=tutvxlan\n$ make x\n...\n```\n")
+    steps = parse(doc)
+    assert [(s.lab, s.command, s.expected) for s in steps] == [
+        ("tutorial", "echo a    b", ["a b"]), ("tutorial", "true", []), ("tutvxlan", "make x", ["..."])]
+    assert matches(["a", "...", "d"], ["a", "b", "c", "d"]) and matches(["..."], [])
+    assert not matches(["a", "...", "d"], ["a", "b"]) and not matches(["a"], ["a", "b"])
+    assert normalize("ecs-1  i-0a1b2c3d  acklab-x-pod-0123456789  eth0@if12  192.168.3.14  time 0ms\n\n") == [
+        "ecs-1 i-… acklab-x-pod-… eth0@if… 192.168.3.… time … s"]
+    assert normalize('  ecs_i_77d45733["ecs-1"]') == ['ecs_i_…["ecs-1"]']
