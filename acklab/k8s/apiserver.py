@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,26 @@ def _services_file(lab: str) -> Path:
     return k8s_dir(lab) / "services.json"
 
 
-def allocate(lab: str, services: Iterable[Manifest]) -> Allocations:
-    """Allocate for ``services`` keeping what this lab allocated before; persist the result."""
+def allocate(lab: str, services: Iterable[Manifest],
+             check: Callable[[Allocations], object] | None = None) -> Allocations:
+    """Allocate for ``services`` keeping what this lab allocated before; persist the result.
+
+    ``check`` sees the result before anything is written (a caller's validation that may raise).
+    """
+    services = list(services)
     path = _allocations_file(lab)
+    try:
+        previous = Allocations.from_dict(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        previous = Allocations()
+    if check is not None:
+        check(allocate_pure(services, previous))
     with file_lock(path.with_suffix(".lock")):
         try:
             previous = Allocations.from_dict(json.loads(path.read_text()))
         except (FileNotFoundError, ValueError):
             previous = Allocations()
-        result = allocate_pure(list(services), previous)
+        result = allocate_pure(services, previous)
         if result != previous:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result.to_dict(), indent=1) + "\n")

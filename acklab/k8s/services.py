@@ -61,6 +61,11 @@ class Pod:
     terminating: bool = False
     ports: tuple[ContainerPort, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels), "ip": self.ip,
+                "node": self.node, "ready": self.ready, "terminating": self.terminating,
+                "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in self.ports]}
+
     @classmethod
     def of(cls, pod: Any, ip: str | None, node: str | None) -> Pod:
         """From a model pod (``acklab.k8s.model.Pod``: namespace, name, labels, ports) and where it runs."""
