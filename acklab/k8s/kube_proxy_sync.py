@@ -3,12 +3,15 @@
 The compiler (:mod:`acklab.k8s.kube_proxy`) builds the text; this adapter does what upstream's
 ``syncProxyRules`` does around it:
 
-- read the node's current ruleset (``iptables-save``) for the service chains that exist — chains no longer
-  wanted are flushed and deleted in the same restore, as upstream does;
+- know the service chains that exist — chains no longer wanted are flushed and deleted in the same restore, as
+  upstream does. Upstream reads them from ``iptables-save`` on every full sync; with the nft backend that dump
+  costs seconds at 10k Services, so the chains this proxier made are kept per node in the lab's state (with the
+  digest of the text applied), and the ruleset is read only when that state is unknown;
 - make sure the jumps from the built-in chains exist (upstream ensures them one by one with ``-C``/``-I``;
-  here missing ones are prepended inside the same ``iptables-restore --noflush`` transaction);
+  here they are read per built-in chain and missing ones are prepended inside the same
+  ``iptables-restore --noflush`` transaction);
 - apply nothing when the compiled text is what was applied last and the jumps are in place ("a sync with
-  nothing changed applies nothing"): the digest of the last applied text is kept per node in the lab's state;
+  nothing changed applies nothing");
 - ``route_localnet`` on, for NodePorts on 127.0.0.1 (kube-proxy sets it; kubelet's KUBE-FIREWALL closes the
   hole it opens), only inside the node's namespace.
 
@@ -18,6 +21,7 @@ Everything runs inside the node's network namespace (``nsenter --net``); nothing
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,37 +77,53 @@ class NodeProxier:
         self.config = config or ProxierConfig()
 
     @property
-    def _digest_file(self) -> Path:
-        return k8s_dir(self.lab) / f"kube-proxy.{self.node}.sha256"
+    def _state_file(self) -> Path:
+        return k8s_dir(self.lab) / f"kube-proxy.{self.node}.json"
 
-    def _saved_digest(self) -> str | None:
+    def _saved(self) -> dict | None:
+        """What the last sync applied: its digest and the service chains it made (None: unknown)."""
         try:
-            return self._digest_file.read_text().strip()
-        except FileNotFoundError:
+            return json.loads(self._state_file.read_text())
+        except (FileNotFoundError, ValueError):
             return None
 
     def current(self) -> Ruleset:
-        result = self.namespace.run(["iptables-save", "-t", "filter"], check=False)
-        nat = self.namespace.run(["iptables-save", "-t", "nat"], check=False)
-        if result.returncode != 0 or nat.returncode != 0:
+        """The node's whole ruleset (``iptables-save``; costly on big rulesets with the nft backend)."""
+        result = self.namespace.run(["iptables-save"], check=False, timeout=300)
+        if result.returncode != 0:
             raise LabError(f"kube-proxy on {self.node}: iptables-save failed in {self.namespace.name}: "
-                           f"{(result.stderr or nat.stderr).strip()}")
-        return Ruleset.parse(result.stdout + nat.stdout)
+                           f"{result.stderr.strip()}")
+        return Ruleset.parse(result.stdout)
 
-    def text(self, service_ports: Iterable[ServicePortInfo], current: Ruleset) -> str:
-        """The restore input for this sync: compiled rules, stale chains removed, missing jumps prepended."""
-        text = compile_rules(service_ports, self.config, current.chains.get("nat", set()))
-        missing = [j for j in jump_rules(self.config) if (j.table, j.chain, j.target) not in current.jumps]
-        if not missing:
-            return text
-        sections = text.split("COMMIT\n")
+    def _jumps(self) -> set[tuple[str, str, str]]:
+        """The jumps found in the built-in chains kube-proxy hooks into, read chain by chain: listing one
+        chain does not make iptables-nft fetch the service chains (which ``iptables-save`` would)."""
+        chains = sorted({(j.table, j.chain) for j in jump_rules(self.config)})
+        script = "; ".join(f"echo '*{table}'; iptables -w -t {table} -S {chain}" for table, chain in chains)
+        result = self.namespace.run(["sh", "-c", script], check=False)
+        return Ruleset.parse(result.stdout).jumps
+
+    def text(self, service_ports: Iterable[ServicePortInfo], existing: Ruleset) -> str:
+        """The restore input from a node whose ruleset is ``existing``: compiled rules, service chains no longer
+        wanted removed, missing jumps prepended."""
+        return self._text(compile_rules(service_ports, self.config), existing.chains.get("nat", set()),
+                          existing.jumps)
+
+    def _text(self, wanted: str, nat_chains: set[str], jumps: set[tuple[str, str, str]]) -> str:
+        stale = sorted({c for c in nat_chains if is_service_chain(c)} - _declared(wanted))
+        missing = [j for j in jump_rules(self.config) if (j.table, j.chain, j.target) not in jumps]
         out = []
-        for section in sections[:-1]:
-            table = section.split("\n", 1)[0].lstrip("*")
-            inserts = [" ".join(["-I", j.chain, "1", *(_quote(a) for a in j.args())])
-                       for j in reversed(missing) if j.table == table]
-            out.append(section + "".join(line + "\n" for line in inserts) + "COMMIT\n")
-        return "".join(out) + sections[-1]
+        for section in wanted.split("COMMIT\n")[:-1]:
+            head, _, body = section.partition("\n")
+            table = head.lstrip("*")
+            tail = []
+            if table == "nat" and stale:  # declared (so flushed) first, deleted last: as upstream writes it
+                head += "".join(f"\n:{c} - [0:0]" for c in stale)
+                tail += [f"-X {c}" for c in stale]
+            tail += [" ".join(["-I", j.chain, "1", *(_quote(a) for a in j.args())])
+                     for j in reversed(missing) if j.table == table]
+            out.append(head + "\n" + body + "".join(line + "\n" for line in tail) + "COMMIT\n")
+        return "".join(out)
 
     def sync(self, service_ports: Iterable[ServicePortInfo]) -> SyncResult:
         """Apply the rules for ``service_ports``; apply nothing when they are what is already applied."""
@@ -111,29 +131,35 @@ class NodeProxier:
         ports = list(service_ports)
         if not self.namespace.exists():
             raise LabError(f"kube-proxy on {self.node}: namespace {self.namespace.name} does not exist")
-        current = self.current()
-        wanted = compile_rules(ports, self.config)  # validates before anything is applied
+        wanted = compile_rules(ports, self.config)  # validates before anything is read or applied
         digest = hashlib.sha256(wanted.encode()).hexdigest()
-        stale = {c for c in current.chains.get("nat", set()) if is_service_chain(c)} - _declared(wanted)
-        jumps_ok = all((j.table, j.chain, j.target) in current.jumps for j in jump_rules(self.config))
-        if digest == self._saved_digest() and jumps_ok and not stale and "KUBE-SERVICES" in current.chains.get(
-                "nat", set()):
-            return SyncResult(False, 0, len(ports), time.monotonic() - start)
-        if self.config.localhost_nodeports:
-            self.namespace.sysctl("net.ipv4.conf.all.route_localnet", 1)
-        text = self.text(ports, current)
-        result = self.namespace.run(["iptables-restore", "--noflush", "--wait"], input=text, check=False,
-                                    timeout=300)
+        saved = self._saved()
+        if saved is None:  # unknown state (first sync, or forgotten): read the ruleset itself
+            current = self.current()
+            nat_chains, jumps = current.chains.get("nat", set()), current.jumps
+        else:  # the chains are the ones this proxier made; the jumps are checked on the kernel
+            nat_chains, jumps = set(saved.get("chains") or ()), self._jumps()
+            hooked = all((j.table, j.chain, j.target) in jumps for j in jump_rules(self.config))
+            if saved.get("digest") == digest and hooked:
+                return SyncResult(False, 0, len(ports), time.monotonic() - start)
+        text = self._text(wanted, nat_chains, jumps)
+        prelude = "sysctl -qw net.ipv4.conf.all.route_localnet=1; " if self.config.localhost_nodeports else ""
+        result = self.namespace.run(["sh", "-c", prelude + "exec iptables-restore --noflush --wait"], input=text,
+                                    check=False, timeout=900)
         if result.returncode != 0:
+            self.forget()
             raise LabError(f"kube-proxy on {self.node}: iptables-restore refused the rules: "
                            f"{result.stderr.strip()}")
-        self._digest_file.parent.mkdir(parents=True, exist_ok=True)
-        self._digest_file.write_text(digest + "\n")
+        chains = sorted(c for c in _declared(wanted) if is_service_chain(c))
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"digest": digest, "chains": chains}) + "\n")
+        tmp.replace(self._state_file)
         return SyncResult(True, text.count("\n"), len(ports), time.monotonic() - start)
 
     def forget(self) -> None:
-        """Drop the saved digest (the next sync applies the rules again)."""
-        self._digest_file.unlink(missing_ok=True)
+        """Drop what is known of the applied rules (the next sync reads the ruleset and applies again)."""
+        self._state_file.unlink(missing_ok=True)
 
 
 def _declared(text: str) -> set[str]:
