@@ -259,3 +259,19 @@ def test_sync_with_nothing_changed_applies_nothing_and_changes_apply_atomically(
         assert k.http_get(cluster.pods["a"].netns, cluster.ip("web"), 80, "/hostname") in web_pods(cluster)
     finally:
         assert cluster.sync() == {"node-1": True, "node-2": True}
+
+
+def test_a_removed_jump_is_restored_and_a_forgotten_state_is_read_back_from_the_kernel(cluster):
+    from netns.kernel.namespace import Namespace
+
+    node = Namespace(cluster.node_ns("node-1"))
+    node.run(["iptables", "-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment",
+              "kubernetes service portals", "-j", "KUBE-SERVICES"])
+    assert k.http_get(cluster.pods["a"].netns, cluster.ip("web"), 80, "/hostname", timeout=1) is None
+    assert cluster.sync() == {"node-1": True, "node-2": False}  # only the drifted node is re-applied
+    assert k.http_get(cluster.pods["a"].netns, cluster.ip("web"), 80, "/hostname") in web_pods(cluster)
+    NodeProxier(cluster.lab, "node-2", cluster.node_ns("node-2")).forget()
+    assert cluster.sync() == {"node-1": False, "node-2": True}  # unknown state: read and applied again
+    assert cluster.sync() == {"node-1": False, "node-2": False}
+    prerouting = node.run(["iptables", "-t", "nat", "-S", "PREROUTING"]).stdout
+    assert prerouting.count("-j KUBE-SERVICES") == 1  # never a second jump
