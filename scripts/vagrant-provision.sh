@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Provisioning of acklab's Vagrant machines (see Vagrantfile, docs/vagrant.md). Runs as root inside the VM,
+# from the synced project (/vagrant):
+#   vagrant-provision.sh single       one VM: the project's set-up, `make up` (the default lab), then tests
+#   vagrant-provision.sh node         a node VM: set-up (packages, .venv) and the controller's key authorized
+#   vagrant-provision.sh controller   the controller VM: set-up, the SSH inventory of the nodes, a ping over SSH
+#   vagrant-provision.sh inventory OUT  only write the SSH inventory for ACKLAB_VM_NODES to OUT (no VM needed)
+# ACKLAB_DRY_RUN=1 prints the steps that change the machine instead of running them (CI runs it so);
+# checking the arguments and rendering the inventory still happen. ACKLAB_TESTS: acceptance | all | none.
+# ACKLAB_VM_NODES: "node-1=192.168.56.11,node-2=192.168.56.12" (the Vagrantfile passes it to the controller).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+role=${1:-}
+DRY_RUN=${ACKLAB_DRY_RUN:-0}
+TESTS=${ACKLAB_TESTS:-acceptance}
+KEY_DIR=.acklab-vagrant
+CONTROLLER_KEY=/root/.ssh/acklab_ed25519
+
+usage() {
+  echo "usage: $0 single|node|controller|inventory OUT" >&2
+  exit 2
+}
+
+# A step that changes the machine: printed under ACKLAB_DRY_RUN=1, run otherwise.
+step() {
+  echo "==> $*"
+  if [ "$DRY_RUN" = 1 ]; then return 0; fi
+  "$@"
+}
+
+check_os() {
+  if [ "$DRY_RUN" = 1 ]; then return 0; fi
+  # shellcheck disable=SC1091
+  . /etc/os-release
+  if [ "${ID:-}" != debian ] || [ "${VERSION_ID:-}" != 12 ]; then
+    echo "acklab's VMs run Debian 12; this is ${PRETTY_NAME:-unknown}" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "provisioning runs as root (vagrant's shell provisioner does so by default)" >&2
+    exit 1
+  fi
+}
+
+base_packages() {
+  # make runs the project; rsync for `vagrant rsync`; the VMs' own sshd is the box's.
+  step env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  step env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make rsync openssh-client
+}
+
+run_tests() {
+  case "$TESTS" in
+    none) ;;
+    all) step make test ;;
+    acceptance)
+      if [ -d tests/acceptance ]; then
+        step .venv/bin/pytest tests/acceptance -q --junitxml=reports/acceptance.xml
+      else
+        step .venv/bin/pytest tests/e2e/test_k8s_ansible.py -q --junitxml=reports/acceptance.xml
+      fi ;;
+    *) echo "ACKLAB_TESTS=$TESTS: must be acceptance, all or none" >&2; exit 2 ;;
+  esac
+}
+
+# "node-1=192.168.56.11,node-2=…" → an Ansible YAML inventory of the nodes, reached with the standard ssh
+# connection (the same shape as ansible/inventory/hosts-ssh.yml.example).
+render_inventory() {
+  local out=$1 nodes=${ACKLAB_VM_NODES:?ACKLAB_VM_NODES is required (node-1=ADDR,...)} entry name addr
+  local tmp
+  tmp=$(mktemp)
+  {
+    echo "# Written by scripts/vagrant-provision.sh for ACKLAB_VM_NODES=$nodes"
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_connection: ssh"
+    echo "    ansible_user: root"
+    echo "    ansible_ssh_private_key_file: $CONTROLLER_KEY"
+    echo "    ansible_python_interpreter: /vagrant/.venv/bin/python"
+    echo "    acklab_project: /vagrant"
+    echo "  children:"
+    echo "    k8s_nodes:"
+    echo "      hosts:"
+    IFS=, read -r -a entries <<< "$nodes"
+    for entry in "${entries[@]}"; do
+      name=${entry%%=*}
+      addr=${entry#*=}
+      if ! [[ $name =~ ^[a-z][a-z0-9-]{0,30}$ ]] || ! [[ $addr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+        echo "ACKLAB_VM_NODES: '$entry' must be NAME=IPv4" >&2
+        rm -f "$tmp"
+        exit 2
+      fi
+      echo "        $name:"
+      echo "          ansible_host: $addr"
+      echo "          private_ip: $addr"
+    done
+  } > "$tmp"
+  mv "$tmp" "$out"
+}
+
+case "$role" in
+  single)
+    check_os
+    base_packages
+    step scripts/setup.sh
+    step make up
+    run_tests
+    ;;
+  node)
+    check_os
+    base_packages
+    step scripts/setup.sh
+    step install -d -m 700 /root/.ssh
+    step sh -c "grep -qxF \"\$(cat $KEY_DIR/id_ed25519.pub)\" /root/.ssh/authorized_keys 2>/dev/null || \
+cat $KEY_DIR/id_ed25519.pub >> /root/.ssh/authorized_keys"
+    ;;
+  controller)
+    check_os
+    base_packages
+    step scripts/setup.sh
+    step install -d -m 700 /root/.ssh
+    step install -m 600 "$KEY_DIR/id_ed25519" "$CONTROLLER_KEY"
+    render_inventory ansible/inventory/hosts-ssh.yml
+    echo "==> wrote ansible/inventory/hosts-ssh.yml"
+    step env ANSIBLE_HOST_KEY_CHECKING=False .venv/bin/ansible -i ansible/inventory/hosts-ssh.yml k8s_nodes \
+      -m ansible.builtin.ping
+    ;;
+  inventory)
+    [ $# -eq 2 ] || usage
+    render_inventory "$2"
+    ;;
+  *) usage ;;
+esac
