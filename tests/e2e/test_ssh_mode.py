@@ -39,9 +39,13 @@ def playbook_over_ssh(stack, lab: str, manifests: Path) -> subprocess.CompletedP
     return result
 
 
-@pytest.fixture
-def ssh_lab(lab, tmp_path):
-    stack = lab_stack(lab, tmp_path, "terway-eniip")
+# The default lab's datapath in `make test`; ACKLAB_SSH_DATAPATHS=terway-eniip,vpc-route,vxlan runs every one.
+DATAPATHS = os.environ.get("ACKLAB_SSH_DATAPATHS", "terway-eniip").split(",")
+
+
+@pytest.fixture(params=DATAPATHS)
+def ssh_lab(request, lab, tmp_path):
+    stack = lab_stack(lab, tmp_path, request.param)
     try:
         stack.run("up", "--yes")
         yield stack
