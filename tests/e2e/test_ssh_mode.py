@@ -34,7 +34,7 @@ def sshmode_cli(stack, *args: str, timeout: float = 300) -> subprocess.Completed
 
 def playbook_over_ssh(stack, lab: str, manifests: Path) -> subprocess.CompletedProcess[str]:
     result = sshmode_cli(stack, "exec", "--lab", lab, "--", str(PYTHON.parent / "ansible-playbook"),
-                         str(ANSIBLE / "site.yml"), "-e", f"pod_network_manifests={manifests}")
+                         str(ANSIBLE / "site.yml"), "-e", f"acklab_manifests={manifests}")
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
