@@ -20,6 +20,7 @@ help:
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
 	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
+	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
 
 setup:
 	@scripts/setup.sh
@@ -52,6 +53,12 @@ e2e: setup
 
 test: setup lint
 	$(PYTEST) tests --junitxml=reports/junit.xml
+
+# The connectivity matrix (testinfra) on a default lab of its own, brought up and taken down by the session;
+# ACKLAB_ACCEPTANCE_LAB=<lab> runs it against a lab that is already up instead.
+.PHONY: acceptance
+acceptance: setup
+	$(PYTEST) tests/acceptance --junitxml=reports/acceptance.xml
 
 clean: setup
 	acklab clean --lab $(LAB)
