@@ -25,33 +25,34 @@ HTTP_PORT, UDP_PORT = 8080, 8081
 ECS_TCP_PORT, ECS_UDP_PORT = 80, 53
 
 
-def http(host: testinfra.host.Host, address: str, port: int, path: str, timeout: float = 2.0) -> str | None:
-    result = host.run("curl -sf --connect-timeout %s --max-time %s http://%s:%s%s", str(min(timeout, 1.0)),
+def http(host: testinfra.host.Host, address: str, port: int, path: str, timeout: float = 3.0) -> str | None:
+    result = host.run("curl -sf --connect-timeout %s --max-time %s http://%s:%s%s", str(min(timeout, 2.0)),
                       str(timeout), address, str(port), path)
     return result.stdout if result.rc == 0 else None
 
 
 def udp(host: testinfra.host.Host, address: str, port: int, message: str = "hostname",
-        timeout: float = 1.0) -> str | None:
+        timeout: float = 2.0) -> str | None:
     result = host.run("%s -c %s %s %s %s %s", PYTHON, UDP_CLIENT, address, str(port), message, str(timeout))
     return result.stdout.strip() if result.rc == 0 else None
 
 
-def tcp_greeting(host: testinfra.host.Host, address: str, port: int, timeout: float = 1.0) -> str | None:
+def tcp_greeting(host: testinfra.host.Host, address: str, port: int, timeout: float = 2.0) -> str | None:
     """The first line a TCP server sends (the tests' responders send ``hello <client ip>``)."""
     result = host.run("%s -c %s %s %s %s", PYTHON, TCP_CLIENT, address, str(port), str(timeout))
     return result.stdout.strip() if result.rc == 0 else None
 
 
 def ask(host: testinfra.host.Host, protocol: str, address: str, what: str = "hostname",
-        timeout: float = 1.0) -> str | None:
-    """netexec's answer over HTTP (TCP, ``/what``) or UDP (``what``) from a pod's declared ports."""
+        timeout: float = 2.0) -> str | None:
+    """netexec's answer over HTTP (TCP, ``/what``) or UDP (``what``) from a pod's declared ports. Positive probes
+    keep the generous default (the machine is shared); negative ones pass a short timeout."""
     if protocol == "tcp":
-        return http(host, address, HTTP_PORT, f"/{what}", timeout=max(timeout, 1.0))
+        return http(host, address, HTTP_PORT, f"/{what}", timeout=timeout)
     return udp(host, address, UDP_PORT, what, timeout=timeout)
 
 
-def greet(host: testinfra.host.Host, protocol: str, address: str, timeout: float = 1.0) -> str | None:
+def greet(host: testinfra.host.Host, protocol: str, address: str, timeout: float = 2.0) -> str | None:
     """The tests' responder's greeting on an ECS (``hello <client ip>``), over TCP or UDP."""
     if protocol == "tcp":
         return tcp_greeting(host, address, ECS_TCP_PORT, timeout)
