@@ -151,15 +151,21 @@ def measure(datapaths: tuple[str, ...], seconds: int, repeats: int) -> tuple[lis
             stop_iperf3(lab, server)
         for lab in labs.values():
             clean_lab(lab)
-    for result in results.values():
-        baseline = results[(result.datapath, BASELINE)].gbps
+    return judge(list(results.values())), settings
+
+
+def judge(results: list[Result]) -> list[Result]:
+    """Medians, and each figure against node→node of its datapath: paired per round (the runs seconds apart),
+    then the median of the ratios, so the load of other jobs on the machine, drifting over minutes, mostly
+    cancels out. Passes at >= 0.9 (10% tolerance)."""
+    baselines = {r.datapath: r.gbps for r in results if r.path == BASELINE}
+    for result in results:
         result.median_gbps = round(statistics.median(result.gbps), 3)
         result.median_rtt_us = round(statistics.median(result.rtt_us), 1)
-        # paired: each run against the node→node run of the same round (seconds apart), then the median, so the
-        # load of other jobs on the machine, which drifts over minutes, mostly cancels out
-        result.ratio = round(statistics.median(g / b for g, b in zip(result.gbps, baseline, strict=True)), 3)
+        pairs = zip(result.gbps, baselines[result.datapath], strict=True)
+        result.ratio = round(statistics.median(g / b for g, b in pairs), 3)
         result.passed = result.ratio >= 1 - TOLERANCE
-    return list(results.values()), settings
+    return results
 
 
 def verdict(results: list[Result]) -> dict[str, object]:
