@@ -77,8 +77,10 @@ class LabUnderTest:
         made = cls(lab, stack)
         try:
             stack.init()
+            manifests = PROJECT / "labs" / "default" / "k8s"
+            stack.run("config", "set", "acklab:manifests", str(manifests))  # its LoadBalancer Services → SLBs
             stack.run("up", "--yes")
-            playbook(stack, PROJECT / "labs" / "default" / "k8s")
+            playbook(stack, manifests)
             made.refresh()
         except BaseException:
             made.down()

@@ -1,10 +1,10 @@
 """The matrix's Service and Ingress rows: pod → Service, node ECS → Service, internet client → SLB → NodePort → pod,
 internet client → SLB → Ingress → pod (host and path rules, TLS). Written against `acklab status --json`'s
 ``services`` (namespace, name, cluster_ip, ports [{name, port, protocol, node_port}], load_balancer address);
-skipped until Services (issue 6) and Ingress (issue 7) are in the default lab.
+the Ingress rows are skipped until Ingress (issue 7) is in the default lab.
 
-Assumed in labs/default/k8s (adjust when they land): Service ``demo/web`` selecting the web pods, ports ``http``
-(TCP 80 → 8080) and ``udp`` (UDP 81 → 8081), type LoadBalancer (an internet SLB); an ingress-nginx controller
+From labs/default/k8s: Service ``demo/web`` selecting the web pods, ports ``http`` (TCP 80 → 8080) and ``udp``
+(UDP 81 → 8081); ``demo/web-public``, type LoadBalancer (an internet SLB) on TCP 80. Assumed: an ingress-nginx controller
 Service of type LoadBalancer, and an Ingress routing ``web.demo.test`` (path ``/``) and ``demo.test`` path
 ``/web`` to it, with TLS for ``web.demo.test``.
 """
@@ -17,7 +17,6 @@ from tests.acceptance import probes
 from tests.acceptance.harness import LabUnderTest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.acceptance]
-needs_services = pytest.mark.skip(reason="needs Services (issue 6)")
 needs_ingress = pytest.mark.skip(reason="needs Ingress (issue 7)")
 
 PROTOCOLS = ["tcp", "udp"]
@@ -51,7 +50,6 @@ def ingress_controller(lab: LabUnderTest) -> dict:
     return found[0]
 
 
-@needs_services
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_pod_to_service(lab_up, host_of, protocol):
     svc = service(lab_up, "demo", "web")
@@ -61,7 +59,6 @@ def test_pod_to_service(lab_up, host_of, protocol):
     assert ask_service(host_of("demo/client-1"), protocol, svc["cluster_ip"], 9) is None  # no such Service port
 
 
-@needs_services
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_node_to_service(lab_up, host_of, protocol):
     svc = service(lab_up, "demo", "web")
@@ -70,9 +67,8 @@ def test_node_to_service(lab_up, host_of, protocol):
     assert answers <= web_names(lab_up) and len(answers) >= 2
 
 
-@needs_services
 def test_internet_to_slb_nodeport_to_pod(lab_up, host_of):
-    svc = service(lab_up, "demo", "web")
+    svc = service(lab_up, "demo", "web-public")
     address, port = svc["load_balancer"], port_of(svc, "tcp")["port"]
     client = host_of(f"acklab-{lab_up.name}-internet")
     answers = {probes.http(client, address, port, "/hostname") for _ in range(TRIES)}
