@@ -23,6 +23,7 @@ help:
 	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules) against same-run baselines"
 	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
 	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
+	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
 
 setup:
 	@scripts/setup.sh
@@ -56,6 +57,12 @@ e2e: setup
 test: setup lint
 	$(PYTEST) tests --junitxml=reports/junit.xml
 
+# The connectivity matrix (testinfra) on a default lab of its own, brought up and taken down by the session;
+# ACKLAB_ACCEPTANCE_LAB=<lab> runs it against a lab that is already up instead.
+.PHONY: acceptance
+acceptance: setup
+	$(PYTEST) tests/acceptance --junitxml=reports/acceptance.xml
+
 clean: setup
 	acklab clean --lab $(LAB)
 
@@ -67,6 +74,7 @@ bench: setup
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
 	$(VENV)/bin/python -m bench.kube_proxy_scale
+	$(VENV)/bin/python -m bench.netperf
 
 # SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
 ssh-up: up

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3)
+DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3 ethtool)
 DEBIAN_PACKAGES+=(haproxy nginx wrk)  # SLB: HAProxy in each SLB namespace; nginx + wrk for bench/slb_wrk.py
 DEBIAN_PACKAGES+=(openssh-server openssh-client vagrant)  # SSH mode: sshd per node namespace; `vagrant validate`
 
