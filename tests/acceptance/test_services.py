@@ -4,8 +4,8 @@ internet client → SLB → Ingress → pod (host and path rules, TLS). Written 
 the Ingress rows are skipped until Ingress (issue 7) is in the default lab.
 
 From labs/default/k8s: Service ``demo/web`` selecting the web pods, ports ``http`` (TCP 80 → 8080) and ``udp``
-(UDP 81 → 8081); ``demo/web-public``, type LoadBalancer (an internet SLB) on TCP 80. Assumed: an ingress-nginx controller
-Service of type LoadBalancer, and an Ingress routing ``web.demo.test`` (path ``/``) and ``demo.test`` path
+(UDP 81 → 8081); ``demo/web-public``, type LoadBalancer (an internet SLB) on TCP 80. Assumed: an ingress-nginx
+controller Service of type LoadBalancer, and an Ingress routing ``web.demo.test`` (path ``/``) and ``demo.test`` path
 ``/web`` to it, with TLS for ``web.demo.test``.
 """
 
