@@ -14,12 +14,16 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: setup up down test unit kernel e2e lint clean status help bench reliability
+.PHONY: test-ssh ssh-up vagrant-check
 
 help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
+	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules) against same-run baselines"
+	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
+	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
+	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
 	@echo "make graph  make up, then redraw the default lab's picture (docs/img/default-lab.svg, README's Mermaid)"
 	@echo "make tutorial  the tutorials' lab (docs/tutorials): ACKLAB_LAB=name, ALLOW_PODS=true, DATAPATH=vxlan"
 
@@ -54,6 +58,12 @@ e2e: setup
 test: setup lint
 	$(PYTEST) tests --junitxml=reports/junit.xml
 
+# The connectivity matrix (testinfra) on a default lab of its own, brought up and taken down by the session;
+# ACKLAB_ACCEPTANCE_LAB=<lab> runs it against a lab that is already up instead.
+.PHONY: acceptance
+acceptance: setup
+	$(PYTEST) tests/acceptance --junitxml=reports/acceptance.xml
+
 clean: setup
 	acklab clean --lab $(LAB)
 
@@ -64,6 +74,19 @@ bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
+	$(VENV)/bin/python -m bench.kube_proxy_scale
+	$(VENV)/bin/python -m bench.netperf
+
+# SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
+ssh-up: up
+	$(VENV)/bin/python -m acklab.sshmode up --lab $(LAB)
+	cd ansible && $(VENV)/bin/python -m acklab.sshmode exec --lab $(LAB) -- $(VENV)/bin/ansible-playbook site.yml
+
+test-ssh: setup
+	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py tests/kernel/test_pod_plan_as_data.py -q
+
+vagrant-check: setup
+	$(PYTEST) tests/unit/test_vagrantfile.py -q
 
 # The tutorials' lab (docs/tutorials/): labs/tutorial's program (the default lab + web servers, a security group,
 # an SLB) as stack $(TUTORIAL_LAB), then the playbook with the default lab's pods. ALLOW_PODS=true adds the
@@ -77,7 +100,7 @@ tutorial: setup
 	  $(if $(DATAPATH),pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB) &&) \
 	  acklab recover --lab $(TUTORIAL_LAB) && pulumi up --yes --skip-preview --stack $(TUTORIAL_LAB)
 	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
-	  ansible-playbook site.yml -e pod_network_manifests=$(CURDIR)/labs/default/k8s
+	  ACKLAB_MANIFESTS=$(CURDIR)/labs/tutorial/k8s ansible-playbook site.yml
 
 tutorial-down: setup
 	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)

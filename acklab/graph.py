@@ -150,7 +150,8 @@ def _add_slbs(graph: Graph, slbs: list[dict], ecs_by_key: dict[str, str], pods_b
 
 def _add_services(graph: Graph, services: list[dict], pods_by_ip: dict[str, str]) -> dict[str, str]:
     """Services: ``namespace``, ``name``, ``type``, ``cluster_ip``, ``ports`` (strings or dicts with ``port``,
-    ``protocol``), ``endpoints`` (IPs, or dicts with ``ip``). Returns ``namespace/name`` → node id."""
+    ``protocol``, ``node_port``), ``load_balancer`` (the SLB's address: an edge from that SLB), ``endpoints``
+    (IPs, or dicts with ``ip``: edges to those pods). Returns ``namespace/name`` → node id."""
     found: dict[str, str] = {}
     for svc in services:
         key = f"{svc.get('namespace', 'default')}/{svc['name']}"
@@ -159,6 +160,10 @@ def _add_services(graph: Graph, services: list[dict], pods_by_ip: dict[str, str]
         lines = [f"svc {key}", f"{svc.get('type', 'ClusterIP')} {svc.get('cluster_ip', '')}".strip(), ports]
         graph.nodes.append(Node(nid, "\n".join(line for line in lines if line), "service"))
         found[key] = nid
+        balancer = next((n.id for n in graph.nodes if n.kind == "slb" and svc.get("load_balancer")
+                         and f"\n{svc['load_balancer']} (" in n.label), None)
+        if balancer:  # type LoadBalancer: the Service's SLB
+            graph.edges.append(Edge(balancer, nid, "LoadBalancer", dashed=True))
         for endpoint in svc.get("endpoints", []):
             address = endpoint.get("ip", "") if isinstance(endpoint, dict) else str(endpoint).split(":")[0]
             if address in pods_by_ip:

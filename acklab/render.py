@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-KNOWN = {"lab", "vpcs", "ecs", "pods", "security_groups", "slbs"}
+KNOWN = {"lab", "vpcs", "ecs", "pods", "services", "security_groups", "slbs"}
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -29,6 +29,11 @@ def _net_key(cidr: str) -> tuple:
 
 def _ports(rule: dict) -> str:
     return "/".join(map(str, rule["ports"])) if rule.get("ports") else "-1/-1"
+
+
+def _service_port(port: dict) -> str:
+    node_port = f":{port['node_port']}" if port.get("node_port") else ""
+    return f"{port['port']}{node_port}/{port['protocol']}"
 
 
 def status_text(view: dict) -> str:
@@ -53,9 +58,19 @@ def status_text(view: dict) -> str:
     section(["POD", "IP", "NODE", "PORTS", "NETNS"],
             [[f"{p['namespace']}/{p['name']}", p["ip"], p["node"], ",".join(p.get("ports", [])) or "-", p["netns"]]
              for p in view.get("pods", [])])
-    for group in view.get("security_groups", []):
+    section(["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"],
+            [[f"{svc['namespace']}/{svc['name']}", svc["type"], svc.get("cluster_ip") or "-",
+              svc.get("load_balancer") or "<none>", ",".join(_service_port(p) for p in svc.get("ports", []))]
+             for svc in sorted(view.get("services", []), key=lambda svc: (svc["namespace"], svc["name"]))])
+    members: dict[str, list[str]] = {}
+    for ecs in view.get("ecs", []):
+        for group_id in ecs.get("security_groups", []):
+            members.setdefault(group_id, []).append(ecs["name"] or ecs["id"])
+    groups = sorted(view.get("security_groups", []), key=lambda g: (members.get(g["id"], []), str(g.get("rules"))))
+    for group in groups:
+        on = f", ECS {', '.join(members[group['id']])}" if group["id"] in members else ""
         out.extend(["", f"security group {group['id']} ({group['type']}, inner {group['inner_access_policy']}, "
-                    f"VPC {group['vpc_id']})"])
+                    f"VPC {group['vpc_id']}{on})"])
         rows = [[str(r["priority"]), r["direction"], r["policy"], r["protocol"], _ports(r),
                  r.get("cidr") or r.get("peer_group") or "-"] for r in group.get("rules", [])]
         out.extend("  " + line for line in table(["PRIORITY", "DIRECTION", "POLICY", "PROTOCOL", "PORTS", "PEER"],

@@ -8,6 +8,7 @@
 Built by ``make tutorial`` (stack ``$ACKLAB_LAB``, default ``tutorial``); see docs/tutorials/.
 """
 
+import os
 import runpy
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pulumi
 
 from netns import ecs, slb
 
-lab = runpy.run_path(str(Path(__file__).resolve().parents[2] / "__main__.py"))  # the default lab
+# the default lab, with the default lab's manifests (its LoadBalancer Services get SLBs from that program)
+os.environ.setdefault("ACKLAB_MANIFESTS", str(Path(__file__).resolve().parent / "k8s"))
+lab = runpy.run_path(str(Path(__file__).resolve().parents[2] / "__main__.py"))
 config = pulumi.Config("acklab")
 allow_pods = config.get_bool("allowPods") or False
 

@@ -129,9 +129,15 @@ def test_status_tables_are_aligned_and_in_a_stable_order():
 
 
 def test_status_prints_unknown_lists_generically_and_says_when_a_lab_is_empty():
-    view = {**VIEW, "services": [{"name": "web", "cluster_ip": "172.21.0.10", "ports": [80]}]}
+    view = {**VIEW, "gateways": [{"name": "gw", "address": "172.21.0.10", "routes": [80]}],
+            "services": [{"namespace": "demo", "name": "web", "type": "LoadBalancer", "cluster_ip": "172.21.0.10",
+                          "load_balancer": "203.0.113.1",
+                          "ports": [{"name": "http", "port": 80, "protocol": "TCP", "target_port": "http",
+                                     "node_port": 30080}]}]}
     lines = render.status_text(view).splitlines()
-    assert lines[lines.index("NAME  CLUSTER_IP") + 1] == "web   172.21.0.10"
+    assert lines[lines.index("NAME  ADDRESS") + 1] == "gw    172.21.0.10"
+    assert "demo/web  LoadBalancer  172.21.0.10  203.0.113.1  80:30080/TCP" in lines
+    assert "security group sg-00000001 (normal, inner Accept, VPC vpc-00000001, ECS web-1)" in lines
     assert render.status_text({"lab": "x", "vpcs": []}) == "lab x: nothing on this machine\n"
 
 
