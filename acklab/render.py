@@ -31,6 +31,12 @@ def _ports(rule: dict) -> str:
     return "/".join(map(str, rule["ports"])) if rule.get("ports") else "-1/-1"
 
 
+def _rule_key(rule: dict) -> tuple:
+    """The order rules are evaluated in (priority, then drop before accept), then a stable order of their text."""
+    return (rule["priority"], rule["policy"] != "drop", rule["direction"], rule["protocol"], _ports(rule),
+            rule.get("cidr") or rule.get("peer_group") or "")
+
+
 def _service_port(port: dict) -> str:
     node_port = f":{port['node_port']}" if port.get("node_port") else ""
     return f"{port['port']}{node_port}/{port['protocol']}"
@@ -72,7 +78,7 @@ def status_text(view: dict) -> str:
         out.extend(["", f"security group {group['id']} ({group['type']}, inner {group['inner_access_policy']}, "
                     f"VPC {group['vpc_id']}{on})"])
         rows = [[str(r["priority"]), r["direction"], r["policy"], r["protocol"], _ports(r),
-                 r.get("cidr") or r.get("peer_group") or "-"] for r in group.get("rules", [])]
+                 r.get("cidr") or r.get("peer_group") or "-"] for r in sorted(group.get("rules", []), key=_rule_key)]
         out.extend("  " + line for line in table(["PRIORITY", "DIRECTION", "POLICY", "PROTOCOL", "PORTS", "PEER"],
                                                   rows)) if rows else out.append("  (no rules)")
     slbs = sorted(view.get("slbs", []), key=lambda lb: (lb.get("name") or "", lb["id"]))
