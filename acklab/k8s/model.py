@@ -28,6 +28,7 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 REALIZED_KINDS = {"v1": ("Namespace", "Pod"), "apps/v1": ("Deployment",)}
 LATER_KINDS = {"v1": ("Service",), "networking.k8s.io/v1": ("Ingress", "NetworkPolicy")}
+LATER_KINDS["projectcalico.org/v3"] = ("NetworkPolicy", "GlobalNetworkPolicy")  # kept in network_policies
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Cluster:
     services: tuple[Mapping[str, Any], ...] = ()
     ingresses: tuple[Mapping[str, Any], ...] = ()
     network_policies: tuple[Mapping[str, Any], ...] = ()
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name → metadata.labels
 
     def all_pods(self) -> list[Pod]:
         """Bare pods and the Deployments' pods, sorted by namespace/name."""
@@ -246,6 +248,7 @@ def _deployment(doc: Mapping[str, Any], source: str) -> Deployment:
 def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
     """Build a cluster from (document, source) pairs; raise the first ValidationError met."""
     namespaces = {"default": "built in"}
+    namespace_labels: dict[str, dict[str, str]] = {}
     pods: dict[str, Pod] = {}
     deployments: dict[str, Deployment] = {}
     later: dict[str, list[Mapping[str, Any]]] = {"Service": [], "Ingress": [], "NetworkPolicy": []}
@@ -260,6 +263,7 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
             nested = _Obj(what).seq(doc.get("items"), "items")
             sub = parse_documents((item, source) for item in nested)
             namespaces.update({n: source for n in sub.namespaces})
+            namespace_labels.update({n: dict(v) for n, v in sub.namespace_labels.items()})
             pods.update({p.key: p for p in sub.pods})
             deployments.update({f"{d.namespace}/{d.name}": d for d in sub.deployments})
             later["Service"] += sub.services
@@ -268,8 +272,9 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
             continue
         if kind in REALIZED_KINDS.get(api, ()):
             if kind == "Namespace":
-                _, name, _ = _metadata(_Obj(what), doc, False)
+                _, name, ns_labels = _metadata(_Obj(what), doc, False)
                 namespaces[name] = source
+                namespace_labels[name] = ns_labels
             elif kind == "Pod":
                 pod = _pod(doc, source)
                 if pod.key in pods:
@@ -283,12 +288,13 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
                 deployments[key] = deploy
         elif kind in LATER_KINDS.get(api, ()):
             _metadata(_Obj(what), doc, True)
-            later[kind].append(doc)
+            later["NetworkPolicy" if kind == "GlobalNetworkPolicy" else kind].append(doc)
         else:
             raise ValidationError(what, "apiVersion/kind", f"{api}/{kind} is not supported (known: Namespace, Pod, "
                                   "apps/v1 Deployment, Service, networking.k8s.io/v1 Ingress and NetworkPolicy)")
     cluster = Cluster(tuple(sorted(namespaces)), tuple(pods.values()), tuple(deployments.values()),
-                      tuple(later["Service"]), tuple(later["Ingress"]), tuple(later["NetworkPolicy"]))
+                      tuple(later["Service"]), tuple(later["Ingress"]), tuple(later["NetworkPolicy"]),
+                      namespace_labels)
     _check_cluster(cluster)
     return cluster
 

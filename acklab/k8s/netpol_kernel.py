@@ -1,0 +1,173 @@
+"""NetworkPolicy on the kernel: one node's compiled chains and ipsets applied in its namespace, atomically, only
+when they differ from what is there; established flows the new policies forbid are cut (their conntrack
+entries deleted, like Felix does for removed endpoints).
+
+Order of an apply: ``ipset restore`` (new sets made, changed ones filled under a temporary name and swapped),
+``iptables-restore --noflush`` (our ``cali-*`` chains only; stale ones flushed and deleted in the same
+transaction), the ``FORWARD → cali-FORWARD`` jump inserted at position 1 if missing, stale sets destroyed,
+then the conntrack sweep. KUBE-* chains and built-in chains other than our one jump are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from acklab.k8s.agent import k8s_dir
+from acklab.k8s.model import Cluster
+from acklab.k8s.network_policy import (
+    CHAIN_PREFIX,
+    SET_PREFIX,
+    Endpoint,
+    Policy,
+    Ruleset,
+    compile_node,
+    flow_allowed,
+    namespace_view,
+    parse_policies,
+)
+from acklab.k8s.pods import PodRecord, load_records
+from netns.kernel.namespace import Namespace
+from netns.model.errors import LabError
+
+JUMP = ["FORWARD", "-j", "cali-FORWARD"]
+_CT_FIELD = re.compile(r"(src|dst|sport|dport)=(\S+)")
+_PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "sctp": "SCTP"}
+
+
+def endpoints_from_records(records: Iterable[PodRecord],
+                           namespace_labels: Mapping[str, Mapping[str, str]]) -> list[Endpoint]:
+    return [Endpoint(r.pod.namespace, r.pod.name, dict(r.pod.labels), r.ip, r.node, r.pod.ports, r.host_ifname,
+                     namespace_view(r.pod.namespace, namespace_labels.get(r.pod.namespace)))
+            for r in sorted(records, key=lambda r: r.pod.key)]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a node has now: our chains (name → rule count) and sets (name → members)."""
+
+    chains: dict[str, int]
+    sets: dict[str, frozenset[str]]
+    jump: bool
+
+
+def read_applied(ns: Namespace) -> Applied:
+    saved = ns.run(["iptables-save", "-t", "filter"]).stdout
+    chains: dict[str, int] = {}
+    jump = False
+    for line in saved.splitlines():
+        if line.startswith(f":{CHAIN_PREFIX}"):
+            chains.setdefault(line[1:].split()[0], 0)
+        elif line.startswith(f"-A {CHAIN_PREFIX}"):
+            name = line.split()[1]
+            chains[name] = chains.get(name, 0) + 1
+        elif line == "-A FORWARD -j cali-FORWARD":
+            jump = True
+    sets: dict[str, set[str]] = {}
+    for line in ns.run(["ipset", "save"]).stdout.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) >= 2 and parts[1].startswith(SET_PREFIX):
+            if parts[0] == "create":
+                sets.setdefault(parts[1], set())
+            elif parts[0] == "add":
+                sets.setdefault(parts[1], set()).add(_normal_member(parts[2] if len(parts) > 2 else ""))
+    return Applied(chains, {k: frozenset(v) for k, v in sets.items()}, jump)
+
+
+def _normal_member(member: str) -> str:
+    """ipset save's spelling of a member we wrote (``10.0.0.5/32`` is saved as ``10.0.0.5``)."""
+    first, _, rest = member.partition(" ")
+    first = first.removesuffix("/32")
+    return f"{first} {rest}" if rest else first
+
+
+def _state_file(lab: str, node: str):
+    return k8s_dir(lab) / f"{node}.netpol"
+
+
+def _fingerprint(ruleset: Ruleset) -> str:
+    text = ruleset.iptables() + ruleset.ipsets()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def in_place(lab: str, node: str, ruleset: Ruleset, applied: Applied) -> bool:
+    """The kernel holds exactly this ruleset (chains and rule counts, set members) and we recorded applying it."""
+    state = _state_file(lab, node)
+    if not state.exists() or state.read_text() != _fingerprint(ruleset) or not applied.jump:
+        return False
+    if applied.chains != {name: len(rules) for name, rules in ruleset.chains.items()}:
+        return False
+    return applied.sets == {name: frozenset(_normal_member(m) for m in s.members) for name, s in ruleset.sets.items()}
+
+
+def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoints: list[Endpoint],
+               interface_dispatch: bool) -> list[str]:
+    """Make the node's namespace enforce ``policies``. Returns what changed (empty: nothing)."""
+    ns = Namespace(netns)
+    ruleset = compile_node(policies, endpoints, node, interface_dispatch)
+    applied = read_applied(ns)
+    if in_place(lab, node, ruleset, applied):
+        return []
+    result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(), check=False)
+    if result.returncode != 0:
+        raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
+    stale_chains = set(applied.chains) - set(ruleset.chains)
+    result = ns.run(["iptables-restore", "--noflush"], input=ruleset.iptables(stale_chains), check=False)
+    if result.returncode != 0:
+        raise LabError(f"node {node}: iptables-restore refused the policy chains: {result.stderr.strip()}")
+    if not applied.jump and ns.run(["iptables", "-C", *JUMP], check=False).returncode != 0:
+        ns.run(["iptables", "-I", JUMP[0], "1", *JUMP[1:]])
+    for name in sorted(set(applied.sets) - set(ruleset.sets)):
+        ns.run(["ipset", "destroy", name], check=False)
+    cut = sweep_conntrack(ns, policies, endpoints, node)
+    state = _state_file(lab, node)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(_fingerprint(ruleset))
+    changes = [f"node {node}: {len(ruleset.chains)} policy chain(s), {len(ruleset.sets)} ipset(s) applied"]
+    if cut:
+        changes.append(f"node {node}: {cut} established flow(s) now forbidden were cut")
+    return changes
+
+
+def conntrack_flows(ns: Namespace) -> list[tuple[str, str, str, int, str, int]]:
+    """(protocol, orig src, orig dst, orig sport, real dst, real dport) of the namespace's TCP/UDP/SCTP entries;
+    the real destination is the reply's source (a Service's DNAT already undone)."""
+    result = ns.run(["conntrack", "-L"], check=False)
+    flows = []
+    for line in result.stdout.splitlines():
+        proto = _PROTOCOLS.get(line.split(" ", 1)[0])
+        fields = _CT_FIELD.findall(line)
+        if proto is None or len(fields) < 8:
+            continue
+        orig = dict(fields[:4])
+        reply = dict(fields[4:8])
+        flows.append((proto, orig["src"], orig["dst"], int(orig["sport"]), reply["src"], int(reply["sport"])))
+    return flows
+
+
+def sweep_conntrack(ns: Namespace, policies: list[Policy], endpoints: list[Endpoint], node: str) -> int:
+    """Delete the entries of flows involving this node's pods that the policies no longer allow."""
+    local = {e.ip for e in endpoints if e.node == node}
+    cut = 0
+    for proto, src, dst, sport, real_dst, dport in conntrack_flows(ns):
+        if src not in local and real_dst not in local:
+            continue
+        if flow_allowed(policies, endpoints, src, real_dst, proto, dport, node):
+            continue
+        gone = ns.run(["conntrack", "-D", "-p", proto.lower(), "-s", src, "-d", dst, "--sport", str(sport)],
+                      check=False)
+        cut += gone.returncode == 0
+    return cut
+
+
+def converge(lab: str, cluster: Cluster, nodes: Iterable[tuple[str, str]], datapath: str) -> list[str]:
+    """Every node of ``nodes`` ((name, netns) pairs) enforces the cluster's policies over the lab's recorded pods.
+    All policies are validated before any node is touched."""
+    policies = parse_policies(cluster.network_policies, cluster.namespace_labels)
+    endpoints = endpoints_from_records(load_records(lab).values(), cluster.namespace_labels)
+    changes: list[str] = []
+    for name, netns in nodes:
+        changes += apply_node(lab, name, netns, policies, endpoints, datapath == "terway-eniip")
+    return changes
