@@ -11,7 +11,7 @@ import socket
 import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -68,33 +68,28 @@ class Harness:
     lab: str
     network: k.Network
     namespace_labels: dict[str, dict[str, str]] | None = None
+    records: dict = field(default_factory=dict)  # the pods' records, read once they are made
 
     def setup_pods(self) -> None:
         k.converge(self.network, base_manifests())
-
-    @property
-    def records(self):
-        return {key: r for key, r in load_records(self.lab).items()}
-
-    def manifests(self, policies: str) -> str:
-        return base_manifests(self.namespace_labels) + policies
+        self.records = dict(load_records(self.lab))
 
     def cluster(self, policies: str):
-        return parse_documents([(d, "test.yaml") for d in yaml.safe_load_all(self.manifests(policies))])
+        docs = yaml.load_all(base_manifests(self.namespace_labels) + policies, Loader=yaml.CSafeLoader)
+        return parse_documents([(d, "test.yaml") for d in docs])
 
     def apply(self, policies: str) -> list[str]:
         nodes = [(n.name, n.netns) for n in self.network.nodes]
         return netpol_kernel.converge(self.lab, self.cluster(policies), nodes, self.network.datapath)
 
-    def endpoints(self, policies: str) -> dict[str, Endpoint]:
-        cluster = self.cluster(policies)
+    def endpoints(self, cluster) -> dict[str, Endpoint]:
         eps = netpol_kernel.endpoints_from_records(self.records.values(), cluster.namespace_labels)
         return {e.key: e for e in eps}
 
     def expected(self, policies: str, protocol: str, port: int) -> dict[tuple[str, str], bool]:
         cluster = self.cluster(policies)
         parsed = parse_policies(cluster.network_policies, cluster.namespace_labels)
-        eps = self.endpoints(policies)
+        eps = self.endpoints(cluster)
         return {(s, d): s == d or allowed(parsed, eps[s], eps[d], protocol, port) for s, d in PAIRS}
 
     def matrix(self, protocol: str, port: int) -> dict[tuple[str, str], bool]:

@@ -137,10 +137,11 @@ def conntrack_flows(ns: Namespace) -> list[tuple[str, str, str, int, str, int]]:
     result = ns.run(["conntrack", "-L"], check=False)
     flows = []
     for line in result.stdout.splitlines():
-        proto = _PROTOCOLS.get(line.split(" ", 1)[0])
+        words = line.split()
+        proto = _PROTOCOLS.get(words[0]) if words else None
         fields = _CT_FIELD.findall(line)
-        if proto is None or len(fields) < 8:
-            continue
+        if proto is None or len(fields) < 8 or "[UNREPLIED]" in words or (proto == "TCP" and words[3] != "ESTABLISHED"):
+            continue  # flows that cannot carry data any more (or never got an answer) need no cut
         orig = dict(fields[:4])
         reply = dict(fields[4:8])
         flows.append((proto, orig["src"], orig["dst"], int(orig["sport"]), reply["src"], int(reply["sport"])))
