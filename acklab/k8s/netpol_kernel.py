@@ -131,19 +131,18 @@ def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoint
     return changes
 
 
-def conntrack_flows(ns: Namespace) -> list[tuple[str, str, str, int, str, int]]:
-    """(protocol, orig src, orig dst, orig sport, real dst, real dport) of the namespace's TCP/UDP/SCTP entries;
-    the real destination is the reply's source (a Service's DNAT already undone)."""
-    result = ns.run(["conntrack", "-L"], check=False)
+def parse_conntrack(text: str) -> list[tuple[str, str, str, int, str, int]]:
+    """(protocol, orig src, orig dst, orig sport, real dst, real dport) of ``conntrack -L`` lines for live
+    TCP/UDP/SCTP flows; the real destination is the reply's source (a Service's DNAT undone). TCP entries count
+    while ESTABLISHED; entries never answered ([UNREPLIED]) carry nothing to cut."""
     flows = []
-    for line in result.stdout.splitlines():
+    for line in text.splitlines():
         words = line.split()
         proto = _PROTOCOLS.get(words[0]) if words else None
         fields = _CT_FIELD.findall(line)
         if proto is None or len(fields) < 8 or "[UNREPLIED]" in words or (proto == "TCP" and words[3] != "ESTABLISHED"):
-            continue  # flows that cannot carry data any more (or never got an answer) need no cut
-        orig = dict(fields[:4])
-        reply = dict(fields[4:8])
+            continue
+        orig, reply = dict(fields[:4]), dict(fields[4:8])
         flows.append((proto, orig["src"], orig["dst"], int(orig["sport"]), reply["src"], int(reply["sport"])))
     return flows
 
@@ -152,7 +151,7 @@ def sweep_conntrack(ns: Namespace, policies: list[Policy], endpoints: list[Endpo
     """Delete the entries of flows involving this node's pods that the policies no longer allow."""
     local = {e.ip for e in endpoints if e.node == node}
     cut = 0
-    for proto, src, dst, sport, real_dst, dport in conntrack_flows(ns):
+    for proto, src, dst, sport, real_dst, dport in parse_conntrack(ns.run(["conntrack", "-L"], check=False).stdout):
         if src not in local and real_dst not in local:
             continue
         if flow_allowed(policies, endpoints, src, real_dst, proto, dport, node):
