@@ -94,6 +94,8 @@ def _fingerprint(ruleset: Ruleset) -> str:
 
 def in_place(lab: str, node: str, ruleset: Ruleset, applied: Applied) -> bool:
     """The kernel holds exactly this ruleset (chains and rule counts, set members) and we recorded applying it."""
+    if not ruleset.chains:  # no policy at all: nothing of ours in the namespace
+        return not applied.chains and not applied.sets and not applied.jump
     state = _state_file(lab, node)
     if not state.exists() or state.read_text() != _fingerprint(ruleset) or not applied.jump:
         return False
@@ -110,6 +112,8 @@ def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoint
     applied = read_applied(ns)
     if in_place(lab, node, ruleset, applied):
         return []
+    if not ruleset.chains:
+        return remove_node(lab, node, ns, applied)
     result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(), check=False)
     if result.returncode != 0:
         raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
@@ -129,6 +133,20 @@ def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoint
     if cut:
         changes.append(f"node {node}: {cut} established flow(s) now forbidden were cut")
     return changes
+
+
+def remove_node(lab: str, node: str, ns: Namespace, applied: Applied) -> list[str]:
+    """No policy left: our jump, chains and sets go (nothing is enforced, as with no policy engine)."""
+    while ns.run(["iptables", "-D", *JUMP], check=False).returncode == 0:
+        pass
+    if applied.chains:
+        result = ns.run(["iptables-restore", "--noflush"], input=Ruleset().iptables(applied.chains), check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {node}: iptables-restore could not remove the policy chains: {result.stderr}")
+    for name in sorted(applied.sets):
+        ns.run(["ipset", "destroy", name], check=False)
+    _state_file(lab, node).unlink(missing_ok=True)
+    return [f"node {node}: no network policy left, policy chains and ipsets removed"]
 
 
 def parse_conntrack(text: str) -> list[tuple[str, str, str, int, str, int]]:

@@ -676,6 +676,8 @@ class _Compiler:
         return name
 
     def compile(self) -> Ruleset:
+        if not self.policies:  # no policy: no rules at all (everything is allowed)
+            return self.out
         local = [e for e in self.endpoints if e.node == self.node]
         self.out.chains["cali-FORWARD"] = [
             "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",

@@ -80,11 +80,12 @@ def test_policy_updates_and_deletion(harness):
     assert harness.apply(allow80)
     check(harness, allow80, "TCP", 80, lambda s, d: True)
     check(harness, allow80, "TCP", 81, lambda s, d: d != "x/a")
-    harness.apply("")  # deleted: nothing is enforced and our sets and policy chains are gone
+    assert harness.apply("") == [f"node {n}: no network policy left, policy chains and ipsets removed"
+                                 for n in ("node-1", "node-2")]
     check(harness, "", "TCP", 81, lambda s, d: True)
     applied = read_applied(Namespace(harness.network.node("node-1").netns))
-    assert set(applied.chains) == {"cali-FORWARD", "cali-from-wl-dispatch", "cali-to-wl-dispatch"}
-    assert applied.sets == {}
+    assert (applied.chains, applied.sets, applied.jump) == ({}, {}, False)  # nothing of ours is left
+    assert harness.apply("") == []
 
 
 def test_namespace_label_update(harness):
@@ -121,19 +122,23 @@ def _open(h: t.Harness, src: str, dst: str) -> socket.socket:
 
 def test_established_flows_a_new_policy_forbids_stop(harness):
     terway_only(harness)
-    harness.apply("")
+    harness.apply("")  # no policy: no rules of ours, so the node does not even track this flow
+    untracked = _open(harness, "y/c", "x/a")
+    allow_all = k8s("allow-all", "x", "podSelector: {}\ningress: [{}]")
+    harness.apply(allow_all)  # tracked from now on
     cut, kept, across = _open(harness, "y/a", "x/a"), _open(harness, "x/b", "x/a"), _open(harness, "z/a", "y/b")
     try:
-        policies = k8s("only-x", "x", """
+        policies = allow_all.replace("podSelector: {}", "podSelector: {matchLabels: {pod: b}}") + k8s("only-x", "x", """
 podSelector: {matchLabels: {pod: a}}
 ingress: [{from: [{podSelector: {}}]}]""") + k8s("deny-egress", "z", "podSelector: {}\npolicyTypes: [Egress]")
         changes = harness.apply(policies)
         assert any("established flow(s) now forbidden were cut" in c for c in changes), changes
         assert not _request(cut)  # y/a → x/a: the new ingress policy forbids it
         assert not _request(across)  # z/a (node-1) → y/b (node-2): the source's new egress policy forbids it
+        assert not _request(untracked)  # its next packet is a new flow to the node, and forbidden
         assert _request(kept)  # x/b → x/a: still allowed, still flows
     finally:
-        for conn in (cut, kept, across):
+        for conn in (cut, kept, across, untracked):
             conn.close()
 
 

@@ -295,3 +295,8 @@ def test_conntrack_parsing_keeps_live_flows_and_undoes_dnat():
 def test_ipset_members_are_compared_the_way_ipset_saves_them():
     assert _normal_member("10.0.0.5/32") == "10.0.0.5"
     assert _normal_member("10.0.0.0/8 nomatch") == "10.0.0.0/8 nomatch"
+
+
+def test_no_policy_compiles_to_nothing():
+    rs = compile_node([], endpoints().values(), "node-1")
+    assert (rs.chains, rs.sets) == ({}, {})
