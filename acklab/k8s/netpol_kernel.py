@@ -4,7 +4,8 @@ entries deleted, like Felix does for removed endpoints).
 
 Order of an apply: ``ipset restore`` (new sets made, changed ones filled under a temporary name and swapped),
 ``iptables-restore --noflush`` (our ``cali-*`` chains only; stale ones flushed and deleted in the same
-transaction), the ``FORWARD → cali-FORWARD`` jump inserted at position 1 if missing, stale sets destroyed,
+transaction), the ``FORWARD → cali-FORWARD`` jump put back at position 1 if it is missing or another
+component (kube-proxy prepends its own jumps) has come before it, stale sets destroyed,
 then the conntrack sweep. KUBE-* chains and built-in chains other than our one jump are never touched.
 """
 
@@ -50,21 +51,20 @@ class Applied:
 
     chains: dict[str, int]
     sets: dict[str, frozenset[str]]
-    jump: bool
+    jump: bool  # FORWARD's first rule is our jump
 
 
 def read_applied(ns: Namespace) -> Applied:
     saved = ns.run(["iptables-save", "-t", "filter"]).stdout
     chains: dict[str, int] = {}
-    jump = False
+    forward = [line for line in saved.splitlines() if line.startswith("-A FORWARD ")]
+    jump = bool(forward) and forward[0] == "-A FORWARD -j cali-FORWARD"  # ours, and first
     for line in saved.splitlines():
         if line.startswith(f":{CHAIN_PREFIX}"):
             chains.setdefault(line[1:].split()[0], 0)
         elif line.startswith(f"-A {CHAIN_PREFIX}"):
             name = line.split()[1]
             chains[name] = chains.get(name, 0) + 1
-        elif line == "-A FORWARD -j cali-FORWARD":
-            jump = True
     sets: dict[str, set[str]] = {}
     for line in ns.run(["ipset", "save"]).stdout.splitlines():
         parts = line.split(" ", 2)
@@ -121,7 +121,9 @@ def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoint
     result = ns.run(["iptables-restore", "--noflush"], input=ruleset.iptables(stale_chains), check=False)
     if result.returncode != 0:
         raise LabError(f"node {node}: iptables-restore refused the policy chains: {result.stderr.strip()}")
-    if not applied.jump and ns.run(["iptables", "-C", *JUMP], check=False).returncode != 0:
+    if not applied.jump:  # first in FORWARD, like Felix: before kube-proxy's KUBE-FORWARD accepts anything
+        while ns.run(["iptables", "-D", *JUMP], check=False).returncode == 0:
+            pass
         ns.run(["iptables", "-I", JUMP[0], "1", *JUMP[1:]])
     for name in sorted(set(applied.sets) - set(ruleset.sets)):
         ns.run(["ipset", "destroy", name], check=False)

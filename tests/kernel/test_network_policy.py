@@ -32,18 +32,29 @@ def fill(h: t.Harness, text: str) -> str:
     return text.replace("@cidr@", "192.168.0.0/16" if h.network.datapath == "terway-eniip" else "10.244.0.0/16")
 
 
-@pytest.fixture(scope="module", params=["terway-eniip", "vpc-route", "vxlan"])
-def harness(request):
+def _cluster(datapath: str):
     lab = new_lab()
     try:
-        network, _, _ = k.build_cluster(lab, request.param)
-        if request.param == "vpc-route":  # routed pod blocks need the group rule ACK adds in this mode
+        network, _, _ = k.build_cluster(lab, datapath)
+        if datapath == "vpc-route":  # routed pod blocks need the group rule ACK adds in this mode
             k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
         h = t.Harness(lab, network)
         h.setup_pods()
         yield h
     finally:
         clean_lab(lab)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """The terway-eniip cluster every case runs on."""
+    yield from _cluster("terway-eniip")
+
+
+@pytest.fixture(scope="module", params=["vpc-route", "vxlan"])
+def bridged(request):
+    """The bridge datapaths, where a subset of the cases runs."""
+    yield from _cluster(request.param)
 
 
 def check(h: t.Harness, policies: str, protocol: str, port: int, rule: Rule | None) -> None:
@@ -55,24 +66,28 @@ def check(h: t.Harness, policies: str, protocol: str, port: int, rule: Rule | No
         assert expected == by_hand, f"{protocol}/{port} evaluator:\n{t.show(expected)}\nby hand:\n{t.show(by_hand)}"
 
 
+def run_case(h: t.Harness, case) -> None:
+    policies = fill(h, case.policies)
+    h.apply(policies)
+    assert h.apply(policies) == []  # no-op when unchanged
+    for protocol, port, rule in case.probes:
+        check(h, policies, protocol, port, rule)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_truth_table(harness, case):
-    if harness.network.datapath != "terway-eniip" and case.name not in SUBSET:
-        pytest.skip("a subset runs on the bridge datapaths")
-    policies = fill(harness, case.policies)
-    harness.apply(policies)
-    assert harness.apply(policies) == []  # no-op when unchanged
-    for protocol, port, rule in case.probes:
-        check(harness, policies, protocol, port, rule)
+    run_case(harness, case)
 
 
-def terway_only(h: t.Harness) -> None:
-    if h.network.datapath != "terway-eniip":
-        pytest.skip("runs on terway-eniip")
+BRIDGED_CASES = [c for c in CASES if c.name in SUBSET]
+
+
+@pytest.mark.parametrize("case", BRIDGED_CASES, ids=[c.name for c in BRIDGED_CASES])
+def test_truth_table_on_bridge_datapaths(bridged, case):
+    run_case(bridged, case)
 
 
 def test_policy_updates_and_deletion(harness):
-    terway_only(harness)
     allow81 = k8s("allow-port", "x", "podSelector: {matchLabels: {pod: a}}\ningress: [{ports: [{port: 81}]}]")
     harness.apply(allow81)
     check(harness, allow81, "TCP", 80, lambda s, d: d != "x/a")
@@ -89,7 +104,6 @@ def test_policy_updates_and_deletion(harness):
 
 
 def test_namespace_label_update(harness):
-    terway_only(harness)
     policies = k8s("allow-team", "x", """
 podSelector: {matchLabels: {pod: a}}
 ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]""")
@@ -121,7 +135,6 @@ def _open(h: t.Harness, src: str, dst: str) -> socket.socket:
 
 
 def test_established_flows_a_new_policy_forbids_stop(harness):
-    terway_only(harness)
     harness.apply("")  # no policy: no rules of ours, so the node does not even track this flow
     untracked = _open(harness, "y/c", "x/a")
     allow_all = k8s("allow-all", "x", "podSelector: {}\ningress: [{}]")
@@ -143,7 +156,6 @@ ingress: [{from: [{podSelector: {}}]}]""") + k8s("deny-egress", "z", "podSelecto
 
 
 def test_invalid_policy_changes_nothing(harness):
-    terway_only(harness)
     good = DENY_ALL_X
     harness.apply(good)
     before = read_applied(Namespace(harness.network.node("node-1").netns))
@@ -156,3 +168,25 @@ def test_invalid_policy_changes_nothing(harness):
         harness.apply(bad_calico)
     assert read_applied(Namespace(harness.network.node("node-1").netns)) == before
     assert harness.apply(good) == []
+
+
+def test_coexists_with_kube_proxy_chains(harness):
+    """Another component's chains and jumps stay; ours is put back first in FORWARD, like Felix does."""
+    node = Namespace(harness.network.node("node-1").netns)
+    harness.apply(DENY_ALL_X)
+    node.run(["iptables", "-N", "KUBE-FORWARD"])
+    try:
+        node.run(["iptables", "-A", "KUBE-FORWARD", "-m", "mark", "--mark", "0x4000/0x4000", "-j", "ACCEPT"])
+        node.run(["iptables", "-I", "FORWARD", "1", "-j", "KUBE-FORWARD"])  # kube-proxy prepends its jumps
+        assert harness.apply(DENY_ALL_X)  # our jump is no longer first: put back
+        forward = [r for r in node.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() if r.startswith("-A")]
+        assert forward == ["-A FORWARD -j cali-FORWARD", "-A FORWARD -j KUBE-FORWARD"]
+        assert harness.apply(DENY_ALL_X) == []
+        check(harness, DENY_ALL_X, "TCP", 80, lambda s, d: ns(d) != "x")
+        harness.apply("")
+        assert node.run(["iptables", "-S", "FORWARD"]).stdout.splitlines()[1:] == ["-A FORWARD -j KUBE-FORWARD"]
+        assert "-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT" in node.run(
+            ["iptables", "-S", "KUBE-FORWARD"]).stdout
+    finally:
+        node.run(["iptables", "-D", "FORWARD", "-j", "KUBE-FORWARD"], check=False)
+        node.run(["iptables", "-X", "KUBE-FORWARD"], check=False)
