@@ -28,7 +28,9 @@ NODE_OF = {"a": "node-1", "b": "node-2", "c": "node-1"}  # same-node and cross-n
 PAIRS = [(f"{s}/{p}", f"{t}/{q}") for s in NAMESPACES for p in PODS for t in NAMESPACES for q in PODS]
 
 
-def base_manifests(namespace_labels: dict[str, dict[str, str]] | None = None) -> str:
+def base_manifests(namespace_labels: dict[str, dict[str, str]] | None = None,
+                   pod_labels: dict[str, dict[str, str]] | None = None) -> str:
+    """The x/y/z namespaces and their pods; ``pod_labels`` ("x/b" → labels) replaces some pods' labels."""
     docs = []
     for ns in NAMESPACES:
         labels = {"ns": ns, **(namespace_labels or {}).get(ns, {})}
@@ -37,7 +39,8 @@ def base_manifests(namespace_labels: dict[str, dict[str, str]] | None = None) ->
             ports = [{"name": f"serve-{n}-{proto.lower()}", "containerPort": n, "protocol": proto}
                      for n in (80, 81) for proto in ("TCP", "UDP")]
             docs.append({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"name": pod, "namespace": ns, "labels": {"pod": pod}},
+                         "metadata": {"name": pod, "namespace": ns,
+                                      "labels": (pod_labels or {}).get(f"{ns}/{pod}", {"pod": pod})},
                          "spec": {"nodeName": NODE_OF[pod],
                                   "containers": [{"name": "agnhost", "image": "agnhost", "ports": ports}]}})
     return yaml.safe_dump_all(docs)
@@ -68,14 +71,17 @@ class Harness:
     lab: str
     network: k.Network
     namespace_labels: dict[str, dict[str, str]] | None = None
+    pod_labels: dict[str, dict[str, str]] | None = None
     records: dict = field(default_factory=dict)  # the pods' records, read once they are made
 
-    def setup_pods(self) -> None:
-        k.converge(self.network, base_manifests())
+    def setup_pods(self) -> list[str]:
+        changes = k.converge(self.network, base_manifests(pod_labels=self.pod_labels))
         self.records = dict(load_records(self.lab))
+        return changes
 
     def cluster(self, policies: str):
-        docs = yaml.load_all(base_manifests(self.namespace_labels) + policies, Loader=yaml.CSafeLoader)
+        docs = yaml.load_all(base_manifests(self.namespace_labels, self.pod_labels) + policies,
+                             Loader=yaml.CSafeLoader)
         return parse_documents([(d, "test.yaml") for d in docs])
 
     def apply(self, policies: str) -> list[str]:

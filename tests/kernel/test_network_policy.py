@@ -118,6 +118,25 @@ ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]""")
         harness.namespace_labels = None
 
 
+def test_pod_label_update(harness):
+    policies = k8s("x-a-allows-b", "x", """
+podSelector: {matchLabels: {pod: a}}
+ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]""")
+    harness.apply(policies)
+    check(harness, policies, "TCP", 80, lambda s, d: d != "x/a" or s == "x/b")
+    try:
+        harness.pod_labels = {"x/b": {"pod": "bb"}, "x/c": {"pod": "b"}}
+        assert any("pod x/b" in c for c in harness.setup_pods())  # the pod network re-records the pods
+        assert harness.records["x/b"].pod.labels == {"pod": "bb"}
+        assert harness.apply(policies)  # the selected set follows the labels
+        check(harness, policies, "TCP", 80, lambda s, d: d != "x/a" or s == "x/c")
+    finally:
+        harness.pod_labels = None
+        harness.setup_pods()
+    harness.apply(policies)
+    check(harness, policies, "TCP", 80, lambda s, d: d != "x/a" or s == "x/b")
+
+
 def _request(conn: socket.socket) -> bool:
     try:
         conn.sendall(b"GET /hostname HTTP/1.1\r\nHost: p\r\n\r\n")
