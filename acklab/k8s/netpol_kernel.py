@@ -11,10 +11,11 @@ then the conntrack sweep. KUBE-* chains and built-in chains other than our one j
 
 from __future__ import annotations
 
-import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.model import Cluster
@@ -83,55 +84,75 @@ def _normal_member(member: str) -> str:
     return f"{first} {rest}" if rest else first
 
 
-def _state_file(lab: str, node: str):
-    return k8s_dir(lab) / f"{node}.netpol"
+def _state_file(lab: str, node: str) -> Path:
+    return k8s_dir(lab) / f"{node}.netpol.json"
 
 
-def _fingerprint(ruleset: Ruleset) -> str:
-    text = ruleset.iptables() + ruleset.ipsets()
-    return hashlib.sha256(text.encode()).hexdigest()
+def _recorded(lab: str, node: str) -> dict[str, list[str]]:
+    """The chains (name → rules) we last applied to the node, as we wrote them."""
+    try:
+        return json.loads(_state_file(lab, node).read_text())["chains"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return {}
 
 
-def in_place(lab: str, node: str, ruleset: Ruleset, applied: Applied) -> bool:
-    """The kernel holds exactly this ruleset (chains and rule counts, set members) and we recorded applying it."""
-    if not ruleset.chains:  # no policy at all: nothing of ours in the namespace
-        return not applied.chains and not applied.sets and not applied.jump
-    state = _state_file(lab, node)
-    if not state.exists() or state.read_text() != _fingerprint(ruleset) or not applied.jump:
-        return False
-    if applied.chains != {name: len(rules) for name, rules in ruleset.chains.items()}:
-        return False
-    return applied.sets == {name: frozenset(_normal_member(m) for m in s.members) for name, s in ruleset.sets.items()}
+@dataclass(frozen=True)
+class Update:
+    """What differs between the compiled ruleset and the node: the only parts an apply rewrites."""
+
+    chains: list[str]  # to (re)write: new, or changed since we wrote them, or changed behind our back
+    stale_chains: list[str]
+    sets: list[str]  # to (re)fill
+    stale_sets: list[str]
+    jump: bool  # the FORWARD jump must be put (back) first
+
+    def __bool__(self) -> bool:
+        return bool(self.chains or self.stale_chains or self.sets or self.stale_sets or self.jump)
+
+
+def plan_update(ruleset: Ruleset, applied: Applied, recorded: Mapping[str, list[str]]) -> Update:
+    chains = [name for name, rules in ruleset.chains.items()
+              if applied.chains.get(name) != len(rules) or recorded.get(name) != rules]
+    sets = [name for name, s in ruleset.sets.items()
+            if applied.sets.get(name) != frozenset(_normal_member(m) for m in s.members)]
+    return Update(chains, sorted(set(applied.chains) - set(ruleset.chains)), sets,
+                  sorted(set(applied.sets) - set(ruleset.sets)), bool(ruleset.chains) and not applied.jump)
 
 
 def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoints: list[Endpoint],
                interface_dispatch: bool) -> list[str]:
-    """Make the node's namespace enforce ``policies``. Returns what changed (empty: nothing)."""
+    """Make the node's namespace enforce ``policies``, rewriting only the chains and sets that differ.
+    Returns what changed (empty: nothing)."""
     ns = Namespace(netns)
     ruleset = compile_node(policies, endpoints, node, interface_dispatch)
     applied = read_applied(ns)
-    if in_place(lab, node, ruleset, applied):
-        return []
     if not ruleset.chains:
-        return remove_node(lab, node, ns, applied)
-    result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(), check=False)
-    if result.returncode != 0:
-        raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
-    stale_chains = set(applied.chains) - set(ruleset.chains)
-    result = ns.run(["iptables-restore", "--noflush"], input=ruleset.iptables(stale_chains), check=False)
-    if result.returncode != 0:
-        raise LabError(f"node {node}: iptables-restore refused the policy chains: {result.stderr.strip()}")
-    if not applied.jump:  # first in FORWARD, like Felix: before kube-proxy's KUBE-FORWARD accepts anything
+        return remove_node(lab, node, ns, applied) if applied.chains or applied.sets or applied.jump else []
+    update = plan_update(ruleset, applied, _recorded(lab, node))
+    if not update:
+        return []
+    if update.sets:
+        result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(update.sets), check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
+    if update.chains or update.stale_chains:
+        text = ruleset.iptables(update.stale_chains, only=update.chains)
+        result = ns.run(["iptables-restore", "--noflush"], input=text, check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {node}: iptables-restore refused the policy chains: {result.stderr.strip()}")
+    if update.jump:  # first in FORWARD, like Felix: before kube-proxy's KUBE-FORWARD accepts anything
         while ns.run(["iptables", "-D", *JUMP], check=False).returncode == 0:
             pass
         ns.run(["iptables", "-I", JUMP[0], "1", *JUMP[1:]])
-    for name in sorted(set(applied.sets) - set(ruleset.sets)):
+    for name in update.stale_sets:
         ns.run(["ipset", "destroy", name], check=False)
     cut = sweep_conntrack(ns, policies, endpoints, node)
     state = _state_file(lab, node)
     state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(_fingerprint(ruleset))
-    changes = [f"node {node}: {len(ruleset.chains)} policy chain(s), {len(ruleset.sets)} ipset(s) applied"]
+    state.write_text(json.dumps({"chains": ruleset.chains}, sort_keys=True))
+    changes = [f"node {node}: {len(update.chains)} of {len(ruleset.chains)} policy chain(s) and "
+               f"{len(update.sets)} of {len(ruleset.sets)} ipset(s) written, "
+               f"{len(update.stale_chains)} chain(s) and {len(update.stale_sets)} ipset(s) removed"]
     if cut:
         changes.append(f"node {node}: {cut} established flow(s) now forbidden were cut")
     return changes

@@ -553,21 +553,26 @@ class Ruleset:
     sets: dict[str, IpSet] = field(default_factory=dict)
     pods: dict[str, str] = field(default_factory=dict)  # local pod key → its ip
 
-    def iptables(self, stale: Iterable[str] = ()) -> str:
-        """iptables-restore --noflush input: declares and fills our chains, removes ``stale`` ones."""
-        lines = ["*filter"] + [f":{name} - [0:0]" for name in self.chains]
+    def iptables(self, stale: Iterable[str] = (), only: Iterable[str] | None = None) -> str:
+        """iptables-restore --noflush input: declares and fills our chains (or ``only`` those), removes ``stale``
+        ones."""
+        names = list(self.chains) if only is None else [n for n in self.chains if n in set(only)]
+        lines = ["*filter"] + [f":{name} - [0:0]" for name in names]
         stale = sorted(set(stale) - set(self.chains))
         lines += [f":{name} - [0:0]" for name in stale]
-        lines += [f"-F {name}" for name in self.chains]
-        for name, rules in self.chains.items():
-            lines += [f"-A {name} {rule}" for rule in rules]
+        lines += [f"-F {name}" for name in names]
+        for name in names:
+            lines += [f"-A {name} {rule}" for rule in self.chains[name]]
         lines += [f"-F {name}" for name in stale] + [f"-X {name}" for name in stale]
         return "\n".join([*lines, "COMMIT", ""])
 
-    def ipsets(self) -> str:
-        """ipset restore input: each set filled under a temporary name and swapped in (atomic per set)."""
+    def ipsets(self, only: Iterable[str] | None = None) -> str:
+        """ipset restore input: each set (or ``only`` those) filled under a temporary name and swapped in (atomic
+        per set)."""
         lines = []
         for s in self.sets.values():
+            if only is not None and s.name not in set(only):
+                continue
             tmp = _temp_set(s.name)
             extra = " family inet" if s.type != "hash:ip,port" else ""
             lines += [f"create {tmp} {s.type}{extra} -exist", f"flush {tmp}"]

@@ -300,3 +300,25 @@ def test_ipset_members_are_compared_the_way_ipset_saves_them():
 def test_no_policy_compiles_to_nothing():
     rs = compile_node([], endpoints().values(), "node-1")
     assert (rs.chains, rs.sets) == ({}, {})
+
+
+def test_an_update_rewrites_only_what_differs():
+    from acklab.k8s.netpol_kernel import Applied, plan_update
+
+    eps = endpoints()
+    before = compile_node(policies_of(kt.DENY_ALL_X), eps.values(), "node-1")
+    kernel = Applied({n: len(r) for n, r in before.chains.items()}, {}, True)
+    assert not plan_update(before, kernel, before.chains)  # in place: nothing to do
+    assert plan_update(before, kernel, {}).chains == list(before.chains)  # nothing recorded: rewrite all
+    after = compile_node(policies_of(kt.DENY_ALL_X + k8s_doc("""
+        podSelector: {matchLabels: {pod: a}}
+        ingress: [{from: [{podSelector: {}}]}]""")), eps.values(), "node-1")
+    update = plan_update(after, kernel, before.chains)
+    assert set(update.chains) == {"cali-tw-calixa"} | {n for n in after.chains if n not in before.chains}
+    assert update.sets == list(after.sets) and not update.stale_chains and not update.jump
+    back = plan_update(before, Applied({n: len(r) for n, r in after.chains.items()},
+                                       {s.name: frozenset(s.members) for s in after.sets.values()}, False),
+                       after.chains)
+    assert back.chains == ["cali-tw-calixa"] and back.jump
+    assert back.stale_chains == [n for n in after.chains if n not in before.chains]
+    assert back.stale_sets == list(after.sets)
