@@ -19,7 +19,7 @@ help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
+	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
 
 setup:
 	@scripts/setup.sh
@@ -63,4 +63,5 @@ bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
+	$(VENV)/bin/python -m bench.kube_proxy_scale
 	$(VENV)/bin/python -m bench.netpol_scale

@@ -5,9 +5,13 @@ With the stack setting `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes node
 and the program adds what the pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
 """
 
+import os
+from pathlib import Path
+
 import pulumi
 
-from acklab.k8s import ipam
+from acklab.k8s import ccm, ipam
+from acklab.k8s.model import load_manifests
 from netns import ecs, vpc
 
 config = pulumi.Config("acklab")
@@ -17,6 +21,11 @@ datapath = None if datapath == "none" else datapath
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
 pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
+# The lab's Kubernetes manifests: LoadBalancer Services get an SLB each (this program plays ACK's CCM). They are
+# read and validated first, so a bad Service stops the program before anything is made.
+manifests = config.get("manifests") or os.environ.get("ACKLAB_MANIFESTS") or f"labs/{pulumi.get_stack()}/k8s"
+services = load_manifests(manifests).services if datapath and Path(manifests).is_dir() else ()
+service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 
 network = vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
@@ -53,8 +62,8 @@ if datapath in ("vpc-route", "vxlan"):
         for name, cidr in node_cidrs.items():
             vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id, destination_cidrblock=str(cidr),
                            nexthop_type="Instance", nexthop_id=instances[name].id)
-    pulumi.export("kubernetes", {"datapath": datapath, "pod_cidr": pod_cidr,
-                                 "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}})
+    kubernetes = {"datapath": datapath, "pod_cidr": pod_cidr,
+                  "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
 elif datapath == "terway-eniip":
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
     pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
@@ -68,4 +77,10 @@ elif datapath == "terway-eniip":
                                                      instance_id=instances[name].id)
         terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,
                               "eni_ips": eni.assigned_private_ip_addresses}
-    pulumi.export("kubernetes", {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "nodes": terway_nodes})
+    # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
+    kubernetes = {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "pod_cidr": "192.168.3.0/24",
+                  "nodes": terway_nodes}
+
+if datapath:
+    kubernetes["load_balancers"] = ccm.create(service_lbs, {n: instances[n] for n in NODES}, zone_h.id)
+    pulumi.export("kubernetes", kubernetes)

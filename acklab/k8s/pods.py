@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from contextlib import AbstractContextManager
@@ -40,6 +41,14 @@ TERWAY_GATEWAY = "169.254.1.1"
 TO_POD_PRIORITY = 512  # Terway: traffic to a pod is looked up in main (its /32 veth route)
 FROM_POD_PRIORITY = 2048  # Terway: traffic from a pod leaves through its ENI's table
 ENI_TABLE_BASE = 1000  # Terway: an ENI's table is 1000 + its interface index
+# Return path for connections that entered through the primary ENI and were forwarded to a pod (NodePort and
+# SLB traffic with externalTrafficPolicy: Local, whose client address is kept): the pod's reply must leave the
+# way the request came, through the main table and eth0, not through the pod ENI's table (whose vSwitch port
+# would drop a source that is the node's primary address). The connection is marked as it enters eth0; the
+# mark is restored on the replies, and a rule sends marked packets to the main table.
+RETURN_PATH_MARK = 0x10
+RETURN_PATH_PRIORITY = 1024  # after TO_POD, before FROM_POD
+RETURN_PATH_CHAIN = "ACKLAB-PRIMARY-ENI"
 ENOENT, ESRCH = 2, 3
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"  # Terway/Calico: every host-side veth of a routed pod has this MAC
 LOOPBACK_INDEX = 1  # lo is always the first interface of a namespace
@@ -183,7 +192,7 @@ class NodeNetwork:
         others = sorted((n.name, n.ip, n.pod_cidr or "") for n in self.network.nodes if n.name != self.node.name)
         return json.dumps({"datapath": self.network.datapath, "node": [self.node.ip, self.node.pod_cidr,
                            self.node.eni_ifname, self.node.eni_gateway], "cluster": self.network.cluster_cidr,
-                           "others": others, "inode": self.namespace.inode()}, sort_keys=True)
+                           "others": others, "inode": self.namespace.inode(), "return_path": 1}, sort_keys=True)
 
     def _base_file(self) -> Path:
         return k8s_dir(self.lab) / f"{self.node.name}.base"
@@ -268,6 +277,30 @@ class NodeNetwork:
             table = self.eni_table(ipr)
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
+            # Terway: the node itself reaches the pod vSwitch through its primary ENI and the VPC, like any
+            # other VPC address; the ENI's connected route would send the node's own (and its NAT'd, e.g.
+            # NodePort reply) traffic out of the pod ENI with a source that is not the ENI's.
+            for route in ipr.get_routes(family=socket.AF_INET, table=254, oif=index):
+                if route.get("proto") == 2 and route.get("dst_len", 0) > 0:  # RTPROT_KERNEL
+                    _ignore_missing(ipr.route, "del", dst=route.get_attr("RTA_DST"), dst_len=route["dst_len"],
+                                    oif=index, table=254, scope=route["scope"], proto=route["proto"])
+            marked = [r for r in ipr.get_rules(family=socket.AF_INET)
+                      if r.get("FRA_PRIORITY") == RETURN_PATH_PRIORITY and r.get("FRA_FWMARK") == RETURN_PATH_MARK]
+            if not marked:
+                ipr.rule("add", fwmark=RETURN_PATH_MARK, fwmask=RETURN_PATH_MARK, table=254,
+                         priority=RETURN_PATH_PRIORITY)
+        mark = f"{RETURN_PATH_MARK:#x}/{RETURN_PATH_MARK:#x}"
+        rules = (f"*mangle\n:{RETURN_PATH_CHAIN} - [0:0]\n-F {RETURN_PATH_CHAIN}\n"
+                 f"-A {RETURN_PATH_CHAIN} -i eth0 -j CONNMARK --set-xmark {mark}\n"
+                 f"-A {RETURN_PATH_CHAIN} ! -i eth0 -m connmark --mark {mark} "
+                 f"-j CONNMARK --restore-mark --nfmask {RETURN_PATH_MARK:#x} --ctmask {RETURN_PATH_MARK:#x}\n"
+                 "COMMIT\n")
+        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {self.node.name}: iptables-restore refused the return-path rules: {result.stderr}")
+        jump = ["PREROUTING", "-j", RETURN_PATH_CHAIN]
+        if self.namespace.run(["iptables", "-t", "mangle", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "mangle", "-A", *jump])
 
     # pods ----------------------------------------------------------------------------------------------------
     def link_names(self) -> set[str]:

@@ -27,7 +27,7 @@ def playbook(stack: Stack, manifests: Path, *extra: str) -> subprocess.Completed
            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(manifests.parent / "tmp"),
            "ANSIBLE_REMOTE_TEMP": str(manifests.parent / "tmp")}
     result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e",
-                             f"pod_network_manifests={manifests}", *extra], cwd=ANSIBLE, env=env,
+                             f"acklab_manifests={manifests}", *extra], cwd=ANSIBLE, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -117,7 +117,7 @@ def test_bad_manifest_fails_the_play_with_a_clear_error(datapath_stack, lab, tmp
     (manifests / "bad.yaml").write_text(k.MANIFESTS.replace("protocol: UDP", "protocol: ICMP"))
     env = {**vxlan_stack.env, "ACKLAB_LAB": lab, "ACKLAB_PROJECT": str(vxlan_stack.project),
            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")}
-    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"pod_network_manifests={manifests}"],
+    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"acklab_manifests={manifests}"],
                             cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Deployment 'demo/web' (bad.yaml): spec.template.spec.containers[0].ports[1].protocol: 'ICMP' must be " \

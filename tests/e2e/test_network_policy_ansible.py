@@ -65,7 +65,7 @@ def test_playbook_enforces_policies_idempotently(terway_stack, lab, tmp_path):
     (manifests / "bad.yaml").write_text(BAD)
     env = {**terway_stack.env, "ACKLAB_LAB": lab, "ACKLAB_PROJECT": str(terway_stack.project),
            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")}
-    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"pod_network_manifests={manifests}"],
+    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"acklab_manifests={manifests}"],
                             cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert task_results(result.stdout) == {"ecs-1": "fatal", "ecs-2": "fatal"}

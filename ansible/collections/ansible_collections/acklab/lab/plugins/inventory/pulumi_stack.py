@@ -32,6 +32,12 @@ options:
   pulumi:
     description: The Pulumi CLI; default the one beside the Python running Ansible (the project's .venv/bin).
     type: str
+  manifests:
+    description: The lab's Kubernetes manifests (set as C(acklab_manifests) for every role); default the
+      environment's ACKLAB_MANIFESTS, else C(labs/<stack>/k8s) of the project.
+    type: path
+    env:
+      - name: ACKLAB_MANIFESTS
 """
 
 EXAMPLES = r"""
@@ -103,6 +109,8 @@ class InventoryModule(BaseInventoryPlugin):
             self.inventory.add_group(group)
         self.inventory.set_variable("all", "acklab_lab", stack)
         self.inventory.set_variable("all", "acklab_project", str(project))
+        manifests = self.get_option("manifests") or str(project / "labs" / stack / "k8s")
+        self.inventory.set_variable("all", "acklab_manifests", manifests)
         # Modules import acklab: they run with the interpreter running Ansible (the project's .venv).
         self.inventory.set_variable("all", "ansible_python_interpreter", sys.executable)
         self.inventory.set_variable("all", "ansible_connection", "acklab.lab.netns")
