@@ -209,3 +209,60 @@ def test_coexists_with_kube_proxy_chains(harness):
     finally:
         node.run(["iptables", "-D", "FORWARD", "-j", "KUBE-FORWARD"], check=False)
         node.run(["iptables", "-X", "KUBE-FORWARD"], check=False)
+
+
+SERVICE = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: to-x-a, namespace: x}
+spec:
+  type: NodePort
+  selector: {pod: a}
+  ports: [{port: 80, targetPort: serve-80-tcp, nodePort: 30080}]
+"""
+
+
+def test_policies_apply_to_service_traffic_after_dnat(harness):
+    """kube-proxy DNATs in PREROUTING, so the policy chains see the pod, and the client's own address (SNAT
+    comes after FORWARD). Our jump stays before KUBE-FORWARD, which would accept NodePort traffic unchecked."""
+    from acklab.k8s import apiserver
+    from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
+
+    nodes = {n.name: n for n in harness.network.nodes}
+
+    def sync(text: str) -> str:
+        cluster = harness.cluster(text)
+        allocations = apiserver.allocate(harness.lab, cluster.services)
+        services = apiserver.with_status(cluster.services, allocations)
+        pods = cluster_pods(harness.lab)
+        for node in nodes.values():
+            sync_node(harness.lab, node.name, node.netns, services, pods, node.ip, k.POD_VSWITCH_CIDR)
+        return allocations.cluster_ips.get("x/to-x-a", "")
+
+    def reach(src_netns: str, address: str, port: int) -> bool:
+        return t.probe(src_netns, address, "TCP", port, timeout=1.0)
+
+    records = harness.records
+    node2 = nodes["node-2"].netns
+    only_b = k8s("x-a-allows-b", "x", """
+podSelector: {matchLabels: {pod: a}}
+ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]""")
+    harness.apply(only_b)
+    cluster_ip = sync(SERVICE)
+    try:
+        assert harness.apply(only_b)  # kube-proxy prepended its jumps on its first sync: ours is put back first
+        sync(SERVICE)  # kube-proxy only checks that its jumps exist: it leaves ours first
+        forward = Namespace(nodes["node-1"].netns).run(["iptables", "-S", "FORWARD"]).stdout.splitlines()
+        assert forward[1] == "-A FORWARD -j cali-FORWARD" and any(r.endswith("-j KUBE-FORWARD") for r in forward[2:])
+        assert harness.apply(only_b) == []
+        assert reach(records["x/b"].netns, cluster_ip, 80)
+        assert not reach(records["y/a"].netns, cluster_ip, 80)
+        assert not reach(node2, nodes["node-1"].ip, 30080)  # NodePort from another node: the node is no pod b
+        with_nodes = only_b.replace("[{podSelector: {matchLabels: {pod: b}}}]",
+                                    "[{podSelector: {matchLabels: {pod: b}}}, {ipBlock: {cidr: 192.168.1.0/24}}]")
+        harness.apply(with_nodes)
+        assert reach(node2, nodes["node-1"].ip, 30080)  # the client's address, seen before SNAT
+        assert not reach(records["y/a"].netns, cluster_ip, 80)
+    finally:
+        sync("")
