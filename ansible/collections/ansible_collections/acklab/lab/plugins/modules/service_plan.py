@@ -28,6 +28,11 @@ options:
       C(kubernetes.load_balancers) output).
     type: dict
     default: {}
+  placements:
+    description: The pod plan (M(acklab.lab.pod_plan)'s C(placements)), the pods behind the Services; without
+      it, the pods the lab recorded on this machine.
+    type: list
+    elements: dict
 """
 
 EXAMPLES = r"""
@@ -63,6 +68,7 @@ def main() -> None:
             "lab": {"type": "str", "required": True},
             "manifests": {"type": "path", "required": True},
             "load_balancers": {"type": "dict", "default": {}},
+            "placements": {"type": "list", "elements": "dict"},
         },
         supports_check_mode=True,
     )
@@ -70,6 +76,8 @@ def main() -> None:
         from acklab.k8s import apiserver
         from acklab.k8s.kube_proxy_sync import cluster_pods
         from acklab.k8s.model import load_manifests
+        from acklab.k8s.plan import placement_from_dict
+        from acklab.k8s.services import Pod
         from netns.model.errors import LabError
     except ImportError as exc:
         module.fail_json(msg=f"acklab is not importable by this interpreter: {exc}")
@@ -82,7 +90,12 @@ def main() -> None:
         services = apiserver.with_status(cluster.services, allocations, p["load_balancers"])
         if not module.check_mode:
             apiserver.save_services(p["lab"], services)
-        pods = sorted((pod.to_dict() for pod in cluster_pods(p["lab"])), key=lambda d: (d["namespace"], d["name"]))
+        if p["placements"] is not None:
+            placed = (placement_from_dict(d) for d in p["placements"])
+            found = [Pod.of(pl.pod, pl.ip, pl.node) for pl in placed]
+        else:
+            found = cluster_pods(p["lab"])
+        pods = sorted((pod.to_dict() for pod in found), key=lambda d: (d["namespace"], d["name"]))
     except (LabError, ValueError, OSError) as exc:
         module.fail_json(msg=str(exc))
         return
