@@ -20,13 +20,9 @@ help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-<<<<<<< HEAD
 	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
-=======
-	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules) against same-run baselines"
 	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
 	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
->>>>>>> main
 
 setup:
 	@scripts/setup.sh
@@ -71,9 +67,7 @@ bench: setup
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
 	$(VENV)/bin/python -m bench.kube_proxy_scale
-<<<<<<< HEAD
 	$(VENV)/bin/python -m bench.netpol_scale
-=======
 
 # SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
 ssh-up: up
@@ -85,4 +79,3 @@ test-ssh: setup
 
 vagrant-check: setup
 	$(PYTEST) tests/unit/test_vagrantfile.py -q
->>>>>>> main
