@@ -94,7 +94,7 @@ class Harness:
 
     def expected(self, policies: str, protocol: str, port: int) -> dict[tuple[str, str], bool]:
         cluster = self.cluster(policies)
-        parsed = parse_policies(cluster.network_policies, cluster.namespace_labels)
+        parsed = parse_policies(cluster.network_policies)
         eps = self.endpoints(cluster)
         return {(s, d): s == d or allowed(parsed, eps[s], eps[d], protocol, port) for s, d in PAIRS}
 

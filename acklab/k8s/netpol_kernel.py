@@ -219,7 +219,7 @@ def sweep_conntrack(ns: Namespace, policies: list[Policy], endpoints: list[Endpo
 def converge(lab: str, cluster: Cluster, nodes: Iterable[tuple[str, str]], datapath: str) -> list[str]:
     """Every node of ``nodes`` ((name, netns) pairs) enforces the cluster's policies over the lab's recorded pods.
     All policies are validated before any node is touched."""
-    policies = parse_policies(cluster.network_policies, cluster.namespace_labels)
+    policies = parse_policies(cluster.network_policies)
     endpoints = endpoints_from_records(load_records(lab).values(), cluster.namespace_labels)
     changes: list[str] = []
     for name, netns in nodes:

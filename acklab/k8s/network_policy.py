@@ -287,8 +287,7 @@ def _k8s_ports(doc: _Doc, value: Any, path: str) -> tuple[PortMatch, ...]:
     return tuple(result)
 
 
-def _k8s_peers(doc: _Doc, value: Any, path: str, namespace: str,
-               ns_labels: Mapping[str, Mapping[str, str]]) -> tuple[Peer, ...]:
+def _k8s_peers(doc: _Doc, value: Any, path: str, namespace: str) -> tuple[Peer, ...]:
     peers = []
     for i, raw in enumerate(doc.seq(value, path)):
         where = f"{path}[{i}]"
@@ -325,7 +324,7 @@ def _k8s_peers(doc: _Doc, value: Any, path: str, namespace: str,
     return tuple(peers)
 
 
-def _k8s_policy(doc: Mapping[str, Any], ns_labels: Mapping[str, Mapping[str, str]]) -> Policy:
+def _k8s_policy(doc: Mapping[str, Any]) -> Policy:
     d = _Doc(doc)
     spec = d.mapping(doc.get("spec"), "spec")
     d.only(spec, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
@@ -344,7 +343,7 @@ def _k8s_policy(doc: Mapping[str, Any], ns_labels: Mapping[str, Mapping[str, str
             where = f"spec.{direction}[{i}]"
             raw = d.mapping(raw, where)
             d.only(raw, where, (peer_field, "ports"))
-            peers = _k8s_peers(d, raw.get(peer_field), f"{where}.{peer_field}", d.namespace, ns_labels)
+            peers = _k8s_peers(d, raw.get(peer_field), f"{where}.{peer_field}", d.namespace)
             ports = _k8s_ports(d, raw.get("ports"), f"{where}.ports")
             rules[direction].append(Rule("Allow", peers, ports))
     namespace = d.namespace
@@ -472,14 +471,14 @@ def _calico_policy(doc: Mapping[str, Any]) -> Policy:
                   frozenset(types), rules["ingress"], rules["egress"])
 
 
-def parse_policies(docs: Iterable[Mapping[str, Any]],
-                   namespace_labels: Mapping[str, Mapping[str, str]] | None = None) -> list[Policy]:
-    """Kubernetes and Calico policy manifests → policies in evaluation order; the first bad one raises."""
+def parse_policies(docs: Iterable[Mapping[str, Any]]) -> list[Policy]:
+    """Kubernetes and Calico policy manifests → policies in evaluation order; the first bad one raises.
+    (Namespace labels are not needed here: selectors are evaluated against each Endpoint's namespace view.)"""
     policies = []
     seen: set[str] = set()
     for doc in docs:
         if doc.get("apiVersion") == K8S_API and doc.get("kind") == "NetworkPolicy":
-            policy = _k8s_policy(doc, namespace_labels or {})
+            policy = _k8s_policy(doc)
         elif doc.get("apiVersion") == CALICO_API and doc.get("kind") in ("NetworkPolicy", "GlobalNetworkPolicy"):
             policy = _calico_policy(doc)
         else:

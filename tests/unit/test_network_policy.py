@@ -37,10 +37,8 @@ def endpoints(ns_labels: dict[str, dict[str, str]] | None = None) -> dict[str, E
     return result
 
 
-def policies_of(text: str, ns_labels: dict[str, dict[str, str]] | None = None):
-    docs = [d for d in yaml.safe_load_all(text) if d]
-    labels = {ns: {"ns": ns, **(ns_labels or {}).get(ns, {})} for ns in NAMESPACES}
-    return parse_policies(docs, labels)
+def policies_of(text: str):
+    return parse_policies([d for d in yaml.safe_load_all(text) if d])
 
 
 def fill(text: str, eps: dict[str, Endpoint]) -> str:

@@ -136,7 +136,7 @@ def main() -> None:
             docs, ns_labels = list(cluster.network_policies), dict(cluster.namespace_labels)
         else:
             docs, ns_labels = p["policies"], p["namespace_labels"] or {}
-        policies = parse_policies(docs, ns_labels)  # every policy is valid before anything changes
+        policies = parse_policies(docs)  # every policy is valid before anything changes
         names = [f"{x.kind} {x.ident}" for x in policies]
         if p["validate_only"]:
             module.exit_json(changed=False, changes=[], policies=names, manifests=docs, namespace_labels=ns_labels)
