@@ -425,9 +425,21 @@ def _proxy(loc: Location, upstreams: Mapping[str, tuple[str, ...]]) -> list[str]
 
 
 def _locations(server: Server) -> dict[str, Location]:
+    """The server's locations, with ``location /`` always present and, for every location ending in a slash,
+    an exact location for the same path without it: nginx would otherwise answer ``/foo`` with a 301 to
+    ``/foo/`` (its auto-redirect for proxied locations), where Kubernetes wants whatever else matches ``/foo``."""
     locations = dict(server.locations)
     if "/" not in locations:
         locations["/"] = Location("/", server.default_backend, "default")
+    prefixes = [m for m in locations if not m.startswith("= ")]
+    for match in list(locations):
+        path = match.removeprefix("= ")
+        stripped = path.rstrip("/")
+        if not stripped or stripped == path or f"= {stripped}" in locations:
+            continue
+        chosen = locations[max((m for m in prefixes if stripped.startswith(m)), key=len)]
+        locations[f"= {stripped}"] = Location(f"= {stripped}", chosen.backend, f"{chosen.source} (no redirect)",
+                                              chosen.priority)
     return {m: locations[m] for m in sorted(locations, key=lambda m: (m.lstrip("= "), m))}
 
 

@@ -331,3 +331,12 @@ def test_rendered_config_passes_nginx_t(tmp_path):
     result = subprocess.run(["nginx", "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
                              "-e", str(tmp_path / "error.log")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_locations_ending_in_a_slash_get_an_exact_twin_against_nginx_auto_redirect():
+    r = render(ingress("t", [rule("x.com", path("/foo/", "Exact", "a"), path("/bar/", "ImplementationSpecific", "b"),
+                                  path("/", "Prefix", "c"))]))
+    # without "= /foo", nginx would answer /foo with a 301 to /foo/ (proxied locations ending in a slash)
+    assert r.routes["x.com"]["= /foo"] == r.routes["x.com"]["/"] == "demo-c-80"
+    assert r.routes["x.com"]["= /bar"] == "demo-c-80"
+    assert "location = /foo {  # demo/t (no redirect)" in r.config

@@ -1,0 +1,344 @@
+"""Ingress on the real kernel: nginx in two ingress-nginx controller pods (kube-system), configured from
+networking.k8s.io/v1 Ingresses, proxying to backend pods; requests from an ECS in another vSwitch.
+
+Scenarios: the Kubernetes docs' path table against real nginx, Exact/Prefix precedence, hosts and one-label
+wildcards, default backends and 404, ingress classes, TLS a client verifies (SNI) with the HTTP → HTTPS redirect,
+service port by name, X-Forwarded-For/Proto, spread over replicas, invalid Ingress rejected with the running
+configuration kept, idempotent sync, and scaling the backend under a request loop with zero failed requests.
+
+Entry point: ``entry`` below gives the (client namespace, address) pairs requests go to. Today that is an ECS of
+the VPC talking to the controller pods' IPs directly. LEAD (issue 6): add the "through the SLB from the internet
+client netns" variant as another ``entry`` param (SLB → NodePort → kube-proxy → controller pods).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+from acklab.k8s import ingress_controller as ctl
+from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
+from acklab.k8s.model import parse_documents
+from acklab.k8s.pods import load_records
+from netns.kernel.namespace import Namespace, alive
+from netns.model.errors import ValidationError
+from tests import k8stools as k
+from tests.labtools import clean_lab, new_lab
+from tests.slbtools import HttpBackend, http_get
+
+pytestmark = pytest.mark.kernel
+
+ECS3 = "192.168.2.10"
+# Pods answering every path with their name (HttpBackend on port 9000, undeclared: Services target it by
+# number); their declared port "agent" (8080) is the pod agent's (netexec: /hostname, /header?key=).
+BACKENDS = ("a", "b", "c", "d")
+
+
+def ns(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def controller_deployment(replicas: int = 2) -> dict:
+    labels = {"app": "ingress-nginx"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "nginx-ingress-controller", "namespace": "kube-system"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                         "name": "nginx-ingress-controller",
+                         "image": "registry.k8s.io/ingress-nginx/controller:v1.11.2",
+                         "ports": [{"name": "http", "containerPort": 80},
+                                   {"name": "https", "containerPort": 443}]}]}}}}
+
+
+def web_deployment(replicas: int) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
+                         "name": "netexec", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                         "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
+
+
+def backend_pod(name: str, node: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "demo",
+                                                             "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{"name": "echo", "image": "echo",
+                                                       "ports": [{"name": "agent", "containerPort": 8080}]}]}}
+
+
+def service(name: str, ports: list[dict], cluster_ip: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"clusterIP": cluster_ip, "selector": {"app": name}, "ports": ports}}
+
+
+def backend(svc: str, port: int | str = 80) -> dict:
+    return {"service": {"name": svc, "port": {"number": port} if isinstance(port, int) else {"name": port}}}
+
+
+def rule(host: str | None, *paths: tuple[str, str, str] | tuple[str, str, str, int | str]) -> dict:
+    r: dict = {"http": {"paths": [{"path": p[0], "pathType": p[1], "backend": backend(*p[2:])} for p in paths]}}
+    if host:
+        r["host"] = host
+    return r
+
+
+def ingress(name: str, rules: list | None = None, default: dict | None = None, tls: list | None = None,
+            cls: str = "nginx") -> dict:
+    spec: dict = {"ingressClassName": cls}
+    if rules:
+        spec["rules"] = rules
+    if default:
+        spec["defaultBackend"] = default
+    if tls:
+        spec["tls"] = tls
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name, "namespace": "demo"},
+            "spec": spec}
+
+
+# The Kubernetes docs' table (kind, paths → backends a, b, c in order; request; expected backend, d = default)
+DOCS_TABLE = [
+    ("Prefix", ["/"], "/anything", "a"),
+    ("Exact", ["/foo"], "/foo", "a"),
+    ("Exact", ["/foo"], "/bar", "d"),
+    ("Exact", ["/foo"], "/foo/", "d"),
+    ("Exact", ["/foo/"], "/foo", "d"),
+    ("Prefix", ["/foo"], "/foo", "a"),
+    ("Prefix", ["/foo"], "/foo/", "a"),
+    ("Prefix", ["/foo/"], "/foo", "a"),
+    ("Prefix", ["/foo/"], "/foo/", "a"),
+    ("Prefix", ["/aaa/bb"], "/aaa/bbb", "d"),
+    ("Prefix", ["/aaa/bbb"], "/aaa/bbb", "a"),
+    ("Prefix", ["/aaa/bbb/"], "/aaa/bbb", "a"),
+    ("Prefix", ["/aaa/bbb"], "/aaa/bbb/", "a"),
+    ("Prefix", ["/aaa/bbb"], "/aaa/bbb/ccc", "a"),
+    ("Prefix", ["/aaa/bbb"], "/aaabbb", "d"),
+    ("Prefix", ["/", "/aaa"], "/aaa/ccc", "b"),
+    ("Prefix", ["/", "/aaa", "/aaa/bbb"], "/aaa/bbb", "c"),
+    ("Prefix", ["/", "/aaa", "/aaa/bbb"], "/ccc", "a"),
+    ("Prefix", ["/aaa"], "/ccc", "d"),
+]
+
+
+def manifests(web_replicas: int, secret: dict, extra: tuple[dict, ...] = ()) -> list[dict]:
+    docs = [ns("demo"), ns("kube-system"),
+            {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},
+             "spec": {"controller": "k8s.io/ingress-nginx"}},
+            controller_deployment(), web_deployment(web_replicas), secret,
+            service("web", [{"name": "http", "port": 80, "targetPort": "http"}], "172.21.0.10")]
+    for i, (name, node) in enumerate(zip(BACKENDS, ("node-1", "node-2", "node-1", "node-2"), strict=True)):
+        docs.append(backend_pod(name, node))
+        docs.append(service(name, [{"name": "plain", "port": 80, "targetPort": 9000},
+                                   {"name": "named", "port": 8000, "targetPort": "agent"}], f"172.21.0.{20 + i}"))
+    for n, (kind, paths, _, _) in enumerate(DOCS_TABLE):
+        docs.append(ingress(f"docs-{n}", [rule(f"r{n}.paths.test", *[(p, kind, s) for p, s in zip(paths, "abc",
+                                                                                                  strict=False)])],
+                            default=backend("d")))
+    docs += [
+        ingress("mixed", [rule("mixed.test", ("/foo", "Prefix", "a"), ("/foo", "Exact", "b"))]),
+        ingress("hosts", [rule("*.wild.test", ("/", "Prefix", "a")), rule("x.wild.test", ("/", "Prefix", "b")),
+                          rule("named.test", ("/", "Prefix", "a", "named")),
+                          rule("spread.test", ("/", "Prefix", "web"))]),
+        ingress("catch-all", default=backend("c")),
+        ingress("other-class", [rule("other.test", ("/", "Prefix", "b"))], cls="alb"),
+        ingress("secure", [rule("secure.test", ("/", "Prefix", "a"))],
+                tls=[{"hosts": ["secure.test"], "secretName": "secure-tls"}]),
+        *extra,
+    ]
+    return docs
+
+
+def apply(network, docs: list[dict]) -> list[str]:
+    """What the playbook does: drain (sync), converge the pods, sync again."""
+    cluster = parse_documents([(d, "test.yaml") for d in docs])
+    changes = ctl.sync(network.lab, cluster)
+    changes += k.converge(network, yaml.safe_dump_all(docs))
+    changes += ctl.sync(network.lab, cluster)
+    return changes
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.name = new_lab()
+        self.network, self.nodes, self.ecs3 = k.build_cluster(self.name, "terway-eniip")
+        for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):  # the ECS's vSwitch may reach pods
+            k.allow(self.name, k.NODE_SG, rule_id, "tcp", port, "192.168.2.0/24")
+        self.ca = mint_ca()
+        cert, key = mint_certificate(self.ca, ["secure.test"])
+        self.secret = tls_secret("demo", "secure-tls", cert, key)
+        self.changes = apply(self.network, manifests(3, self.secret))
+        self.backends = []
+        for name in BACKENDS:
+            record = self.pod(name)
+            self.backends.append(HttpBackend(record.netns, name, 9000))
+
+    def pod(self, name: str):
+        return next(r for r in load_records(self.name).values() if r.pod.name == name)
+
+    def controllers(self):
+        return ctl.controller_pods(self.name)
+
+    def close(self) -> None:
+        for b in self.backends:
+            b.kill()
+        clean_lab(self.name)
+
+
+@pytest.fixture(scope="module")
+def ilab():
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(params=["vpc-ecs-to-pod-ips"])
+def entry(request, ilab):
+    """(client netns, address) pairs that reach every ingress controller. LEAD (issue 6): add a param
+    "internet-via-slb" returning [(internet client netns, SLB address)] for the LoadBalancer Service."""
+    return [(ilab.ecs3.namespace.name, c.ip) for c in ilab.controllers()]
+
+
+def get(client: str, address: str, host: str, path: str, headers: dict | None = None):
+    return http_get(client, address, 80, path, headers={"Host": host, **(headers or {})})
+
+
+def who(answer) -> str | None:
+    if answer is None:
+        return None
+    return answer[1].split()[0] if answer[0] == 200 else str(answer[0])
+
+
+def test_controller_pods_run_nginx_and_the_agent_leaves_their_ports(ilab):
+    controllers = ilab.controllers()
+    assert len(controllers) == 2 and {c.node for c in controllers} == {"node-1", "node-2"}
+    assert sum("nginx started" in c for c in ilab.changes) == 2
+    for record in controllers:
+        nginx = ctl.NginxPod(ilab.name, record)
+        pid = nginx.pid()
+        assert pid is not None and pid in Namespace(record.netns).pids()
+        listening = Namespace(record.netns).run(["ss", "-Hltnp"]).stdout
+        assert "0.0.0.0:80 " in listening and "0.0.0.0:443 " in listening and "nginx" in listening
+        assert "python" not in listening  # not the pod agent
+        assert (nginx.folder / "nginx.conf").read_text().startswith("# acklab ingress-nginx")
+
+
+@pytest.mark.parametrize(("row", "case"), list(enumerate(DOCS_TABLE)))
+def test_kubernetes_docs_path_table(ilab, entry, row, case):
+    _, _, request, expected = case
+    for client, address in entry:
+        assert who(get(client, address, f"r{row}.paths.test", request)) == expected
+
+
+def test_exact_beats_prefix_hosts_wildcards_default_backend_and_classes(ilab, entry):
+    for client, address in entry:
+        assert who(get(client, address, "mixed.test", "/foo")) == "b"  # Exact wins at equal length
+        assert who(get(client, address, "mixed.test", "/foo/x")) == "a"
+        assert who(get(client, address, "foo.wild.test", "/")) == "a"  # wildcard: one label
+        assert who(get(client, address, "x.wild.test", "/")) == "b"  # an exact host beats the wildcard
+        assert who(get(client, address, "a.b.wild.test", "/")) == "c"  # two labels: not the wildcard's
+        assert who(get(client, address, "wild.test", "/")) == "c"  # the catch-all's default backend
+        assert who(get(client, address, "unknown.test", "/x")) == "c"
+        assert who(get(client, address, "other.test", "/")) == "c"  # another class's Ingress is not served
+        assert who(get(client, address, "named.test", "/hostname")) == "a"  # port by name → targetPort by name
+        answer = get(client, address, "named.test", "/header?key=X-Forwarded-For", {"X-Forwarded-For": "198.51.100.7"})
+        assert answer[1] == f"198.51.100.7, {ECS3}"  # X-Forwarded-For appended by nginx
+        assert get(client, address, "named.test", "/header?key=X-Forwarded-Proto")[1] == "http"
+        assert f"xff={ECS3} X-Forwarded-Proto=http" in get(client, address, "mixed.test", "/foo")[1]
+
+
+def curl_https(client: str, address: str, host: str, cafile: str, path: str = "/") -> subprocess.CompletedProcess:
+    return Namespace(client).run(["curl", "-sS", "--max-time", "5", "--cacert", cafile, "--resolve",
+                                  f"{host}:443:{address}", f"https://{host}{path}"], check=False)
+
+
+def test_tls_with_a_certificate_the_client_verifies(ilab, entry, tmp_path):
+    cafile = tmp_path / "ca.pem"
+    cafile.write_text(ilab.ca.cert_pem)
+    other_ca = tmp_path / "other.pem"
+    other_ca.write_text(mint_ca("another CA").cert_pem)
+    for client, address in entry:
+        ok = curl_https(client, address, "secure.test", str(cafile))
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.startswith("a ") and "X-Forwarded-Proto=https" in ok.stdout
+        assert curl_https(client, address, "secure.test", str(other_ca)).returncode == 60  # not trusted
+        assert curl_https(client, address, "unknown.test", str(cafile)).returncode != 0  # no certificate: refused
+        redirect = get(client, address, "secure.test", "/p?q=1")
+        assert redirect[0] == 308 and redirect[2]["Location"] == "https://secure.test/p?q=1"
+
+
+def test_requests_spread_over_replicas(ilab, entry):
+    web = sorted(r.pod.name for r in load_records(ilab.name).values() if r.pod.name.startswith("web-"))
+    assert len(web) == 3
+    for client, address in entry:
+        seen = [who(get(client, address, "spread.test", "/hostname")) for _ in range(12)]
+        counts = {name: seen.count(name) for name in web}
+        assert set(seen) == set(web) and min(counts.values()) >= 3, counts  # round robin over the 3 pods
+
+
+def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab, entry):
+    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Ports().status) for c in ilab.controllers()}
+    bad = ingress("bad", [rule("bad.test", ("/x;return 200", "Prefix", "a"))])
+    cluster = parse_documents([(d, "t") for d in manifests(3, ilab.secret, (bad,))])
+    with pytest.raises(ValidationError) as err:
+        ctl.sync(ilab.name, cluster)
+    assert err.value.resource == "Ingress 'demo/bad'" and err.value.field == "spec.rules[0].http.paths[0].path"
+    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Ports().status) for c in ilab.controllers()}
+    assert after == before and None not in after.values()
+    for client, address in entry:
+        assert who(get(client, address, "mixed.test", "/foo")) == "b"
+    # a second sync of the good manifests changes nothing
+    good = parse_documents([(d, "t") for d in manifests(3, ilab.secret)])
+    assert ctl.sync(ilab.name, good) == []
+
+
+def test_ingress_change_reloads_gracefully_and_is_verified(ilab, entry):
+    controller = ilab.controllers()[0]
+    nginx = ctl.NginxPod(ilab.name, controller)
+    master = nginx.pid()
+    workers = set(Namespace(controller.netns).pids()) - {master}
+    added = ingress("added", [rule("added.test", ("/", "Prefix", "b"))])
+    changes = ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret, (added,))]))
+    assert len(changes) == 2 and all("nginx reloaded" in c for c in changes)
+    assert nginx.pid() == master  # same master, new workers
+    new_workers = set(Namespace(controller.netns).pids()) - {master}
+    assert new_workers and not (new_workers & {w for w in workers if alive(w)} - new_workers)
+    for client, address in entry:
+        assert who(get(client, address, "added.test", "/")) == "b"
+    ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret)]))
+    for client, address in entry:
+        assert who(get(client, address, "added.test", "/")) == "c"  # gone again: the catch-all
+
+
+def test_scaling_the_backend_under_a_request_loop_fails_no_request(ilab, entry):
+    stop = threading.Event()
+    results: list[str | None] = []
+
+    def loop() -> None:
+        n = 0
+        while not stop.is_set():
+            client, address = entry[n % len(entry)]
+            n += 1
+            results.append(who(get(client, address, "spread.test", "/hostname")))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        up = apply(ilab.network, manifests(5, ilab.secret))
+        assert any("nginx reloaded" in c for c in up)
+        time.sleep(0.5)
+        down = apply(ilab.network, manifests(1, ilab.secret))
+        assert any("removed" in c for c in down)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    failed = [r for r in results if r is None or not r.startswith("web-")]
+    web = sorted(r.pod.name for r in load_records(ilab.name).values() if r.pod.name.startswith("web-"))
+    assert len(results) > 50 and failed == [], (len(results), failed[:5])
+    assert len(set(results)) >= 5  # requests reached the added pods too
+    assert set(results[-5:]) == set(web) and len(web) == 1
