@@ -63,3 +63,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.ecs_scale
 	$(VENV)/bin/python -m bench.pods_scale
 	$(VENV)/bin/python -m bench.slb_wrk
+	$(VENV)/bin/python -m bench.ingress_wrk

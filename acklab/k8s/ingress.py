@@ -112,7 +112,7 @@ class Settings:
     http_port: int = 80
     https_port: int = 443
     status_port: int = STATUS_PORT
-    workers: int = 1
+    workers: int = 0  # 0: "auto", one per CPU (ingress-nginx's default)
     class_name: str = CLASS_NAME
     controller: str = CONTROLLER
 
@@ -468,7 +468,7 @@ def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings
     r = s.root
     lines = [
         "# acklab ingress-nginx: rendered by acklab.k8s.ingress (do not edit); generation @GENERATION@",
-        f"worker_processes {s.workers};",
+        f"worker_processes {s.workers or 'auto'};",
         "daemon on;",
         f"pid {r}/nginx.pid;",
         f"error_log {r}/error.log notice;",
@@ -499,7 +499,9 @@ def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings
             continue
         lines.append(f"    upstream {name} {{")
         lines += [f"        server {addr} max_fails=0;" for addr in servers]
-        lines += ["        keepalive 32;", "    }"]
+        # ingress-nginx's upstream keep-alive defaults: 320 idle connections, 10000 requests, 60 s
+        lines += ["        keepalive 320;", "        keepalive_requests 10000;", "        keepalive_timeout 60s;",
+                  "    }"]
     for host in sorted(build.servers):
         lines += _server_text(build.servers[host], upstreams, s)
     lines += [

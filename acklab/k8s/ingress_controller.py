@@ -44,10 +44,13 @@ def ingress_dir(lab: str) -> Path:
 
 
 @dataclass(frozen=True)
-class Ports:
+class Options:
+    """nginx's ports in the controller pods and its worker processes (0: one per CPU, ingress-nginx's default)."""
+
     http: int = 80
     https: int = 443
     status: int = ingress.STATUS_PORT
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,12 @@ class NginxPod:
         head, _, body = data.partition(b"\r\n\r\n")
         return body.decode().strip() if head.startswith(b"HTTP/1.1 200") else None
 
-    def apply(self, rendered: ingress.Rendered, ports: Ports, timeout: float = 15.0) -> str | None:
+    def apply(self, rendered: ingress.Rendered, options: Options, timeout: float = 15.0) -> str | None:
         """Make nginx serve ``rendered``; returns what was done, None if it already did."""
         conf = self.folder / "nginx.conf"
         pid = self.pid()
         current = conf.read_text() if conf.exists() else None
-        if pid is not None and current == rendered.config and self.generation(ports.status) == rendered.generation:
+        if pid is not None and current == rendered.config and self.generation(options.status) == rendered.generation:
             return None
         (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
         for name, data in rendered.files.items():  # content-addressed names: never overwrite a file in use
@@ -122,7 +125,7 @@ class NginxPod:
                 raise LabError(f"ingress pod {self.record.pod.key}: nginx did not start: {started.stderr.strip()}")
             what = f"ingress pod {self.record.pod.key}: nginx started (generation {rendered.generation})"
         deadline = time.monotonic() + timeout
-        while self.generation(ports.status) != rendered.generation:
+        while self.generation(options.status) != rendered.generation:
             if time.monotonic() > deadline:
                 raise LabError(f"ingress pod {self.record.pod.key}: nginx did not serve generation "
                                f"{rendered.generation} within {timeout}s (see {self.folder / 'error.log'})")
@@ -198,15 +201,15 @@ def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[servi
 
 
 def render_for(lab: str, cluster: Cluster, record: PodRecord, records: dict[str, PodRecord],
-               ports: Ports = Ports()) -> ingress.Rendered:
+               options: Options = Options()) -> ingress.Rendered:
     folder = NginxPod(lab, record).folder
-    settings = ingress.Settings(root=str(folder), http_port=ports.http, https_port=ports.https,
-                                status_port=ports.status)
+    settings = ingress.Settings(root=str(folder), http_port=options.http, https_port=options.https,
+                                status_port=options.status, workers=options.workers)
     return ingress.render(cluster.ingresses, cluster.ingress_classes, cluster.services,
                           endpoint_pods(cluster, records), cluster.secrets, settings)
 
 
-def sync(lab: str, cluster: Cluster, ports: Ports = Ports()) -> list[str]:
+def sync(lab: str, cluster: Cluster, options: Options = Options()) -> list[str]:
     """Make every controller pod's nginx serve the cluster's Ingresses. Returns what changed (empty: nothing).
 
     An invalid Ingress raises ValidationError before any file is written or any nginx is signalled.
@@ -214,10 +217,10 @@ def sync(lab: str, cluster: Cluster, ports: Ports = Ports()) -> list[str]:
     with file_lock(ingress_dir(lab) / "lock"):
         records = load_records(lab)
         controllers = controller_pods(lab, records)
-        rendered = {r.pod.key: render_for(lab, cluster, r, records, ports) for r in controllers}
+        rendered = {r.pod.key: render_for(lab, cluster, r, records, options) for r in controllers}
         changes = []
         for record in controllers:
-            done = NginxPod(lab, record).apply(rendered[record.pod.key], ports)
+            done = NginxPod(lab, record).apply(rendered[record.pod.key], options)
             if done:
                 changes.append(done)
         keep = {NginxPod(lab, r).folder.name for r in controllers}
@@ -245,7 +248,7 @@ def fingerprint(lab: str, manifests: Path) -> str:
 
 
 def watch(lab: str, manifests: Path, interval: float = 1.0, rounds: int | None = None,
-          ports: Ports = Ports()) -> None:
+          options: Options = Options()) -> None:
     """Poll and sync on change. Errors are reported and the running configuration stays (never a crash)."""
     seen = None
     done = 0
@@ -254,7 +257,7 @@ def watch(lab: str, manifests: Path, interval: float = 1.0, rounds: int | None =
         current = fingerprint(lab, manifests)
         if current != seen:
             try:
-                for change in sync(lab, load_manifests(manifests), ports):
+                for change in sync(lab, load_manifests(manifests), options):
                     print(change, flush=True)
                 seen = current
             except (ValidationError, LabError, OSError) as exc:

@@ -280,13 +280,13 @@ def test_requests_spread_over_replicas(ilab, entry):
 
 
 def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab, entry):
-    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Ports().status) for c in ilab.controllers()}
+    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
     bad = ingress("bad", [rule("bad.test", ("/x;return 200", "Prefix", "a"))])
     cluster = parse_documents([(d, "t") for d in manifests(3, ilab.secret, (bad,))])
     with pytest.raises(ValidationError) as err:
         ctl.sync(ilab.name, cluster)
     assert err.value.resource == "Ingress 'demo/bad'" and err.value.field == "spec.rules[0].http.paths[0].path"
-    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Ports().status) for c in ilab.controllers()}
+    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
     assert after == before and None not in after.values()
     for client, address in entry:
         assert who(get(client, address, "mixed.test", "/foo")) == "b"

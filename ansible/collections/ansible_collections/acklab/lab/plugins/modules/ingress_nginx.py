@@ -37,6 +37,10 @@ options:
     description: The port nginx serves HTTPS on in the controller pods.
     type: int
     default: 443
+  workers:
+    description: nginx worker processes per controller pod; C(0) is one per CPU (ingress-nginx's default).
+    type: int
+    default: 0
 """
 
 EXAMPLES = r"""
@@ -69,6 +73,7 @@ def main() -> None:
             "manifests": {"type": "path", "required": True},
             "http_port": {"type": "int", "default": 80},
             "https_port": {"type": "int", "default": 443},
+            "workers": {"type": "int", "default": 0},
         },
         supports_check_mode=False,
     )
@@ -81,14 +86,14 @@ def main() -> None:
                              "(set ansible_python_interpreter to the project's .venv/bin/python)")
         return
     p = module.params
-    ports = ctl.Ports(http=p["http_port"], https=p["https_port"])
+    options = ctl.Options(http=p["http_port"], https=p["https_port"], workers=p["workers"])
     try:
-        changes = ctl.sync(p["lab"], load_manifests(p["manifests"]), ports)
+        changes = ctl.sync(p["lab"], load_manifests(p["manifests"]), options)
     except (LabError, ValueError, OSError) as exc:
         module.fail_json(msg=str(exc))
         return
     controllers = [{"pod": r.pod.key, "ip": r.ip, "node": r.node,
-                    "generation": ctl.NginxPod(p["lab"], r).generation(ports.status)}
+                    "generation": ctl.NginxPod(p["lab"], r).generation(options.status)}
                    for r in ctl.controller_pods(p["lab"])]
     module.exit_json(changed=bool(changes), changes=changes, controllers=controllers)
 
