@@ -116,6 +116,7 @@ class NginxPod:
             raise LabError(f"ingress pod {self.record.pod.key}: nginx -t refused the configuration, the running "
                            f"one is kept: {test.stderr.strip()}")
         os.replace(new, conf)
+        old_workers = self.workers(pid) if pid is not None else []
         if pid is not None:
             os.kill(pid, signal.SIGHUP)  # graceful reload
             what = f"ingress pod {self.record.pod.key}: nginx reloaded (generation {rendered.generation})"
@@ -125,13 +126,20 @@ class NginxPod:
                 raise LabError(f"ingress pod {self.record.pod.key}: nginx did not start: {started.stderr.strip()}")
             what = f"ingress pod {self.record.pod.key}: nginx started (generation {rendered.generation})"
         deadline = time.monotonic() + timeout
-        while self.generation(options.status) != rendered.generation:
+        # Served by a new worker, and no old worker still accepting (an old one that has closed its listening
+        # sockets calls itself "shutting down" while it finishes the requests it holds).
+        while self.generation(options.status) != rendered.generation or any(
+                still_accepting(w) for w in old_workers):
             if time.monotonic() > deadline:
                 raise LabError(f"ingress pod {self.record.pod.key}: nginx did not serve generation "
                                f"{rendered.generation} within {timeout}s (see {self.folder / 'error.log'})")
             time.sleep(0.02)
         self._drop_unused_files(rendered)
         return what
+
+    def workers(self, master: int) -> list[int]:
+        """The master's worker processes (its children in the pod's namespace)."""
+        return [p for p in self.namespace.pids() if _parent(p) == master and _cmdline(p).startswith(b"nginx: worker")]
 
     def _nginx(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         """nginx inside the pod's network namespace (``daemon on``: the master detaches, pidfile in the folder)."""
@@ -144,6 +152,27 @@ class NginxPod:
         for path in certs.iterdir() if certs.is_dir() else ():
             if f"certs/{path.name}" not in rendered.files:
                 path.unlink(missing_ok=True)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def still_accepting(worker: int) -> bool:
+    """An nginx worker that may still accept connections: alive and not yet "shutting down"."""
+    return alive(worker) and b"shutting down" not in _cmdline(worker)
 
 
 def master_pid(folder: Path, netns_inode: int | None) -> int | None:

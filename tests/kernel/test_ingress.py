@@ -13,6 +13,7 @@ client netns" variant as another ``entry`` param (SLB → NodePort → kube-prox
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -24,8 +25,8 @@ from acklab.k8s import ingress_controller as ctl
 from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
 from acklab.k8s.model import parse_documents
 from acklab.k8s.pods import load_records
-from netns.kernel.namespace import Namespace, alive
-from netns.model.errors import ValidationError
+from netns.kernel.namespace import Namespace
+from netns.model.errors import LabError, ValidationError
 from tests import k8stools as k
 from tests.labtools import clean_lab, new_lab
 from tests.slbtools import HttpBackend, http_get
@@ -299,13 +300,14 @@ def test_ingress_change_reloads_gracefully_and_is_verified(ilab, entry):
     controller = ilab.controllers()[0]
     nginx = ctl.NginxPod(ilab.name, controller)
     master = nginx.pid()
-    workers = set(Namespace(controller.netns).pids()) - {master}
+    workers = nginx.workers(master)
+    assert len(workers) == os.cpu_count()  # worker_processes auto
     added = ingress("added", [rule("added.test", ("/", "Prefix", "b"))])
     changes = ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret, (added,))]))
     assert len(changes) == 2 and all("nginx reloaded" in c for c in changes)
-    assert nginx.pid() == master  # same master, new workers
-    new_workers = set(Namespace(controller.netns).pids()) - {master}
-    assert new_workers and not (new_workers & {w for w in workers if alive(w)} - new_workers)
+    assert nginx.pid() == master  # same master, new workers; the old ones accept no more connections
+    assert not set(nginx.workers(master)) & set(workers)
+    assert not any(ctl.still_accepting(w) for w in workers)
     for client, address in entry:
         assert who(get(client, address, "added.test", "/")) == "b"
     ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret)]))
@@ -342,3 +344,47 @@ def test_scaling_the_backend_under_a_request_loop_fails_no_request(ilab, entry):
     assert len(results) > 50 and failed == [], (len(results), failed[:5])
     assert len(set(results)) >= 5  # requests reached the added pods too
     assert set(results[-5:]) == set(web) and len(web) == 1
+
+
+def test_nginx_t_refusal_keeps_the_running_config(ilab, entry):
+    """A certificate whose key does not match passes rendering but not ``nginx -t``: nothing is swapped."""
+    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
+    cert, _ = mint_certificate(ilab.ca, ["secure.test"])
+    _, other_key = mint_certificate(ilab.ca, ["secure.test"])
+    mismatched = tls_secret("demo", "secure-tls", cert, other_key)
+    cluster = parse_documents([(d, "t") for d in manifests(3, mismatched)])
+    with pytest.raises(LabError, match="nginx -t refused the configuration, the running one is kept"):
+        ctl.sync(ilab.name, cluster)
+    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
+    assert after == before
+    for controller in ilab.controllers():
+        folder = ctl.NginxPod(ilab.name, controller).folder
+        assert not (folder / "nginx.conf.new").exists() and before[controller.pod.key] in (
+            folder / "nginx.conf").read_text()
+    for client, address in entry:
+        assert who(get(client, address, "mixed.test", "/foo")) == "b"
+
+
+def test_watch_applies_manifest_changes_and_survives_bad_ones(ilab, entry, tmp_path, capsys):
+    folder = tmp_path / "k8s"
+    folder.mkdir()
+    docs = manifests(3, ilab.secret)
+    (folder / "lab.yaml").write_text(yaml.safe_dump_all(docs))
+    ctl.watch(ilab.name, folder, interval=0, rounds=1)
+    assert capsys.readouterr().out == ""  # the same configuration: nothing reloaded
+    watched = ingress("watched", [rule("watched.test", ("/", "Prefix", "d"))])
+    (folder / "lab.yaml").write_text(yaml.safe_dump_all([*docs, watched]))
+    ctl.watch(ilab.name, folder, interval=0, rounds=1)
+    assert capsys.readouterr().out.count("nginx reloaded") == 2
+    for client, address in entry:
+        assert who(get(client, address, "watched.test", "/")) == "d"
+    (folder / "lab.yaml").write_text(yaml.safe_dump_all([*docs, watched, ingress("x", [rule("BAD", ("/", "Prefix",
+                                                                                                   "a"))])]))
+    ctl.watch(ilab.name, folder, interval=0, rounds=1)
+    assert "not applied, the running configuration is kept: Ingress 'demo/x'" in capsys.readouterr().err
+    for client, address in entry:
+        assert who(get(client, address, "watched.test", "/")) == "d"
+    (folder / "lab.yaml").write_text(yaml.safe_dump_all(docs))
+    ctl.watch(ilab.name, folder, interval=0, rounds=1)
+    for client, address in entry:
+        assert who(get(client, address, "watched.test", "/")) == "c"
