@@ -161,8 +161,9 @@ def apply(network, docs: list[dict]) -> list[str]:
 
 
 class Lab:
-    def __init__(self) -> None:
-        self.name = new_lab()
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.backends: list[HttpBackend] = []
         self.network, self.nodes, self.ecs3 = k.build_cluster(self.name, "terway-eniip")
         for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):  # the ECS's vSwitch may reach pods
             k.allow(self.name, k.NODE_SG, rule_id, "tcp", port, "192.168.2.0/24")
@@ -170,7 +171,6 @@ class Lab:
         cert, key = mint_certificate(self.ca, ["secure.test"])
         self.secret = tls_secret("demo", "secure-tls", cert, key)
         self.changes = apply(self.network, manifests(3, self.secret))
-        self.backends = []
         for name in BACKENDS:
             record = self.pod(name)
             self.backends.append(HttpBackend(record.netns, name, 9000))
@@ -181,19 +181,17 @@ class Lab:
     def controllers(self):
         return ctl.controller_pods(self.name)
 
-    def close(self) -> None:
-        for b in self.backends:
-            b.kill()
-        clean_lab(self.name)
-
-
 @pytest.fixture(scope="module")
 def ilab():
-    lab = Lab()
+    name = new_lab()
+    lab = None
     try:
+        lab = Lab(name)
         yield lab
-    finally:
-        lab.close()
+    finally:  # also when building the lab failed half-way
+        for backend in lab.backends if lab else ():
+            backend.kill()
+        clean_lab(name)
 
 
 @pytest.fixture(params=["vpc-ecs-to-pod-ips"])
