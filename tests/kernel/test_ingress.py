@@ -326,6 +326,10 @@ def test_scaling_the_backend_under_a_request_loop_fails_no_request(ilab, entry):
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
+    client, address = entry[0]  # and a wrk loop (a connection per request), across the reloads
+    wrk = subprocess.Popen(["nsenter", f"--net=/run/netns/{client}", "wrk", "-t1", "-c4", "-d8s", "-H",
+                            "Host: spread.test", "-H", "Connection: close", f"http://{address}/hostname"],
+                           stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
         up = apply(ilab.network, manifests(5, ilab.secret))
@@ -337,11 +341,13 @@ def test_scaling_the_backend_under_a_request_loop_fails_no_request(ilab, entry):
     finally:
         stop.set()
         thread.join(timeout=10)
+        wrk_out = wrk.communicate(timeout=30)[0]
     failed = [r for r in results if r is None or not r.startswith("web-")]
     web = sorted(r.pod.name for r in load_records(ilab.name).values() if r.pod.name.startswith("web-"))
     assert len(results) > 50 and failed == [], (len(results), failed[:5])
     assert len(set(results)) >= 5  # requests reached the added pods too
     assert set(results[-5:]) == set(web) and len(web) == 1
+    assert "requests in" in wrk_out and "Non-2xx" not in wrk_out and "Socket errors" not in wrk_out, wrk_out
 
 
 def test_nginx_t_refusal_keeps_the_running_config(ilab, entry):
