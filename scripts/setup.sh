@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3)
 DEBIAN_PACKAGES+=(haproxy nginx wrk)  # SLB: HAProxy in each SLB namespace; nginx + wrk for bench/slb_wrk.py
+DEBIAN_PACKAGES+=(libnginx-mod-http-lua)  # Ingress: endpoints change without an nginx reload (as ingress-nginx)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

@@ -58,6 +58,79 @@ _PATH = re.compile(r"^/[A-Za-z0-9\-._~%!&()*+,=:@/]*$")
 _PRIORITY = {"Exact": 0, "Prefix": 1, "ImplementationSpecific": 2}
 
 Manifest = Mapping[str, Any]
+LUA_MODULES = "/usr/lib/nginx/modules"  # Debian's libnginx-mod-http-lua (and its ndk dependency)
+
+# Endpoints without reloads, as ingress-nginx does it: upstreams name no server; a Lua balancer picks the pods
+# (round robin per worker) from the endpoints file, which the master loads into shared memory at every (re)load
+# and the controller makes every worker see at once with POST /acklab/endpoints on the status server.
+_LUA = r"""lua_shared_dict acklab 4m;
+init_by_lua_block {
+    acklab = {}
+    local path = "@ENDPOINTS@"
+    local dict = ngx.shared.acklab
+    function acklab.load()
+        local f = io.open(path, "r")
+        if not f then return nil, "no endpoints file" end
+        local text = f:read("*a")
+        f:close()
+        local version = text:match("^version (%x+)")
+        if not version then return nil, "no version line" end
+        local ok, err = dict:set("endpoints", text)
+        if not ok then return nil, err end
+        return version
+    end
+    local cache = {version = false, peers = {}}
+    local turn = {}
+    local function peers(name)
+        local text = dict:get("endpoints")
+        if not text then return nil end
+        local version = text:match("^version (%x+)")
+        if version ~= cache.version then
+            local map = {}
+            for up, list in text:gmatch("upstream (%S+) (%S+)") do
+                local t = {}
+                for ip, port in list:gmatch("([%d.]+):(%d+)") do t[#t + 1] = {ip, tonumber(port)} end
+                map[up] = t
+            end
+            cache.version, cache.peers = version, map
+        end
+        return cache.peers[name]
+    end
+    function acklab.balance(name)
+        local balancer = require("ngx.balancer")
+        local list = peers(name)
+        if not list or #list == 0 then return ngx.exit(502) end
+        if not ngx.ctx.acklab_tried then
+            ngx.ctx.acklab_tried = true
+            balancer.set_more_tries(math.min(#list, 3) - 1)
+        end
+        local i = (turn[name] or 0) % #list + 1
+        turn[name] = i
+        local ok, err = balancer.set_current_peer(list[i][1], list[i][2])
+        if not ok then
+            ngx.log(ngx.ERR, "acklab balancer: ", err)
+            return ngx.exit(500)
+        end
+    end
+    function acklab.endpoints_handler()
+        local version, err
+        if ngx.req.get_method() == "POST" then
+            version, err = acklab.load()
+        else
+            local text = dict:get("endpoints")
+            version = text and text:match("^version (%x+)")
+            err = "not loaded"
+        end
+        if not version then
+            ngx.status = 500
+            ngx.say(err)
+            return
+        end
+        ngx.say(version)
+    end
+    acklab.load()
+}
+"""
 
 
 def is_controller_pod(namespace: str, labels: Mapping[str, str]) -> bool:
@@ -102,6 +175,9 @@ class Rendered:
     ignored: tuple[str, ...]  # Ingresses of other classes, with the reason
     # host ("" = catch-all) → nginx location argument → what it does: an upstream name, "404" or "503"
     routes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # the endpoints file the Lua balancer reads ("version V" then "upstream NAME ip:port,ip:port" lines) and V
+    endpoints: str = ""
+    endpoints_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -396,8 +472,11 @@ def render(ingresses: Iterable[Manifest], classes: Iterable[Manifest], services:
     config = body.replace("@GENERATION@", generation)
     routes = {host: {m: _target(loc, upstreams) for m, loc in _locations(server).items()}
               for host, server in sorted(build.servers.items())}
+    lines = [f"upstream {name} {','.join(servers)}" for name, servers in sorted(upstreams.items()) if servers]
+    version = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    endpoints = "\n".join([f"version {version}", *lines, ""])
     return Rendered(config, generation, dict(sorted(build.files.items())), dict(sorted(upstreams.items())),
-                    tuple(ignored), routes)
+                    tuple(ignored), routes, endpoints, version)
 
 
 # --- text ----------------------------------------------------------------------------------------------------------
@@ -468,6 +547,7 @@ def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings
     r = s.root
     lines = [
         "# acklab ingress-nginx: rendered by acklab.k8s.ingress (do not edit); generation @GENERATION@",
+        *[f"load_module {LUA_MODULES}/{m};" for m in ("ndk_http_module.so", "ngx_http_lua_module.so")],
         f"worker_processes {s.workers or 'auto'};",
         "daemon on;",
         f"pid {r}/nginx.pid;",
@@ -494,13 +574,15 @@ def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         "",
     ]
+    lines += [f"    {line}" for line in _LUA.replace("@ENDPOINTS@", f"{r}/endpoints").splitlines()]
     for name, servers in sorted(upstreams.items()):
         if not servers:
             continue
-        lines.append(f"    upstream {name} {{")
-        lines += [f"        server {addr} max_fails=0;" for addr in servers]
-        # ingress-nginx's upstream keep-alive defaults: 320 idle connections, 10000 requests, 60 s
-        lines += ["        keepalive 320;", "        keepalive_requests 10000;", "        keepalive_timeout 60s;",
+        lines += [f"    upstream {name} {{",
+                  "        server 0.0.0.1;  # never used: the balancer picks a pod from the endpoints",
+                  f'        balancer_by_lua_block {{ acklab.balance("{name}") }}',
+                  # ingress-nginx's upstream keep-alive defaults: 320 idle connections, 10000 requests, 60 s
+                  "        keepalive 320;", "        keepalive_requests 10000;", "        keepalive_timeout 60s;",
                   "    }"]
     for host in sorted(build.servers):
         lines += _server_text(build.servers[host], upstreams, s)
@@ -510,6 +592,7 @@ def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings
         f"        listen 127.0.0.1:{s.status_port};",
         "        location = /healthz { return 200 \"ok\\n\"; }",
         "        location = /acklab/generation { return 200 \"@GENERATION@\\n\"; }",
+        "        location = /acklab/endpoints { content_by_lua_block { acklab.endpoints_handler() } }",
         "        location / { return 404; }",
         "    }",
         "}",

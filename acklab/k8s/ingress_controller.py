@@ -74,14 +74,22 @@ class NginxPod:
 
     def generation(self, port: int) -> str | None:
         """What the status location answers (the generation nginx serves), None if nothing answers."""
+        return self.status(port, "/acklab/generation")
+
+    def endpoints_version(self, port: int, load: bool = False) -> str | None:
+        """The endpoints version nginx's workers use; ``load``: make them load the endpoints file first."""
+        return self.status(port, "/acklab/endpoints", "POST" if load else "GET")
+
+    def status(self, port: int, path: str, method: str = "GET") -> str | None:
+        """The body of a 200 answer of nginx's status server in the pod, None otherwise."""
         try:
             sock = self.namespace.socket()
         except OSError:
             return None
-        sock.settimeout(1.0)
+        sock.settimeout(2.0)
         try:
             sock.connect(("127.0.0.1", port))
-            sock.sendall(b"GET /acklab/generation HTTP/1.0\r\nHost: status\r\n\r\n")
+            sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: status\r\nContent-Length: 0\r\n\r\n".encode())
             data = b""
             while chunk := sock.recv(4096):
                 data += chunk
@@ -97,8 +105,21 @@ class NginxPod:
         conf = self.folder / "nginx.conf"
         pid = self.pid()
         current = conf.read_text() if conf.exists() else None
-        if pid is not None and current == rendered.config and self.generation(options.status) == rendered.generation:
+        same_config = (pid is not None and current == rendered.config
+                       and self.generation(options.status) == rendered.generation)
+        endpoints = self.folder / "endpoints"
+        same_endpoints = (endpoints.exists() and endpoints.read_text() == rendered.endpoints
+                          and self.endpoints_version(options.status) == rendered.endpoints_version)
+        if same_config and same_endpoints:
             return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = endpoints.with_name("endpoints.tmp")
+        tmp.write_text(rendered.endpoints)
+        os.replace(tmp, endpoints)  # read by the master at (re)load and by POST /acklab/endpoints
+        if same_config:  # pods came or went: every worker takes the new endpoints at once, no reload
+            self._load_endpoints(rendered, options)
+            return (f"ingress pod {self.record.pod.key}: endpoints updated without a reload "
+                    f"(version {rendered.endpoints_version})")
         (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
         for name, data in rendered.files.items():  # content-addressed names: never overwrite a file in use
             path = self.folder / name
@@ -134,8 +155,15 @@ class NginxPod:
                 raise LabError(f"ingress pod {self.record.pod.key}: nginx did not serve generation "
                                f"{rendered.generation} within {timeout}s (see {self.folder / 'error.log'})")
             time.sleep(0.02)
+        self._load_endpoints(rendered, options)
         self._drop_unused_files(rendered)
         return what
+
+    def _load_endpoints(self, rendered: ingress.Rendered, options: Options) -> None:
+        version = self.endpoints_version(options.status, load=True)
+        if version != rendered.endpoints_version:
+            raise LabError(f"ingress pod {self.record.pod.key}: nginx loaded endpoints version {version}, not "
+                           f"{rendered.endpoints_version} (see {self.folder / 'error.log'})")
 
     def workers(self, master: int) -> list[int]:
         """The master's worker processes (its children in the pod's namespace)."""

@@ -188,7 +188,21 @@ def test_service_port_by_number_and_name_and_target_port_resolution():
     assert r.upstreams["demo-multi-80"] == ("10.0.1.1:8080", "10.0.1.2:8081")  # named targetPort per pod
     assert r.upstreams["demo-multi-web"] == r.upstreams["demo-multi-80"]
     assert r.upstreams["demo-multi-admin"] == ("10.0.1.1:9090", "10.0.1.2:9090")
-    assert "server 10.0.1.2:8081 max_fails=0;" in r.config
+    assert "upstream demo-multi-80 10.0.1.1:8080,10.0.1.2:8081\n" in r.endpoints
+    assert r.endpoints.startswith(f"version {r.endpoints_version}\n")
+    assert 'balancer_by_lua_block { acklab.balance("demo-multi-80") }' in r.config
+
+
+def test_endpoint_changes_leave_the_config_alone_unless_a_backend_empties_or_fills():
+    """Pods coming and going change only the endpoints file (no reload), as ingress-nginx's Lua balancer does."""
+    base = render(ingress("t", [rule("x.com", path("/", "Prefix", "a"))]))
+    moved = render(ingress("t", [rule("x.com", path("/", "Prefix", "a"))]),
+                   pods=[*PODS, pod("a-1", "10.0.0.9", "a")])
+    assert moved.config == base.config and moved.generation == base.generation
+    assert moved.endpoints_version != base.endpoints_version and "10.0.0.1:8080,10.0.0.9:8080" in moved.endpoints
+    empty = render(ingress("t", [rule("x.com", path("/", "Prefix", "a"))]),
+                   pods=[p for p in PODS if p["labels"]["app"] != "a"])
+    assert empty.generation != base.generation and served(empty, "/", "x.com") == "503"
 
 
 def test_missing_service_port_or_endpoints_answer_503():
