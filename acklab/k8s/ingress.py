@@ -20,7 +20,8 @@ What ingress-nginx does with these objects, reduced to what one nginx needs (see
   rules (else of one with host-less rules).
 - Backends: ``service.port.number`` or ``service.port.name``; endpoints are the Service's ready pods with the
   targetPort resolved per pod (``acklab.k8s.services.resolve``): nginx proxies to pod IPs directly, round
-  robin. No such Service, port or endpoint: 503.
+  robin. The endpoints are not in nginx.conf but in ``Rendered.endpoints``, which a Lua balancer reads (as
+  ingress-nginx does), so pods coming and going need no reload. No such Service, port or endpoint: 503.
 - TLS: ``spec.tls[].secretName`` (a Secret in the Ingress's namespace with ``tls.crt`` and ``tls.key``)
   for ``spec.tls[].hosts``; SNI picks the server, so the certificate; plain HTTP to a TLS host gets a 308 to
   https. The catch-all server refuses TLS handshakes for unknown names (``ssl_reject_handshake``).

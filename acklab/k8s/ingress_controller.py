@@ -3,17 +3,21 @@
 Controller pods are the lab's pods that ``acklab.k8s.ingress.is_controller_pod`` recognises (namespace
 ``kube-system``, label ``app: ingress-nginx`` or ``app.kubernetes.io/name: ingress-nginx``); the pod agent leaves
 their ports to nginx. Per controller pod, under ``/run/acklab/<lab>/ingress/<namespace>.<pod>/``:
-``nginx.conf`` (the rendered configuration), ``nginx.pid`` (the master, started inside the pod's network
-namespace), ``certs/`` (certificate and key files, named by content), ``tmp/``, ``error.log``.
+``nginx.conf`` (the rendered configuration), ``endpoints`` (what the Lua balancer picks pods from),
+``nginx.pid`` (the master, started inside the pod's network namespace), ``certs/`` (certificate and key files,
+named by content), ``tmp/``, ``error.log``.
 
 ``sync`` is idempotent: render (a ValidationError for an invalid Ingress stops it before anything is written),
-then for each controller pod whose configuration differs or whose nginx is not running: write ``nginx.conf.new``,
-``nginx -t`` it, rename it over ``nginx.conf``, SIGHUP the master (graceful: old workers finish the requests
-they hold, the listening sockets stay open) or start nginx, and wait until the status location
-``127.0.0.1:10254/acklab/generation`` in the pod answers the new generation. Nothing changed: nothing is done.
+then per controller pod: new endpoints only → replace the endpoints file and ``POST /acklab/endpoints`` on the
+pod's status server (every worker uses them at once; no reload); a new configuration, or no nginx running →
+write ``nginx.conf.new``, ``nginx -t`` it, rename it over ``nginx.conf``, SIGHUP the master (graceful: old
+workers finish the requests they hold, the listening sockets stay open) or start nginx, and wait until
+``127.0.0.1:10254/acklab/generation`` in the pod answers the new generation and no old worker still accepts.
+Nothing changed: nothing is done.
 
 Endpoints are the pods that are both wanted by the manifests and running: a pod about to be removed is taken
-out of nginx by a ``sync`` before the pod network removes it (drain), a new pod is added by the ``sync`` after.
+out of the endpoints by a ``sync`` before the pod network removes it (drain), a new pod is added by the ``sync``
+after.
 ``watch`` polls the manifests and the pod records and syncs on every change (the Kubernetes informers' role).
 """
 

@@ -12,9 +12,10 @@ description:
     (controller C(k8s.io/ingress-nginx)) and applies it in every controller pod - pods in C(kube-system)
     labelled C(app=ingress-nginx) or C(app.kubernetes.io/name=ingress-nginx).
   - nginx runs inside each controller pod's network namespace (pidfile under C(/run/acklab/<lab>/ingress/)).
-    A new configuration is checked with C(nginx -t), swapped in atomically and loaded with a graceful reload
-    (SIGHUP), which is verified; an invalid Ingress fails the task naming the Ingress, the field and the reason,
-    and leaves the running configuration untouched.
+    Changed endpoints are handed to nginx's Lua balancer without a reload. A new configuration is checked with
+    C(nginx -t), swapped in atomically and loaded with a graceful reload (SIGHUP), which is verified; an invalid
+    Ingress fails the task naming the Ingress, the field and the reason, and leaves the running configuration
+    untouched.
   - Endpoints are pods that the manifests want and that run, so running this module before the pod network
     role drains pods about to be removed, and running it after adds new pods.
   - Changes nothing (C(changed=false)) when every controller already serves the rendered configuration.
