@@ -4,6 +4,7 @@ default backends, service ports by number and name, TLS/SNI, class selection, in
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 
 import pytest
@@ -327,8 +328,8 @@ def test_rendered_config_passes_nginx_t(tmp_path):
     from acklab.k8s.certs import mint_ca, mint_certificate
     from acklab.k8s.certs import tls_secret as make_secret
 
-    if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed")
+    if shutil.which("nginx") is None or not os.path.exists(f"{ing.LUA_MODULES}/ngx_http_lua_module.so"):
+        pytest.skip("nginx or its Lua module (libnginx-mod-http-lua) is not installed: run scripts/setup.sh")
     ca = mint_ca()
     cert, key = mint_certificate(ca, ["secure.com", "*.wild.com"])
     doc = ingress("s", [rule("secure.com", path("/", "Prefix", "a"), path("/x", "Exact", "b")),
