@@ -78,15 +78,17 @@ init_by_lua_block {
         if not version then return nil, "no version line" end
         local ok, err = dict:set("endpoints", text)
         if not ok then return nil, err end
+        dict:set("version", version)  -- (after the text: a worker that sees it finds the text too)
         return version
     end
     local cache = {version = false, peers = {}}
     local turn = {}
     local function peers(name)
-        local text = dict:get("endpoints")
-        if not text then return nil end
-        local version = text:match("^version (%x+)")
+        local version = dict:get("version")  -- a short string per request; the text only when it changed
+        if not version then return nil end
         if version ~= cache.version then
+            local text = dict:get("endpoints") or ""
+            version = text:match("^version (%x+)")
             local map = {}
             for up, list in text:gmatch("upstream (%S+) (%S+)") do
                 local t = {}
@@ -118,9 +120,7 @@ init_by_lua_block {
         if ngx.req.get_method() == "POST" then
             version, err = acklab.load()
         else
-            local text = dict:get("endpoints")
-            version = text and text:match("^version (%x+)")
-            err = "not loaded"
+            version, err = dict:get("version"), "not loaded"
         end
         if not version then
             ngx.status = 500
