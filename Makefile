@@ -14,12 +14,16 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: setup up down test unit kernel e2e lint clean status help bench reliability
+.PHONY: test-ssh ssh-up vagrant-check
 
 help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-	@echo "make bench  set up, then time N=10/50/100 ECS via acklab vs raw ip -batch, and pulumi up/destroy"
+	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules) against same-run baselines"
+	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
+	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
+	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
 
 setup:
 	@scripts/setup.sh
@@ -53,14 +57,30 @@ e2e: setup
 test: setup lint
 	$(PYTEST) tests --junitxml=reports/junit.xml
 
+# The connectivity matrix (testinfra) on a default lab of its own, brought up and taken down by the session;
+# ACKLAB_ACCEPTANCE_LAB=<lab> runs it against a lab that is already up instead.
+.PHONY: acceptance
+acceptance: setup
+	$(PYTEST) tests/acceptance --junitxml=reports/acceptance.xml
+
 clean: setup
 	acklab clean --lab $(LAB)
 
 reliability: setup
 	$(VENV)/bin/python -m tests.reliability 20
 
+# Every benchmark runs (each writes reports/bench/<name>.{json,md}); the target fails at the end if one missed.
+BENCHES := ecs_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk
 bench: setup
-	$(VENV)/bin/python -m bench.ecs_scale
-	$(VENV)/bin/python -m bench.pods_scale
-	$(VENV)/bin/python -m bench.slb_wrk
-	$(VENV)/bin/python -m bench.ingress_wrk
+	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
+
+# SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
+ssh-up: up
+	$(VENV)/bin/python -m acklab.sshmode up --lab $(LAB)
+	cd ansible && $(VENV)/bin/python -m acklab.sshmode exec --lab $(LAB) -- $(VENV)/bin/ansible-playbook site.yml
+
+test-ssh: setup
+	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py tests/kernel/test_pod_plan_as_data.py -q
+
+vagrant-check: setup
+	$(PYTEST) tests/unit/test_vagrantfile.py -q

@@ -5,9 +5,13 @@ With the stack setting `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes node
 and the program adds what the pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
 """
 
+import os
+from pathlib import Path
+
 import pulumi
 
-from acklab.k8s import ipam
+from acklab.k8s import ccm, ipam
+from acklab.k8s.model import load_manifests
 from netns import ecs, vpc
 
 config = pulumi.Config("acklab")
@@ -17,6 +21,11 @@ datapath = None if datapath == "none" else datapath
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
 pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
+# The lab's Kubernetes manifests: LoadBalancer Services get an SLB each (this program plays ACK's CCM). They are
+# read and validated first, so a bad Service stops the program before anything is made.
+manifests = config.get("manifests") or os.environ.get("ACKLAB_MANIFESTS") or f"labs/{pulumi.get_stack()}/k8s"
+services = load_manifests(manifests).services if datapath and Path(manifests).is_dir() else ()
+service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 
 network = vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
@@ -25,6 +34,17 @@ zone_h = vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zon
                     vswitch_name="acklab-vsw-h")
 zone_i = vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
                     vswitch_name="acklab-vsw-i")
+
+# Security groups (for the acceptance matrix, tests/acceptance): ecs-3 and, with Terway, the pods' ENIs are
+# filtered; the nodes' primary ENIs are in no group, unfiltered (a lab convenience). Basic groups: members reach
+# each other, all egress is allowed, other ingress needs a rule.
+pod_sources = "192.168.3.0/24" if datapath == "terway-eniip" else pod_cidr  # the source ecs-3 sees from pods
+ecs_group = ecs.SecurityGroup("sg-ecs", vpc_id=network.id, security_group_name="acklab-ecs")
+for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),  # the nodes reach ecs-3
+                                         ("pods-tcp", "tcp", "80/80", pod_sources),  # pods reach its TCP port 80
+                                         ("pods-udp", "udp", "53/53", pod_sources)):  # and its UDP port 53
+    ecs.SecurityGroupRule(f"sg-ecs-{rule_name}", security_group_id=ecs_group.id, type="ingress",
+                          ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
 
 
 def tags(name: str) -> dict[str, str] | None:
@@ -37,7 +57,7 @@ instances = {
     "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large",
                           tags=tags("ecs-2")),
     "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large",
-                          tags=tags("ecs-3")),
+                          tags=tags("ecs-3"), security_groups=[ecs_group.id]),
 }
 
 pulumi.export("vpc_id", network.id)
@@ -53,19 +73,34 @@ if datapath in ("vpc-route", "vxlan"):
         for name, cidr in node_cidrs.items():
             vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id, destination_cidrblock=str(cidr),
                            nexthop_type="Instance", nexthop_id=instances[name].id)
-    pulumi.export("kubernetes", {"datapath": datapath, "pod_cidr": pod_cidr,
-                                 "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}})
+    kubernetes = {"datapath": datapath, "pod_cidr": pod_cidr,
+                  "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
 elif datapath == "terway-eniip":
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
     pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
                              vswitch_name="acklab-vsw-pods-h")
+    # the pods' ENIs: the nodes' vSwitch and SLBs (Alibaba's SLBs reach backends from 100.64.0.0/10) reach every
+    # port; ECS on vsw-i reach the demo pods' HTTP (TCP 8080) and UDP (8081) ports only
+    pod_group = ecs.SecurityGroup("sg-pods", vpc_id=network.id, security_group_name="acklab-pods")
+    for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),
+                                             ("slb", "all", "-1/-1", "100.64.0.0/10"),
+                                             ("ecs-tcp", "tcp", "8080/8080", "192.168.2.0/24"),
+                                             ("ecs-udp", "udp", "8081/8081", "192.168.2.0/24")):
+        ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
+                              ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
     terway_nodes = {}
     for name in NODES:
         eni = ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
                                       secondary_private_ip_address_count=pod_ips_per_node,
-                                      network_interface_name=f"{name}-pods")
+                                      network_interface_name=f"{name}-pods", security_group_ids=[pod_group.id])
         attached = ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
                                                      instance_id=instances[name].id)
         terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,
                               "eni_ips": eni.assigned_private_ip_addresses}
-    pulumi.export("kubernetes", {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "nodes": terway_nodes})
+    # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
+    kubernetes = {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "pod_cidr": "192.168.3.0/24",
+                  "nodes": terway_nodes}
+
+if datapath:
+    kubernetes["load_balancers"] = ccm.create(service_lbs, {n: instances[n] for n in NODES}, zone_h.id)
+    pulumi.export("kubernetes", kubernetes)

@@ -50,6 +50,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"\n{'POD':<40} {'IP':<16} {'NODE':<10} NETNS")
         for pod in view.pods:
             print(f"{pod.namespace + '/' + pod.name:<40} {pod.ip:<16} {pod.node:<10} {pod.netns}")
+    if view.services:
+        print(f"\n{'SERVICE':<30} {'TYPE':<13} {'CLUSTER-IP':<14} {'EXTERNAL-IP':<14} PORT(S)")
+        for svc in view.services:
+            ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}"
+                             for p in svc.ports)
+            print(f"{svc.namespace + '/' + svc.name:<30} {svc.type:<13} {svc.cluster_ip:<14} "
+                  f"{svc.load_balancer or '<none>':<14} {ports}")
     for group in view.security_groups:
         print(f"\nsecurity group {group.id} ({group.type}, inner {group.inner_access_policy})")
         for rule in group.rules:

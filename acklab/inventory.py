@@ -83,6 +83,25 @@ class SlbView:
 
 
 @dataclass
+class ServicePortView:
+    name: str
+    port: int
+    protocol: str
+    target_port: int | str
+    node_port: int | None = None
+
+
+@dataclass
+class ServiceView:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str
+    ports: list[ServicePortView] = field(default_factory=list)
+    load_balancer: str | None = None  # the SLB's address (status.loadBalancer.ingress[0].ip)
+
+
+@dataclass
 class LabView:
     lab: str
     vpcs: list[VpcView] = field(default_factory=list)
@@ -90,6 +109,7 @@ class LabView:
     security_groups: list[SecurityGroupView] = field(default_factory=list)
     pods: list[PodView] = field(default_factory=list)
     slbs: list[SlbView] = field(default_factory=list)
+    services: list[ServiceView] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,7 +138,25 @@ def read_lab(lab: str) -> LabView:
     view.ecs.sort(key=lambda e: (e.name, e.id))
     view.pods = read_pods(lab)
     view.slbs = read_slbs(lab)
+    view.services = read_services(lab)
     return view
+
+
+def read_services(lab: str) -> list[ServiceView]:
+    """The Services as last programmed on the nodes (allocations and SLB address filled in)."""
+    from acklab.k8s.apiserver import load_services
+
+    found = []
+    for svc in load_services(lab):
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
+        ports = [ServicePortView(str(p.get("name") or ""), int(p["port"]), p.get("protocol", "TCP"),
+                                 p.get("targetPort", p["port"]), p.get("nodePort"))
+                 for p in spec.get("ports") or []]
+        found.append(ServiceView(str(meta.get("namespace") or "default"), str(meta["name"]),
+                                 spec.get("type", "ClusterIP"), str(spec.get("clusterIP", "")), ports,
+                                 ingress[0].get("ip")))
+    return sorted(found, key=lambda s: (s.namespace, s.name))
 
 
 def read_pods(lab: str) -> list[PodView]:

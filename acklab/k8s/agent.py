@@ -225,7 +225,7 @@ class AgentHandle:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone, or exiting while read
             return None
         return pid if b"acklab.k8s.agent" in cmdline and self._path("json").name.encode() in cmdline else None
 

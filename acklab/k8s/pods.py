@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from contextlib import AbstractContextManager
@@ -41,6 +42,14 @@ TERWAY_GATEWAY = "169.254.1.1"
 TO_POD_PRIORITY = 512  # Terway: traffic to a pod is looked up in main (its /32 veth route)
 FROM_POD_PRIORITY = 2048  # Terway: traffic from a pod leaves through its ENI's table
 ENI_TABLE_BASE = 1000  # Terway: an ENI's table is 1000 + its interface index
+# Return path for connections that entered through the primary ENI and were forwarded to a pod (NodePort and
+# SLB traffic with externalTrafficPolicy: Local, whose client address is kept): the pod's reply must leave the
+# way the request came, through the main table and eth0, not through the pod ENI's table (whose vSwitch port
+# would drop a source that is the node's primary address). The connection is marked as it enters eth0; the
+# mark is restored on the replies, and a rule sends marked packets to the main table.
+RETURN_PATH_MARK = 0x10
+RETURN_PATH_PRIORITY = 1024  # after TO_POD, before FROM_POD
+RETURN_PATH_CHAIN = "ACKLAB-PRIMARY-ENI"
 ENOENT, ESRCH = 2, 3
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"  # Terway/Calico: every host-side veth of a routed pod has this MAC
 LOOPBACK_INDEX = 1  # lo is always the first interface of a namespace
@@ -54,6 +63,12 @@ def host_ifname(namespace: str, name: str) -> str:
 def k8s_lock(lab: str) -> AbstractContextManager[None]:
     """Serializes the Kubernetes side of a lab (nodes converge one at a time: one consistent plan)."""
     return file_lock(k8s_dir(lab) / "lock")
+
+
+def node_lock(lab: str, node: str) -> AbstractContextManager[None]:
+    """Serializes one node's convergence when the plan comes from the controller (no lab-wide lock: nodes
+    may be on different hosts)."""
+    return file_lock(k8s_dir(lab) / f"{node}.lock")
 
 
 # --- records ------------------------------------------------------------------------------------------------
@@ -184,7 +199,7 @@ class NodeNetwork:
         others = sorted((n.name, n.ip, n.pod_cidr or "") for n in self.network.nodes if n.name != self.node.name)
         return json.dumps({"datapath": self.network.datapath, "node": [self.node.ip, self.node.pod_cidr,
                            self.node.eni_ifname, self.node.eni_gateway], "cluster": self.network.cluster_cidr,
-                           "others": others, "inode": self.namespace.inode()}, sort_keys=True)
+                           "others": others, "inode": self.namespace.inode(), "return_path": 1}, sort_keys=True)
 
     def _base_file(self) -> Path:
         return k8s_dir(self.lab) / f"{self.node.name}.base"
@@ -269,6 +284,30 @@ class NodeNetwork:
             table = self.eni_table(ipr)
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
+            # Terway: the node itself reaches the pod vSwitch through its primary ENI and the VPC, like any
+            # other VPC address; the ENI's connected route would send the node's own (and its NAT'd, e.g.
+            # NodePort reply) traffic out of the pod ENI with a source that is not the ENI's.
+            for route in ipr.get_routes(family=socket.AF_INET, table=254, oif=index):
+                if route.get("proto") == 2 and route.get("dst_len", 0) > 0:  # RTPROT_KERNEL
+                    _ignore_missing(ipr.route, "del", dst=route.get_attr("RTA_DST"), dst_len=route["dst_len"],
+                                    oif=index, table=254, scope=route["scope"], proto=route["proto"])
+            marked = [r for r in ipr.get_rules(family=socket.AF_INET)
+                      if r.get("FRA_PRIORITY") == RETURN_PATH_PRIORITY and r.get("FRA_FWMARK") == RETURN_PATH_MARK]
+            if not marked:
+                ipr.rule("add", fwmark=RETURN_PATH_MARK, fwmask=RETURN_PATH_MARK, table=254,
+                         priority=RETURN_PATH_PRIORITY)
+        mark = f"{RETURN_PATH_MARK:#x}/{RETURN_PATH_MARK:#x}"
+        rules = (f"*mangle\n:{RETURN_PATH_CHAIN} - [0:0]\n-F {RETURN_PATH_CHAIN}\n"
+                 f"-A {RETURN_PATH_CHAIN} -i eth0 -j CONNMARK --set-xmark {mark}\n"
+                 f"-A {RETURN_PATH_CHAIN} ! -i eth0 -m connmark --mark {mark} "
+                 f"-j CONNMARK --restore-mark --nfmask {RETURN_PATH_MARK:#x} --ctmask {RETURN_PATH_MARK:#x}\n"
+                 "COMMIT\n")
+        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
+        if result.returncode != 0:
+            raise LabError(f"node {self.node.name}: iptables-restore refused the return-path rules: {result.stderr}")
+        jump = ["PREROUTING", "-j", RETURN_PATH_CHAIN]
+        if self.namespace.run(["iptables", "-t", "mangle", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "mangle", "-A", *jump])
 
     # pods ----------------------------------------------------------------------------------------------------
     def link_names(self) -> set[str]:
@@ -387,14 +426,51 @@ def current_placements(lab: str) -> dict[str, tuple[str, str]]:
     return {key: (r.node, r.ip) for key, r in load_records(lab).items() if Namespace(r.netns).exists()}
 
 
-def converge_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
-    """Make one node run exactly the pods ``placements`` puts on it. Returns what changed (empty: nothing)."""
+def node_placements(lab: str, node: str) -> dict[str, tuple[str, str]]:
+    """This node's running pods (recorded by this node, namespace present) → (node, ip): what a node reports
+    to the controller's plan. Reads nothing another node wrote."""
+    return {key: (r.node, r.ip) for key, r in _own_records(lab, node).items() if Namespace(r.netns).exists()}
+
+
+def _own_records(lab: str, node: str) -> dict[str, PodRecord]:
+    return {key: r for key, r in load_records(lab).items() if r.node == node}
+
+
+def prune_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
+    """Remove this node's pods that ``placements`` no longer puts on it (deleted, or moved to another node).
+
+    The playbook runs this on every node before any node creates pods, so a pod that moves between nodes is
+    gone from its old node first. Only this node's own records and namespaces are touched."""
+    node = NodeNetwork(network, network.node(node_name))
+    records = _own_records(network.lab, node_name)
+    gone = [r for k, r in records.items() if placements.get(k) is None or placements[k].node != node_name]
+    if not gone:
+        return []
+    kept = [r for r in records.values() if r not in gone and Namespace(r.netns).exists()]
+    if node.agent.pid() is not None:  # first: its sockets keep the gone pods' namespaces alive
+        status = node.agent.configure(node.agent_pods(kept))
+        if status.get("errors"):
+            raise LabError(f"pod agent of node {node_name}: {'; '.join(status['errors'])}")
+    node.remove_pods(gone)
+    return [f"pod {record.pod.key}: removed from {node_name}" for record in gone]
+
+
+def converge_node(network: Network, node_name: str, placements: dict[str, Placement],
+                  own_only: bool = False) -> list[str]:
+    """Make one node run exactly the pods ``placements`` puts on it. Returns what changed (empty: nothing).
+
+    ``own_only``: the plan was made once for the whole cluster (the controller's ``pod_plan``); this node
+    reads and changes only what it recorded itself (no shared file system with other nodes is assumed), so
+    it neither removes pods of other nodes nor forgets departed ones."""
     node = NodeNetwork(network, network.node(node_name))
     changes: list[str] = []
     if node.ensure_base():
         changes.append(f"node {node_name}: {network.datapath} datapath")
-    changes += _forget_departed_nodes(network)
-    records = load_records(network.lab)
+    if own_only:
+        records = _own_records(network.lab, node_name)
+    else:
+        changes += _forget_departed_nodes(network)
+        records = load_records(network.lab)
     mine = {k: p for k, p in placements.items() if p.node == node_name}
     moved = [r for k, r in records.items() if r.node != node_name and k in mine]  # nodeName changed
     for record in moved:

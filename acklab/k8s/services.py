@@ -8,6 +8,9 @@ What the API server and the EndpointSlice controller would do, reduced to what k
   ``ready`` from the pod (``publishNotReadyAddresses`` counts every such pod as ready). ``targetPort`` by
   number, or by name resolved per pod through its container ports of the same protocol (a pod without
   that port name is no endpoint of that port). Omitted ``targetPort`` is ``port``.
+- ClusterIPs from the service CIDR (ACK's default 172.21.0.0/20): an explicit ``clusterIP`` must lie in it and
+  be free; an address allocated before is kept; new Services take the lowest free address (the first one is
+  the ``kubernetes`` Service's, as in every cluster). What kube-apiserver's allocator guarantees: stable, unique.
 - NodePorts in 30000-32767: explicit ``nodePort`` honoured; ports allocated before (``previous``) kept;
   new ones take the lowest free port; a clash is a ValidationError naming the Service and field.
   ``healthCheckNodePort`` for LoadBalancer + ``externalTrafficPolicy: Local`` likewise.
@@ -15,6 +18,7 @@ What the API server and the EndpointSlice controller would do, reduced to what k
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +35,7 @@ from acklab.k8s.kube_proxy import (
 from netns.model.errors import ValidationError
 
 NODE_PORT_RANGE = (30000, 32767)
+SERVICE_CIDR = "172.21.0.0/20"  # ACK's default service CIDR
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
 Manifest = Mapping[str, Any]
@@ -55,6 +60,17 @@ class Pod:
     ready: bool = True
     terminating: bool = False
     ports: tuple[ContainerPort, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels), "ip": self.ip,
+                "node": self.node, "ready": self.ready, "terminating": self.terminating,
+                "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in self.ports]}
+
+    @classmethod
+    def of(cls, pod: Any, ip: str | None, node: str | None) -> Pod:
+        """From a model pod (``acklab.k8s.model.Pod``: namespace, name, labels, ports) and where it runs."""
+        ports = tuple(ContainerPort(p.name, p.port, p.protocol) for p in pod.ports)
+        return cls(pod.name, pod.namespace, dict(pod.labels), ip, node, ports=ports)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Pod:
@@ -82,10 +98,11 @@ class Pod:
 
 @dataclass(frozen=True)
 class Resolved:
-    """The service ports for one node, plus every NodePort allocation (persist it for the next run)."""
+    """The service ports for one node, plus every allocation (persist them for the next run)."""
 
     service_ports: tuple[ServicePortInfo, ...]
     node_ports: dict[str, int]
+    cluster_ips: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,8 +167,12 @@ def _validate(svc: _Svc) -> None:
         raise svc.error("spec.type", f"{svc.type!r} is not one of {', '.join(SERVICE_TYPES)}")
     if not svc.proxied:
         return
-    if not svc.spec.get("clusterIP"):
-        raise svc.error("spec.clusterIP", "is required (set it, or 'None' for a headless Service)")
+    cluster_ip = svc.spec.get("clusterIP")
+    if cluster_ip is not None and cluster_ip != "":
+        try:
+            ipaddress.IPv4Address(str(cluster_ip))
+        except ValueError:
+            raise svc.error("spec.clusterIP", f"{cluster_ip!r} is not an IPv4 address (or 'None')") from None
     ports = svc.ports
     if not ports:
         raise svc.error("spec.ports", "at least one port is required")
@@ -282,6 +303,98 @@ def _allocate(requests: list[_Request], previous: dict[str, int], port_range: tu
 
 
 # --------------------------------------------------------------------------------------------------
+# ClusterIP allocation.
+# --------------------------------------------------------------------------------------------------
+
+
+def service_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def allocate_cluster_ips(
+    services: Iterable[Manifest],
+    previous: Mapping[str, str] | None = None,
+    service_cidr: str = SERVICE_CIDR,
+) -> dict[str, str]:
+    """``namespace/name`` → ClusterIP for every proxied Service, stably (see the module's docstring)."""
+    svcs = _wrap(services)
+    for svc in svcs:
+        _validate(svc)
+    return _allocate_ips(svcs, dict(previous or {}), service_cidr)
+
+
+def _allocate_ips(svcs: list[_Svc], previous: dict[str, str], service_cidr: str) -> dict[str, str]:
+    try:
+        block = ipaddress.IPv4Network(service_cidr)
+    except ValueError:
+        raise ValidationError("kube-apiserver", "service-cluster-ip-range", f"{service_cidr!r} is not a CIDR") from None
+    reserved = {block.network_address, block.network_address + 1, block.broadcast_address}  # .1: `kubernetes`
+    owner: dict[ipaddress.IPv4Address, _Svc] = {}
+    result: dict[str, str] = {}
+    proxied = [svc for svc in svcs if svc.proxied]
+
+    def take(svc: _Svc, ip: ipaddress.IPv4Address) -> None:
+        owner[ip] = svc
+        result[service_key(svc.namespace, svc.name)] = str(ip)
+
+    for svc in proxied:  # explicit addresses first
+        if not svc.spec.get("clusterIP"):
+            continue
+        ip = ipaddress.IPv4Address(str(svc.spec["clusterIP"]))
+        if ip not in block or ip in reserved:
+            raise svc.error("spec.clusterIP", f"{ip} is not an assignable address of the service CIDR {block}")
+        if ip in owner:
+            raise svc.error("spec.clusterIP", f"{ip} is already allocated to {owner[ip].resource}")
+        take(svc, ip)
+    pending = []
+    for svc in proxied:
+        if svc.spec.get("clusterIP"):
+            continue
+        before = previous.get(service_key(svc.namespace, svc.name))
+        ip = ipaddress.IPv4Address(before) if before else None
+        if ip is not None and ip in block and ip not in reserved and ip not in owner:
+            take(svc, ip)
+        else:
+            pending.append(svc)
+    free = (ip for ip in block.hosts() if ip not in reserved and ip not in owner)
+    for svc in pending:
+        ip = next(free, None)
+        if ip is None:
+            raise svc.error("spec.clusterIP", f"no free address left in the service CIDR {block}")
+        take(svc, ip)
+    return result
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """What kube-apiserver's allocators hold: ClusterIP per Service, NodePort per port (see the key functions)."""
+
+    cluster_ips: dict[str, str] = field(default_factory=dict)
+    node_ports: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster_ips": dict(sorted(self.cluster_ips.items())),
+                "node_ports": dict(sorted(self.node_ports.items()))}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any] | None) -> Allocations:
+        data = data or {}
+        return Allocations({str(k): str(v) for k, v in (data.get("cluster_ips") or {}).items()},
+                           {str(k): int(v) for k, v in (data.get("node_ports") or {}).items()})
+
+
+def allocate(services: Iterable[Manifest], previous: Allocations | None = None,
+             service_cidr: str = SERVICE_CIDR) -> Allocations:
+    """ClusterIPs and NodePorts for these Services, keeping what ``previous`` allocated where possible."""
+    svcs = _wrap(services)
+    for svc in svcs:
+        _validate(svc)
+    previous = previous or Allocations()
+    return Allocations(_allocate_ips(svcs, dict(previous.cluster_ips), service_cidr),
+                       _allocate(_requests(svcs), dict(previous.node_ports), NODE_PORT_RANGE))
+
+
+# --------------------------------------------------------------------------------------------------
 # Endpoints and the service ports.
 # --------------------------------------------------------------------------------------------------
 
@@ -321,7 +434,8 @@ def _endpoints(svc: _Svc, port: Mapping[str, Any], pods: list[Pod], node: str) -
     return tuple(out)
 
 
-def _service_ports(svc: _Svc, pods: list[Pod], node: str, node_ports: Mapping[str, int]) -> list[ServicePortInfo]:
+def _service_ports(svc: _Svc, pods: list[Pod], node: str, node_ports: Mapping[str, int],
+                   cluster_ip: str) -> list[ServicePortInfo]:
     spec = svc.spec
     selected = _selected(svc, pods)
     externally_accessible_type = svc.type in ("NodePort", "LoadBalancer") or bool(spec.get("externalIPs"))
@@ -343,7 +457,7 @@ def _service_ports(svc: _Svc, pods: list[Pod], node: str, node_ports: Mapping[st
                 name=svc.name,
                 port_name=pname,
                 protocol=proto,
-                cluster_ip=str(spec["clusterIP"]),
+                cluster_ip=cluster_ip,
                 port=int(p["port"]),
                 node_port=node_ports.get(node_port_key(svc.namespace, svc.name, pname, proto), 0),
                 endpoints=_endpoints(svc, p, selected, node),
@@ -367,17 +481,25 @@ def resolve(
     pods: Iterable[Pod | Mapping[str, Any]],
     node: str,
     previous_node_ports: Mapping[str, int] | None = None,
+    previous_cluster_ips: Mapping[str, str] | None = None,
+    service_cidr: str = SERVICE_CIDR,
 ) -> Resolved:
-    """kube-proxy's input on ``node`` for these Services and pods; validates everything first."""
+    """kube-proxy's input on ``node`` for these Services and pods; validates everything first.
+
+    Allocation is deterministic: every node given the same Services and previous allocations computes the
+    same ClusterIPs and NodePorts (the lab's stand-in for reading them from the API server).
+    """
     svcs = _wrap(services)
     for svc in svcs:
         _validate(svc)
     pod_list = [p if isinstance(p, Pod) else Pod.from_dict(p) for p in pods]
     node_ports = _allocate(_requests(svcs), dict(previous_node_ports or {}), NODE_PORT_RANGE)
+    cluster_ips = _allocate_ips(svcs, dict(previous_cluster_ips or {}), service_cidr)
     ports: list[ServicePortInfo] = []
     for svc in svcs:
         if svc.proxied:
-            ports += _service_ports(svc, pod_list, node, node_ports)
+            ports += _service_ports(svc, pod_list, node, node_ports,
+                                    cluster_ips[service_key(svc.namespace, svc.name)])
     for sp in ports:
         validate(sp)  # addresses and the like: fail before anything is compiled or applied
-    return Resolved(tuple(ports), node_ports)
+    return Resolved(tuple(ports), node_ports, cluster_ips)

@@ -18,8 +18,9 @@ _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|lb|rsp|acl|cert)-[0-9a-f]{8}$")
 # Pods are not cloud objects: their namespaces carry a hash of "<k8s namespace>/<pod name>" (stable, short).
 _POD_RE = re.compile(r"^pod-[0-9a-f]{10}$")
-# Lab-wide segments that are no cloud object of their own: the sealed "internet" an internet SLB faces.
-SEGMENTS = ("internet",)
+# Lab-wide segments that are no cloud object of their own: the sealed "internet" an internet SLB faces, and
+# the SSH mode's controller with its management segment (acklab/sshmode.py).
+SEGMENTS = ("internet", "mgmt")
 
 
 def check_lab(lab: str) -> str:

@@ -24,10 +24,10 @@ ANSIBLE = PROJECT / "ansible"
 
 def playbook(stack: Stack, manifests: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**stack.env, "ACKLAB_LAB": stack.name, "ACKLAB_PROJECT": str(stack.project),
-           "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(manifests.parent / "tmp"),
-           "ANSIBLE_REMOTE_TEMP": str(manifests.parent / "tmp")}
+           "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(stack.backend / "ansible-tmp"),
+           "ANSIBLE_REMOTE_TEMP": str(stack.backend / "ansible-tmp")}
     result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e",
-                             f"pod_network_manifests={manifests}", *extra], cwd=ANSIBLE, env=env,
+                             f"acklab_manifests={manifests}", *extra], cwd=ANSIBLE, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -80,7 +80,8 @@ def test_playbook_builds_pods_idempotently_and_converges(datapath_stack, lab, tm
     assert hosts["_meta"]["hostvars"]["ecs-1"]["acklab_netns"].startswith(mark(lab))
 
     first = playbook(stack, manifests)
-    assert recap(first.stdout)["changed"] == 2 and recap(first.stdout)["failed"] == 0
+    # per node: its pods (pod_network) and kube-proxy's base chains (kube_proxy; the manifests have no Service)
+    assert recap(first.stdout)["changed"] == 4 and recap(first.stdout)["failed"] == 0
     pods = {r.pod.name: r for r in load_records(lab).values()}
     assert pods["client-1"].node == "ecs-1" and pods["client-2"].node == "ecs-2"
     web = sorted(n for n in pods if n.startswith("web-"))
@@ -117,7 +118,7 @@ def test_bad_manifest_fails_the_play_with_a_clear_error(datapath_stack, lab, tmp
     (manifests / "bad.yaml").write_text(k.MANIFESTS.replace("protocol: UDP", "protocol: ICMP"))
     env = {**vxlan_stack.env, "ACKLAB_LAB": lab, "ACKLAB_PROJECT": str(vxlan_stack.project),
            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")}
-    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"pod_network_manifests={manifests}"],
+    result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e", f"acklab_manifests={manifests}"],
                             cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Deployment 'demo/web' (bad.yaml): spec.template.spec.containers[0].ports[1].protocol: 'ICMP' must be " \

@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+from ansible.errors import AnsibleParserError
+
+from acklab.sshmode import ssh_dir
+
 PLUGIN = Path(__file__).resolve().parents[2] / "ansible/collections/ansible_collections/acklab/lab/plugins/inventory" \
     / "pulumi_stack.py"
 
@@ -38,3 +43,18 @@ def test_nodes_are_ecs_with_the_ack_tag_and_carry_their_pod_addressing():
     assert outputs["kubernetes"]["datapath"] == "vxlan"
     assert plugin.cluster_nodes(hosts, outputs["kubernetes"]) == [
         {"name": "n1", "netns": "acklab-x-i-n1", "ip": "192.168.1.10", "pod_cidr": "10.244.0.0/24"}]
+
+
+def test_ssh_connection_uses_the_labs_own_ssh_config():
+    plugin = load_plugin()
+    group = plugin.ssh_group_vars("lab1")
+    assert group["ansible_ssh_common_args"] == "-F /run/acklab/lab1/ssh/ssh_config"
+    assert group["ansible_ssh_private_key_file"] == "/run/acklab/lab1/ssh/id_ed25519"
+    assert group["ansible_user"] == "root" and group["ansible_pipelining"] is True
+    assert plugin.SSH_STATE.format(lab="lab1") == str(ssh_dir("lab1"))
+
+
+def test_ssh_connection_without_ssh_mode_is_a_clear_error():
+    plugin = load_plugin()
+    with pytest.raises(AnsibleParserError, match=r"no SSH mode .*python -m acklab.sshmode up --lab nosuchlab0"):
+        plugin.InventoryModule()._ssh_hosts("nosuchlab0")

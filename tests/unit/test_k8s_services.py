@@ -8,7 +8,9 @@ from netns.model.errors import ValidationError
 
 
 def service(name="web", ns="default", type_="ClusterIP", cluster_ip="172.21.0.10", ports=None, **spec):
-    body = {"type": type_, "clusterIP": cluster_ip, "selector": {"app": name}}
+    body = {"type": type_, "selector": {"app": name}}
+    if cluster_ip is not None:
+        body["clusterIP"] = cluster_ip
     body["ports"] = ports if ports is not None else [{"name": "http", "port": 80, "targetPort": 8080}]
     body.update(spec)
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": body}
@@ -150,8 +152,9 @@ def test_one_service_may_share_a_node_port_between_tcp_and_udp_only():
         (service(ports=[{"name": "h", "port": 0}]), "spec.ports[0].port"),
         (service(ports=[{"name": "h", "port": 80, "protocol": "ICMP"}]), "spec.ports[0].protocol"),
         (service(ports=[]), "spec.ports"),
-        (service(cluster_ip=""), "spec.clusterIP"),
-        (service(cluster_ip="172.21.0"), "clusterIP"),
+        (service(cluster_ip="172.21.0"), "spec.clusterIP"),
+        (service(cluster_ip="10.96.0.10"), "spec.clusterIP"),  # outside the service CIDR
+        (service(cluster_ip="172.21.0.1"), "spec.clusterIP"),  # the `kubernetes` Service's
         (service(type_="Ingress"), "spec.type"),
         (service(sessionAffinity="Cookie"), "spec.sessionAffinity"),
         (service(externalTrafficPolicy="Nearest"), "spec.externalTrafficPolicy"),
@@ -212,3 +215,36 @@ def test_same_inputs_give_the_same_rules():
     again = resolve(list(reversed(svcs)), [Pod.from_dict(p) for p in reversed(pods)], "node1", first.node_ports)
     assert kp.compile_rules(again.service_ports) == kp.compile_rules(first.service_ports)
     assert again.node_ports == first.node_ports
+
+
+def test_cluster_ips_are_allocated_lowest_free_kept_stable_and_explicit_ones_win():
+    from acklab.k8s.services import allocate_cluster_ips
+
+    a, b = service("a", cluster_ip=None), service("b", cluster_ip=None)
+    first = allocate_cluster_ips([a, b])
+    assert first == {"default/a": "172.21.0.2", "default/b": "172.21.0.3"}
+    c = service("c", cluster_ip="172.21.0.3")  # takes b's address explicitly: b moves, a stays
+    again = allocate_cluster_ips([a, b, c], previous=first)
+    assert again == {"default/a": "172.21.0.2", "default/b": "172.21.0.4", "default/c": "172.21.0.3"}
+    # a later run with b gone keeps everyone else where they were
+    assert allocate_cluster_ips([a, c], previous=again) == {"default/a": "172.21.0.2", "default/c": "172.21.0.3"}
+    headless = service("h", cluster_ip="None")
+    assert "default/h" not in allocate_cluster_ips([a, headless])
+
+
+def test_cluster_ip_clash_and_full_range_name_the_service_and_field():
+    from acklab.k8s.services import allocate_cluster_ips
+
+    with pytest.raises(ValidationError) as err:
+        allocate_cluster_ips([service("a", cluster_ip="172.21.0.9"), service("b", cluster_ip="172.21.0.9")])
+    assert (err.value.resource, err.value.field) == ("Service default/b", "spec.clusterIP")
+    assert "already allocated to Service default/a" in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        allocate_cluster_ips([service(n, cluster_ip=None) for n in ("a", "b")], service_cidr="172.21.0.0/30")
+    assert "no free address" in str(err.value)
+
+
+def test_resolve_fills_allocated_cluster_ips():
+    r = resolve([service("web", cluster_ip=None)], [pod("p1", "10.0.0.1")], node="node1")
+    assert r.cluster_ips == {"default/web": "172.21.0.2"}
+    assert r.service_ports[0].cluster_ip == "172.21.0.2"

@@ -517,3 +517,27 @@ def test_rules_load_in_a_throwaway_network_namespace(tmp_path):
         ["unshare", "-n", "iptables-restore", "--test", "--noflush"], input=text, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_sync_text_removes_stale_service_chains_and_prepends_missing_jumps():
+    from acklab.k8s.kube_proxy_sync import NodeProxier, Ruleset
+
+    proxier = NodeProxier("t0000000000", "node-1", "acklab-t0000000000-i-00000001")
+    existing = Ruleset.parse(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-GONEGONEGONEGONE - [0:0]\n"
+        ":KUBE-SEP-GONEGONEGONEGONE - [0:0]\n:MY-OWN - [0:0]\n"
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\nCOMMIT\n'
+    )
+    assert ("nat", "PREROUTING", "KUBE-SERVICES") in existing.jumps
+    text = proxier.text([], existing)
+    nat = text.split("*nat\n", 1)[1]
+    # stale service chains: declared (flushed) in the transaction, deleted at its end; others' chains untouched
+    assert ":KUBE-SVC-GONEGONEGONEGONE - [0:0]" in nat and nat.rstrip().endswith(
+        "-X KUBE-SEP-GONEGONEGONEGONE\n-X KUBE-SVC-GONEGONEGONEGONE\n"
+        '-I POSTROUTING 1 -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING\n'
+        '-I OUTPUT 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\nCOMMIT')
+    assert "MY-OWN" not in text
+    # the jump that exists is not added again; filter's jumps are all missing, so all are prepended
+    assert "-I PREROUTING" not in text
+    filter_part = text.split("*nat\n", 1)[0]
+    assert '-I FORWARD 1 -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD' in filter_part

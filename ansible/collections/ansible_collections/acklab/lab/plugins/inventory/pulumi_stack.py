@@ -32,6 +32,23 @@ options:
   pulumi:
     description: The Pulumi CLI; default the one beside the Python running Ansible (the project's .venv/bin).
     type: str
+  manifests:
+    description: The lab's Kubernetes manifests (set as C(acklab_manifests) for every role); default the
+      environment's ACKLAB_MANIFESTS, else C(labs/<stack>/k8s) of the project.
+    type: path
+    env:
+      - name: ACKLAB_MANIFESTS
+  connection:
+    description:
+      - How tasks reach the hosts. C(netns) runs them in each host's namespace on this machine
+        (M(acklab.lab.netns) connection). C(ssh) uses Ansible's standard ssh connection to the nodes' sshd
+        on the lab's management segment (C(python -m acklab.sshmode up) first; run Ansible inside the
+        controller namespace, C(python -m acklab.sshmode exec)); hosts without sshd keep C(netns).
+    type: str
+    default: netns
+    choices: [netns, ssh]
+    env:
+      - name: ACKLAB_CONNECTION
 """
 
 EXAMPLES = r"""
@@ -49,6 +66,7 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 
 NODE_TAG = "ack.aliyun.com"
+SSH_STATE = "/run/acklab/{lab}/ssh"  # written by acklab.sshmode
 REPO = Path(__file__).resolve().parents[7]  # ansible/collections/ansible_collections/acklab/lab/plugins/inventory
 
 
@@ -78,6 +96,15 @@ def classify(resources: list[dict]) -> tuple[dict[str, dict], dict]:
     return hosts, stack_outputs
 
 
+def ssh_group_vars(lab: str) -> dict[str, object]:
+    """Ansible's standard ssh connection with the lab's own ssh_config (keys, pinned host keys, control
+    sockets under the lab's folder): nothing of the user's ~/.ssh is read or written."""
+    folder = SSH_STATE.format(lab=lab)
+    return {"ansible_user": "root", "ansible_ssh_private_key_file": f"{folder}/id_ed25519",
+            "ansible_ssh_common_args": f"-F {folder}/ssh_config", "ansible_control_path_dir": folder,
+            "ansible_pipelining": True}
+
+
 def cluster_nodes(hosts: dict[str, dict], kubernetes: dict) -> list[dict]:
     """Every node with its namespace and address, plus its pod addressing from the stack's kubernetes output."""
     per_node = kubernetes.get("nodes") or {}
@@ -103,9 +130,14 @@ class InventoryModule(BaseInventoryPlugin):
             self.inventory.add_group(group)
         self.inventory.set_variable("all", "acklab_lab", stack)
         self.inventory.set_variable("all", "acklab_project", str(project))
+        manifests = self.get_option("manifests") or str(project / "labs" / stack / "k8s")
+        self.inventory.set_variable("all", "acklab_manifests", manifests)
         # Modules import acklab: they run with the interpreter running Ansible (the project's .venv).
         self.inventory.set_variable("all", "ansible_python_interpreter", sys.executable)
-        self.inventory.set_variable("all", "ansible_connection", "acklab.lab.netns")
+        ssh_hosts = self._ssh_hosts(stack) if self.get_option("connection") == "ssh" else {}
+        if ssh_hosts:
+            for key, value in ssh_group_vars(stack).items():
+                self.inventory.set_variable("all", key, value)
         kubernetes = outputs.get("kubernetes") or {}
         self.inventory.set_variable("k8s_nodes", "acklab_kubernetes", kubernetes)
         self.inventory.set_variable("k8s_nodes", "acklab_k8s_nodes", cluster_nodes(hosts, kubernetes))
@@ -113,6 +145,20 @@ class InventoryModule(BaseInventoryPlugin):
             self.inventory.add_host(name, group=host["group"])
             for key, value in host["vars"].items():
                 self.inventory.set_variable(name, key, value)
+            if name in ssh_hosts:
+                self.inventory.set_variable(name, "ansible_connection", "ssh")
+                self.inventory.set_variable(name, "ansible_host", ssh_hosts[name])
+            else:
+                self.inventory.set_variable(name, "ansible_connection", "acklab.lab.netns")
+
+    def _ssh_hosts(self, stack: str) -> dict[str, str]:
+        """Node name → management address, as ``python -m acklab.sshmode up`` recorded them."""
+        path = Path(SSH_STATE.format(lab=stack)) / "nodes.json"
+        try:
+            return {n["name"]: n["address"] for n in json.loads(path.read_text())}
+        except FileNotFoundError as exc:
+            raise AnsibleParserError(f"acklab.lab.pulumi_stack: connection=ssh but lab {stack} has no SSH mode "
+                                     f"({path} is missing): run `python -m acklab.sshmode up --lab {stack}`") from exc
 
     def _export(self, stack: str, project: Path) -> dict:
         beside = Path(sys.executable).parent / "pulumi"

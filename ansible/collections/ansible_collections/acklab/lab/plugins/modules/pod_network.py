@@ -12,7 +12,12 @@ description:
   - Realizes the share of O(node) on the kernel - the datapath (C(terway-eniip), C(vpc-route), C(vxlan)), a
     network namespace per pod plumbed from the node, and the node's pod agent that answers on every declared
     containerPort - and removes pods no longer wanted there.
-  - Nodes converge one at a time (a lock per lab), so every node sees one consistent plan.
+  - With O(manifests), each node plans for itself; nodes converge one at a time (a lock per lab, in a folder
+    every node shares), so every node sees one consistent plan.
+  - With O(placements) (the output of M(acklab.lab.pod_plan), made once on the controller), the node plans
+    nothing and reads only what it recorded itself (no file system or process table is shared between nodes,
+    so nodes may be on different hosts, as in SSH mode). Run it first with O(prune_only=true) on every node, then
+    without, so a pod that moves between nodes leaves its old node before it starts on the new one.
 author: acklab
 version_added: 0.1.0
 options:
@@ -39,9 +44,17 @@ options:
     elements: dict
     required: true
   manifests:
-    description: The folder of Kubernetes manifests (C(*.yaml)).
+    description: The folder of Kubernetes manifests (C(*.yaml)). Required unless O(placements) is given.
     type: path
-    required: true
+  placements:
+    description: The cluster's plan from M(acklab.lab.pod_plan) (C(placements) of its result); this node
+      realizes its share of it.
+    type: list
+    elements: dict
+  prune_only:
+    description: With O(placements), only remove this node's pods that the plan no longer puts here.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -53,6 +66,15 @@ EXAMPLES = r"""
     pod_cidr: 10.244.0.0/16
     nodes: "{{ acklab_k8s_nodes }}"
     manifests: /srv/acklab/labs/default/k8s
+
+- name: Converge this node's share of a plan made on the controller
+  acklab.lab.pod_network:
+    lab: default
+    node: "{{ inventory_hostname }}"
+    datapath: vxlan
+    pod_cidr: 10.244.0.0/16
+    nodes: "{{ acklab_k8s_nodes }}"
+    placements: "{{ pod_network_plan.placements }}"
 """
 
 RETURN = r"""
@@ -79,28 +101,45 @@ def main() -> None:
             "datapath": {"type": "str", "required": True, "choices": ["terway-eniip", "vpc-route", "vxlan"]},
             "pod_cidr": {"type": "str"},
             "nodes": {"type": "list", "elements": "dict", "required": True},
-            "manifests": {"type": "path", "required": True},
+            "manifests": {"type": "path"},
+            "placements": {"type": "list", "elements": "dict"},
+            "prune_only": {"type": "bool", "default": False},
         },
+        required_one_of=[("manifests", "placements")],
+        mutually_exclusive=[("manifests", "placements")],
         supports_check_mode=False,
     )
     try:
         from acklab.k8s.model import load_manifests
-        from acklab.k8s.plan import Network, Node, plan
-        from acklab.k8s.pods import converge_node, current_placements, k8s_lock, load_records
+        from acklab.k8s.plan import Network, node_from_dict, placement_from_dict, plan
+        from acklab.k8s.pods import converge_node, current_placements, k8s_lock, load_records, node_lock, prune_node
         from netns.model.errors import LabError
     except ImportError as exc:
         module.fail_json(msg=f"acklab is not importable by this interpreter: {exc} "
                              "(set ansible_python_interpreter to the project's .venv/bin/python)")
         return
     p = module.params
-    nodes = tuple(Node(n["name"], n["netns"], n["ip"], n.get("pod_cidr"), n.get("eni_ifname") or "eth1",
-                       n.get("eni_gateway"), tuple(n.get("eni_ips") or ())) for n in p["nodes"])
+    nodes = tuple(node_from_dict(n) for n in p["nodes"])
     network = Network(p["lab"], p["datapath"], nodes, p["pod_cidr"] or None)
+    if p["prune_only"] and p["placements"] is None:
+        module.fail_json(msg="prune_only needs placements (the plan of acklab.lab.pod_plan)")
+        return
     try:
-        cluster = load_manifests(p["manifests"])
-        with k8s_lock(p["lab"]):
-            placements = plan(network, cluster, current_placements(p["lab"]))
-            changes = converge_node(network, p["node"], placements)
+        if p["placements"] is not None:
+            given = {q.pod.key: q for q in (placement_from_dict(d) for d in p["placements"])}
+            with node_lock(p["lab"], p["node"]):
+                if p["prune_only"]:
+                    changes = prune_node(network, p["node"], given)
+                else:
+                    changes = converge_node(network, p["node"], given, own_only=True)
+        else:
+            cluster = load_manifests(p["manifests"])
+            with k8s_lock(p["lab"]):
+                placements = plan(network, cluster, current_placements(p["lab"]))
+                changes = converge_node(network, p["node"], placements)
+    except KeyError as exc:
+        module.fail_json(msg=f"placements: an entry lacks the key {exc} (pass acklab.lab.pod_plan's result)")
+        return
     except (LabError, ValueError, OSError) as exc:
         module.fail_json(msg=str(exc))
         return
