@@ -405,15 +405,14 @@ def _apply(ing: _Ing, build: _Build, secrets: Mapping[str, Manifest]) -> None:
 
 def _endpoints(services: Iterable[Manifest], pods: Iterable[svcs.Pod | Mapping[str, Any]],
                wanted: set[BackendRef]) -> dict[BackendRef, tuple[str, ...]]:
-    """Backend → ready "ip:port" of its pods (sorted). Services without a cluster IP (or headless) still
-    resolve: the controller talks to pods, so a placeholder address stands in for kube-proxy's."""
+    """Backend → ready "ip:port" of its pods (sorted). Headless Services resolve too: the controller talks to
+    pods, so an address allocated in memory stands in for kube-proxy's (it is never used)."""
     docs = []
     for s in services:
         spec = dict(s.get("spec") or {})
         if spec.get("type") == "ExternalName":
             continue
-        if not spec.get("clusterIP") or spec.get("clusterIP") == "None":
-            spec["clusterIP"] = "192.0.2.1"  # (TEST-NET-1, never used: nginx proxies to the endpoints)
+        spec.pop("clusterIP", None)  # never used here; headless Services resolve like the others
         docs.append({**s, "spec": spec})
     resolved = svcs.resolve(docs, pods, node="").service_ports
     out: dict[BackendRef, tuple[str, ...]] = {}
