@@ -6,14 +6,16 @@ wildcards, default backends and 404, ingress classes, TLS a client verifies (SNI
 service port by name, X-Forwarded-For/Proto, spread over replicas, invalid Ingress rejected with the running
 configuration kept, idempotent sync, and scaling the backend under a request loop with zero failed requests.
 
-Entry point: ``entry`` below gives the (client namespace, address) pairs requests go to. Today that is an ECS of
-the VPC talking to the controller pods' IPs directly. LEAD (issue 6): add the "through the SLB from the internet
-client netns" variant as another ``entry`` param (SLB → NodePort → kube-proxy → controller pods).
+Entry points (``entry``, every scenario runs through each): an ECS of the VPC talking to the controller pods' IPs
+directly, and a client on the lab's internet through an internet SLB → NodePort → kube-proxy → controller pods (the
+controllers' Service of type LoadBalancer, as ACK deploys ingress-nginx; the SLB is realized directly here, as
+the program's CCM part would make it).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -21,14 +23,20 @@ import time
 import pytest
 import yaml
 
+from acklab.k8s import apiserver
 from acklab.k8s import ingress_controller as ctl
 from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
+from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
 from acklab.k8s.model import parse_documents
 from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace
+from netns.model import slb as slb_model
 from netns.model.errors import LabError, ValidationError
+from netns.model.security_group import parse_rule
+from netns.realize import security_group as sg
+from netns.realize import slb as slb_realize
 from tests import k8stools as k
-from tests.labtools import clean_lab, new_lab
+from tests.labtools import clean_lab, new_lab, wait_for
 from tests.slbtools import HttpBackend, http_get
 
 pytestmark = pytest.mark.kernel
@@ -127,7 +135,7 @@ def manifests(web_replicas: int, secret: dict, extra: tuple[dict, ...] = ()) -> 
     docs = [ns("demo"), ns("kube-system"),
             {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},
              "spec": {"controller": "k8s.io/ingress-nginx"}},
-            controller_deployment(), web_deployment(web_replicas), secret,
+            controller_deployment(), web_deployment(web_replicas), secret, CONTROLLER_LB,
             service("web", [{"name": "http", "port": 80, "targetPort": "http"}], "172.21.0.10")]
     for i, (name, node) in enumerate(zip(BACKENDS, ("node-1", "node-2", "node-1", "node-2"), strict=True)):
         docs.append(backend_pod(name, node))
@@ -152,12 +160,23 @@ def manifests(web_replicas: int, secret: dict, extra: tuple[dict, ...] = ()) -> 
 
 
 def apply(network, docs: list[dict]) -> list[str]:
-    """What the playbook does: drain (sync), converge the pods, sync again."""
+    """What the playbook does: drain (sync), converge the pods, kube-proxy's rules, sync again."""
     cluster = parse_documents([(d, "test.yaml") for d in docs])
     changes = ctl.sync(network.lab, cluster)
     changes += k.converge(network, yaml.safe_dump_all(docs))
+    services = apiserver.with_status(cluster.services, apiserver.allocate(network.lab, cluster.services))
+    pods = cluster_pods(network.lab)
+    for node in network.nodes:
+        sync_node(network.lab, node.name, node.netns, services, pods, node.ip, k.POD_VSWITCH_CIDR)
     changes += ctl.sync(network.lab, cluster)
     return changes
+
+
+CONTROLLER_LB = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ingress-lb", "namespace": "kube-system"},
+                 "spec": {"type": "LoadBalancer", "selector": {"app": "ingress-nginx"},
+                          "ports": [{"name": "http", "port": 80, "targetPort": "http"},
+                                    {"name": "https", "port": 443, "targetPort": "https"}]}}
+SLB_ID = "lb-0000e001"
 
 
 class Lab:
@@ -174,6 +193,31 @@ class Lab:
         for name in BACKENDS:
             record = self.pod(name)
             self.backends.append(HttpBackend(record.netns, name, 9000))
+        self.slb_address = self._slb()
+
+    def _slb(self) -> str:
+        """An internet SLB in front of the controllers' LoadBalancer Service: a tcp listener per port to its
+        NodePort on both nodes, which admit the SLB's 100.64.0.0/10 source on node ports."""
+        sg.add_rule(self.name, k.NODE_SG, parse_rule("test", "sgr-0000e001", type="ingress", ip_protocol="tcp",
+                                                     port_range="30000/32767", cidr_ip="100.64.0.0/10"))
+        allocations = apiserver.allocate(self.name, [CONTROLLER_LB])
+        lb = slb_realize.SlbInstance(self.name, SLB_ID)
+        address = lb.create("internet", None, None, "test slb", "ingress")
+        refs = tuple(slb_model.BackendRef(i.instance_id, 100) for i in self.nodes)
+        slb_realize.put_backend_servers(self.name, SLB_ID, refs, "test backends")
+        for port in (80, 443):
+            node_port = allocations.node_ports[f"kube-system/ingress-lb:{'http' if port == 80 else 'https'}/TCP"]
+            args = {"frontend_port": port, "protocol": "tcp", "backend_port": node_port, "health_check_interval": 1,
+                    "health_check_timeout": 1, "healthy_threshold": 2, "unhealthy_threshold": 2}
+            slb_realize.put_listener(self.name, slb_model.parse_listener("test listener", SLB_ID, args), args,
+                                     "test listener")
+
+        def healthy() -> bool:
+            rows = [r for listener in lb.backend_health().values() for r in listener]
+            return len(rows) == 4 and all(r["status"] == "normal" for r in rows)
+
+        wait_for(healthy, "both nodes healthy behind the SLB on 80 and 443", timeout=30)
+        return address
 
     def pod(self, name: str):
         return next(r for r in load_records(self.name).values() if r.pod.name == name)
@@ -194,11 +238,21 @@ def ilab():
         clean_lab(name)
 
 
-@pytest.fixture(params=["vpc-ecs-to-pod-ips"])
+class Entry(list):
+    """(client netns, address) pairs that reach the ingress controllers, and the client addresses nginx sees."""
+
+    def __init__(self, pairs: list[tuple[str, str]], sources: set[str]) -> None:
+        super().__init__(pairs)
+        self.sources = sources
+
+
+@pytest.fixture(params=["vpc-ecs-to-pod-ips", "internet-via-slb"])
 def entry(request, ilab):
-    """(client netns, address) pairs that reach every ingress controller. LEAD (issue 6): add a param
-    "internet-via-slb" returning [(internet client netns, SLB address)] for the LoadBalancer Service."""
-    return [(ilab.ecs3.namespace.name, c.ip) for c in ilab.controllers()]
+    if request.param == "vpc-ecs-to-pod-ips":
+        return Entry([(ilab.ecs3.namespace.name, c.ip) for c in ilab.controllers()], {ECS3})
+    # SLB (a TCP proxy) → NodePort → kube-proxy (masquerade, externalTrafficPolicy Cluster): nginx sees a node
+    nodes = {n.ip for n in ilab.network.nodes}
+    return Entry([(slb_realize.InternetSegment(ilab.name).namespace.name, ilab.slb_address)], nodes)
 
 
 def get(client: str, address: str, host: str, path: str, headers: dict | None = None):
@@ -244,9 +298,11 @@ def test_exact_beats_prefix_hosts_wildcards_default_backend_and_classes(ilab, en
         assert who(get(client, address, "other.test", "/")) == "c"  # another class's Ingress is not served
         assert who(get(client, address, "named.test", "/hostname")) == "a"  # port by name → targetPort by name
         answer = get(client, address, "named.test", "/header?key=X-Forwarded-For", {"X-Forwarded-For": "198.51.100.7"})
-        assert answer[1] == f"198.51.100.7, {ECS3}"  # X-Forwarded-For appended by nginx
+        given, seen = answer[1].split(", ")
+        assert given == "198.51.100.7" and seen in entry.sources  # X-Forwarded-For appended by nginx
         assert get(client, address, "named.test", "/header?key=X-Forwarded-Proto")[1] == "http"
-        assert f"xff={ECS3} X-Forwarded-Proto=http" in get(client, address, "mixed.test", "/foo")[1]
+        xff = re.search(r"xff=(\S+) X-Forwarded-Proto=http", get(client, address, "mixed.test", "/foo")[1])
+        assert xff is not None and xff.group(1) in entry.sources
 
 
 def curl_https(client: str, address: str, host: str, cafile: str, path: str = "/") -> subprocess.CompletedProcess:
