@@ -35,6 +35,17 @@ zone_h = vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zon
 zone_i = vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
                     vswitch_name="acklab-vsw-i")
 
+# Security groups (for the acceptance matrix, tests/acceptance): ecs-3 and, with Terway, the pods' ENIs are
+# filtered; the nodes' primary ENIs are in no group, unfiltered (a lab convenience). Basic groups: members reach
+# each other, all egress is allowed, other ingress needs a rule.
+pod_sources = "192.168.3.0/24" if datapath == "terway-eniip" else pod_cidr  # the source ecs-3 sees from pods
+ecs_group = ecs.SecurityGroup("sg-ecs", vpc_id=network.id, security_group_name="acklab-ecs")
+for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),  # the nodes reach ecs-3
+                                         ("pods-tcp", "tcp", "80/80", pod_sources),  # pods reach its TCP port 80
+                                         ("pods-udp", "udp", "53/53", pod_sources)):  # and its UDP port 53
+    ecs.SecurityGroupRule(f"sg-ecs-{rule_name}", security_group_id=ecs_group.id, type="ingress",
+                          ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
+
 
 def tags(name: str) -> dict[str, str] | None:
     return NODE_TAGS if datapath and name in NODES else None
@@ -46,7 +57,7 @@ instances = {
     "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large",
                           tags=tags("ecs-2")),
     "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large",
-                          tags=tags("ecs-3")),
+                          tags=tags("ecs-3"), security_groups=[ecs_group.id]),
 }
 
 pulumi.export("vpc_id", network.id)
@@ -68,11 +79,20 @@ elif datapath == "terway-eniip":
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
     pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
                              vswitch_name="acklab-vsw-pods-h")
+    # the pods' ENIs: the nodes' vSwitch and SLBs (Alibaba's SLBs reach backends from 100.64.0.0/10) reach every
+    # port; ECS on vsw-i reach the demo pods' HTTP (TCP 8080) and UDP (8081) ports only
+    pod_group = ecs.SecurityGroup("sg-pods", vpc_id=network.id, security_group_name="acklab-pods")
+    for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),
+                                             ("slb", "all", "-1/-1", "100.64.0.0/10"),
+                                             ("ecs-tcp", "tcp", "8080/8080", "192.168.2.0/24"),
+                                             ("ecs-udp", "udp", "8081/8081", "192.168.2.0/24")):
+        ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
+                              ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
     terway_nodes = {}
     for name in NODES:
         eni = ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
                                       secondary_private_ip_address_count=pod_ips_per_node,
-                                      network_interface_name=f"{name}-pods")
+                                      network_interface_name=f"{name}-pods", security_group_ids=[pod_group.id])
         attached = ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
                                                      instance_id=instances[name].id)
         terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,

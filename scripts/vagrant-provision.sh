@@ -106,6 +106,7 @@ render_inventory() {
     echo "    ansible_python_interpreter: /vagrant/.venv/bin/python"
     echo "    acklab_lab: $MULTI_LAB"
     echo "    acklab_project: /vagrant"
+    echo "    acklab_manifests: /vagrant/labs/$MULTI_LAB/k8s"
     echo "  children:"
     echo "    k8s_nodes:"
     echo "      vars:"
@@ -170,7 +171,7 @@ cat $KEY_DIR/id_ed25519.pub >> /root/.ssh/authorized_keys"
     step env ANSIBLE_HOST_KEY_CHECKING=False .venv/bin/ansible -i ansible/inventory/hosts-ssh.yml k8s_nodes \
       -m ansible.builtin.ping
     (cd ansible && step env ANSIBLE_HOST_KEY_CHECKING=False ../.venv/bin/ansible-playbook -i inventory/hosts-ssh.yml \
-      site.yml -e pod_network_manifests=/vagrant/labs/multi/k8s)
+      site.yml -e acklab_manifests=/vagrant/labs/multi/k8s)
     ;;
   inventory)
     [ $# -eq 2 ] || usage

@@ -29,6 +29,8 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 REALIZED_KINDS = {"v1": ("Namespace", "Pod"), "apps/v1": ("Deployment",)}
 LATER_KINDS = {"v1": ("Service",), "networking.k8s.io/v1": ("Ingress", "NetworkPolicy")}
 LATER_KINDS["projectcalico.org/v3"] = ("NetworkPolicy", "GlobalNetworkPolicy")  # kept in network_policies
+# Read by the ingress controller (acklab.k8s.ingress): TLS Secrets and (cluster-scoped) IngressClasses.
+INGRESS_KINDS = {"v1": ("Secret",), "networking.k8s.io/v1": ("IngressClass",)}
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Cluster:
     services: tuple[Mapping[str, Any], ...] = ()
     ingresses: tuple[Mapping[str, Any], ...] = ()
     network_policies: tuple[Mapping[str, Any], ...] = ()
+    secrets: tuple[Mapping[str, Any], ...] = ()
+    ingress_classes: tuple[Mapping[str, Any], ...] = ()
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name → metadata.labels
 
     def all_pods(self) -> list[Pod]:
@@ -251,7 +255,8 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
     namespace_labels: dict[str, dict[str, str]] = {}
     pods: dict[str, Pod] = {}
     deployments: dict[str, Deployment] = {}
-    later: dict[str, list[Mapping[str, Any]]] = {"Service": [], "Ingress": [], "NetworkPolicy": []}
+    later: dict[str, list[Mapping[str, Any]]] = {"Service": [], "Ingress": [], "NetworkPolicy": [],
+                                                 "Secret": [], "IngressClass": []}
     for doc, source in docs:
         if doc is None:
             continue
@@ -269,6 +274,8 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
             later["Service"] += sub.services
             later["Ingress"] += sub.ingresses
             later["NetworkPolicy"] += sub.network_policies
+            later["Secret"] += sub.secrets
+            later["IngressClass"] += sub.ingress_classes
             continue
         if kind in REALIZED_KINDS.get(api, ()):
             if kind == "Namespace":
@@ -289,14 +296,54 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
         elif kind in LATER_KINDS.get(api, ()):
             _metadata(_Obj(what), doc, True)
             later["NetworkPolicy" if kind == "GlobalNetworkPolicy" else kind].append(doc)
+        elif kind in INGRESS_KINDS.get(api, ()):
+            later[kind].append(_ingress_kind(doc, source, kind))
         else:
-            raise ValidationError(what, "apiVersion/kind", f"{api}/{kind} is not supported (known: Namespace, Pod, "
-                                  "apps/v1 Deployment, Service, networking.k8s.io/v1 Ingress and NetworkPolicy)")
+            raise ValidationError(what, "apiVersion/kind", f"{api}/{kind} is not supported (known: v1 Namespace, Pod, "
+                                  "Service, Secret; apps/v1 Deployment; networking.k8s.io/v1 Ingress, IngressClass, "
+                                  "NetworkPolicy; projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy)")
     cluster = Cluster(tuple(sorted(namespaces)), tuple(pods.values()), tuple(deployments.values()),
                       tuple(later["Service"]), tuple(later["Ingress"]), tuple(later["NetworkPolicy"]),
-                      namespace_labels)
+                      tuple(later["Secret"]), tuple(later["IngressClass"]), namespace_labels)
     _check_cluster(cluster)
     return cluster
+
+
+def _ingress_kind(doc: Mapping[str, Any], source: str, kind: str) -> Mapping[str, Any]:
+    """A Secret (data base64, stringData plain; kubernetes.io/tls needs tls.crt and tls.key) or an IngressClass
+    (cluster-scoped, spec.controller required), validated as the API server would, kept as the manifest."""
+    import base64
+    import binascii
+
+    obj = _Obj(_describe(doc, source) if kind == "Secret" else f"IngressClass {_meta_name(doc)!r} ({source})")
+    if kind == "IngressClass":
+        _metadata(obj, doc, False)
+        spec = obj.mapping(doc.get("spec"), "spec", required=True)
+        if not isinstance(spec.get("controller"), str) or not spec["controller"]:
+            raise obj.fail("spec.controller", "is required (e.g. k8s.io/ingress-nginx)")
+        return doc
+    _metadata(obj, doc, True)
+    keys = set()
+    for fld in ("data", "stringData"):
+        for key, value in obj.mapping(doc.get(fld), fld).items():
+            if not isinstance(value, str):
+                raise obj.fail(f"{fld}.{key}", "must be a string")
+            if fld == "data":
+                try:
+                    base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    raise obj.fail(f"data.{key}", "is not valid base64") from None
+            keys.add(key)
+    if doc.get("type") == "kubernetes.io/tls":
+        for key in ("tls.crt", "tls.key"):
+            if key not in keys:
+                raise obj.fail(f"data.{key}", "is required for type kubernetes.io/tls")
+    return doc
+
+
+def _meta_name(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata")
+    return str(meta.get("name", "?")) if isinstance(meta, Mapping) else "?"
 
 
 def _check_cluster(cluster: Cluster) -> None:
@@ -311,7 +358,7 @@ def _check_cluster(cluster: Cluster) -> None:
         if pod.key in seen:
             raise ValidationError(f"Pod {pod.key!r}", "metadata.name", f"clashes with a pod of {seen[pod.key]}")
         seen[pod.key] = pod.owner or "a Pod manifest"
-    for doc in (*cluster.services, *cluster.ingresses, *cluster.network_policies):
+    for doc in (*cluster.services, *cluster.ingresses, *cluster.network_policies, *cluster.secrets):
         namespace = doc["metadata"].get("namespace", "default")
         if namespace not in known:
             raise ValidationError(_describe(doc, "manifests"), "metadata.namespace",

@@ -9,6 +9,7 @@ the ruleset in atomically with iptables-restore (an unchanged ruleset is not app
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -76,6 +77,8 @@ def delete_group(lab: str, sg_id: str) -> None:
     with lab_lock(lab):
         group = load_group(lab, sg_id)
         _group_path(lab, sg_id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the last group of the lab gone: no empty sg/ folder is left behind
+            _group_path(lab, sg_id).parent.rmdir()
         if group is not None:
             _apply_locked(VpcRouter(lab, group.vpc_id))
 

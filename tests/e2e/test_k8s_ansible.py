@@ -24,8 +24,8 @@ ANSIBLE = PROJECT / "ansible"
 
 def playbook(stack: Stack, manifests: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**stack.env, "ACKLAB_LAB": stack.name, "ACKLAB_PROJECT": str(stack.project),
-           "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(manifests.parent / "tmp"),
-           "ANSIBLE_REMOTE_TEMP": str(manifests.parent / "tmp")}
+           "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(stack.backend / "ansible-tmp"),
+           "ANSIBLE_REMOTE_TEMP": str(stack.backend / "ansible-tmp")}
     result = subprocess.run(["ansible-playbook", str(ANSIBLE / "site.yml"), "-e",
                              f"acklab_manifests={manifests}", *extra], cwd=ANSIBLE, env=env,
                             capture_output=True, text=True, timeout=300)

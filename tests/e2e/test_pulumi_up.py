@@ -25,7 +25,7 @@ class Stack:
     """One stack of a project, on a private file backend (the user's state is never touched)."""
 
     def __init__(self, project: Path, name: str, backend: Path) -> None:
-        self.project, self.name = project, name
+        self.project, self.name, self.backend = project, name, backend
         self.env = {**env_with_venv(), "PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_CONFIG_PASSPHRASE": "",
                     "PULUMI_HOME": str(backend / "home"), "PULUMI_SKIP_UPDATE_CHECK": "true"}
 

@@ -122,7 +122,7 @@ def test_controller_provisioning_runs_the_playbook_over_ssh(tmp_path):
     assert result.returncode == 0, result.stderr
     done = steps(result.stdout)
     assert done[-1].endswith("ansible-playbook -i inventory/hosts-ssh.yml site.yml "
-                             "-e pod_network_manifests=/vagrant/labs/multi/k8s")
+                             "-e acklab_manifests=/vagrant/labs/multi/k8s")
     assert (tmp_path / "hosts-ssh.yml").exists()
 
 
