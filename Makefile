@@ -20,7 +20,7 @@ help:
 	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules) against same-run baselines"
+	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
 	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
 	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
 	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
@@ -70,12 +70,10 @@ clean: setup
 reliability: setup
 	$(VENV)/bin/python -m tests.reliability 20
 
+# Every benchmark runs (each writes reports/bench/<name>.{json,md}); the target fails at the end if one missed.
+BENCHES := ecs_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale
 bench: setup
-	$(VENV)/bin/python -m bench.ecs_scale
-	$(VENV)/bin/python -m bench.pods_scale
-	$(VENV)/bin/python -m bench.slb_wrk
-	$(VENV)/bin/python -m bench.kube_proxy_scale
-	$(VENV)/bin/python -m bench.netperf
+	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
 
 # SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
 ssh-up: up

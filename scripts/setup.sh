@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3 ethtool)
 DEBIAN_PACKAGES+=(haproxy nginx wrk)  # SLB: HAProxy in each SLB namespace; nginx + wrk for bench/slb_wrk.py
 DEBIAN_PACKAGES+=(graphviz curl jq)  # acklab graph (dot: SVG/PNG); curl and jq in the tutorials (docs/tutorials)
+DEBIAN_PACKAGES+=(libnginx-mod-http-lua)  # Ingress: endpoints change without an nginx reload (as ingress-nginx)
 DEBIAN_PACKAGES+=(openssh-server openssh-client vagrant)  # SSH mode: sshd per node namespace; `vagrant validate`
+DEBIAN_PACKAGES+=(conntrack)  # NetworkPolicy: cutting established flows a new policy forbids
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

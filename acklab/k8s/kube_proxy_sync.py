@@ -12,6 +12,9 @@ The compiler (:mod:`acklab.k8s.kube_proxy`) builds the text; this adapter does w
   ``iptables-restore --noflush`` transaction);
 - apply nothing when the compiled text is what was applied last and the jumps are in place ("a sync with
   nothing changed applies nothing");
+- UDP has no connection to end: like upstream, conntrack entries of UDP flows to an endpoint that was removed
+  are deleted (clients would keep talking to it), and so are entries of a UDP service address that had no
+  endpoint and now has one (they would keep being rejected); ``conntrack -D``, in the node's namespace;
 - ``route_localnet`` on, for NodePorts on 127.0.0.1 (kube-proxy sets it; kubelet's KUBE-FIREWALL closes the
   hole it opens), only inside the node's namespace.
 
@@ -151,15 +154,45 @@ class NodeProxier:
             raise LabError(f"kube-proxy on {self.node}: iptables-restore refused the rules: "
                            f"{result.stderr.strip()}")
         chains = sorted(c for c in _declared(wanted) if is_service_chain(c))
+        udp = udp_flows(ports)
+        self._clear_stale_udp(saved, udp)
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"digest": digest, "chains": chains}) + "\n")
+        tmp.write_text(json.dumps({"digest": digest, "chains": chains, "udp": sorted(udp)}) + "\n")
         tmp.replace(self._state_file)
         return SyncResult(True, text.count("\n"), len(ports), time.monotonic() - start)
+
+    def _clear_stale_udp(self, saved: dict | None, udp: set[tuple[str, int, str]]) -> None:
+        """Delete the conntrack entries of UDP flows whose endpoint went away, and of UDP service addresses that
+        had no endpoint before (``saved`` is the previous sync's state; unknown → nothing to compare)."""
+        if saved is None:
+            return
+        before = {tuple(flow) for flow in saved.get("udp") or ()}
+        served_before = {(ip, port) for ip, port, endpoint in before if endpoint}
+        commands = [f"conntrack -D -p udp --orig-dst {ip} --orig-port-dst {port} --reply-src {endpoint}"
+                    for ip, port, endpoint in sorted(before - udp) if endpoint]
+        commands += [f"conntrack -D -p udp --orig-dst {ip} --orig-port-dst {port}"
+                     for ip, port in sorted({(ip, port) for ip, port, endpoint in udp if endpoint} - served_before)]
+        if commands:  # exit status 1 means "nothing matched": fine
+            self.namespace.run(["sh", "-c", "; ".join(f"{c} >/dev/null 2>&1" for c in commands) + "; true"],
+                               check=False)
 
     def forget(self) -> None:
         """Drop what is known of the applied rules (the next sync reads the ruleset and applies again)."""
         self._state_file.unlink(missing_ok=True)
+
+
+def udp_flows(ports: Iterable[ServicePortInfo]) -> set[tuple[str, int, str]]:
+    """(service address, port, endpoint IP) of every UDP service address and its serving endpoints; an address
+    without endpoints is kept as (address, port, "")."""
+    flows: set[tuple[str, int, str]] = set()
+    for sp in ports:
+        if sp.protocol != "UDP":
+            continue
+        addresses = (sp.cluster_ip, *sp.external_ips, *sp.load_balancer_ips)
+        endpoints = [ep.ip for ep in sp.endpoints if ep.ready] or [""]
+        flows |= {(address, sp.port, ep) for address in addresses for ep in endpoints}
+    return flows
 
 
 def _declared(text: str) -> set[str]:

@@ -28,6 +28,9 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 REALIZED_KINDS = {"v1": ("Namespace", "Pod"), "apps/v1": ("Deployment",)}
 LATER_KINDS = {"v1": ("Service",), "networking.k8s.io/v1": ("Ingress", "NetworkPolicy")}
+LATER_KINDS["projectcalico.org/v3"] = ("NetworkPolicy", "GlobalNetworkPolicy")  # kept in network_policies
+# Read by the ingress controller (acklab.k8s.ingress): TLS Secrets and (cluster-scoped) IngressClasses.
+INGRESS_KINDS = {"v1": ("Secret",), "networking.k8s.io/v1": ("IngressClass",)}
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class Cluster:
     services: tuple[Mapping[str, Any], ...] = ()
     ingresses: tuple[Mapping[str, Any], ...] = ()
     network_policies: tuple[Mapping[str, Any], ...] = ()
+    secrets: tuple[Mapping[str, Any], ...] = ()
+    ingress_classes: tuple[Mapping[str, Any], ...] = ()
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # name → metadata.labels
 
     def all_pods(self) -> list[Pod]:
         """Bare pods and the Deployments' pods, sorted by namespace/name."""
@@ -246,9 +252,11 @@ def _deployment(doc: Mapping[str, Any], source: str) -> Deployment:
 def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
     """Build a cluster from (document, source) pairs; raise the first ValidationError met."""
     namespaces = {"default": "built in"}
+    namespace_labels: dict[str, dict[str, str]] = {}
     pods: dict[str, Pod] = {}
     deployments: dict[str, Deployment] = {}
-    later: dict[str, list[Mapping[str, Any]]] = {"Service": [], "Ingress": [], "NetworkPolicy": []}
+    later: dict[str, list[Mapping[str, Any]]] = {"Service": [], "Ingress": [], "NetworkPolicy": [],
+                                                 "Secret": [], "IngressClass": []}
     for doc, source in docs:
         if doc is None:
             continue
@@ -260,16 +268,20 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
             nested = _Obj(what).seq(doc.get("items"), "items")
             sub = parse_documents((item, source) for item in nested)
             namespaces.update({n: source for n in sub.namespaces})
+            namespace_labels.update({n: dict(v) for n, v in sub.namespace_labels.items()})
             pods.update({p.key: p for p in sub.pods})
             deployments.update({f"{d.namespace}/{d.name}": d for d in sub.deployments})
             later["Service"] += sub.services
             later["Ingress"] += sub.ingresses
             later["NetworkPolicy"] += sub.network_policies
+            later["Secret"] += sub.secrets
+            later["IngressClass"] += sub.ingress_classes
             continue
         if kind in REALIZED_KINDS.get(api, ()):
             if kind == "Namespace":
-                _, name, _ = _metadata(_Obj(what), doc, False)
+                _, name, ns_labels = _metadata(_Obj(what), doc, False)
                 namespaces[name] = source
+                namespace_labels[name] = ns_labels
             elif kind == "Pod":
                 pod = _pod(doc, source)
                 if pod.key in pods:
@@ -283,14 +295,55 @@ def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
                 deployments[key] = deploy
         elif kind in LATER_KINDS.get(api, ()):
             _metadata(_Obj(what), doc, True)
-            later[kind].append(doc)
+            later["NetworkPolicy" if kind == "GlobalNetworkPolicy" else kind].append(doc)
+        elif kind in INGRESS_KINDS.get(api, ()):
+            later[kind].append(_ingress_kind(doc, source, kind))
         else:
-            raise ValidationError(what, "apiVersion/kind", f"{api}/{kind} is not supported (known: Namespace, Pod, "
-                                  "apps/v1 Deployment, Service, networking.k8s.io/v1 Ingress and NetworkPolicy)")
+            raise ValidationError(what, "apiVersion/kind", f"{api}/{kind} is not supported (known: v1 Namespace, Pod, "
+                                  "Service, Secret; apps/v1 Deployment; networking.k8s.io/v1 Ingress, IngressClass, "
+                                  "NetworkPolicy; projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy)")
     cluster = Cluster(tuple(sorted(namespaces)), tuple(pods.values()), tuple(deployments.values()),
-                      tuple(later["Service"]), tuple(later["Ingress"]), tuple(later["NetworkPolicy"]))
+                      tuple(later["Service"]), tuple(later["Ingress"]), tuple(later["NetworkPolicy"]),
+                      tuple(later["Secret"]), tuple(later["IngressClass"]), namespace_labels)
     _check_cluster(cluster)
     return cluster
+
+
+def _ingress_kind(doc: Mapping[str, Any], source: str, kind: str) -> Mapping[str, Any]:
+    """A Secret (data base64, stringData plain; kubernetes.io/tls needs tls.crt and tls.key) or an IngressClass
+    (cluster-scoped, spec.controller required), validated as the API server would, kept as the manifest."""
+    import base64
+    import binascii
+
+    obj = _Obj(_describe(doc, source) if kind == "Secret" else f"IngressClass {_meta_name(doc)!r} ({source})")
+    if kind == "IngressClass":
+        _metadata(obj, doc, False)
+        spec = obj.mapping(doc.get("spec"), "spec", required=True)
+        if not isinstance(spec.get("controller"), str) or not spec["controller"]:
+            raise obj.fail("spec.controller", "is required (e.g. k8s.io/ingress-nginx)")
+        return doc
+    _metadata(obj, doc, True)
+    keys = set()
+    for fld in ("data", "stringData"):
+        for key, value in obj.mapping(doc.get(fld), fld).items():
+            if not isinstance(value, str):
+                raise obj.fail(f"{fld}.{key}", "must be a string")
+            if fld == "data":
+                try:
+                    base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    raise obj.fail(f"data.{key}", "is not valid base64") from None
+            keys.add(key)
+    if doc.get("type") == "kubernetes.io/tls":
+        for key in ("tls.crt", "tls.key"):
+            if key not in keys:
+                raise obj.fail(f"data.{key}", "is required for type kubernetes.io/tls")
+    return doc
+
+
+def _meta_name(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata")
+    return str(meta.get("name", "?")) if isinstance(meta, Mapping) else "?"
 
 
 def _check_cluster(cluster: Cluster) -> None:
@@ -305,7 +358,7 @@ def _check_cluster(cluster: Cluster) -> None:
         if pod.key in seen:
             raise ValidationError(f"Pod {pod.key!r}", "metadata.name", f"clashes with a pod of {seen[pod.key]}")
         seen[pod.key] = pod.owner or "a Pod manifest"
-    for doc in (*cluster.services, *cluster.ingresses, *cluster.network_policies):
+    for doc in (*cluster.services, *cluster.ingresses, *cluster.network_policies, *cluster.secrets):
         namespace = doc["metadata"].get("namespace", "default")
         if namespace not in known:
             raise ValidationError(_describe(doc, "manifests"), "metadata.namespace",

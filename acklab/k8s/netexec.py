@@ -2,7 +2,7 @@
 
 HTTP on TCP ports: ``/hostname`` → the pod name, ``/clientip`` → ``ip:port`` of the client as the pod saw it,
 ``/echo?msg=X`` → X, ``/healthz`` → ok, ``/`` → ``NOW: <time>``. A TCP client that does not speak HTTP may send
-one command line, as on UDP: ``hostname``, ``clientip`` or ``echo X``.
+one command line, as on UDP: ``hostname``, ``clientip`` or ``echo X``. ``/header?key=K`` → the request's header K.
 """
 
 from __future__ import annotations
@@ -47,11 +47,21 @@ def http_response(hostname: str, head: bytes, client: tuple[str, int]) -> bytes:
         body = parse_qs(url.query).get("msg", [""])[0]
     elif url.path == "/healthz":
         body = "ok"
+    elif url.path == "/header":  # agnhost: the value of the request header named by ?key=
+        body = _header(head, parse_qs(url.query).get("key", [""])[0])
     elif url.path == "/":
         body = f"NOW: {time.strftime('%Y-%m-%d %H:%M:%S')}"
     else:
         return _response(404, "404 page not found\n")
     return _response(200, body, head_only=method == "HEAD")
+
+
+def _header(head: bytes, key: str) -> str:
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if key and name.strip().lower() == key.lower():
+            return value.strip()
+    return ""
 
 
 def _response(status: int, body: str, head_only: bool = False) -> bytes:

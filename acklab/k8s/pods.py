@@ -25,6 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from acklab.k8s import ipam
 from acklab.k8s.agent import AgentHandle, k8s_dir
+from acklab.k8s.ingress import is_controller_pod
 from acklab.k8s.model import Pod
 from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
 from netns.kernel.link import EEXIST, index_of
@@ -411,8 +412,10 @@ class NodeNetwork:
             _drop_record(self.lab, record.pod)
 
     def agent_pods(self, records: list[PodRecord]) -> list[dict]:
+        """What the agent serves: every pod's TCP/UDP ports, except ingress controller pods' (nginx serves them)."""
         return [{"key": r.pod.key, "name": r.pod.name, "netns": r.netns, "inode": Namespace(r.netns).inode(),
-                 "ports": [[p.port, p.protocol] for p in r.pod.ports if p.protocol in ("TCP", "UDP")]}
+                 "ports": [] if is_controller_pod(r.pod.namespace, r.pod.labels) else
+                 [[p.port, p.protocol] for p in r.pod.ports if p.protocol in ("TCP", "UDP")]}
                 for r in sorted(records, key=lambda r: r.pod.key)]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import testinfra
+import yaml
 from testinfra.backend import base
 
 from netns.kernel.namespace import list_namespaces
@@ -28,7 +29,7 @@ from netns.model.security_group import Rule
 from netns.realize import security_group as sg
 from tests.e2e.test_k8s_ansible import playbook
 from tests.e2e.test_pulumi_up import PROJECT, Stack, temp_project
-from tests.labtools import clean_lab
+from tests.labtools import clean_lab, wait_for
 
 # Set to the name of a lab that is already up (e.g. by an enclosing test run) to test it instead of making one.
 LAB_ENV = "ACKLAB_ACCEPTANCE_LAB"
@@ -63,6 +64,9 @@ def netns_host(netns: str) -> testinfra.host.Host:
     return host
 
 
+TLS_HOST = "secure.acklab.test"  # the acceptance Ingress's TLS host (only path: Exact /hostname)
+
+
 @dataclass
 class LabUnderTest:
     """A lab that is up: its `acklab status --json` view and testinfra hosts by ECS name or ``ns/pod``."""
@@ -70,6 +74,7 @@ class LabUnderTest:
     name: str
     stack: Stack | None = None  # None: the lab was brought up by someone else, who also takes it down
     status: dict = field(default_factory=dict)
+    ca_file: Path | None = None  # the CA that signed the acceptance Ingress's certificate (labs this harness made)
 
     @classmethod
     def up(cls, lab: str, workdir: Path) -> LabUnderTest:
@@ -77,15 +82,36 @@ class LabUnderTest:
         made = cls(lab, stack)
         try:
             stack.init()
-            manifests = PROJECT / "labs" / "default" / "k8s"
+            manifests = made.manifests(workdir)
             stack.run("config", "set", "acklab:manifests", str(manifests))  # its LoadBalancer Services → SLBs
             stack.run("up", "--yes")
             playbook(stack, manifests)
-            made.refresh()
+            made.wait_for_load_balancers()
         except BaseException:
             made.down()
             raise
         return made
+
+    def manifests(self, workdir: Path) -> Path:
+        """The default lab's manifests plus an Ingress with TLS for ``TLS_HOST``: its Secret holds a certificate
+        from a CA minted for this session (the clients trust ``ca_file``)."""
+        from acklab.k8s import certs
+
+        folder = workdir / "k8s"
+        shutil.copytree(PROJECT / "labs" / "default" / "k8s", folder)
+        ca = certs.mint_ca("acklab acceptance CA")
+        cert, key = certs.mint_certificate(ca, [TLS_HOST])
+        self.ca_file = workdir / "ca.pem"
+        self.ca_file.write_text(ca.cert_pem)
+        ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                   "metadata": {"name": "secure", "namespace": "demo"},
+                   "spec": {"ingressClassName": "nginx", "tls": [{"hosts": [TLS_HOST], "secretName": "secure-tls"}],
+                            "rules": [{"host": TLS_HOST, "http": {"paths": [
+                                {"path": "/hostname", "pathType": "Exact",
+                                 "backend": {"service": {"name": "web-ingress", "port": {"name": "http"}}}}]}}]}}
+        docs = [certs.tls_secret("demo", "secure-tls", cert, key), ingress]
+        (folder / "acceptance-tls.yaml").write_text(yaml.safe_dump_all(docs))
+        return folder
 
     @classmethod
     def existing(cls, lab: str) -> LabUnderTest:
@@ -107,6 +133,17 @@ class LabUnderTest:
         result = subprocess.run([ACKLAB, "status", "--lab", self.name, "--json"], capture_output=True, text=True,
                                 check=True, timeout=60)
         self.status = json.loads(result.stdout)
+
+    def wait_for_load_balancers(self, timeout: float = 90) -> None:
+        """Until every SLB backend is healthy (as a user waits for a Service's load balancer): the SLBs exist
+        from `pulumi up` on, their NodePorts answer once kube-proxy's rules and the pods (nginx) are there, and
+        a backend counts as up after the listener's rise count of successful checks."""
+        def healthy() -> bool:
+            self.refresh()
+            rows = [b for lb in self.status["slbs"] for lst in lb["listeners"] for b in lst["backends"]]
+            return bool(rows) and all(b["status"] == "normal" for b in rows)
+
+        wait_for(healthy, "every SLB backend healthy", timeout=timeout)
 
     # what the lab holds
     def ecs(self, name: str) -> dict:

@@ -1,12 +1,12 @@
 """The matrix's Service and Ingress rows: pod → Service, node ECS → Service, internet client → SLB → NodePort → pod,
 internet client → SLB → Ingress → pod (host and path rules, TLS). Written against `acklab status --json`'s
-``services`` (namespace, name, cluster_ip, ports [{name, port, protocol, node_port}], load_balancer address);
-the Ingress rows are skipped until Ingress (issue 7) is in the default lab.
+``services`` (namespace, name, cluster_ip, ports [{name, port, protocol, node_port}], load_balancer address).
 
 From labs/default/k8s: Service ``demo/web`` selecting the web pods, ports ``http`` (TCP 80 → 8080) and ``udp``
-(UDP 81 → 8081); ``demo/web-public``, type LoadBalancer (an internet SLB) on TCP 80. Assumed: an ingress-nginx
-controller Service of type LoadBalancer, and an Ingress routing ``web.demo.test`` (path ``/``) and ``demo.test`` path
-``/web`` to it, with TLS for ``web.demo.test``.
+(UDP 81 → 8081); ``demo/web-public``, type LoadBalancer (an internet SLB) on TCP 80; the ingress-nginx controller
+Service ``kube-system/nginx-ingress-lb`` (LoadBalancer) and the Ingress ``demo/web`` (host ``web.acklab.test``).
+The harness adds the Ingress ``demo/secure``: TLS for ``secure.acklab.test`` with a certificate from a CA minted
+for the session, one rule (Exact ``/hostname``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 import pytest
 
 from tests.acceptance import probes
-from tests.acceptance.harness import LabUnderTest
+from tests.acceptance.harness import TLS_HOST, LabUnderTest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.acceptance]
-needs_ingress = pytest.mark.skip(reason="needs Ingress (issue 7)")
 
 PROTOCOLS = ["tcp", "udp"]
 TRIES = 12  # enough requests that iptables' random spread hits more than one of 3 endpoints (p(miss) ≈ 3·(1/3)^11)
-INGRESS_HOST, INGRESS_PATH_HOST, INGRESS_PATH = "web.demo.test", "demo.test", "/web"
+INGRESS_HOST = "web.acklab.test"  # labs/default/k8s/ingress.yaml
 
 
 def service(lab: LabUnderTest, namespace: str, name: str) -> dict:
@@ -76,37 +75,39 @@ def test_internet_to_slb_nodeport_to_pod(lab_up, host_of):
     assert not client.addr(lab_up.ecs("ecs-1")["private_ip"]).is_reachable  # nodes only through the SLB
 
 
-@needs_ingress
+def ingress_get(lab: LabUnderTest, client, url: str, *curl: str) -> tuple[str, str]:
+    """(HTTP status, body) of a request to the ingress SLB for ``url``'s host (resolved to the SLB's address);
+    ``curl`` are extra curl arguments. Status ``000``: no HTTP answer (e.g. the certificate was refused)."""
+    lb = ingress_controller(lab)["load_balancer"]
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    resolve = f"{host}:{443 if scheme == 'https' else 80}:{lb}"
+    extra = " %s" * len(curl)
+    answer = client.run("curl -s --max-time 3 -w '\\n%%{http_code}' --resolve %s" + extra + " %s", resolve, *curl, url)
+    body, _, status = answer.stdout.rpartition("\n")
+    return status, body
+
+
 def test_internet_to_slb_ingress_host_rule(lab_up, host_of):
-    lb = ingress_controller(lab_up)["load_balancer"]
     client = host_of(f"acklab-{lab_up.name}-internet")
-    answer = client.run("curl -sf --max-time 2 --resolve %s:80:%s http://%s/hostname", INGRESS_HOST, lb,
-                        INGRESS_HOST)
-    assert answer.rc == 0 and answer.stdout in web_names(lab_up)
-    unknown = client.run("curl -s -o /dev/null -w %%{http_code} --max-time 2 --resolve nope.test:80:%s "
-                         "http://nope.test/hostname", lb)
-    assert unknown.stdout == "404"  # no rule for that host: nginx's default backend
+    assert ingress_get(lab_up, client, f"http://{INGRESS_HOST}/hostname")[1] in web_names(lab_up)
+    # a TLS host answers plain HTTP with a permanent redirect to HTTPS
+    status, _ = ingress_get(lab_up, client, f"http://{TLS_HOST}/hostname")
+    assert status == "308"
 
 
-@needs_ingress
 def test_internet_to_slb_ingress_path_rule(lab_up, host_of):
-    lb = ingress_controller(lab_up)["load_balancer"]
     client = host_of(f"acklab-{lab_up.name}-internet")
-    answer = client.run("curl -sf --max-time 2 --resolve %s:80:%s http://%s%s/hostname", INGRESS_PATH_HOST, lb,
-                        INGRESS_PATH_HOST, INGRESS_PATH)
-    assert answer.rc == 0 and answer.stdout in web_names(lab_up)
-    other = client.run("curl -s -o /dev/null -w %%{http_code} --max-time 2 --resolve %s:80:%s http://%s/other",
-                       INGRESS_PATH_HOST, lb, INGRESS_PATH_HOST)
-    assert other.stdout == "404"
+    ca = ("--cacert", str(lab_up.ca_file))
+    status, body = ingress_get(lab_up, client, f"https://{TLS_HOST}/hostname", *ca)
+    assert status == "200" and body in web_names(lab_up)  # Exact /hostname → web
+    assert ingress_get(lab_up, client, f"https://{TLS_HOST}/clientip", *ca)[0] == "404"  # no rule for that path
 
 
-@needs_ingress
 def test_internet_to_slb_ingress_tls(lab_up, host_of):
-    lb = ingress_controller(lab_up)["load_balancer"]
     client = host_of(f"acklab-{lab_up.name}-internet")
-    answer = client.run("curl -skf --max-time 2 --resolve %s:443:%s https://%s/hostname", INGRESS_HOST, lb,
-                        INGRESS_HOST)
-    assert answer.rc == 0 and answer.stdout in web_names(lab_up)
-    subject = client.run("echo | openssl s_client -connect %s:443 -servername %s 2>/dev/null | openssl x509 "
-                         "-noout -subject", lb, INGRESS_HOST)
-    assert INGRESS_HOST in subject.stdout  # the Ingress's certificate, not nginx's fake default one
+    if lab_up.ca_file is None:
+        pytest.skip("the lab was not brought up by this harness: its TLS Ingress and CA are unknown")
+    status, body = ingress_get(lab_up, client, f"https://{TLS_HOST}/hostname", "--cacert", str(lab_up.ca_file))
+    assert status == "200" and body in web_names(lab_up)  # the client verified the Ingress's certificate
+    assert ingress_get(lab_up, client, f"https://{TLS_HOST}/hostname")[0] == "000"  # not without the lab's CA

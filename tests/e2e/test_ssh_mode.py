@@ -72,7 +72,9 @@ def test_playbook_and_matrix_over_ssh(ssh_lab, lab, tmp_path, root_unchanged):
     manifests.mkdir()
     (manifests / "demo.yaml").write_text((PROJECT / "labs" / "default" / "k8s" / "demo.yaml").read_text())
     first = playbook_over_ssh(stack, lab, manifests)
-    assert recap(first.stdout)["changed"] == 2 and recap(first.stdout)["failed"] == 0
+    # every node converged its pods (and kube-proxy's rules for the manifests' Services) over SSH
+    assert recap(first.stdout)["failed"] == 0 and recap(first.stdout)["changed"] >= 2
+    assert "changed: [ecs-1]" in first.stdout and "changed: [ecs-2]" in first.stdout
     for node in lab_ssh.nodes:  # the tasks came in over SSH, from the controller's address
         log = (sshmode.ssh_dir(lab) / node.name / "sshd.log").read_text()
         assert f"Accepted publickey for root from {sshmode.controller_address()}" in log

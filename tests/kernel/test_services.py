@@ -275,3 +275,40 @@ def test_a_removed_jump_is_restored_and_a_forgotten_state_is_read_back_from_the_
     assert cluster.sync() == {"node-1": False, "node-2": False}
     prerouting = node.run(["iptables", "-t", "nat", "-S", "PREROUTING"]).stdout
     assert prerouting.count("-j KUBE-SERVICES") == 1  # never a second jump
+
+
+def test_udp_flows_move_when_their_endpoint_goes_away(cluster):
+    """UDP has no connection to end: the sync deletes the conntrack entries of flows to removed endpoints, so
+    a client that keeps its socket (same 5-tuple) reaches the new endpoint instead of the old one."""
+    import socket
+
+    from netns.kernel.namespace import Namespace
+
+    def udp_service(app: str) -> str:
+        return textwrap.dedent(f"""
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: dns, namespace: demo}}
+            spec:
+              selector: {{app: {app}}}
+              ports: [{{port: 53, targetPort: 8081, protocol: UDP}}]
+            """)
+
+    client = Namespace(cluster.pods["c"].netns).socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    try:
+        client.bind(("0.0.0.0", 0))
+        cluster.sync(cluster.services_text + udp_service("a"))
+        address = (cluster.ip("dns"), 53)
+
+        def ask() -> str:
+            client.sendto(b"hostname", address)
+            return client.recvfrom(2048)[0].decode()
+
+        assert ask() == "a" and ask() == "a"  # one flow, kept in conntrack
+        cluster.sync(cluster.services_text + udp_service("b"))  # a is no endpoint any more
+        assert ask() == "b"
+    finally:
+        client.close()
+        cluster.sync()
