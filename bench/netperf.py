@@ -21,7 +21,7 @@ abort that test. Every run through the SLB counts HAProxy's new sessions: iperf3
 Each pair: one iperf3 TCP stream (`iperf3 -J`, 1 s omitted, then ``--seconds``), repeated ``--repeats`` times with
 all clusters built first and the runs interleaved over every datapath and pair, the median reported;
 latency: the mean round trip of ``ping`` (50 echoes, 10 ms apart) where ping can go (not through a ClusterIP or
-an SLB: no ICMP service there), and for the pod rows a request/response time: the median of 30 TCP connects +
+an SLB: no ICMP service there), and for the pod rows a request/response time: the median of 100 TCP connects +
 ``GET /hostname`` to the pod agent (port 8080) — directly, through the ClusterIP (port 80) or the SLB (port 80).
 A figure is judged against node → node of its own cluster, measured in the same round seconds before, with a 10%
 tolerance (as k8s-netperf does): the median of the per-round ratios ``>= 0.9`` passes (the SLB row: ``>=
@@ -69,9 +69,13 @@ CLUSTER_IP = "pod→ClusterIP"
 SLB = "client→SLB→pod"
 PATHS = (BASELINE, "pod→pod same node", "pod→pod other node", CLUSTER_IP, SLB)
 TOLERANCE = 0.10  # k8s-netperf's default: a figure within 10% of the baseline passes
-# HAProxy (the SLB) is a userspace TCP proxy: every byte is read into it and written out again by a third
-# process, on the same 2 cores as the iperf3 client and server; a third of node→node is what it is held to.
-EXPECTED = {SLB: 0.33}
+# HAProxy (the SLB) is a userspace TCP proxy: the stream crosses two TCP connections (twice the kernel's TCP work
+# per byte) and every byte is copied into HAProxy and out again by a third busy process, on the same 2 cores as the
+# iperf3 client and server. On a CPU-bound machine that is at best about half of node→node; held to a fifth.
+EXPECTED = {SLB: 0.2}
+# the Service rows are also set against the direct pod path they add to (what kube-proxy / the SLB cost)
+DIRECT = {CLUSTER_IP: "pod→pod other node", SLB: "pod→pod other node"}
+REQUESTS = 100  # connect + GET per request-time figure
 IPERF3_PORT, HTTP_PORT = 5201, 8080
 LB_ID = "lb-0000be01"
 SLB_SG_RULE = "sgr-0000be01"
@@ -122,6 +126,7 @@ class Result:
     median_rtt_us: float | None = None
     median_rr_us: float | None = None
     ratio: float = 0.0  # median over the rounds of (this run / the cluster's node→node run of the same round)
+    direct_ratio: float | None = None  # the same against the direct pod path (DIRECT), for the Service rows
     expected: float = 1 - TOLERANCE
     passed: bool = False
 
@@ -199,7 +204,7 @@ def slb_sessions(lb: slb_realize.SlbInstance, port: int) -> int:
     return next(int(r["stot"]) for r in rows if r["pxname"] == f"be_tcp_{port}" and r["svname"] == "BACKEND")
 
 
-def request_us(netns: str, address: str, port: int, count: int = 30) -> float | None:
+def request_us(netns: str, address: str, port: int, count: int = REQUESTS) -> float | None:
     """Median µs of ``count`` fresh TCP connections, each connect + ``GET /hostname`` + the whole answer;
     None if one fails."""
     ns = Namespace(netns)
@@ -311,12 +316,17 @@ def judge(results: list[Result]) -> list[Result]:
     cancels out. Passes at >= 0.9 (10% tolerance); a path in ``EXPECTED`` (the SLB's userspace proxy) at its own
     ratio."""
     baselines = {r.datapath: r.gbps for r in results if r.path == BASELINE}
+    by_path = {(r.datapath, r.path): r for r in results}
     for result in results:
         result.median_gbps = round(statistics.median(result.gbps), 3)
         result.median_rtt_us = round(statistics.median(result.rtt_us), 1) if result.rtt_us else None
         result.median_rr_us = round(statistics.median(result.rr_us), 1) if result.rr_us else None
         pairs = zip(result.gbps, baselines[result.datapath], strict=True)
         result.ratio = round(statistics.median(g / b for g, b in pairs), 3)
+        direct = by_path.get((result.datapath, DIRECT.get(result.path, "")))
+        if direct is not None:
+            pairs = zip(result.gbps, direct.gbps, strict=True)
+            result.direct_ratio = round(statistics.median(g / d for g, d in pairs), 3)
         result.expected = EXPECTED.get(result.path, 1 - TOLERANCE)
         result.passed = result.ratio >= result.expected
     return results
@@ -355,15 +365,16 @@ def markdown(report: dict) -> str:
         f"(run / node→node run of the same cluster and round); "
         f"pass: ratio ≥ {1 - TOLERANCE:.1f} ({', '.join(f'{p}: ≥ {e:.2f}' for p, e in EXPECTED.items())})",
         "",
-        "| datapath | path | Gbit/s (median) | runs | ratio to node→node | expected | judged | RTT µs (ping) "
-        "| request µs (connect + GET) | retransmits |",
-        "|---|---|---:|---|---:|---:|:---:|---:|---:|---:|",
+        "| datapath | path | Gbit/s (median) | runs | ratio to node→node | expected | judged "
+        "| ratio to pod→pod other node | RTT µs (ping) | request µs (connect + GET) | retransmits |",
+        "|---|---|---:|---|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         runs = " / ".join(f"{g:.1f}" for g in r["gbps"])
         expected = r.get("expected", 1 - TOLERANCE)
         lines.append(f"| {r['datapath']} | {r['path']} | {r['median_gbps']:.2f} | {runs} | {r['ratio']:.2f} | "
-                     f"≥ {expected:.2f} | {'PASS' if r['passed'] else 'FAIL'} | {_us(r['median_rtt_us'])} | "
+                     f"≥ {expected:.2f} | {'PASS' if r['passed'] else 'FAIL'} | {_ratio(r.get('direct_ratio'))} | "
+                     f"{_us(r['median_rtt_us'])} | "
                      f"{_us(r.get('median_rr_us'))} | {sum(r['retransmits'])} |")
     lines += ["", f"**Verdict**: {report['verdict']['text']}.", "", *NOTES, "", "## MTU and offloads", "",
               "| datapath | interface | MTU | " + " | ".join(OFFLOADS) + " |",
@@ -377,23 +388,32 @@ def markdown(report: dict) -> str:
 
 NOTES = (
     "Ping does not go through a ClusterIP or an SLB (kube-proxy's rules and HAProxy serve TCP ports only): those "
-    "rows have the request time instead, the median of 30 fresh connections each doing connect + `GET /hostname` "
-    "+ reading the answer from the pod agent of pod c — direct (pod→pod other node, port 8080), through the "
-    "ClusterIP (port 80) or through the SLB (port 80 → NodePort → kube-proxy → pod). Its difference to pod→pod "
-    "other node is what the Service adds to a request.",
+    f"rows have the request time instead, the median of {REQUESTS} fresh connections each doing connect + "
+    "`GET /hostname` + reading the answer from the pod agent of pod c: direct (pod→pod other node, port 8080), "
+    "through the ClusterIP (port 80) or through the SLB (port 80 → NodePort → kube-proxy → pod). Its difference "
+    "to pod→pod other node is what the Service adds to a request.",
+    "",
+    "pod→ClusterIP is pod→pod other node plus kube-proxy's DNAT on the client's node: it is judged against "
+    "node→node like the pod rows (≥ 0.9x), and its ratio to pod→pod other node (same round) shows what the "
+    "Service itself costs.",
     "",
     f"The SLB row is held to its own expectation (≥ {EXPECTED[SLB]:.2f}x), not the 10% tolerance: acklab's SLB is "
-    "HAProxy, a userspace TCP proxy that reads every byte in and writes it out again (two TCP connections, a third "
-    "busy process on the cores the iperf3 client and server use); Alibaba's SLB is a distributed LVS/Tengine "
-    "cluster, not a process on the node's machine. Its client is the lab's sealed internet namespace; the SLB "
-    "spreads connections round robin over both nodes' NodePort, so iperf3's control and data connections may "
-    "enter through different nodes (each run counts >= 2 new HAProxy sessions: both went through it). A FAIL "
-    "of that row does not touch the verdict on the pod datapaths.",
+    "HAProxy, a userspace TCP proxy. The stream crosses two TCP connections (twice the kernel's TCP work per "
+    "byte) and every byte is copied into HAProxy and out again by a third busy process on the cores the iperf3 "
+    "client and server use: on a CPU-bound machine about half of node→node at best; Alibaba's SLB is a "
+    "distributed LVS/Tengine cluster, not a process on the node's machine. The client is the lab's sealed "
+    "internet namespace; the SLB spreads connections round robin over both nodes' NodePort, so iperf3's control "
+    "and data connections may enter through different nodes (each run counts >= 2 new HAProxy sessions: both "
+    "went through it). A FAIL of that row does not touch the verdict on the pod datapaths.",
 )
 
 
 def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def chart(report: dict, path: Path) -> None:
