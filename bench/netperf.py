@@ -53,6 +53,7 @@ import yaml
 from acklab.k8s import apiserver, ccm
 from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
 from acklab.k8s.model import parse_documents
+from acklab.k8s.plan import Network
 from acklab.k8s.pods import load_records, start_iperf3, stop_iperf3
 from bench.ecs_scale import REPORT_DIR, git_commit, new_lab
 from netns.kernel.namespace import Namespace
@@ -156,7 +157,7 @@ def build(lab: str, datapath: str) -> dict[str, Pair]:
     }
 
 
-def services(lab: str, network, datapath: str, instance_ids: list[str]) -> tuple[str, str]:
+def services(lab: str, network: Network, datapath: str, instance_ids: list[str]) -> tuple[str, str]:
     """The Service (kube-proxy rules on both nodes) and the SLB the CCM makes for it; (ClusterIP, SLB address)."""
     cluster = parse_documents([(d, "netperf.yaml") for d in yaml.safe_load_all(MANIFEST + SERVICE)])
     allocations = apiserver.allocate(lab, cluster.services)
