@@ -6,13 +6,26 @@ the same `converge_node` the Ansible role calls; no Pulumi, which would only add
 
 - node → node (ECS → ECS on one vSwitch through the VPC's fabric): the baseline;
 - pod → pod on the same node, pod → pod on the other node;
-- pod → ClusterIP and client → SLB → pod: "n/a" until Services exist (issue 6).
+- pod → ClusterIP: pod a (node-1) to the ClusterIP of a Service selecting pod c (node-2), through kube-proxy's
+  iptables rules (``kube_proxy_sync.sync_node`` on both nodes, as `tests/kernel/test_services.py` applies them);
+- client → SLB → pod: the same Service is ``type: LoadBalancer``; the SLB ACK's CCM makes for it (``ccm``: an
+  internet SLB, both nodes as backend servers, a tcp listener per port to the port's NodePort) is built directly on
+  the kernel; the client is the lab's sealed internet namespace. HAProxy is a userspace TCP proxy: this row has its
+  own expectation (``EXPECTED``), not the 10% tolerance.
+
+The SLB's tcp listener for iperf3 checks its backends' health on the NodePort of the agent's HTTP port
+(``health_check_connect_port``): a health-check connection to the iperf3 server while it sets a test up would
+abort that test. Every run through the SLB counts HAProxy's new sessions: iperf3's control and data connections
+(>= 2) must both have gone through it.
 
 Each pair: one iperf3 TCP stream (`iperf3 -J`, 1 s omitted, then ``--seconds``), repeated ``--repeats`` times with
 all clusters built first and the runs interleaved over every datapath and pair, the median reported;
-latency: the mean round trip of ``ping`` (50 echoes, 10 ms apart).
+latency: the mean round trip of ``ping`` (50 echoes, 10 ms apart) where ping can go (not through a ClusterIP or
+an SLB: no ICMP service there), and for the pod rows a request/response time: the median of 100 TCP connects +
+``GET /hostname`` to the pod agent (port 8080) — directly, through the ClusterIP (port 80) or the SLB (port 80).
 A figure is judged against node → node of its own cluster, measured in the same round seconds before, with a 10%
-tolerance (as k8s-netperf does): the median of the per-round ratios ``>= 0.9`` passes. MTU and the offloads
+tolerance (as k8s-netperf does): the median of the per-round ratios ``>= 0.9`` passes (the SLB row: ``>=
+EXPECTED``). MTU and the offloads
 (`ethtool -k`) of the interfaces on the path are recorded.
 
 Writes reports/bench/netperf.{json,md,png}. Run as root: `make bench` or `python -m bench.netperf`.
@@ -26,23 +39,47 @@ import json
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import textwrap
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
+from acklab.k8s import apiserver, ccm
+from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
+from acklab.k8s.model import parse_documents
+from acklab.k8s.plan import Network
 from acklab.k8s.pods import load_records, start_iperf3, stop_iperf3
 from bench.ecs_scale import REPORT_DIR, git_commit, new_lab
 from netns.kernel.namespace import Namespace
+from netns.model import slb as slb_model
+from netns.model.security_group import parse_rule
+from netns.realize import security_group as sg
+from netns.realize import slb as slb_realize
 from netns.realize.cleanup import clean_lab
 from tests import k8stools as k
 
 DATAPATHS = ("terway-eniip", "vpc-route", "vxlan")
 BASELINE = "node→node"
-PATHS = (BASELINE, "pod→pod same node", "pod→pod other node")
-NOT_YET = {"pod→ClusterIP": "n/a until Services (issue 6)", "client→SLB→pod": "n/a until Services (issue 6)"}
+CLUSTER_IP = "pod→ClusterIP"
+SLB = "client→SLB→pod"
+PATHS = (BASELINE, "pod→pod same node", "pod→pod other node", CLUSTER_IP, SLB)
 TOLERANCE = 0.10  # k8s-netperf's default: a figure within 10% of the baseline passes
+# HAProxy (the SLB) is a userspace TCP proxy: the stream crosses two TCP connections (twice the kernel's TCP work
+# per byte) and every byte is copied into HAProxy and out again by a third busy process, on the same 2 cores as the
+# iperf3 client and server. On a CPU-bound machine that is at best about half of node→node; held to a fifth.
+EXPECTED = {SLB: 0.2}
+# the Service rows are also set against the direct pod path they add to (what kube-proxy / the SLB cost)
+DIRECT = {CLUSTER_IP: "pod→pod other node", SLB: "pod→pod other node"}
+REQUESTS = 100  # connect + GET per request-time figure
+IPERF3_PORT, HTTP_PORT = 5201, 8080
+LB_ID = "lb-0000be01"
+SLB_SG_RULE = "sgr-0000be01"
 OFFLOADS = ("tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload",
             "tx-checksumming", "rx-checksumming")
 MANIFEST = textwrap.dedent("""
@@ -50,6 +87,19 @@ MANIFEST = textwrap.dedent("""
     kind: Namespace
     metadata: {name: demo}
     """) + k.pinned_pod("a", "node-1") + k.pinned_pod("b", "node-1") + k.pinned_pod("c", "node-2")
+# one Service for both Service rows: a LoadBalancer Service has a ClusterIP and NodePorts too
+SERVICE = textwrap.dedent(f"""
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: iperf, namespace: demo}}
+    spec:
+      type: LoadBalancer
+      selector: {{app: c}}
+      ports:
+      - {{name: iperf3, port: {IPERF3_PORT}, targetPort: {IPERF3_PORT}}}
+      - {{name: http, port: 80, targetPort: {HTTP_PORT}}}
+    """)
 
 
 @dataclass
@@ -58,6 +108,10 @@ class Pair:
     server: str  # namespace
     address: str
     interfaces: dict[str, tuple[str, str]]  # label → (namespace, device) on the path, for MTU and offloads
+    port: int = IPERF3_PORT
+    ping: bool = True  # ICMP reaches the address (not a ClusterIP or an SLB)
+    http: tuple[str, int] | None = None  # where the request/response time is measured: the pod agent
+    sessions: Callable[[], int] | None = None  # connections the SLB has proxied so far (the SLB row)
 
 
 @dataclass
@@ -67,14 +121,19 @@ class Result:
     gbps: list[float] = field(default_factory=list)
     retransmits: list[int] = field(default_factory=list)
     rtt_us: list[float] = field(default_factory=list)
+    rr_us: list[float] = field(default_factory=list)  # connect + GET to the pod agent, median per round
+    connections: list[int] = field(default_factory=list)  # new SLB sessions per iperf3 run (control + data)
     median_gbps: float = 0.0
-    median_rtt_us: float = 0.0
+    median_rtt_us: float | None = None
+    median_rr_us: float | None = None
     ratio: float = 0.0  # median over the rounds of (this run / the cluster's node→node run of the same round)
+    direct_ratio: float | None = None  # the same against the direct pod path (DIRECT), for the Service rows
+    expected: float = 1 - TOLERANCE
     passed: bool = False
 
 
 def build(lab: str, datapath: str) -> dict[str, Pair]:
-    """The datapath's cluster with pods a, b on node-1 and c on node-2; the pairs to measure."""
+    """The datapath's cluster with pods a, b on node-1 and c on node-2, the Service and its SLB; the pairs."""
     network, nodes, _ = k.build_cluster(lab, datapath)
     if datapath == "vpc-route":  # routed pod blocks are not group members: ACK's rule for the pod CIDR
         k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
@@ -83,18 +142,100 @@ def build(lab: str, datapath: str) -> dict[str, Pair]:
     a, b, c = pods["a"], pods["b"], pods["c"]
     node1, node2 = (n.namespace.name for n in nodes)
     node_dev = {"terway-eniip": "eth1", "vpc-route": "eth0", "vxlan": "flannel.1"}[datapath]
+    cluster_ip, vip = services(lab, network, datapath, [n.instance_id for n in nodes])
+    lb = slb_realize.SlbInstance(lab, LB_ID)
+    across = {"pod eth0": (a.netns, "eth0"), f"node {node_dev}": (node1, node_dev)}
     return {
         BASELINE: Pair(node1, node2, "192.168.1.11", {"node eth0": (node1, "eth0")}),
-        "pod→pod same node": Pair(a.netns, b.netns, b.ip, {"pod eth0": (a.netns, "eth0")}),
-        "pod→pod other node": Pair(a.netns, c.netns, c.ip, {"pod eth0": (a.netns, "eth0"),
-                                                            f"node {node_dev}": (node1, node_dev)}),
+        "pod→pod same node": Pair(a.netns, b.netns, b.ip, {"pod eth0": (a.netns, "eth0")},
+                                  http=(b.ip, HTTP_PORT)),
+        "pod→pod other node": Pair(a.netns, c.netns, c.ip, across, http=(c.ip, HTTP_PORT)),
+        CLUSTER_IP: Pair(a.netns, c.netns, cluster_ip, across, ping=False, http=(cluster_ip, 80)),
+        SLB: Pair(slb_realize.InternetSegment(lab).namespace.name, c.netns, vip,
+                  {"slb eth0": (lb.namespace.name, slb_realize.SLB_IFNAME), "node eth0": (node1, "eth0")},
+                  ping=False, http=(vip, 80), sessions=lambda: slb_sessions(lb, IPERF3_PORT)),
     }
+
+
+def services(lab: str, network: Network, datapath: str, instance_ids: list[str]) -> tuple[str, str]:
+    """The Service (kube-proxy rules on both nodes) and the SLB the CCM makes for it; (ClusterIP, SLB address)."""
+    cluster = parse_documents([(d, "netperf.yaml") for d in yaml.safe_load_all(MANIFEST + SERVICE)])
+    allocations = apiserver.allocate(lab, cluster.services)
+    (lb_spec,) = ccm.load_balancers(apiserver.with_status(cluster.services, allocations))
+    lb = slb_realize.SlbInstance(lab, LB_ID)
+    vip = lb.create(lb_spec.address_type, None, None, f"slb.ApplicationLoadBalancer {lb_spec.resource_name}",
+                    lb_spec.lb_name)
+    # the status.loadBalancer.ingress the CCM writes back: kube-proxy short-circuits the address on the nodes
+    resolved = apiserver.with_status(cluster.services, allocations, {lb_spec.key: vip})
+    pods = cluster_pods(lab)
+    cidr = k.POD_VSWITCH_CIDR if datapath == "terway-eniip" else "10.244.0.0/16"  # kube-proxy --cluster-cidr
+    for node in network.nodes:
+        sync_node(lab, node.name, node.netns, resolved, pods, node.ip, cidr)
+    # the nodes' group admits the SLBs' proxies (100.64.0.0/10), as the default program's rule does
+    sg.add_rule(lab, k.NODE_SG, parse_rule("netperf", SLB_SG_RULE, type="ingress", ip_protocol="all",
+                                           port_range="-1/-1", cidr_ip=str(slb_model.SLB_LEG_RANGE)))
+    refs = tuple(slb_model.BackendRef(i, 100) for i in instance_ids)
+    slb_realize.put_backend_servers(lab, LB_ID, refs, "netperf backends")
+    http_node_port = next(lst.node_port for lst in lb_spec.listeners if lst.port == 80)
+    for listener in lb_spec.listeners:
+        # iperf3's listener is health-checked on the agent's NodePort: a check connection reaching the iperf3
+        # server while it sets a test up would abort the test
+        args = {"frontend_port": listener.port, "protocol": listener.protocol, "backend_port": listener.node_port,
+                "scheduler": lb_spec.scheduler, "health_check_connect_port": http_node_port}
+        parsed = slb_model.parse_listener(f"slb.Listener {lb_spec.resource_name}-{listener.port}", LB_ID, args)
+        slb_realize.put_listener(lab, parsed, args, f"slb.Listener {lb_spec.resource_name}-{listener.port}")
+    cluster_ip = resolved[0]["spec"]["clusterIP"]
+    internet = slb_realize.InternetSegment(lab).namespace.name
+    for netns, address in ((network.nodes[0].netns, cluster_ip), (internet, vip)):
+        wait_until(lambda n=netns, ip=address: request_us(n, ip, 80, 1) is not None, f"{address}:80 from {netns}")
+    return cluster_ip, vip
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not served within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def slb_sessions(lb: slb_realize.SlbInstance, port: int) -> int:
+    """Connections the SLB's tcp listener on ``port`` has proxied so far (HAProxy's ``stot`` of its backend)."""
+    rows = slb_model.parse_show_stat(lb.ask("show stat"))
+    return next(int(r["stot"]) for r in rows if r["pxname"] == f"be_tcp_{port}" and r["svname"] == "BACKEND")
+
+
+def request_us(netns: str, address: str, port: int, count: int = REQUESTS) -> float | None:
+    """Median µs of ``count`` fresh TCP connections, each connect + ``GET /hostname`` + the whole answer;
+    None if one fails."""
+    ns = Namespace(netns)
+    times = []
+    request = f"GET /hostname HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
+    for _ in range(count):
+        s = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            start = time.perf_counter()
+            s.connect((address, port))
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            elapsed = time.perf_counter() - start
+        except OSError:
+            return None
+        finally:
+            s.close()
+        if not data.startswith(b"HTTP/1.1 200"):
+            return None
+        times.append(elapsed)
+    return statistics.median(times) * 1e6
 
 
 def iperf3(pair: Pair, seconds: int) -> tuple[float, int]:
     """One TCP stream client → server: (Gbit/s received, retransmits)."""
-    result = Namespace(pair.client).run(["iperf3", "-c", pair.address, "-t", str(seconds), "-O", "1", "-J"],
-                                        timeout=seconds + 30)
+    result = Namespace(pair.client).run(["iperf3", "-c", pair.address, "-p", str(pair.port), "-t", str(seconds),
+                                         "-O", "1", "-J"], timeout=seconds + 30)
     end = json.loads(result.stdout)["end"]
     return end["sum_received"]["bits_per_second"] / 1e9, int(end["sum_sent"].get("retransmits", 0))
 
@@ -138,11 +279,7 @@ def measure(datapaths: tuple[str, ...], seconds: int, repeats: int) -> tuple[lis
         results = {(dp, path): Result(dp, path) for dp in datapaths for path in pairs[dp]}
         for _ in range(repeats):
             for (datapath, path), result in results.items():
-                pair = pairs[datapath][path]
-                gbps, retransmits = iperf3(pair, seconds)
-                result.gbps.append(round(gbps, 3))
-                result.retransmits.append(retransmits)
-                result.rtt_us.append(round(ping_rtt_us(pair), 1))
+                run_once(pairs[datapath][path], result, seconds)
         settings = {dp: {f"{path}: {label}": interface_settings(netns, device)
                          for path, pair in pairs[dp].items() for label, (netns, device) in pair.interfaces.items()}
                     for dp in datapaths}
@@ -154,17 +291,45 @@ def measure(datapaths: tuple[str, ...], seconds: int, repeats: int) -> tuple[lis
     return judge(list(results.values())), settings
 
 
+def run_once(pair: Pair, result: Result, seconds: int) -> None:
+    """One round of a pair: iperf3, then ping and the request/response time where they apply."""
+    before = pair.sessions() if pair.sessions else 0
+    gbps, retransmits = iperf3(pair, seconds)
+    if pair.sessions:
+        result.connections.append(pair.sessions() - before)
+        if result.connections[-1] < 2:
+            raise RuntimeError(f"{result.datapath} {result.path}: iperf3 ran but the SLB proxied "
+                               f"{result.connections[-1]} connection(s), not its control and data connections")
+    result.gbps.append(round(gbps, 3))
+    result.retransmits.append(retransmits)
+    if pair.ping:
+        result.rtt_us.append(round(ping_rtt_us(pair), 1))
+    if pair.http:
+        rr = request_us(pair.client, *pair.http)
+        if rr is None:
+            raise RuntimeError(f"{result.datapath} {result.path}: GET http://{pair.http[0]}:{pair.http[1]} failed")
+        result.rr_us.append(round(rr, 1))
+
+
 def judge(results: list[Result]) -> list[Result]:
     """Medians, and each figure against node→node of its datapath: paired per round (the runs seconds apart),
     then the median of the ratios, so the load of other jobs on the machine, drifting over minutes, mostly
-    cancels out. Passes at >= 0.9 (10% tolerance)."""
+    cancels out. Passes at >= 0.9 (10% tolerance); a path in ``EXPECTED`` (the SLB's userspace proxy) at its own
+    ratio."""
     baselines = {r.datapath: r.gbps for r in results if r.path == BASELINE}
+    by_path = {(r.datapath, r.path): r for r in results}
     for result in results:
         result.median_gbps = round(statistics.median(result.gbps), 3)
-        result.median_rtt_us = round(statistics.median(result.rtt_us), 1)
+        result.median_rtt_us = round(statistics.median(result.rtt_us), 1) if result.rtt_us else None
+        result.median_rr_us = round(statistics.median(result.rr_us), 1) if result.rr_us else None
         pairs = zip(result.gbps, baselines[result.datapath], strict=True)
         result.ratio = round(statistics.median(g / b for g, b in pairs), 3)
-        result.passed = result.ratio >= 1 - TOLERANCE
+        direct = by_path.get((result.datapath, DIRECT.get(result.path, "")))
+        if direct is not None:
+            pairs = zip(result.gbps, direct.gbps, strict=True)
+            result.direct_ratio = round(statistics.median(g / d for g, d in pairs), 3)
+        result.expected = EXPECTED.get(result.path, 1 - TOLERANCE)
+        result.passed = result.ratio >= result.expected
     return results
 
 
@@ -179,7 +344,16 @@ def verdict(results: list[Result]) -> dict[str, object]:
     if vxlan is not None:
         text += f"; VXLAN {vxlan:.2f}x ({'below' if vxlan < min(routed.values(), default=0) else 'not below'} " \
                 f"the routed datapaths)"
-    return {"routed_ratios": routed, "vxlan_ratio": vxlan, "claim_holds": holds, "text": text}
+    service_rows = [r for r in results if r.path in (CLUSTER_IP, SLB)]
+    services_ok = all(r.passed for r in service_rows)
+    for path in (CLUSTER_IP, SLB):
+        rows = [r for r in service_rows if r.path == path]
+        if rows:
+            expected = EXPECTED.get(path, 1 - TOLERANCE)
+            text += (f"; {path}: {', '.join(f'{r.datapath} {r.ratio:.2f}x' for r in rows)} "
+                     f"(expected >= {expected:.2f}x: {'met' if all(r.passed for r in rows) else 'NOT met'})")
+    return {"routed_ratios": routed, "vxlan_ratio": vxlan, "claim_holds": holds,
+            "services_ok": services_ok if service_rows else None, "text": text}
 
 
 def markdown(report: dict) -> str:
@@ -190,18 +364,20 @@ def markdown(report: dict) -> str:
         f"load average before {report['loadavg_before']} · one TCP stream, {report['seconds']} s "
         f"(+1 s omitted) x {report['repeats']} rounds, median; ratio = median over the rounds of "
         f"(run / node→node run of the same cluster and round); "
-        f"pass: ratio ≥ {1 - TOLERANCE:.1f}",
+        f"pass: ratio ≥ {1 - TOLERANCE:.1f} ({', '.join(f'{p}: ≥ {e:.2f}' for p, e in EXPECTED.items())})",
         "",
-        "| datapath | path | Gbit/s (median) | runs | ratio to node→node | ≥ 0.9x | RTT µs (ping) | retransmits |",
-        "|---|---|---:|---|---:|:---:|---:|---:|",
+        "| datapath | path | Gbit/s (median) | runs | ratio to node→node | expected | judged "
+        "| ratio to pod→pod other node | RTT µs (ping) | request µs (connect + GET) | retransmits |",
+        "|---|---|---:|---|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         runs = " / ".join(f"{g:.1f}" for g in r["gbps"])
+        expected = r.get("expected", 1 - TOLERANCE)
         lines.append(f"| {r['datapath']} | {r['path']} | {r['median_gbps']:.2f} | {runs} | {r['ratio']:.2f} | "
-                     f"{'PASS' if r['passed'] else 'FAIL'} | {r['median_rtt_us']:.0f} | {sum(r['retransmits'])} |")
-    for path, why in NOT_YET.items():
-        lines.append(f"| all | {path} | {why} | | | | | |")
-    lines += ["", f"**Verdict**: {report['verdict']['text']}.", "", "## MTU and offloads", "",
+                     f"≥ {expected:.2f} | {'PASS' if r['passed'] else 'FAIL'} | {_ratio(r.get('direct_ratio'))} | "
+                     f"{_us(r['median_rtt_us'])} | "
+                     f"{_us(r.get('median_rr_us'))} | {sum(r['retransmits'])} |")
+    lines += ["", f"**Verdict**: {report['verdict']['text']}.", "", *NOTES, "", "## MTU and offloads", "",
               "| datapath | interface | MTU | " + " | ".join(OFFLOADS) + " |",
               "|---|---|---:|" + "---|" * len(OFFLOADS)]
     for datapath, settings in report["settings"].items():
@@ -211,15 +387,46 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+NOTES = (
+    "Ping does not go through a ClusterIP or an SLB (kube-proxy's rules and HAProxy serve TCP ports only): those "
+    f"rows have the request time instead, the median of {REQUESTS} fresh connections each doing connect + "
+    "`GET /hostname` + reading the answer from the pod agent of pod c: direct (pod→pod other node, port 8080), "
+    "through the ClusterIP (port 80) or through the SLB (port 80 → NodePort → kube-proxy → pod). Its difference "
+    "to pod→pod other node is what the Service adds to a request.",
+    "",
+    "pod→ClusterIP is pod→pod other node plus kube-proxy's DNAT on the client's node: it is judged against "
+    "node→node like the pod rows (≥ 0.9x), and its ratio to pod→pod other node (same round) shows what the "
+    "Service itself costs.",
+    "",
+    f"The SLB row is held to its own expectation (≥ {EXPECTED[SLB]:.2f}x), not the 10% tolerance: acklab's SLB is "
+    "HAProxy, a userspace TCP proxy. The stream crosses two TCP connections (twice the kernel's TCP work per "
+    "byte) and every byte is copied into HAProxy and out again by a third busy process on the cores the iperf3 "
+    "client and server use: on a CPU-bound machine about half of node→node at best; Alibaba's SLB is a "
+    "distributed LVS/Tengine cluster, not a process on the node's machine. The client is the lab's sealed "
+    "internet namespace; the SLB spreads connections round robin over both nodes' NodePort, so iperf3's control "
+    "and data connections may enter through different nodes (each run counts >= 2 new HAProxy sessions: both "
+    "went through it). A FAIL of that row does not touch the verdict on the pod datapaths.",
+)
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def chart(report: dict, path: Path) -> None:
-    """Gbit/s (median, whiskers min-max), the judged ratio to node→node (line at 0.9) and the ping round trip."""
+    """Gbit/s (median, whiskers min-max), the judged ratio to node→node (line at 0.9), the ping round trip and
+    the request time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = report["results"]
-    fig, (gbps_axis, ratio_axis, rtt_axis) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, (gbps_axis, ratio_axis, rtt_axis, rr_axis) = plt.subplots(1, 4, figsize=(20, 4.6))
     width = 0.8 / len(DATAPATHS)
     for i, datapath in enumerate(DATAPATHS):
         rows = [next((r for r in results if r["datapath"] == datapath and r["path"] == p), None) for p in PATHS]
@@ -229,12 +436,16 @@ def chart(report: dict, path: Path) -> None:
         high = [max(r["gbps"]) - r["median_gbps"] if r else 0 for r in rows]
         gbps_axis.bar(xs, gbps, width, yerr=[low, high], capsize=3, label=datapath)
         ratio_axis.bar(xs, [r["ratio"] if r else 0 for r in rows], width, label=datapath)
-        rtt_axis.bar(xs, [r["median_rtt_us"] if r else 0 for r in rows], width, label=datapath)
+        rtt_axis.bar(xs, [(r["median_rtt_us"] or 0) if r else 0 for r in rows], width, label=datapath)
+        rr_axis.bar(xs, [(r.get("median_rr_us") or 0) if r else 0 for r in rows], width, label=datapath)
     ratio_axis.axhline(1 - TOLERANCE, color="black", linestyle="dashed", linewidth=0.8)
+    for expected in sorted(set(EXPECTED.values())):
+        ratio_axis.axhline(expected, color="grey", linestyle="dotted", linewidth=0.8)
     for axis, title in ((gbps_axis, "iperf3, one TCP stream: Gbit/s (median, min-max)"),
-                        (ratio_axis, "ratio to node→node of the same round (pass ≥ 0.9)"),
-                        (rtt_axis, "ping round trip (µs)")):
-        axis.set_xticks(range(len(PATHS)), PATHS, fontsize=8)
+                        (ratio_axis, f"ratio to node→node of the same round (pass ≥ 0.9; SLB ≥ {EXPECTED[SLB]})"),
+                        (rtt_axis, "ping round trip (µs; none through ClusterIP/SLB)"),
+                        (rr_axis, "connect + GET to the pod agent (µs, median)")):
+        axis.set_xticks(range(len(PATHS)), [p.replace(" ", "\n", 1) for p in PATHS], fontsize=7)
         axis.set_title(title, fontsize=9)
         axis.legend(fontsize=7)
     fig.suptitle(f"acklab pod datapaths: {report['cpus']} CPUs, kernel {report['kernel']}, "
@@ -255,13 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "commit": git_commit(), "cpus": os.cpu_count(), "kernel": platform.release(),
                     "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()), "seconds": args.seconds,
-                    "repeats": args.repeats, "tolerance": TOLERANCE, "results": [], "settings": {},
-                    "not_measured": NOT_YET}
+                    "repeats": args.repeats, "tolerance": TOLERANCE, "expected": EXPECTED, "results": [],
+                    "settings": {}}
     results, report["settings"] = measure(tuple(args.datapath or DATAPATHS), args.seconds, args.repeats)
     report["results"] = [asdict(r) for r in results]
     for r in results:
-        print(f"{r.datapath} {r.path}: {r.median_gbps:.2f} Gbit/s ({r.ratio:.2f}x), {r.median_rtt_us:.0f} us",
-              flush=True)
+        print(f"{r.datapath} {r.path}: {r.median_gbps:.2f} Gbit/s ({r.ratio:.2f}x), ping {_us(r.median_rtt_us)} us, "
+              f"request {_us(r.median_rr_us)} us", flush=True)
     report["verdict"] = verdict([Result(**r) for r in report["results"]])
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "netperf.json").write_text(json.dumps(report, indent=2) + "\n")
