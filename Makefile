@@ -91,6 +91,8 @@ vagrant-check: setup
 # security-group rule for pods; DATAPATH=vpc-route|vxlan picks another pod datapath (for a new lab).
 TUTORIAL_LAB ?= $(or $(ACKLAB_LAB),tutorial)
 ALLOW_PODS ?= false
+# MANIFESTS=DIR: the playbook applies the Kubernetes manifests of DIR instead (tutorials that change them)
+MANIFESTS ?= $(CURDIR)/labs/tutorial/k8s
 .PHONY: tutorial tutorial-down graph
 tutorial: setup
 	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null 2>&1 && \
@@ -98,7 +100,7 @@ tutorial: setup
 	  $(if $(DATAPATH),pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB) &&) \
 	  acklab recover --lab $(TUTORIAL_LAB) && pulumi up --yes --skip-preview --stack $(TUTORIAL_LAB)
 	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
-	  ACKLAB_MANIFESTS=$(CURDIR)/labs/tutorial/k8s ansible-playbook site.yml
+	  ACKLAB_MANIFESTS=$(MANIFESTS) ansible-playbook site.yml
 
 tutorial-down: setup
 	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)
