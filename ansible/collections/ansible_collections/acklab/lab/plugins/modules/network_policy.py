@@ -17,7 +17,7 @@ description:
     node's namespace with C(ipset restore) and C(iptables-restore --noflush), keeps its FORWARD jump first, and
     cuts established flows the policies now forbid (their conntrack entries). Nothing changes when the node
     already enforces the same rules.
-  - The cluster's pods come from O(placements) (the controller's plan, as data: no node reads another's files),
+  - The cluster's pods come from O(placements) (the controller's plan, as data, so no node reads another's files),
     else from the lab's pod records on this machine.
 author: acklab
 version_added: 0.1.0
