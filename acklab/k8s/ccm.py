@@ -142,14 +142,20 @@ def create(specs: Iterable[LbSpec], nodes: Mapping[str, Any], vswitch_id: Any) -
     """Pulumi resources for ``specs`` (call from a program): SLB, ACL for source ranges, the nodes as backends,
     a listener per port. ``nodes`` maps node name → ``ecs.Instance``; ``vswitch_id`` is where intranet SLBs
     take their address. Returns ``namespace/name`` → the SLB's address (an Output)."""
+    import pulumi
+
     from netns import slb
 
     addresses: dict[str, Any] = {}
-    for lb in specs:
+    previous = None
+    for lb in sorted(specs, key=lambda spec: spec.key):
         intranet = lb.address_type == "intranet"
+        # one after the other, in Service order: the allocated addresses are the same on every `pulumi up`
+        opts = pulumi.ResourceOptions(depends_on=[previous]) if previous is not None else None
         instance = slb.ApplicationLoadBalancer(lb.resource_name, load_balancer_name=lb.lb_name,
                                                address_type=lb.address_type, load_balancer_spec=lb.spec,
-                                               vswitch_id=vswitch_id if intranet else None)
+                                               vswitch_id=vswitch_id if intranet else None, opts=opts)
+        previous = instance
         slb.BackendServer(f"{lb.resource_name}-nodes", load_balancer_id=instance.id,
                           backend_servers=[{"server_id": node.id, "weight": 100} for _, node in sorted(nodes.items())])
         acl: dict[str, Any] = {}
