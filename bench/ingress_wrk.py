@@ -12,8 +12,8 @@ default: one worker per CPU).
 Measured, alternating ingress-first and loopback-first over ``--repeats`` rounds, medians reported: requests/s
 of ``wrk -t2 -c<connections> -d<seconds>s`` for both paths, keep-alive and ``Connection: close``; ratio
 ingress / loopback (target >= 0.4). For reference, wrk straight to the backend pod (the network hop without the
-proxy) in the same rounds. Not measured here: the SLB → NodePort → kube-proxy hop in front (the
-Services issue adds it).
+proxy) in the same rounds. Not measured here: the SLB → NodePort → kube-proxy hop in front (bench/netperf.py
+measures client → SLB → pod).
 
 Writes ``reports/bench/ingress.json`` and ``reports/bench/ingress.md``.
 
