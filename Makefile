@@ -13,27 +13,33 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
 
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup up down test unit kernel e2e lint clean status help bench reliability
+.PHONY: setup setup-test up down test unit kernel e2e lint clean status help bench reliability
 .PHONY: test-ssh ssh-up vagrant-check
 
 help:
-	@echo "make up     set up, then build the default lab with pulumi up (LAB=name for another stack)"
+	@echo "make up     set up, pulumi up of the default lab, the playbook, then acklab wait until it serves (LAB=name, WAIT=false)"
 	@echo "make down   pulumi destroy of the lab, then acklab clean as a safety net"
-	@echo "make test   set up, then lint and every test (unit, kernel, end-to-end)"
-	@echo "make bench  set up, then the benchmarks (ECS, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
+	@echo "make test   set up (with the tests' extras and the Kubernetes binaries), then lint and every test"
+	@echo "make bench  set up, then the benchmarks (ECS, the plugin, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
 	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
 	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
-	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own"
+	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own, then the slow scenarios (tutorials)"
 	@echo "make graph  make up, then redraw the default lab's picture (docs/img/default-lab.svg, README's Mermaid)"
 	@echo "make tutorial  the tutorials' lab (docs/tutorials): ACKLAB_LAB=name, ALLOW_PODS=true, DATAPATH=vxlan"
+	@echo "make ack-up   an ACK cluster (labs/ack: cs.ManagedKubernetes + cs.NodePool), kubectl apply of its k8s/, then wait until its Ingress answers (LAB=name, default ack)"
+	@echo "make ack-down pulumi destroy of the ACK lab, stack rm, then acklab clean"
 
+# setup: what a lab needs (make up); setup-test: that and the tests' extras (wrk, sshd, vagrant, ...).
 setup:
-	@scripts/setup.sh
-	@mkdir -p .pulumi/state .pulumi/home
+	@scripts/setup.sh lab
+
+setup-test:
+	@scripts/setup.sh test
 
 up: setup
 	scripts/up.sh $(LAB)
 	cd ansible && ACKLAB_LAB=$(LAB) ansible-playbook site.yml
+	$(if $(filter false,$(WAIT)),,acklab wait --lab $(LAB))
 
 down: setup
 	-acklab recover --lab $(LAB)
@@ -43,36 +49,37 @@ down: setup
 status: setup
 	acklab status --lab $(LAB)
 
-lint: setup
+lint: setup-test
 	$(VENV)/bin/python scripts/lint.py  # ruff, yamllint, ansible-lint; JUnit XML in reports/lint.xml
 
-unit: setup
+unit: setup-test
 	$(PYTEST) tests/unit -q
 
-kernel: setup
+kernel: setup-test
 	$(PYTEST) tests/kernel -q
 
-e2e: setup
+e2e: setup-test
 	$(PYTEST) tests/e2e -q
 
-test: setup lint
-	$(PYTEST) tests --junitxml=reports/junit.xml
+test: setup-test lint
+	$(PYTEST) tests -m "not slow" --junitxml=reports/junit.xml
 
 # The connectivity matrix (testinfra) on a default lab of its own, brought up and taken down by the session;
 # ACKLAB_ACCEPTANCE_LAB=<lab> runs it against a lab that is already up instead.
 .PHONY: acceptance
-acceptance: setup
+acceptance: setup-test
 	$(PYTEST) tests/acceptance --junitxml=reports/acceptance.xml
+	$(PYTEST) tests -m slow --junitxml=reports/slow.xml  # the long scenarios make test leaves out (tutorials)
 
 clean: setup
 	acklab clean --lab $(LAB)
 
-reliability: setup
+reliability: setup-test
 	$(VENV)/bin/python -m tests.reliability 20
 
 # Every benchmark runs (each writes reports/bench/<name>.{json,md}); the target fails at the end if one missed.
-BENCHES := ecs_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale
-bench: setup
+BENCHES := ecs_scale provider_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale k8s_api
+bench: setup-test
 	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
 
 # SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
@@ -80,10 +87,10 @@ ssh-up: up
 	$(VENV)/bin/python -m acklab.sshmode up --lab $(LAB)
 	cd ansible && $(VENV)/bin/python -m acklab.sshmode exec --lab $(LAB) -- $(VENV)/bin/ansible-playbook site.yml
 
-test-ssh: setup
+test-ssh: setup-test
 	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py tests/kernel/test_pod_plan_as_data.py -q
 
-vagrant-check: setup
+vagrant-check: setup-test
 	$(PYTEST) tests/unit/test_vagrantfile.py -q
 
 # The tutorials' lab (docs/tutorials/): labs/tutorial's program (the default lab + web servers, a security group,
@@ -101,6 +108,7 @@ tutorial: setup
 	  acklab recover --lab $(TUTORIAL_LAB) && pulumi up --yes --skip-preview --stack $(TUTORIAL_LAB)
 	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
 	  ACKLAB_MANIFESTS=$(MANIFESTS) ansible-playbook site.yml
+	$(if $(filter false,$(WAIT)),,acklab wait --lab $(TUTORIAL_LAB))
 
 tutorial-down: setup
 	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)
@@ -112,3 +120,33 @@ graph: up
 	acklab graph --lab $(LAB) --title "the default lab (make up)" --format svg -o docs/img/default-lab.svg
 	acklab graph --lab $(LAB) --title "the default lab (make up)" --format mermaid -o docs/img/default-lab.mmd
 	$(VENV)/bin/python scripts/graph-readme.py docs/img/default-lab.mmd
+
+# The ACK lab (labs/ack/README.md): an unmodified pulumi-alicloud ACK cluster program (stack $(ACK_LAB): LAB=name,
+# else "ack", not the default lab's "default"), its kubeconfig from the stack output into $(ACK_KUBECONFIG), the
+# workloads of labs/ack/k8s (not its subfolders) applied with kubectl, then scripts/ack-wait.py until the Ingress
+# and the LoadBalancer Service answer from the lab's internet (`acklab wait` does not know Kubernetes objects: it
+# cannot tell an Ingress rule that routes from nginx's 404), then `acklab wait` (every SLB listener healthy, every
+# pod answering). WAIT=false skips both.
+ACK_LAB ?= $(if $(filter command line environment override,$(origin LAB)),$(LAB),ack)
+ACK_KUBECONFIG ?= $(CURDIR)/.pulumi/ack-$(ACK_LAB).kubeconfig
+ACK_WAIT_TIMEOUT ?= 120
+.PHONY: ack-up ack-down
+ack-up: setup
+	scripts/build-kube.sh  # the control plane, kube-proxy and kubectl (cached after the first build)
+	scripts/build-coredns.sh  # the cluster's DNS (likewise)
+	cd labs/ack && acklab recover --lab $(ACK_LAB) && pulumi stack select --create $(ACK_LAB) && \
+	  pulumi up --yes --skip-preview --stack $(ACK_LAB)
+	mkdir -p $(dir $(ACK_KUBECONFIG)) && cd labs/ack && umask 077 && \
+	  pulumi stack output kubeconfig --show-secrets --stack $(ACK_LAB) > $(ACK_KUBECONFIG)
+	kubectl --kubeconfig $(ACK_KUBECONFIG) apply -f labs/ack/k8s
+	$(if $(filter false,$(WAIT)),,$(VENV)/bin/python scripts/ack-wait.py --lab $(ACK_LAB) \
+	  --kubeconfig $(ACK_KUBECONFIG) --timeout $(ACK_WAIT_TIMEOUT) \
+	  --ingress default/web,web.acklab.test,/app/hostname --service default/web,,/hostname && \
+	  acklab wait --lab $(ACK_LAB))
+	@echo "kubectl: export KUBECONFIG=$(ACK_KUBECONFIG)   the lab's internet: acklab exec --lab $(ACK_LAB) internet -- curl ..."
+
+ack-down: setup
+	-cd labs/ack && acklab recover --lab $(ACK_LAB) && pulumi destroy --yes --skip-preview --stack $(ACK_LAB) && \
+	  pulumi stack rm --yes --stack $(ACK_LAB)
+	acklab clean --lab $(ACK_LAB)
+	rm -f $(ACK_KUBECONFIG)

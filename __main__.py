@@ -1,18 +1,22 @@
-"""The default lab: one VPC, two vSwitches in two zones, three ECS instances.
+"""The default lab: one VPC, two vSwitches in two zones, three ECS instances, as a pulumi-alicloud program.
 
-Reads like a pulumi-alicloud program; `netns` realizes it on the local kernel instead of in a region.
-With the stack setting `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes)
-and the program adds what the pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
+`import pulumi_alicloud as alicloud` is the real SDK; acklab's `alicloud` provider plugin (named in Pulumi.yaml)
+realizes its resources on the local kernel instead of in a region (docs/provider.md). With the stack setting
+`acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes) and the program adds what the
+pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
 import pulumi
+import pulumi_alicloud as alicloud
 
 from acklab.k8s import ccm, ipam
 from acklab.k8s.model import load_manifests
-from netns import ecs, vpc
+from netns.model.addressing import gateway
+from netns.model.names import netns_name
 
 config = pulumi.Config("acklab")
 # terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
@@ -27,78 +31,93 @@ manifests = config.get("manifests") or os.environ.get("ACKLAB_MANIFESTS") or f"l
 services = load_manifests(manifests).services if datapath and Path(manifests).is_dir() else ()
 service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
+IMAGE = "ubuntu_22_04_x64_20G_alibase_20240101.vhd"  # kept, not realized: an instance is a namespace
+POD_VSWITCH_CIDR = "192.168.3.0/24"  # terway-eniip
 
-network = vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
 
-zone_h = vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="cn-hangzhou-h",
-                    vswitch_name="acklab-vsw-h")
-zone_i = vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
-                    vswitch_name="acklab-vsw-i")
+def namespace(cloud_id: pulumi.Output[str]) -> pulumi.Output[str]:
+    """The network namespace realizing a VPC or an instance: an acklab-only fact, exported for tests and tools."""
+    return cloud_id.apply(lambda value: netns_name(pulumi.get_stack(), value))
+
+
+network = alicloud.vpc.Network("vpc", vpc_name="acklab-vpc", cidr_block="192.168.0.0/16")
+
+zone_h = alicloud.vpc.Switch("vsw-h", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="cn-hangzhou-h",
+                             vswitch_name="acklab-vsw-h")
+zone_i = alicloud.vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0/24", zone_id="cn-hangzhou-i",
+                             vswitch_name="acklab-vsw-i")
 
 # Security groups (for the acceptance matrix, tests/acceptance): ecs-3 and, with Terway, the pods' ENIs are
 # filtered; the nodes' primary ENIs are in no group, unfiltered (a lab convenience). Basic groups: members reach
 # each other, all egress is allowed, other ingress needs a rule.
-pod_sources = "192.168.3.0/24" if datapath == "terway-eniip" else pod_cidr  # the source ecs-3 sees from pods
-ecs_group = ecs.SecurityGroup("sg-ecs", vpc_id=network.id, security_group_name="acklab-ecs")
+pod_sources = POD_VSWITCH_CIDR if datapath == "terway-eniip" else pod_cidr  # the source ecs-3 sees from pods
+ecs_group = alicloud.ecs.SecurityGroup("sg-ecs", vpc_id=network.id, security_group_name="acklab-ecs")
 for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),  # the nodes reach ecs-3
                                          ("pods-tcp", "tcp", "80/80", pod_sources),  # pods reach its TCP port 80
                                          ("pods-udp", "udp", "53/53", pod_sources)):  # and its UDP port 53
-    ecs.SecurityGroupRule(f"sg-ecs-{rule_name}", security_group_id=ecs_group.id, type="ingress",
-                          ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
+    alicloud.ecs.SecurityGroupRule(f"sg-ecs-{rule_name}", security_group_id=ecs_group.id, type="ingress",
+                                   ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
 
 
-def tags(name: str) -> dict[str, str] | None:
-    return NODE_TAGS if datapath and name in NODES else None
+def instance(name: str, vswitch: alicloud.vpc.Switch, private_ip: str,
+             groups: list[pulumi.Output[str]] | None = None) -> alicloud.ecs.Instance:
+    """An ECS instance named like its resource (the inventory's host name); the nodes carry ACK's tag."""
+    return alicloud.ecs.Instance(name, instance_name=name, vswitch_id=vswitch.id, private_ip=private_ip,
+                                 instance_type="ecs.g7.large", image_id=IMAGE, security_groups=groups,
+                                 tags=NODE_TAGS if datapath and name in NODES else None)
 
 
 instances = {
-    "ecs-1": ecs.Instance("ecs-1", vswitch_id=zone_h.id, private_ip="192.168.1.10", instance_type="ecs.g7.large",
-                          tags=tags("ecs-1")),
-    "ecs-2": ecs.Instance("ecs-2", vswitch_id=zone_h.id, private_ip="192.168.1.11", instance_type="ecs.g7.large",
-                          tags=tags("ecs-2")),
-    "ecs-3": ecs.Instance("ecs-3", vswitch_id=zone_i.id, private_ip="192.168.2.10", instance_type="ecs.g7.large",
-                          tags=tags("ecs-3"), security_groups=[ecs_group.id]),
+    "ecs-1": instance("ecs-1", zone_h, "192.168.1.10"),
+    "ecs-2": instance("ecs-2", zone_h, "192.168.1.11"),
+    "ecs-3": instance("ecs-3", zone_i, "192.168.2.10", [ecs_group.id]),
 }
 
 pulumi.export("vpc_id", network.id)
-pulumi.export("vpc_netns", network.netns)
+pulumi.export("vpc_netns", namespace(network.id))
 pulumi.export("vswitches", {"vsw-h": zone_h.id, "vsw-i": zone_i.id})
 pulumi.export("instances", {
-    name: {"id": inst.id, "private_ip": inst.private_ip, "netns": inst.netns} for name, inst in instances.items()
+    name: {"id": inst.id, "private_ip": inst.private_ip, "netns": namespace(inst.id)}
+    for name, inst in instances.items()
 })
 
 if datapath in ("vpc-route", "vxlan"):
     node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES)
     if datapath == "vpc-route":  # the VPC delivers each node's pod CIDR to it
         for name, cidr in node_cidrs.items():
-            vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id, destination_cidrblock=str(cidr),
-                           nexthop_type="Instance", nexthop_id=instances[name].id)
+            alicloud.vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id,
+                                    destination_cidrblock=str(cidr), nexthop_type="Instance",
+                                    nexthop_id=instances[name].id)
     kubernetes = {"datapath": datapath, "pod_cidr": pod_cidr,
                   "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
 elif datapath == "terway-eniip":
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
-    pod_vswitch = vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block="192.168.3.0/24", zone_id="cn-hangzhou-h",
-                             vswitch_name="acklab-vsw-pods-h")
+    pod_vswitch = alicloud.vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block=POD_VSWITCH_CIDR,
+                                      zone_id="cn-hangzhou-h", vswitch_name="acklab-vsw-pods-h")
     # the pods' ENIs: the nodes' vSwitch and SLBs (Alibaba's SLBs reach backends from 100.64.0.0/10) reach every
     # port; ECS on vsw-i reach the demo pods' HTTP (TCP 8080) and UDP (8081) ports only
-    pod_group = ecs.SecurityGroup("sg-pods", vpc_id=network.id, security_group_name="acklab-pods")
+    pod_group = alicloud.ecs.SecurityGroup("sg-pods", vpc_id=network.id, security_group_name="acklab-pods")
     for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),
                                              ("slb", "all", "-1/-1", "100.64.0.0/10"),
                                              ("ecs-tcp", "tcp", "8080/8080", "192.168.2.0/24"),
                                              ("ecs-udp", "udp", "8081/8081", "192.168.2.0/24")):
-        ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
-                              ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
+        alicloud.ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
+                                       ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
     terway_nodes = {}
     for name in NODES:
-        eni = ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
-                                      secondary_private_ip_address_count=pod_ips_per_node,
-                                      network_interface_name=f"{name}-pods", security_group_ids=[pod_group.id])
-        attached = ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
-                                                     instance_id=instances[name].id)
-        terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": attached.device, "eni_gateway": pod_vswitch.gateway_ip,
-                              "eni_ips": eni.assigned_private_ip_addresses}
+        eni = alicloud.ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
+                                               secondary_private_ip_address_count=pod_ips_per_node,
+                                               network_interface_name=f"{name}-pods",
+                                               security_group_ids=[pod_group.id])
+        alicloud.ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
+                                                   instance_id=instances[name].id)
+        # What the SDK does not output, as Alibaba defines it: the node's first secondary ENI is the OS's eth1
+        # (eth0 is the primary), and a vSwitch's gateway is its block's third-to-last address.
+        terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": "eth1",
+                              "eni_gateway": str(gateway(ipaddress.ip_network(POD_VSWITCH_CIDR))),
+                              "eni_ips": eni.private_ip_addresses}
     # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
-    kubernetes = {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "pod_cidr": "192.168.3.0/24",
+    kubernetes = {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "pod_cidr": POD_VSWITCH_CIDR,
                   "nodes": terway_nodes}
 
 if datapath:

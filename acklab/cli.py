@@ -1,4 +1,4 @@
-"""``acklab``: status, graph, exec, logs, clean and bench for the labs on this machine.
+"""``acklab``: status, wait, graph, exec, logs, clean and bench for the labs on this machine.
 
 Exit codes: 0 success; 1 failure (a lab or object not found, a kernel or tool error; ``exec`` returns the
 command's own exit code); 2 usage or validation error (bad arguments, an invalid lab name).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from acklab import graph as lab_graph
 from acklab import logs as lab_logs
-from acklab import render
+from acklab import readiness, render
 from acklab.inventory import read_lab, resolve_target
 from netns.model.errors import LabError, ValidationError
 from netns.realize.cleanup import clean_lab, labs_present
@@ -30,6 +30,8 @@ PROJECT = Path(__file__).resolve().parents[1]  # the checkout (bench/ and report
 EPILOG = """examples:
   acklab status                      the default lab, as a table
   acklab status --lab t1 --json      another lab, for scripts
+  acklab wait --lab t1 --timeout 120 until every SLB listener and pod of lab t1 answers (make up's last step)
+  kubectl --kubeconfig "$(acklab kubeconfig)" get nodes   the lab's API server, from the host (loopback port)
   acklab exec ecs-1 -- ping -c1 192.168.2.10
   acklab exec demo/web-0 -- ip addr   a pod, as namespace/name
   acklab clean --lab t1              remove every namespace (and process in it) of lab t1
@@ -40,7 +42,7 @@ EPILOG = """examples:
 
 exit codes:
   0  success
-  1  failure: lab or object not found, a kernel or tool error (exec: the command's own exit code)
+  1  failure: lab or object not found, a kernel or tool error, wait timed out (exec: the command's own exit code)
   2  usage or validation error: bad arguments, an invalid lab name
 """
 
@@ -54,6 +56,8 @@ LOGS_EPILOG = """examples:
   acklab logs --list                 every log of the lab, with its kind and owner
   acklab logs ecs-1                  logs of ECS ecs-1 (user data; pod agent if it is a node)
   acklab logs --kind haproxy         HAProxy of every SLB
+  acklab logs kube-apiserver         the API server's log (labs with a control plane)
+  acklab logs ecs-1 --kind kube-proxy   kube-proxy of node ecs-1
   acklab logs web --tail 0           the whole log of SLB web (a name or an id)
 """
 
@@ -94,6 +98,41 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(render.status_text(view.to_dict()))
     return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    outcome = readiness.wait(args.lab, args.timeout)
+    text = readiness.message(args.lab, outcome, args.timeout)
+    if not outcome.ready:
+        print(f"acklab wait: {text}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(text)
+    return EXIT_OK
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    from netns.realize import control_plane
+
+    path = control_plane.kubeconfig_path(args.lab)
+    if not path.exists():
+        print(f"acklab kubeconfig: lab {args.lab} has no Kubernetes control plane (no {path})", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.merge:  # only when asked: the user's kubeconfig is theirs
+        control_plane.merge_kubeconfig(args.lab, Path(args.merge).expanduser())
+        print(f"merged context acklab-{args.lab} into {args.merge}", file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+def seconds(text: str) -> float:
+    """A --timeout: seconds, 0 or more (0: check once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, 0 or more")
+    return value
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -229,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
+    wait = sub.add_parser("wait", help="until the lab serves: every SLB listener has a healthy backend and answers a "
+                          "request, every pod answers on its ports (make up's last step)")
+    wait.add_argument("--timeout", type=seconds, default=readiness.DEFAULT_TIMEOUT, metavar="S",
+                      help="give up after S seconds, naming what is not ready (exit 1), default: %(default)g")
+    wait.set_defaults(func=cmd_wait)
+
+    kubeconfig = sub.add_parser("kubeconfig", help="print the path of the lab's kubeconfig (context acklab-LAB; "
+                                "kubectl --kubeconfig $(acklab kubeconfig) get nodes)")
+    kubeconfig.add_argument("--merge", metavar="FILE", help="also merge its context into FILE, e.g. ~/.kube/config")
+    kubeconfig.set_defaults(func=cmd_kubeconfig)
+
     run = sub.add_parser("exec", help="run a command in an ECS (name or id), pod (namespace/name) or VPC router")
     run.add_argument("target")
     run.add_argument("command", nargs=argparse.REMAINDER)
@@ -254,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="logs of a lab: HAProxy (SLBs), user data (ECS), pod agents, nginx",
                           epilog=LOGS_EPILOG, formatter_class=raw)
     logs.add_argument("target", nargs="?", help="ECS name or id, SLB id, node name (default: every log)")
-    logs.add_argument("--kind", choices=("haproxy", "user-data", "pod-agent", "nginx", "other"))
+    logs.add_argument("--kind", choices=lab_logs.KINDS)
     logs.add_argument("--list", action="store_true", help="list the log files instead of printing them")
     logs.add_argument("--tail", type=int, default=50, metavar="N", help="last N lines of each (0: all), "
                       "default: %(default)s")
@@ -269,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--args '10 --repeats 1 --skip-pulumi' for ecs_scale")
     bench.set_defaults(func=cmd_bench)
 
-    for p in (status, run, clean, recover, picture, logs):
+    for p in (status, wait, kubeconfig, run, clean, recover, picture, logs):
         p.add_argument("--lab", default=default_lab(), help="lab (Pulumi stack) name, default: %(default)s")
     return parser
 

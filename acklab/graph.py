@@ -90,7 +90,8 @@ def build(view: dict) -> Graph:
         nid = ident("pod", f"{pod['namespace']}_{pod['name']}")
         cluster = _containing(vswitch_nets, pod["ip"]) or _node_pod_cluster(graph, pod.get("node", ""), ecs_by_key)
         graph.nodes.append(Node(nid, f"pod {pod['namespace']}/{pod['name']}\n{pod['ip']}", "pod", cluster))
-        pods_by_ip[pod["ip"]] = nid
+        if pod["ip"] != "-":  # a Pending pod has no address yet: nothing routes to it
+            pods_by_ip[pod["ip"]] = nid
         if pod.get("node") in ecs_by_key:
             graph.edges.append(Edge(ecs_by_key[pod["node"]], nid, dashed=True))
     _add_slbs(graph, view.get("slbs", []), ecs_by_key, pods_by_ip)

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from acklab.k8s import ack_cluster
 from netns.model.errors import LabError
 from netns.model.names import check_lab, is_any_cloud_id
 from netns.realize.cleanup import prune_lab
@@ -216,7 +217,8 @@ class Recovery:
         if pending:
             print(f"interrupted operations: {', '.join(pending)}")
         self.pulumi("refresh", "--yes", "--skip-preview", "--clear-pending-creates")
-        keep = checkpoint_ids(self.deployment())
+        # what a cluster made for its resources (nodes, Terway's ENIs, Services' SLBs) is in no checkpoint
+        keep = checkpoint_ids(self.deployment()) | ack_cluster.owned_ids(self.lab)
         removed = prune_lab(self.lab, keep)
         for item in removed:
             print(f"removed leftover {item}")

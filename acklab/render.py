@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-KNOWN = {"lab", "vpcs", "ecs", "pods", "services", "security_groups", "slbs"}
+KNOWN = {"lab", "vpcs", "ecs", "pods", "services", "security_groups", "slbs", "nodes", "api"}
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -61,9 +61,20 @@ def status_text(view: dict) -> str:
     section(["ECS", "ID", "PRIVATE IP", "VSWITCH", "SECURITY GROUPS", "NETNS"],
             [[e["name"] or "-", e["id"], e["private_ip"], e["vswitch_id"], ",".join(e["security_groups"]) or "-",
               e["netns"]] for e in view.get("ecs", [])])
-    section(["POD", "IP", "NODE", "PORTS", "NETNS"],
-            [[f"{p['namespace']}/{p['name']}", p["ip"], p["node"], ",".join(p.get("ports", [])) or "-", p["netns"]]
-             for p in view.get("pods", [])])
+    if view.get("api"):
+        out.extend(["", f"kubernetes API {view['api']}"])
+    section(["NODE", "STATUS", "INTERNAL-IP", "INSTANCE", "ZONE", "INSTANCE-TYPE"],
+            [[n["name"], n["status"], n["internal_ip"] or "-", n["instance_id"] or "-", n["zone"] or "-",
+              n["instance_type"] or "-"] for n in view.get("nodes", [])])
+    pods = view.get("pods", [])
+    if any(p.get("status") for p in pods):  # a lab with an API server: kubectl's STATUS column too
+        section(["POD", "STATUS", "IP", "NODE", "PORTS", "NETNS"],
+                [[f"{p['namespace']}/{p['name']}", p["status"], p["ip"], p["node"], ",".join(p.get("ports", [])) or "-",
+                  p["netns"]] for p in pods])
+    else:
+        section(["POD", "IP", "NODE", "PORTS", "NETNS"],
+                [[f"{p['namespace']}/{p['name']}", p["ip"], p["node"], ",".join(p.get("ports", [])) or "-",
+                  p["netns"]] for p in pods])
     section(["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"],
             [[f"{svc['namespace']}/{svc['name']}", svc["type"], svc.get("cluster_ip") or "-",
               svc.get("load_balancer") or "<none>", ",".join(_service_port(p) for p in svc.get("ports", []))]

@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                     for path in paths if n % 2 == 0 else paths[::-1]:
                         rounds[mode][path].append(wrk(client, urls[path], args.seconds, args.connections,
                                                       mode == "close", "bench.test" if path == "ingress" else None))
+                        print(f"  round {n + 1}/{args.repeats} {mode} {path}: {rounds[mode][path][-1]:.0f} req/s",
+                              flush=True)
         finally:
             clean_lab(lab)
     results = {}

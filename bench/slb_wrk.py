@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"http://{VIP}/" if path == "slb" else f"http://{BACKENDS['web-1']}:8080/"
                     (slb_rounds if path == "slb" else direct_rounds).append(
                         wrk(client, url, args.seconds, args.connections))
+                    print(f"  round {n + 1}/{args.repeats} {path}: "
+                          f"{(slb_rounds if path == 'slb' else direct_rounds)[-1]:.0f} req/s", flush=True)
             for _ in range(args.repeats):
                 rounds.append(failover(lb, servers["web-1"], client))
         finally:

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Set-up for `make up` and `make test`: Debian packages, .venv/ with pinned Python packages, and the
-# Pulumi engine (built once from Go modules, cached outside the clone). Safe to run again: each step
-# checks first and does nothing when its result is already there.
+# Set-up for `make up` (scripts/setup.sh lab) and `make test` / `make bench` (scripts/setup.sh test):
+# Debian packages, .venv/ with pinned Python packages, the Pulumi engine and (test) the Kubernetes binaries
+# (built once from Go modules, cached outside the clone). Safe to run again: each step checks first and does nothing when its result is
+# already there. Nothing here assumes that a cache, .venv/, .pulumi/, reports/ or apt's lists exist yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/progress.sh
 
-DEBIAN_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux iperf3 ethtool)
-DEBIAN_PACKAGES+=(haproxy nginx wrk)  # SLB: HAProxy in each SLB namespace; nginx + wrk for bench/slb_wrk.py
-DEBIAN_PACKAGES+=(graphviz curl jq)  # acklab graph (dot: SVG/PNG); curl and jq in the tutorials (docs/tutorials)
-DEBIAN_PACKAGES+=(libnginx-mod-http-lua)  # Ingress: endpoints change without an nginx reload (as ingress-nginx)
-DEBIAN_PACKAGES+=(openssh-server openssh-client vagrant)  # SSH mode: sshd per node namespace; `vagrant validate`
-DEBIAN_PACKAGES+=(conntrack)  # NetworkPolicy: cutting established flows a new policy forbids
+PROFILE=${1:-lab}
+
+# What a lab needs (make up): kernel tools, the SLB's HAProxy, the Ingress's nginx with Lua (endpoints change
+# without a reload, as ingress-nginx), conntrack (cutting flows a new policy forbids), iperf3 (throughput
+# checks), graphviz for `acklab graph`, curl and jq that the tutorials use.
+LAB_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps python3-venv util-linux conntrack)
+LAB_PACKAGES+=(haproxy nginx libnginx-mod-http-lua iperf3 graphviz curl jq)
+# What only the tests and benchmarks need (make test, make bench): wrk (SLB and Ingress benchmarks), ethtool,
+# sshd/ssh for the SSH-mode test, and vagrant for `vagrant validate` of the Vagrantfile. vagrant pulls a
+# kernel image and runs mkinitramfs, so `make up` never installs it.
+TEST_PACKAGES=(wrk ethtool openssh-server openssh-client vagrant)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -19,26 +26,36 @@ need_root() {
   fi
 }
 
+debian_packages() {
+  case "$PROFILE" in
+    lab) echo "${LAB_PACKAGES[@]}" ;;
+    test) echo "${LAB_PACKAGES[@]}" "${TEST_PACKAGES[@]}" ;;
+    *) echo "scripts/setup.sh: profile must be 'lab' or 'test', not '$PROFILE'" >&2; return 2 ;;
+  esac
+}
+
 install_debian_packages() {
-  local missing=()
-  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  local missing=() pkgs
+  pkgs=$(debian_packages)
+  for pkg in $pkgs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "==> installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    # haproxy and nginx must never start as host services (in the root network namespace): acklab runs
-    # them itself, inside lab namespaces. Without a policy-rc.d, Debian's maintainer scripts would start
-    # them; a temporary one that answers "101: action forbidden" stops that, and is removed afterwards.
-    local policy=/usr/sbin/policy-rc.d own_policy=0
-    if [ ! -e "$policy" ]; then
-      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
-    fi
-    local status=0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
-    if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
-    return "$status"
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "==> installing Debian packages ($PROFILE): ${missing[*]}"
+  progress_run "apt-get update" apt-get update -qq
+  # haproxy and nginx must never start as host services (in the root network namespace): acklab runs
+  # them itself, inside lab namespaces. Without a policy-rc.d, Debian's maintainer scripts would start
+  # them; a temporary one that answers "101: action forbidden" stops that, and is removed afterwards.
+  local policy=${ACKLAB_POLICY_RC:-/usr/sbin/policy-rc.d} own_policy=0  # overridden by tests only
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
   fi
+  local status=0
+  export DEBIAN_FRONTEND=noninteractive
+  progress_run "apt-get install" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+  return "$status"
 }
 
 create_venv() {
@@ -50,11 +67,28 @@ create_venv() {
   fi
   echo "==> creating .venv with the pinned Python packages"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  progress_run "pip install" .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 }
 
+if [ "${ACKLAB_SETUP_PRINT_PACKAGES:-}" = 1 ]; then  # for tests: the package list of a profile, nothing done
+  debian_packages
+  exit 0
+fi
 need_root
+# The Kubernetes binaries (tests: the lab's control plane) are the longest step: started first, in the
+# background, so their compile overlaps the downloads of the steps below; waited for at the end.
+kube_build=""
+if [ "$PROFILE" = test ]; then
+  (scripts/build-kube.sh && scripts/build-coredns.sh) & kube_build=$!  # CoreDNS: the cluster DNS, 2-4 min
+fi
 install_debian_packages
 create_venv
 scripts/build-engine.sh
+if [ "$PROFILE" = test ]; then  # pulumi-kubernetes' plugin (tests: workloads in the cluster's program)
+  scripts/build-k8s-provider.sh
+fi
+if [ -n "$kube_build" ]; then
+  wait "$kube_build" || { echo "scripts/build-kube.sh or build-coredns.sh failed (see above)" >&2; exit 1; }
+fi
+mkdir -p .pulumi/state .pulumi/home reports

@@ -122,13 +122,15 @@ def converge(network: Network, manifests: str) -> list[str]:
     return changes
 
 
-def http_get(netns: str, address: str, port: int, path: str, timeout: float = 2.0) -> str | None:
-    """The body of an HTTP GET from ``netns``, or None if the connection failed."""
+def http_get(netns: str, address: str, port: int, path: str, timeout: float = 2.0, host: str | None = None
+             ) -> str | None:
+    """The body of an HTTP GET from ``netns`` (``Host: host``, default the address), or None if the connection
+    failed or the answer was not 200."""
     s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect((address, port))
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or address}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(4096):
             data += chunk

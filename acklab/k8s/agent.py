@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acklab.k8s import netexec
-from netns.kernel.namespace import alive
+from netns.kernel.files import write_json
+from netns.kernel.process import NETNS_DIR, alive  # no pyroute2 in the agent (memory per node)
 from netns.realize import state_dir
 
-NETNS_DIR = "/run/netns"  # not imported from netns.kernel: the agent stays free of pyroute2 (memory)
 CLONE_NEWNET = 0x40000000
 
 IDLE_TIMEOUT = 10.0
@@ -120,10 +120,8 @@ class Agent:
         listening = {}
         for pod_key, port, protocol in sorted(self.listeners):
             listening.setdefault(pod_key, []).append([port, protocol])
-        tmp = self.status.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"generation": desired.get("generation"), "pid": os.getpid(),
-                                   "listening": listening, "errors": errors}))
-        tmp.rename(self.status)
+        write_json(self.status, {"generation": desired.get("generation"), "pid": os.getpid(),
+                                 "listening": listening, "errors": errors}, indent=None)
 
     def _listen(self, key: tuple[str, int, str], hostname: str, netns: str) -> None:
         _, port, protocol = key
@@ -249,9 +247,7 @@ class AgentHandle:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         generation = time.time_ns()
-        tmp = self._path("json.tmp")
-        tmp.write_text(json.dumps({"generation": generation, "pods": pods}, sort_keys=True))
-        tmp.rename(self._path("json"))
+        write_json(self._path("json"), {"generation": generation, "pods": pods}, indent=None)
         pid = self.pid()
         if pid is None:
             self._start()

@@ -26,6 +26,7 @@ from acklab.k8s.services import (
     service_key,
 )
 from acklab.k8s.services import allocate as allocate_pure
+from netns.kernel.files import write_json
 from netns.realize import file_lock
 
 LB_ADDRESS_TYPE = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type"
@@ -61,9 +62,7 @@ def allocate(lab: str, services: Iterable[Manifest],
             previous = Allocations()
         result = allocate_pure(services, previous)
         if result != previous:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
-            tmp.replace(path)
+            write_json(path, result.to_dict())
     return result
 
 
@@ -99,11 +98,7 @@ def with_status(services: Iterable[Manifest], allocations: Allocations,
 
 def save_services(lab: str, services: list[dict[str, Any]]) -> None:
     """Keep the Services as last programmed (``acklab status`` shows them)."""
-    path = _services_file(lab)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(services, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json(_services_file(lab), services)
 
 
 def load_services(lab: str) -> list[dict[str, Any]]:

@@ -7,16 +7,32 @@ servers; the SLB's address becomes the Service's ``status.loadBalancer.ingress``
 - ``service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type``: ``internet`` (default) | ``intranet``
   (on the nodes' vSwitch);
 - ``...-scheduler``: ``rr`` (default) | ``wrr`` | ``wlc``;
-- ``...-protocol-port``: e.g. ``"http:80"`` — the listener protocol of a port (default ``tcp``);
+- ``...-protocol-port``: e.g. ``"http:80"`` or ``"udp:53"`` — the listener protocol of a port (default: the
+  port's own, ``tcp`` or ``udp``; an entry names the Service port of its number whose protocol it can carry: udp a
+  UDP port, tcp and http a TCP port, so a port number that is TCP and UDP gets a tcp and a udp listener);
 - ``...-spec``: the instance spec (default ``slb.s1.small``); ``...-name``: the instance name;
-- ``...-persistence-timeout``: source-address persistence of TCP listeners (seconds).
+- ``...-persistence-timeout``: source-address persistence of tcp and udp listeners (seconds).
 
 ``spec.loadBalancerSourceRanges`` becomes a whitelist ACL on the listeners (kube-proxy enforces the same ranges
 for traffic that reaches the nodes for the LB address). Left out: ENI backends (pods attached directly, ACK's
-Terway option), reusing an existing SLB by id, HTTPS listeners from certificate ids, UDP (HAProxy has none).
+Terway option), reusing an existing SLB by id, HTTPS listeners from certificate ids, SCTP ports.
+
+More annotations for the controller on the API (``acklab/k8s/cloud_controller.py``): health checks
+(``...-health-check-flag``, ``-type``, ``-uri``, ``-connect-port``, ``-domain``, ``-httpcode``, ``-interval``,
+``-connect-timeout``, ``-timeout``, ``healthy-threshold``, ``unhealthy-threshold``), an existing ACL
+(``...-acl-status``, ``-acl-id``, ``-acl-type``), ``...-vswitch-id`` (intranet), ``...-backend-label`` (which
+Nodes are backends), connection drain (``...-connection-drain``, ``-connection-drain-timeout``: the tcp and udp
+listeners' ``connection_drain``) and ``...-proxy-protocol`` (``on``: the tcp listeners'
+``proxy_protocol_v2_enabled``, a PROXY v2 header ahead of the client's bytes; refused with a udp port, which no
+PROXY header is built for). ``externalTrafficPolicy: Local`` makes the tcp and http listeners check the nodes over
+http on the Service's ``healthCheckNodePort`` (kube-proxy answers 200 only on nodes with a ready local endpoint),
+as ACK does; udp listeners keep their udp check (silence is up, so a node without a local endpoint, where
+kube-proxy drops the datagram, stays in rotation: not built).
 
 :func:`load_balancers` is pure (Services with allocations → what to create); :func:`create` makes the Pulumi
-resources in a program.
+resources in a program. :func:`node_instance_id`, :func:`backend_servers`, :func:`listener_args` and
+:func:`decide` are the controller's pure share: Nodes → ECS ids, a listener's ``slb.Listener`` arguments, and
+the steps from what exists to what is wanted.
 """
 
 from __future__ import annotations
@@ -34,14 +50,40 @@ PROTOCOL_PORT = PREFIX + "protocol-port"
 SPEC = PREFIX + "spec"
 NAME = PREFIX + "name"
 PERSISTENCE = PREFIX + "persistence-timeout"
+HEALTH_FLAG = PREFIX + "health-check-flag"
+HEALTH_TYPE = PREFIX + "health-check-type"
+HEALTH_URI = PREFIX + "health-check-uri"
+HEALTH_PORT = PREFIX + "health-check-connect-port"
+HEALTH_DOMAIN = PREFIX + "health-check-domain"
+HEALTH_CODE = PREFIX + "health-check-httpcode"
+HEALTH_INTERVAL = PREFIX + "health-check-interval"
+HEALTH_CONNECT_TIMEOUT = PREFIX + "health-check-connect-timeout"  # tcp checks
+HEALTH_TIMEOUT = PREFIX + "health-check-timeout"  # http checks
+HEALTHY = PREFIX + "healthy-threshold"
+UNHEALTHY = PREFIX + "unhealthy-threshold"
+ACL_STATUS = PREFIX + "acl-status"
+ACL_ID = PREFIX + "acl-id"
+ACL_TYPE = PREFIX + "acl-type"
+VSWITCH = PREFIX + "vswitch-id"
+BACKEND_LABEL = PREFIX + "backend-label"
+DRAIN = PREFIX + "connection-drain"
+DRAIN_TIMEOUT = PREFIX + "connection-drain-timeout"
+PROXY_PROTOCOL = PREFIX + "proxy-protocol"
 SCHEDULERS = ("rr", "wrr", "wlc")
-LISTENER_PROTOCOLS = ("tcp", "http")
+LISTENER_PROTOCOLS = ("tcp", "udp", "http")
+# a listener protocol → the Service port protocol it forwards to (its NodePort's)
+PORT_PROTOCOL = {"tcp": "TCP", "http": "TCP", "udp": "UDP"}
+# Nodes left out of every SLB: upstream's label and ACK's
+EXCLUDE_LABELS = ("node.kubernetes.io/exclude-from-external-load-balancers", "service.alibabacloud.com/exclude-node")
+# annotation → (slb.Listener argument, low, high) for the integer health-check settings
+_HEALTH_INTS = {HEALTH_PORT: ("health_check_connect_port", 1, 65535), HEALTH_INTERVAL: ("health_check_interval", 1, 50),
+                HEALTHY: ("healthy_threshold", 2, 10), UNHEALTHY: ("unhealthy_threshold", 2, 10)}
 
 
 @dataclass(frozen=True)
 class LbListener:
     port: int
-    protocol: str  # tcp | http
+    protocol: str  # tcp | udp | http
     node_port: int
 
 
@@ -56,6 +98,14 @@ class LbSpec:
     listeners: tuple[LbListener, ...]
     source_ranges: tuple[str, ...] = ()
     persistence_timeout: int = 0
+    uid: str = ""
+    health: tuple[tuple[str, Any], ...] = ()  # slb.Listener health-check arguments from annotations
+    acl: tuple[tuple[str, str], ...] = ()  # acl_status/acl_type/acl_id of an existing ACL from annotations
+    vswitch_id: str | None = None
+    backend_label: tuple[tuple[str, str], ...] = ()  # only Nodes with all these labels are backends
+    drain_timeout: int = 0  # connection drain of the tcp and udp listeners (0: off)
+    health_check_node_port: int = 0  # externalTrafficPolicy Local: kube-proxy's per-Service health port
+    proxy_protocol: bool = False  # a PROXY v2 header on the tcp listeners
 
     @property
     def key(self) -> str:
@@ -66,15 +116,41 @@ class LbSpec:
         return f"svc-{self.namespace}-{self.name}"
 
 
-def _protocol_ports(where: str, text: str) -> dict[int, str]:
-    out: dict[int, str] = {}
+def _protocol_ports(where: str, text: str) -> dict[tuple[int, str], str]:
+    """The annotation's entries: (port, Service port protocol) → listener protocol."""
+    out: dict[tuple[int, str], str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         protocol, _, port = item.partition(":")
         if protocol not in LISTENER_PROTOCOLS or not port.isdigit():
-            raise ValidationError(where, f"metadata.annotations[{PROTOCOL_PORT}]",
-                                  f"{item!r} is not protocol:port with protocol {' or '.join(LISTENER_PROTOCOLS)}")
-        out[int(port)] = protocol
+            raise ValidationError(where, _field(PROTOCOL_PORT), f"{item!r} is not protocol:port with protocol "
+                                  f"{', '.join(LISTENER_PROTOCOLS[:-1])} or {LISTENER_PROTOCOLS[-1]}")
+        key = (int(port), PORT_PROTOCOL[protocol])
+        if key in out:
+            raise ValidationError(where, _field(PROTOCOL_PORT), f"port {port} is named twice for {key[1]}")
+        out[key] = protocol
     return out
+
+
+def _listeners(where: str, ports: list[Mapping[str, Any]], protocols: dict[tuple[int, str], str]
+               ) -> tuple[LbListener, ...]:
+    """A listener per Service port, of the annotation's protocol or the port's own, to the port's NodePort."""
+    listeners = []
+    for i, port in enumerate(ports):
+        kind = str(port.get("protocol", "TCP"))
+        if kind not in ("TCP", "UDP"):
+            raise ValidationError(where, f"spec.ports[{i}].protocol", f"{kind}: acklab's SLB has tcp, udp and http "
+                                  "listeners (no SCTP)")
+        if not port.get("nodePort"):
+            raise ValidationError(where, f"spec.ports[{i}].nodePort", "is not allocated (allocateLoadBalancerNodePorts"
+                                  " false needs ENI backends, which acklab does not build)")
+        number = int(port["port"])
+        listeners.append(LbListener(number, protocols.get((number, kind), kind.lower()), int(port["nodePort"])))
+    for number, kind in sorted(set(protocols) - {(x.port, PORT_PROTOCOL[x.protocol]) for x in listeners}):
+        if any(x.port == number for x in listeners):  # e.g. udp:53 for a TCP port 53
+            raise ValidationError(where, _field(PROTOCOL_PORT), f"{protocols[(number, kind)]}:{number} needs a "
+                                  f"{kind} port {number}; the Service's is not {kind}")
+        raise ValidationError(where, _field(PROTOCOL_PORT), f"port {number} is not a port of the Service")
+    return tuple(listeners)
 
 
 def load_balancer_spec(service: Mapping[str, Any]) -> LbSpec | None:
@@ -98,25 +174,106 @@ def load_balancer_spec(service: Mapping[str, Any]) -> LbSpec | None:
     if not persistence.isdigit() or int(persistence) > 3600:
         raise ValidationError(where, f"metadata.annotations[{PERSISTENCE}]", f"{persistence!r} is not 0-3600")
     protocols = _protocol_ports(where, str(notes.get(PROTOCOL_PORT, "")))
-    listeners = []
-    for i, port in enumerate(spec.get("ports") or []):
-        if port.get("protocol", "TCP") != "TCP":
-            raise ValidationError(where, f"spec.ports[{i}].protocol", f"{port.get('protocol')}: acklab's SLB "
-                                  "(HAProxy) has TCP listeners only")
-        if not port.get("nodePort"):
-            raise ValidationError(where, f"spec.ports[{i}].nodePort", "is not allocated (allocateLoadBalancerNodePorts"
-                                  " false needs ENI backends, which acklab does not build)")
-        listeners.append(LbListener(int(port["port"]), protocols.get(int(port["port"]), "tcp"),
-                                    int(port["nodePort"])))
-    unknown = set(protocols) - {lst.port for lst in listeners}
-    if unknown:
-        raise ValidationError(where, f"metadata.annotations[{PROTOCOL_PORT}]",
-                              f"port {sorted(unknown)[0]} is not a port of the Service")
-    if int(persistence) and any(lst.protocol != "tcp" for lst in listeners):
-        raise ValidationError(where, f"metadata.annotations[{PERSISTENCE}]", "is for tcp listeners only")
+    listeners = _listeners(where, list(spec.get("ports") or []), protocols)
+    if int(persistence) and any(lst.protocol == "http" for lst in listeners):
+        raise ValidationError(where, f"metadata.annotations[{PERSISTENCE}]", "is for tcp and udp listeners only")
+    proxy = _on_off(where, notes, PROXY_PROTOCOL) == "on"
+    if proxy and any(lst.protocol == "udp" for lst in listeners):
+        raise ValidationError(where, _field(PROXY_PROTOCOL), "on: a PROXY header is not built for udp listeners "
+                              "(acklab's tcp listeners with it run on HAProxy, which has no udp)")
     ranges = tuple(str(r).strip() for r in spec.get("loadBalancerSourceRanges") or () if str(r).strip())
-    return LbSpec(namespace, name, address_type, scheduler, str(notes.get(SPEC, "slb.s1.small")),
-                  str(notes.get(NAME, f"{namespace}-{name}")), tuple(listeners), ranges, int(persistence))
+    acl = _acl(where, notes)
+    if acl and ranges:
+        raise ValidationError(where, f"metadata.annotations[{ACL_ID}]", "and spec.loadBalancerSourceRanges both "
+                              "set the listeners' ACL: use one")
+    local = spec.get("externalTrafficPolicy") == "Local"
+    lb = LbSpec(namespace, name, address_type, scheduler, str(notes.get(SPEC, "slb.s1.small")),
+                str(notes.get(NAME, f"{namespace}-{name}")), listeners, ranges, int(persistence),
+                uid=str(meta.get("uid") or ""), health=_health(where, notes), acl=acl,
+                vswitch_id=notes.get(VSWITCH) or None, backend_label=_labels(where, notes.get(BACKEND_LABEL, "")),
+                drain_timeout=_drain(where, notes),
+                health_check_node_port=int(spec.get("healthCheckNodePort") or 0) if local else 0,
+                proxy_protocol=proxy)
+    check_listeners(lb)
+    return lb
+
+
+def _field(key: str) -> str:
+    return f"metadata.annotations[{key}]"
+
+
+def _int_note(where: str, notes: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    if key not in notes:
+        return None
+    text = str(notes[key]).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValidationError(where, _field(key), f"{notes[key]!r} is not a whole number {low}-{high}")
+    return int(text)
+
+
+def _on_off(where: str, notes: Mapping[str, Any], key: str) -> str | None:
+    value = notes.get(key)
+    if value is not None and value not in ("on", "off"):
+        raise ValidationError(where, _field(key), f"{value!r} is not on or off")
+    return value
+
+
+def _health(where: str, notes: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """ACK's health-check annotations as slb.Listener arguments (only those given: the SLB's defaults stay)."""
+    args: dict[str, Any] = {}
+    flag = _on_off(where, notes, HEALTH_FLAG)
+    if flag is not None:
+        args["health_check"] = flag
+    kind = notes.get(HEALTH_TYPE)
+    if kind is not None:
+        if kind not in ("tcp", "http"):
+            raise ValidationError(where, _field(HEALTH_TYPE), f"{kind!r} is not tcp or http")
+        args["health_check_type"] = kind
+    for key, arg in ((HEALTH_URI, "health_check_uri"), (HEALTH_DOMAIN, "health_check_domain"),
+                     (HEALTH_CODE, "health_check_http_code")):
+        if key in notes:
+            args[arg] = str(notes[key])
+    for key, (arg, low, high) in _HEALTH_INTS.items():
+        value = _int_note(where, notes, key, low, high)
+        if value is not None:
+            args[arg] = value
+    # ACK names the check's timeout per type; the SLB has one
+    timeout = _int_note(where, notes, HEALTH_TIMEOUT, 1, 300)
+    connect = _int_note(where, notes, HEALTH_CONNECT_TIMEOUT, 1, 300)
+    if timeout is not None or connect is not None:
+        args["health_check_timeout"] = timeout if kind == "http" and timeout is not None else connect or timeout
+    return tuple(sorted(args.items()))
+
+
+def _acl(where: str, notes: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    status = _on_off(where, notes, ACL_STATUS)
+    if status != "on":
+        return ()
+    acl_id, acl_type = notes.get(ACL_ID), notes.get(ACL_TYPE, "white")
+    if not acl_id:
+        raise ValidationError(where, _field(ACL_ID), "is required when acl-status is on")
+    if acl_type not in ("white", "black"):
+        raise ValidationError(where, _field(ACL_TYPE), f"{acl_type!r} is not white or black")
+    return (("acl_id", str(acl_id)), ("acl_status", "on"), ("acl_type", str(acl_type)))
+
+
+def _labels(where: str, text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValidationError(where, _field(BACKEND_LABEL), f"{item!r} is not key=value")
+        out.append((key.strip(), value.strip()))
+    return tuple(sorted(out))
+
+
+def _drain(where: str, notes: Mapping[str, Any]) -> int:
+    if _on_off(where, notes, DRAIN) != "on":
+        return 0
+    timeout = _int_note(where, notes, DRAIN_TIMEOUT, 10, 900)
+    if timeout is None:
+        raise ValidationError(where, _field(DRAIN_TIMEOUT), "is required when connection-drain is on")
+    return timeout
 
 
 def load_balancers(services: Iterable[Mapping[str, Any]]) -> list[LbSpec]:
@@ -139,12 +296,12 @@ def plan(lab: str, services: list[Mapping[str, Any]]) -> list[LbSpec]:
 
 
 def create(specs: Iterable[LbSpec], nodes: Mapping[str, Any], vswitch_id: Any) -> dict[str, Any]:
-    """Pulumi resources for ``specs`` (call from a program): SLB, ACL for source ranges, the nodes as backends,
-    a listener per port. ``nodes`` maps node name → ``ecs.Instance``; ``vswitch_id`` is where intranet SLBs
+    """pulumi-alicloud resources for ``specs`` (call from a program): ``slb.ApplicationLoadBalancer``, an
+    ``slb.Acl`` with an ``slb.AclEntryAttachment`` per source range, the nodes as ``slb.BackendServer``, an
+    ``slb.Listener`` per port. ``nodes`` maps node name → ``ecs.Instance``; ``vswitch_id`` is where intranet SLBs
     take their address. Returns ``namespace/name`` → the SLB's address (an Output)."""
     import pulumi
-
-    from netns import slb
+    import pulumi_alicloud as alicloud
 
     addresses: dict[str, Any] = {}
     previous = None
@@ -152,22 +309,155 @@ def create(specs: Iterable[LbSpec], nodes: Mapping[str, Any], vswitch_id: Any) -
         intranet = lb.address_type == "intranet"
         # one after the other, in Service order: the allocated addresses are the same on every `pulumi up`
         opts = pulumi.ResourceOptions(depends_on=[previous]) if previous is not None else None
-        instance = slb.ApplicationLoadBalancer(lb.resource_name, load_balancer_name=lb.lb_name,
-                                               address_type=lb.address_type, load_balancer_spec=lb.spec,
-                                               vswitch_id=vswitch_id if intranet else None, opts=opts)
+        instance = alicloud.slb.ApplicationLoadBalancer(
+            lb.resource_name, load_balancer_name=lb.lb_name, address_type=lb.address_type,
+            load_balancer_spec=lb.spec, vswitch_id=vswitch_id if intranet else None, opts=opts)
         previous = instance
-        slb.BackendServer(f"{lb.resource_name}-nodes", load_balancer_id=instance.id,
-                          backend_servers=[{"server_id": node.id, "weight": 100} for _, node in sorted(nodes.items())])
+        alicloud.slb.BackendServer(f"{lb.resource_name}-nodes", load_balancer_id=instance.id, backend_servers=[
+            {"server_id": node.id, "weight": 100} for _, node in sorted(nodes.items())])
         acl: dict[str, Any] = {}
         if lb.source_ranges:
-            whitelist = slb.Acl(f"{lb.resource_name}-acl", name=f"{lb.lb_name}-source-ranges")
+            whitelist = alicloud.slb.Acl(f"{lb.resource_name}-acl", name=f"{lb.lb_name}-source-ranges")
             for n, cidr in enumerate(lb.source_ranges):
-                slb.AclEntryAttachment(f"{lb.resource_name}-acl-{n}", acl_id=whitelist.id, entry=cidr)
+                alicloud.slb.AclEntryAttachment(f"{lb.resource_name}-acl-{n}", acl_id=whitelist.id, entry=cidr)
             acl = {"acl_status": "on", "acl_type": "white", "acl_id": whitelist.id}
         for listener in lb.listeners:
-            extra = {"persistence_timeout": lb.persistence_timeout} if lb.persistence_timeout else {}
-            slb.Listener(f"{lb.resource_name}-{listener.port}", load_balancer_id=instance.id,
-                         frontend_port=listener.port, protocol=listener.protocol, backend_port=listener.node_port,
-                         scheduler=lb.scheduler, **acl, **extra)
+            extra = {key: value for key, value in listener_args(lb, listener).items()
+                     if key in ("persistence_timeout", "proxy_protocol_v2_enabled")}
+            alicloud.slb.Listener(f"{lb.resource_name}-{listener.port}", load_balancer_id=instance.id,
+                                  frontend_port=listener.port, protocol=listener.protocol,
+                                  backend_port=listener.node_port, scheduler=lb.scheduler, **acl, **extra)
         addresses[lb.key] = instance.address
     return addresses
+
+
+# --- the controller on the API: Nodes → backends, listener arguments, steps from what exists to what is wanted ---
+
+PLACEHOLDER_LB = "lb-00000000"  # validation of listener arguments before the SLB exists
+HEALTHZ = "/healthz"  # kube-proxy's per-Service health check path on healthCheckNodePort
+
+
+def node_instance_id(node: Mapping[str, Any], ecs_by_ip: Mapping[str, str]) -> str | None:
+    """The ECS instance behind a Node: ``spec.providerID`` ``<region>.<instance id>`` (ACK's form), else the
+    Node's InternalIP looked up among the lab's ECS primary addresses; None when neither names an instance."""
+    provider = str((node.get("spec") or {}).get("providerID") or "")
+    instance = provider.rpartition(".")[2]
+    if instance.startswith("i-"):
+        return instance
+    for address in (node.get("status") or {}).get("addresses") or ():
+        if address.get("type") == "InternalIP" and address.get("address") in ecs_by_ip:
+            return ecs_by_ip[address["address"]]
+    return None
+
+
+def backend_servers(lb: LbSpec, nodes: Iterable[Mapping[str, Any]], ecs_by_ip: Mapping[str, str]) -> tuple[str, ...]:
+    """The ECS ids of the Nodes the SLB forwards to: every Node with an instance, but those excluded by label
+    (upstream's and ACK's) and, with ``...-backend-label``, those without the labels asked for."""
+    found = set()
+    for node in nodes:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        if any(key in labels for key in EXCLUDE_LABELS):
+            continue
+        if any(labels.get(key) != value for key, value in lb.backend_label):
+            continue
+        instance = node_instance_id(node, ecs_by_ip)
+        if instance is not None:
+            found.add(instance)
+    return tuple(sorted(found))
+
+
+def acl_of(lb_id: str) -> str:
+    """The id of the ACL the controller makes for an SLB's source ranges: derived from the SLB's, so a restarted
+    controller finds it."""
+    return "acl-" + lb_id.partition("-")[2]
+
+
+def listener_args(lb: LbSpec, listener: LbListener, acl_id: str | None = None) -> dict[str, Any]:
+    """``slb.Listener`` arguments (netns/model/slb.py's names) of one Service port. ``acl_id``: the SLB's own
+    ACL for ``loadBalancerSourceRanges``."""
+    args: dict[str, Any] = {"frontend_port": listener.port, "protocol": listener.protocol,
+                            "backend_port": listener.node_port, "scheduler": lb.scheduler}
+    if lb.persistence_timeout:
+        args["persistence_timeout"] = lb.persistence_timeout
+    layer4 = listener.protocol in ("tcp", "udp")
+    if lb.drain_timeout and layer4:  # ACK: for tcp and udp listeners only
+        args.update(connection_drain="on", connection_drain_timeout=lb.drain_timeout)
+    if lb.proxy_protocol and listener.protocol == "tcp":  # http listeners carry the client in X-Forwarded-For
+        args["proxy_protocol_v2_enabled"] = True
+    if lb.health_check_node_port and listener.protocol != "udp":
+        # ETP Local: kube-proxy answers 200 on this port only where the Service has a ready local endpoint,
+        # so the SLB takes the other nodes out; annotations still win. (A udp listener checks over udp only.)
+        args.update(health_check="on", health_check_type="http", health_check_uri=HEALTHZ,
+                    health_check_connect_port=lb.health_check_node_port)
+    health = dict(lb.health)
+    if listener.protocol == "udp":  # its check is udp: the annotations' http settings are not its
+        health = {k: v for k, v in health.items() if k not in ("health_check_type", "health_check_uri",
+                                                                "health_check_domain", "health_check_http_code")}
+    args.update(health)
+    if lb.source_ranges and acl_id:
+        args.update(acl_status="on", acl_type="white", acl_id=acl_id)
+    args.update(dict(lb.acl))
+    return args
+
+
+def check_listeners(lb: LbSpec) -> None:
+    """The SLB's own validation of every listener, before anything is created (a bad annotation → no SLB)."""
+    from netns.model import slb as model
+
+    for listener in lb.listeners:
+        model.parse_listener(f"Service {lb.key}", PLACEHOLDER_LB, listener_args(lb, listener, acl_of(PLACEHOLDER_LB)))
+
+
+@dataclass(frozen=True)
+class ActualLb:
+    """What exists of one Service's SLB (read from the realizations)."""
+
+    lb_id: str
+    name: str
+    address: str
+    address_type: str
+    vswitch_id: str | None
+    listeners: Mapping[tuple[str, int], Mapping[str, Any]]  # (protocol, port) → stored arguments
+    backends: tuple[str, ...] | None  # server ids of the default server group; None: never set
+    acl_entries: tuple[str, ...] | None  # the entries of the SLB's own ACL; None: no such ACL
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change through the realizations: ``op`` is create, delete, rename, acl, drop_acl, backends,
+    put_listener or delete_listener; ``value`` its argument (a name, entries, server ids, listener arguments,
+    or (protocol, port))."""
+
+    op: str
+    value: Any = None
+
+
+def decide(lb: LbSpec | None, servers: tuple[str, ...], actual: ActualLb | None,
+           vswitch_id: str | None = None) -> list[Step]:
+    """The steps from ``actual`` to ``lb`` with ``servers`` as backends (``lb`` None: the Service wants no SLB).
+    An SLB whose address type or vSwitch must change is made anew (its address is its namespace's leg)."""
+    if lb is None:
+        return [] if actual is None else [Step("delete")]
+    steps: list[Step] = []
+    if actual is not None and (actual.address_type != lb.address_type
+                               or (lb.address_type == "intranet" and vswitch_id and actual.vswitch_id != vswitch_id)):
+        steps.append(Step("delete"))
+        actual = None
+    if actual is None:
+        steps.append(Step("create"))
+        actual = ActualLb("", lb.lb_name, "", lb.address_type, vswitch_id, {}, None, None)
+    elif actual.name != lb.lb_name:
+        steps.append(Step("rename", lb.lb_name))
+    entries = tuple(sorted(lb.source_ranges))
+    if entries and actual.acl_entries != entries:
+        steps.append(Step("acl", entries))
+    if actual.backends != servers:
+        steps.append(Step("backends", servers))
+    wanted = {(x.protocol, x.port): listener_args(lb, x, acl_of(actual.lb_id or PLACEHOLDER_LB) if entries else None)
+              for x in lb.listeners}
+    # the ones going first: a port may move from tcp to http
+    steps += [Step("delete_listener", key) for key in sorted(actual.listeners) if key not in wanted]
+    steps += [Step("put_listener", args) for key, args in sorted(wanted.items()) if actual.listeners.get(key) != args]
+    if not entries and actual.acl_entries is not None:
+        steps.append(Step("drop_acl"))  # after the listeners stopped using it
+    return steps

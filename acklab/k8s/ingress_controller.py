@@ -7,7 +7,8 @@ their ports to nginx. Per controller pod, under ``/run/acklab/<lab>/ingress/<nam
 ``nginx.pid`` (the master, started inside the pod's network namespace), ``certs/`` (certificate and key files,
 named by content), ``tmp/``, ``error.log``.
 
-``sync`` is idempotent: render (a ValidationError for an invalid Ingress stops it before anything is written),
+``sync`` is idempotent: render (a ValidationError for an invalid Ingress stops it before anything is written;
+given a ``rejected`` list, an invalid Ingress is left out whole and listed there instead, the others served),
 then per controller pod: new endpoints only → replace the endpoints file and ``POST /acklab/endpoints`` on the
 pod's status server (every worker uses them at once; no reload); a new configuration, or no nginx running →
 write ``nginx.conf.new``, ``nginx -t`` it, rename it over ``nginx.conf``, SIGHUP the master (graceful: old
@@ -18,7 +19,8 @@ Nothing changed: nothing is done.
 Endpoints are the pods that are both wanted by the manifests and running: a pod about to be removed is taken
 out of the endpoints by a ``sync`` before the pod network removes it (drain), a new pod is added by the ``sync``
 after.
-``watch`` polls the manifests and the pod records and syncs on every change (the Kubernetes informers' role).
+``watch`` polls the manifests and the pod records and syncs on every change (the Kubernetes informers' role);
+it reports rejected Ingresses and serves the others.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from acklab.k8s import ingress, services
+from acklab.k8s.ingress_annotations import GlobalConfig
 from acklab.k8s.model import Cluster, load_manifests
 from acklab.k8s.pods import PodRecord, load_records
+from netns.kernel.files import write_atomic
 from netns.kernel.namespace import NETNS_DIR, Namespace, alive
 from netns.model.errors import LabError, ValidationError
 from netns.realize import file_lock, state_dir
@@ -49,12 +53,14 @@ def ingress_dir(lab: str) -> Path:
 
 @dataclass(frozen=True)
 class Options:
-    """nginx's ports in the controller pods and its worker processes (0: one per CPU, ingress-nginx's default)."""
+    """nginx's ports in the controller pods, its worker processes (0: one per CPU, ingress-nginx's default) and
+    the controller ConfigMap's settings (``ingress_annotations.parse_configmap``)."""
 
     http: int = 80
     https: int = 443
     status: int = ingress.STATUS_PORT
     workers: int = 0
+    config: GlobalConfig = field(default_factory=GlobalConfig)
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,7 @@ class NginxPod:
         if same_config and same_endpoints:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = endpoints.with_name("endpoints.tmp")
-        tmp.write_text(rendered.endpoints)
-        os.replace(tmp, endpoints)  # read by the master at (re)load and by POST /acklab/endpoints
+        write_atomic(endpoints, rendered.endpoints)  # read by the master at (re)load and by POST /acklab/endpoints
         if same_config:  # pods came or went: every worker takes the new endpoints at once, no reload
             self._load_endpoints(rendered, options)
             return (f"ingress pod {self.record.pod.key}: endpoints updated without a reload "
@@ -128,11 +132,7 @@ class NginxPod:
         for name, data in rendered.files.items():  # content-addressed names: never overwrite a file in use
             path = self.folder / name
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_bytes(data)
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, path)
+                write_atomic(path, data, mode=0o600)
         new = self.folder / "nginx.conf.new"
         new.write_text(rendered.config)
         test = self._nginx(["-t", "-q", "-c", str(new)])
@@ -262,23 +262,29 @@ def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[servi
 
 
 def render_for(lab: str, cluster: Cluster, record: PodRecord, records: dict[str, PodRecord],
-               options: Options = Options()) -> ingress.Rendered:
+               options: Options = Options(), strict: bool = True) -> ingress.Rendered:
     folder = NginxPod(lab, record).folder
     settings = ingress.Settings(root=str(folder), http_port=options.http, https_port=options.https,
-                                status_port=options.status, workers=options.workers)
+                                status_port=options.status, workers=options.workers, config=options.config)
     return ingress.render(cluster.ingresses, cluster.ingress_classes, cluster.services,
-                          endpoint_pods(cluster, records), cluster.secrets, settings)
+                          endpoint_pods(cluster, records), cluster.secrets, settings, strict=strict)
 
 
-def sync(lab: str, cluster: Cluster, options: Options = Options()) -> list[str]:
+def sync(lab: str, cluster: Cluster, options: Options = Options(),
+         rejected: list[ValidationError] | None = None) -> list[str]:
     """Make every controller pod's nginx serve the cluster's Ingresses. Returns what changed (empty: nothing).
 
-    An invalid Ingress raises ValidationError before any file is written or any nginx is signalled.
+    Without ``rejected``, an invalid Ingress raises ValidationError before any file is written or any nginx is
+    signalled. With it, each invalid Ingress is left out whole and appended to ``rejected`` (for Events), and
+    the others are served.
     """
+    strict = rejected is None
     with file_lock(ingress_dir(lab) / "lock"):
         records = load_records(lab)
         controllers = controller_pods(lab, records)
-        rendered = {r.pod.key: render_for(lab, cluster, r, records, options) for r in controllers}
+        rendered = {r.pod.key: render_for(lab, cluster, r, records, options, strict) for r in controllers}
+        if rejected is not None and rendered:  # the same Ingresses fail for every controller pod
+            rejected += next(iter(rendered.values())).rejected
         changes = []
         for record in controllers:
             done = NginxPod(lab, record).apply(rendered[record.pod.key], options)
@@ -318,8 +324,11 @@ def watch(lab: str, manifests: Path, interval: float = 1.0, rounds: int | None =
         current = fingerprint(lab, manifests)
         if current != seen:
             try:
-                for change in sync(lab, load_manifests(manifests), options):
+                rejected: list[ValidationError] = []
+                for change in sync(lab, load_manifests(manifests), options, rejected):
                     print(change, flush=True)
+                for error in rejected:  # the other Ingresses are served
+                    print(f"Ingress rejected, not served: {error}", file=sys.stderr, flush=True)
                 seen = current
             except (ValidationError, LabError, OSError) as exc:
                 print(f"not applied, the running configuration is kept: {exc}", file=sys.stderr, flush=True)

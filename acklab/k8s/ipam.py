@@ -4,8 +4,11 @@ ENI secondary-IP pools (Terway ENI multi-IP). Allocation is stable: a pod keeps 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from netns.model.errors import ValidationError
 
@@ -75,3 +78,196 @@ def vtep_mac(node_ip: str) -> str:
     """A stable, locally administered MAC for a node's flannel.1, derived from its address."""
     octets = Addr(node_ip).packed
     return "0e:fe:" + ":".join(f"{b:02x}" for b in octets)
+
+
+class PodAddressPool(Protocol):
+    """Where a node's pod addresses come from. The node agent asks for one per pod and gives it back when the
+    pod goes; live Terway IPAM (secondary IPs assigned on demand, a warm pool) will be another implementation."""
+
+    def allocate(self, key: str) -> str: ...
+
+    def release(self, key: str, now: float) -> None: ...
+
+
+class _CoolingAddresses:
+    """The bookkeeping both pools share (``held``: pod key → address; ``released``: address → when given back).
+
+    Like Terway's pool, a released address cools down: a new pod gets the free address given back longest ago
+    (never used ones first), so a recreated pod gets a new address while the pool has another."""
+
+    held: dict[str, str]
+    released: dict[str, float]
+
+    def _take(self, key: str, free: Sequence[str], order: Any) -> str:
+        address = min(free, key=lambda a: (self.released.get(a, float("-inf")), order(a)))
+        self.held[key] = address
+        self.released.pop(address, None)
+        return address
+
+    def adopt(self, key: str, address: str) -> None:
+        """A pod that already has an address (found again after a restart of the agent)."""
+        self.held[key] = address
+
+    def release(self, key: str, now: float) -> None:
+        address = self.held.pop(key, None)
+        if address is not None:
+            self.released[address] = now
+
+
+@dataclass
+class EniAddressPool(_CoolingAddresses):
+    """The secondary IPs already on the node's pod ENI (what the Terway datapath hands out today).
+
+    A pod keeps its address while it exists. Like Terway's pool, a released address cools down: new pods get
+    the address free longest (never used ones first, in address order), so a recreated pod gets a new address
+    while the pool has another."""
+
+    addresses: Sequence[str]
+    held: dict[str, str] = field(default_factory=dict)  # pod key → address
+    released: dict[str, float] = field(default_factory=dict)  # address → when it was given back
+
+    def allocate(self, key: str) -> str:
+        if key in self.held:
+            return self.held[key]
+        taken = set(self.held.values())
+        free = [a for a in self.addresses if a not in taken]
+        if not free:
+            raise ValidationError(f"pod {key}", "ip", f"no free address on the pod ENI ({len(self.addresses)} "
+                                  "secondary IPs, all in use)")
+        return self._take(key, free, Addr)
+
+
+# --- Terway's live ENI IP management ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TerwayConfig:
+    """Terway's share of a node agent's configuration (eni-config on ACK)."""
+
+    vpc_id: str
+    pod_vswitch_ids: tuple[str, ...]  # where Terway makes ENIs (the first one; ACK picks by free addresses)
+    security_groups: tuple[str, ...]
+    min_pool_size: int = 0
+    max_pool_size: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vpc_id": self.vpc_id, "pod_vswitch_ids": list(self.pod_vswitch_ids),
+                "security_groups": list(self.security_groups), "min_pool_size": self.min_pool_size,
+                "max_pool_size": self.max_pool_size}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TerwayConfig:
+        return TerwayConfig(data["vpc_id"], tuple(data["pod_vswitch_ids"]), tuple(data["security_groups"]),
+                            int(data.get("min_pool_size", 0)), int(data.get("max_pool_size", 5)))
+
+
+class NoFreeAddress(Exception):
+    """The node's quota of ENIs and IPs is used up: the pod waits (Pending, ContainerCreating) until one frees."""
+
+
+@dataclass(frozen=True)
+class TerwayEni:
+    eni_id: str
+    ifname: str  # its device in the node (eth1, eth2, ...)
+    secondary: tuple[str, ...]  # the secondary IPs assigned to it: Terway's pod addresses
+
+
+class EniBackend(Protocol):
+    """What Terway asks of ECS (the provider's realization in the lab): the node's Terway ENIs, a new ENI made
+    and attached in the pod vSwitch, secondary IPs assigned to and unassigned from an ENI."""
+
+    def enis(self) -> list[TerwayEni]: ...
+
+    def create_eni(self) -> TerwayEni: ...
+
+    def assign(self, eni_id: str, count: int) -> tuple[str, ...]: ...
+
+    def unassign(self, eni_id: str, ips: Sequence[str]) -> None: ...
+
+
+@dataclass
+class TerwayEniPool(_CoolingAddresses):
+    """Terway ENI multi-IP IPAM: pod addresses are secondary IPs assigned on demand on the node's Terway ENIs.
+
+    A free address (the warm pool) is used first; else one more IP is assigned to an ENI with room; else a new
+    ENI is made, up to the instance type's quota; past it ``NoFreeAddress`` says why. Released addresses return
+    to the warm pool; beyond ``max_pool_size`` free ones are unassigned (Terway's high watermark), and the pool
+    is filled to ``min_pool_size`` by ``warm`` (its low watermark)."""
+
+    backend: EniBackend
+    quota: Any  # netns.model.instance_types.EniQuota
+    min_pool_size: int = 0
+    max_pool_size: int = 5
+    held: dict[str, str] = field(default_factory=dict)  # pod key → address
+    released: dict[str, float] = field(default_factory=dict)  # address → when it was given back
+    enis: list[TerwayEni] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.enis = list(self.backend.enis())
+
+    # what the pool holds ---------------------------------------------------------------------------------------
+    def addresses(self) -> list[str]:
+        return [ip for eni in self.enis for ip in eni.secondary]
+
+    def free(self) -> list[str]:
+        taken = set(self.held.values())
+        return [ip for ip in self.addresses() if ip not in taken]
+
+    def interface_of(self, address: str) -> str:
+        """The ENI device a pod address is on: its traffic leaves through that ENI's table."""
+        return next(eni.ifname for eni in self.enis if address in eni.secondary)
+
+    # the PodAddressPool interface ------------------------------------------------------------------------------
+    def allocate(self, key: str) -> str:
+        if key in self.held:
+            return self.held[key]
+        free = self.free()
+        if not free:
+            self._grow(1)
+            free = self.free()
+        return self._take(key, free, Addr)
+
+    def release(self, key: str, now: float) -> None:
+        super().release(key, now)
+        self.trim()
+
+    # watermarks --------------------------------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Fill the warm pool up to ``min_pool_size`` free addresses (as far as the quota lets)."""
+        missing = self.min_pool_size - len(self.free())
+        if missing > 0:
+            with _suppress_quota():
+                self._grow(missing)
+
+    def trim(self) -> None:
+        """Unassign free addresses beyond ``max_pool_size``: the ones released longest ago go last (they cool
+        down), so the most recently freed are given back to the vSwitch first; ENIs stay (Terway keeps them)."""
+        free = sorted(self.free(), key=lambda a: (self.released.get(a, float("-inf")), Addr(a)))
+        extra = free[max(self.max_pool_size, self.min_pool_size):]
+        for eni in list(self.enis):
+            gone = [ip for ip in eni.secondary if ip in extra]
+            if gone:
+                self.backend.unassign(eni.eni_id, gone)
+                self._replace(eni, tuple(ip for ip in eni.secondary if ip not in gone))
+                for ip in gone:
+                    self.released.pop(ip, None)
+
+    def _grow(self, count: int) -> None:
+        while count > 0:
+            eni = next((e for e in self.enis if len(e.secondary) < self.quota.pods_per_eni), None)
+            if eni is None:
+                if len(self.enis) >= self.quota.pod_enis:
+                    raise NoFreeAddress(f"no free address: {self.quota.describe()} ({self.quota.max_pods} pod "
+                                        f"addresses on {self.quota.pod_enis} secondary ENIs, all in use)")
+                eni = self.backend.create_eni()
+                self.enis.append(eni)
+            step = min(count, self.quota.pods_per_eni - len(eni.secondary))
+            added = self.backend.assign(eni.eni_id, step)
+            self._replace(eni, eni.secondary + tuple(added))
+            count -= step
+
+    def _replace(self, old: TerwayEni, secondary: tuple[str, ...]) -> None:
+        self.enis[self.enis.index(old)] = TerwayEni(old.eni_id, old.ifname, secondary)
+
+
+def _suppress_quota() -> contextlib.suppress:
+    return contextlib.suppress(NoFreeAddress)  # a warm pool short of its target at the quota is not an error

@@ -33,6 +33,7 @@ from pathlib import Path
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.kube_proxy import ProxierConfig, ServicePortInfo, compile_rules, is_service_chain, jump_rules
 from acklab.k8s.services import Manifest, Pod, resolve
+from netns.kernel.files import write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError
 
@@ -156,10 +157,7 @@ class NodeProxier:
         chains = sorted(c for c in _declared(wanted) if is_service_chain(c))
         udp = udp_flows(ports)
         self._clear_stale_udp(saved, udp)
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"digest": digest, "chains": chains, "udp": sorted(udp)}) + "\n")
-        tmp.replace(self._state_file)
+        write_json(self._state_file, {"digest": digest, "chains": chains, "udp": sorted(udp)}, indent=None)
         return SyncResult(True, text.count("\n"), len(ports), time.monotonic() - start)
 
     def _clear_stale_udp(self, saved: dict | None, udp: set[tuple[str, int, str]]) -> None:

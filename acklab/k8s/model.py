@@ -41,6 +41,36 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A container's readiness or liveness probe, as the node agent runs it (``acklab.k8s.kubelet``)."""
+
+    container: str
+    kind: str  # "readiness" | "liveness"
+    action: str  # "httpGet" | "tcpSocket" | "exec"
+    port: int = 0  # httpGet, tcpSocket (a named port is resolved when the pod is read)
+    path: str = "/"  # httpGet
+    command: tuple[str, ...] = ()  # exec
+    initial_delay: float = 0.0
+    period: float = 10.0
+    timeout: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "command": list(self.command)}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Probe:
+        return Probe(**{**data, "command": tuple(data.get("command", ()))})
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str = ""
+
+
+@dataclass(frozen=True)
 class Pod:
     namespace: str
     name: str
@@ -48,21 +78,36 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     node_name: str | None = None
     owner: str = ""  # "Deployment/web" for pods a Deployment made
+    # Read from the API server by the node agent (empty for pods from manifest files):
+    uid: str = ""
+    containers: tuple[Container, ...] = ()
+    probes: tuple[Probe, ...] = ()
+    grace_seconds: int = 30  # spec.terminationGracePeriodSeconds
+    shutdown_delay: int = 0  # agnhost netexec --delay-shutdown: how long it serves on after SIGTERM
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "name": self.name, "labels": dict(self.labels),
-                "ports": [{"port": p.port, "protocol": p.protocol, "name": p.name} for p in self.ports],
-                "node_name": self.node_name, "owner": self.owner}
+        data: dict[str, Any] = {
+            "namespace": self.namespace, "name": self.name, "labels": dict(self.labels),
+            "ports": [{"port": p.port, "protocol": p.protocol, "name": p.name} for p in self.ports],
+            "node_name": self.node_name, "owner": self.owner}
+        if self.uid:  # only pods from the API server carry these (records of file-driven pods stay as they were)
+            data.update(uid=self.uid, containers=[[c.name, c.image] for c in self.containers],
+                        probes=[p.to_dict() for p in self.probes], grace_seconds=self.grace_seconds,
+                        shutdown_delay=self.shutdown_delay)
+        return data
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Pod:
         return Pod(data["namespace"], data["name"], dict(data.get("labels") or {}),
                    tuple(ContainerPort(p["port"], p["protocol"], p.get("name", "")) for p in data.get("ports", ())),
-                   data.get("node_name"), data.get("owner", ""))
+                   data.get("node_name"), data.get("owner", ""), data.get("uid", ""),
+                   tuple(Container(*c) for c in data.get("containers", ())),
+                   tuple(Probe.from_dict(p) for p in data.get("probes", ())),
+                   int(data.get("grace_seconds", 30)), int(data.get("shutdown_delay", 0)))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,15 @@ when they differ from what is there; established flows the new policies forbid a
 entries deleted, like Felix does for removed endpoints).
 
 Order of an apply: ``ipset restore`` (new sets made, changed ones filled under a temporary name and swapped),
-``iptables-restore --noflush`` (our ``cali-*`` chains only; stale ones flushed and deleted in the same
-transaction), the ``FORWARD → cali-FORWARD`` jump put back at position 1 if it is missing or another
-component (kube-proxy prepends its own jumps) has come before it, stale sets destroyed,
-then the conntrack sweep. KUBE-* chains and built-in chains other than our one jump are never touched.
+one ``iptables-restore --noflush`` transaction (our ``cali-*`` chains only, stale ones flushed and deleted, and,
+if it is missing or another component such as kube-proxy has prepended a rule before it, the
+``FORWARD → cali-FORWARD`` jump moved back to position 1), stale sets destroyed, then the conntrack sweep.
+KUBE-* chains and built-in chains other than our one jump are never touched.
+
+The jump is moved inside the transaction (each copy deleted, one inserted first) because iptables here is the
+nf_tables variant: one restore is one nft batch, which packets see whole or not at all. Deleting it with one
+``iptables -D`` and inserting it with another ``iptables -I`` left a gap in which new connections were
+forwarded unpoliced.
 """
 
 from __future__ import annotations
@@ -31,10 +36,15 @@ from acklab.k8s.network_policy import (
     parse_policies,
 )
 from acklab.k8s.pods import PodRecord, host_ifname, load_records
+from netns.kernel import rules
+from netns.kernel.files import write_json
+from netns.kernel.ipset import destroy_sets
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError
 
 JUMP = ["FORWARD", "-j", "cali-FORWARD"]
+JUMP_RULE = "-A " + " ".join(JUMP)  # as iptables-save prints it
+RESTORE_ATTEMPTS = 5  # a transaction that lost a race with another writer of FORWARD is planned again, this often
 _CT_FIELD = re.compile(r"(src|dst|sport|dport)=(\S+)")
 _PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "sctp": "SCTP"}
 
@@ -65,14 +75,16 @@ class Applied:
 
     chains: dict[str, int]
     sets: dict[str, frozenset[str]]
-    jump: bool  # FORWARD's first rule is our jump
+    jump: bool  # FORWARD's first rule is our jump, and the only copy of it
+    jumps: int = 0  # copies of our jump in FORWARD: each must be deleted when it is moved or removed
 
 
 def read_applied(ns: Namespace) -> Applied:
     saved = ns.run(["iptables-save", "-t", "filter"]).stdout
     chains: dict[str, int] = {}
     forward = [line for line in saved.splitlines() if line.startswith("-A FORWARD ")]
-    jump = bool(forward) and forward[0] == "-A FORWARD -j cali-FORWARD"  # ours, and first
+    jumps = forward.count(JUMP_RULE)
+    jump = jumps == 1 and forward[0] == JUMP_RULE  # ours, first, once
     for line in saved.splitlines():
         if line.startswith(f":{CHAIN_PREFIX}"):
             chains.setdefault(line[1:].split()[0], 0)
@@ -87,7 +99,7 @@ def read_applied(ns: Namespace) -> Applied:
                 sets.setdefault(parts[1], set())
             elif parts[0] == "add":
                 sets.setdefault(parts[1], set()).add(_normal_member(parts[2] if len(parts) > 2 else ""))
-    return Applied(chains, {k: frozenset(v) for k, v in sets.items()}, jump)
+    return Applied(chains, {k: frozenset(v) for k, v in sets.items()}, jump, jumps)
 
 
 def _normal_member(member: str) -> str:
@@ -132,37 +144,80 @@ def plan_update(ruleset: Ruleset, applied: Applied, recorded: Mapping[str, list[
                   sorted(set(applied.sets) - set(ruleset.sets)), bool(ruleset.chains) and not applied.jump)
 
 
+def jump_transaction(jumps: int, insert: bool, chains: str = "*filter\nCOMMIT\n") -> str:
+    """``chains`` (an ``iptables-restore --noflush`` input of the filter table) with our FORWARD jump moved or
+    removed in the same transaction: each of the ``jumps`` copies deleted first, before ``chains`` may delete the
+    chain they jump to, and, if ``insert``, one inserted first in FORWARD last, once the chains it refers to are
+    declared. A deletion of a copy that another writer has removed meanwhile fails the whole transaction."""
+    lines = chains.splitlines()
+    if len(lines) < 2 or lines[0] != "*filter" or lines[-1] != "COMMIT":
+        raise ValueError(f"not one filter-table transaction: {chains!r}")
+    deletes = [f"-D {' '.join(JUMP)}"] * jumps
+    inserts = [f"-I {JUMP[0]} 1 {' '.join(JUMP[1:])}"] if insert else []
+    return "\n".join([lines[0], *deletes, *lines[1:-1], *inserts, "COMMIT", ""])
+
+
+def update_transaction(ruleset: Ruleset, update: Update, jumps: int) -> str:
+    """The one transaction of an apply: the chains that differ rewritten, stale ones removed and, if it is not
+    (alone) first in FORWARD, the jump moved there."""
+    chains = ruleset.iptables(update.stale_chains, only=update.chains)
+    return jump_transaction(jumps if update.jump else 0, update.jump, chains)
+
+
+def removal_transaction(applied: Applied) -> str:
+    """The one transaction that removes all of ours: the jump(s), then every chain."""
+    return jump_transaction(applied.jumps, False, Ruleset().iptables(applied.chains))
+
+
+def _restore(ns: Namespace, text: str) -> str | None:
+    """Run one ``iptables-restore --noflush`` transaction; what it refused (nothing was changed), or None."""
+    return rules.try_iptables_restore(ns, text, noflush=True)
+
+
+def _refused(node: str, what: str, error: str | None) -> LabError:
+    return LabError(f"node {node}: iptables-restore refused to {what} {RESTORE_ATTEMPTS} times, each time after "
+                    f"reading the rules again (another writer keeps changing FORWARD, or the rules are wrong): "
+                    f"{error}")
+
+
+def _write(ns: Namespace, node: str, ruleset: Ruleset, recorded: Mapping[str, list[str]]) -> Update:
+    """Write the sets and chains that differ from ``ruleset``, and move the jump first; the update made (empty:
+    nothing differed)."""
+    error = None
+    for _ in range(RESTORE_ATTEMPTS):
+        # a refused transaction changed nothing, but another writer of FORWARD did: plan again from what is there
+        applied = read_applied(ns)
+        update = plan_update(ruleset, applied, recorded)
+        if not update:
+            return update
+        if update.sets:  # before the chains: their rules match on the sets
+            result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(update.sets), check=False)
+            if result.returncode != 0:
+                raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
+        if not (update.chains or update.stale_chains or update.jump):
+            return update
+        # the jump goes first in FORWARD, like Felix: before kube-proxy's KUBE-FORWARD accepts anything
+        error = _restore(ns, update_transaction(ruleset, update, applied.jumps))
+        if error is None:
+            return update
+    raise _refused(node, "apply the policy chains", error)
+
+
 def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoints: list[Endpoint],
                interface_dispatch: bool) -> list[str]:
     """Make the node's namespace enforce ``policies``, rewriting only the chains and sets that differ.
     Returns what changed (empty: nothing)."""
     ns = Namespace(netns)
     ruleset = compile_node(policies, endpoints, node, interface_dispatch)
-    applied = read_applied(ns)
     if not ruleset.chains:
-        return remove_node(lab, node, ns, applied) if applied.chains or applied.sets or applied.jump else []
-    update = plan_update(ruleset, applied, _recorded(lab, node))
+        applied = read_applied(ns)
+        return remove_node(lab, node, ns, applied) if applied.chains or applied.sets or applied.jumps else []
+    update = _write(ns, node, ruleset, _recorded(lab, node))
     if not update:
         return []
-    if update.sets:
-        result = ns.run(["ipset", "restore", "-exist"], input=ruleset.ipsets(update.sets), check=False)
-        if result.returncode != 0:
-            raise LabError(f"node {node}: ipset restore refused the policy sets: {result.stderr.strip()}")
-    if update.chains or update.stale_chains:
-        text = ruleset.iptables(update.stale_chains, only=update.chains)
-        result = ns.run(["iptables-restore", "--noflush"], input=text, check=False)
-        if result.returncode != 0:
-            raise LabError(f"node {node}: iptables-restore refused the policy chains: {result.stderr.strip()}")
-    if update.jump:  # first in FORWARD, like Felix: before kube-proxy's KUBE-FORWARD accepts anything
-        while ns.run(["iptables", "-D", *JUMP], check=False).returncode == 0:
-            pass
-        ns.run(["iptables", "-I", JUMP[0], "1", *JUMP[1:]])
-    for name in update.stale_sets:
-        ns.run(["ipset", "destroy", name], check=False)
+    destroy_sets(ns, update.stale_sets)  # best effort: a set left over is unused and the next apply retries
     cut = sweep_conntrack(ns, policies, endpoints, node)
-    state = _state_file(lab, node)
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"chains": ruleset.chains}, sort_keys=True))
+    write_json(_state_file(lab, node), {"chains": ruleset.chains}, indent=None)
     changes = [f"node {node}: {len(update.chains)} of {len(ruleset.chains)} policy chain(s) and "
                f"{len(update.sets)} of {len(ruleset.sets)} ipset(s) written, "
                f"{len(update.stale_chains)} chain(s) and {len(update.stale_sets)} ipset(s) removed"]
@@ -172,15 +227,20 @@ def apply_node(lab: str, node: str, netns: str, policies: list[Policy], endpoint
 
 
 def remove_node(lab: str, node: str, ns: Namespace, applied: Applied) -> list[str]:
-    """No policy left: our jump, chains and sets go (nothing is enforced, as with no policy engine)."""
-    while ns.run(["iptables", "-D", *JUMP], check=False).returncode == 0:
-        pass
-    if applied.chains:
-        result = ns.run(["iptables-restore", "--noflush"], input=Ruleset().iptables(applied.chains), check=False)
-        if result.returncode != 0:
-            raise LabError(f"node {node}: iptables-restore could not remove the policy chains: {result.stderr}")
-    for name in sorted(applied.sets):
-        ns.run(["ipset", "destroy", name], check=False)
+    """No policy left: our jump, chains and sets go (nothing is enforced, as with no policy engine). The jump and
+    the chains go in one transaction, so no packet meets a jump to a chain being emptied."""
+    error = None
+    for attempt in range(RESTORE_ATTEMPTS):
+        if attempt:  # the last transaction lost a race with another writer of FORWARD: read what is there now
+            applied = read_applied(ns)
+        if not (applied.chains or applied.jumps):
+            break
+        error = _restore(ns, removal_transaction(applied))
+        if error is None:
+            break
+    else:
+        raise _refused(node, "remove the policy chains", error)
+    destroy_sets(ns, sorted(applied.sets))
     _state_file(lab, node).unlink(missing_ok=True)
     return [f"node {node}: no network policy left, policy chains and ipsets removed"]
 

@@ -28,6 +28,9 @@ from acklab.k8s.agent import AgentHandle, k8s_dir
 from acklab.k8s.ingress import is_controller_pod
 from acklab.k8s.model import Pod
 from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
+from netns.kernel import netns_etc
+from netns.kernel import rules as netfilter
+from netns.kernel.files import write_json
 from netns.kernel.link import EEXIST, index_of
 from netns.kernel.namespace import Namespace, end_processes, processes_in
 from netns.model.errors import LabError
@@ -111,12 +114,8 @@ def load_records(lab: str) -> dict[str, PodRecord]:
 
 
 def _save_record(lab: str, record: PodRecord) -> None:
-    folder = _records_dir(lab)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{pod_id(record.pod.namespace, record.pod.name)}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record.to_dict(), sort_keys=True))
-    os.replace(tmp, path)
+    write_json(_records_dir(lab) / f"{pod_id(record.pod.namespace, record.pod.name)}.json", record.to_dict(),
+               indent=None)
 
 
 def _drop_record(lab: str, pod: Pod) -> None:
@@ -264,24 +263,30 @@ class NodeNetwork:
         rules = ("*nat\n:FLANNEL-POSTRTG - [0:0]\n-F FLANNEL-POSTRTG\n"
                  f"-A FLANNEL-POSTRTG -s {cluster} -d {cluster} -j RETURN\n"
                  f"-A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully\nCOMMIT\n")
-        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
-        if result.returncode != 0:
-            raise LabError(f"node {self.node.name}: iptables-restore refused the flannel rules: {result.stderr}")
+        netfilter.iptables_restore(self.namespace, rules, f"node {self.node.name}: the flannel rules", noflush=True)
         jump = ["POSTROUTING", "-j", "FLANNEL-POSTRTG"]
         if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
             self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
 
-    def eni_table(self, ipr: IPRoute) -> int:
-        index = index_of(ipr, self.node.eni_ifname)
+    def eni_table(self, ipr: IPRoute, ifname: str | None = None) -> int:
+        """The table of a pod ENI (the node's configured one unless ``ifname``: Terway's live IPAM spreads pods
+        over several ENIs, and a pod's traffic leaves through the ENI that holds its address)."""
+        ifname = ifname or self.node.eni_ifname
+        index = index_of(ipr, ifname)
         if index is None:
-            raise LabError(f"node {self.node.name}: no secondary ENI {self.node.eni_ifname} in {self.node.netns}")
+            raise LabError(f"node {self.node.name}: no secondary ENI {ifname} in {self.node.netns}")
         return ENI_TABLE_BASE + index
 
-    def _ensure_eni_table(self) -> None:
-        self.namespace.sysctl(f"net.ipv4.neigh.{self.node.eni_ifname}.proxy_delay", 0)
+    def ensure_eni(self, ifname: str) -> None:
+        """Another pod ENI's table and return path (an ENI Terway attached after the node started)."""
+        self._ensure_eni_table(ifname)
+
+    def _ensure_eni_table(self, ifname: str | None = None) -> None:
+        ifname = ifname or self.node.eni_ifname
+        self.namespace.sysctl(f"net.ipv4.neigh.{ifname}.proxy_delay", 0)
         with self.namespace.ipr() as ipr:
-            index = index_of(ipr, self.node.eni_ifname)
-            table = self.eni_table(ipr)
+            index = index_of(ipr, ifname)
+            table = self.eni_table(ipr, ifname)
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
             # Terway: the node itself reaches the pod vSwitch through its primary ENI and the VPC, like any
@@ -302,9 +307,8 @@ class NodeNetwork:
                  f"-A {RETURN_PATH_CHAIN} ! -i eth0 -m connmark --mark {mark} "
                  f"-j CONNMARK --restore-mark --nfmask {RETURN_PATH_MARK:#x} --ctmask {RETURN_PATH_MARK:#x}\n"
                  "COMMIT\n")
-        result = self.namespace.run(["iptables-restore", "--noflush"], input=rules, check=False)
-        if result.returncode != 0:
-            raise LabError(f"node {self.node.name}: iptables-restore refused the return-path rules: {result.stderr}")
+        netfilter.iptables_restore(self.namespace, rules, f"node {self.node.name}: the return-path rules",
+                                   noflush=True)
         jump = ["PREROUTING", "-j", RETURN_PATH_CHAIN]
         if self.namespace.run(["iptables", "-t", "mangle", "-C", *jump], check=False).returncode != 0:
             self.namespace.run(["iptables", "-t", "mangle", "-A", *jump])
@@ -375,7 +379,7 @@ class NodeNetwork:
             ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
             if (TO_POD_PRIORITY, "", f"{record.ip}/32", 254) not in rules:
                 ipr.rule("add", dst=record.ip, dst_len=32, table=254, priority=TO_POD_PRIORITY)
-            table = self.eni_table(ipr)
+            table = self.eni_table(ipr, placement.extra.get("eni"))
             if (FROM_POD_PRIORITY, f"{record.ip}/32", "", table) not in rules:
                 ipr.rule("add", src=record.ip, src_len=32, table=table, priority=FROM_POD_PRIORITY)
         with pod_ns.ipr() as pod:
@@ -393,7 +397,7 @@ class NodeNetwork:
 
     def remove_pods(self, records: list[PodRecord]) -> None:
         """Remove pods: their processes (by namespace inode, one scan of /proc), their host veths (routes go
-        with them), Terway's rules, their namespaces (one ``ip -batch``) and records."""
+        with them), Terway's rules, their namespaces (one ``ip -batch``), their ``/etc/netns`` folders and records."""
         _kill_in([Namespace(r.netns) for r in records])
         if self.namespace.exists() and records:
             with self.namespace.ipr() as ipr:
@@ -409,6 +413,7 @@ class NodeNetwork:
                         _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
         _batch_netns("delete", [r.netns for r in records if Namespace(r.netns).exists()])
         for record in records:
+            netns_etc.remove(record.netns)  # its resolv.conf (the node agent's): ip netns delete leaves it
             _drop_record(self.lab, record.pod)
 
     def agent_pods(self, records: list[PodRecord]) -> list[dict]:

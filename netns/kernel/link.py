@@ -5,10 +5,13 @@ Each helper is idempotent (ensure-style), because a realization may be re-run af
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -128,6 +131,17 @@ class Bridge:
                 ipr.link("del", index=index)
 
 
+def stable_mac(key: str) -> str:
+    """A MAC address that is the same every time for ``key``: locally administered, unicast. An interface made
+    again with the same address keeps its MAC, so neighbours' ARP caches stay true (no wait for them to expire)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def ensure_mac(ipr: IPRoute, ifname: str, mac: str) -> None:
+    ipr.link("set", ifname=ifname, address=mac)
+
+
 @dataclass(frozen=True)
 class Veth:
     """A veth pair: ``ifname`` in ``namespace`` and ``peer_ifname`` in ``peer_namespace``.
@@ -190,28 +204,45 @@ def port_aliases(namespace: Namespace, master_index: int) -> dict[str, str]:
     link), while only two are needed here; the request is small enough to write out, the answer is read
     attribute by attribute and the rest skipped.
     """
-    sock = namespace.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    with sock:
-        attr = _RTATTR.pack(8, IFLA_MASTER) + struct.pack("=I", master_index)
+    return {attrs[IFLA_IFNAME]: attrs.get(IFLA_IFALIAS, "") for _, attrs in _dump_links(namespace, master_index)
+            if attrs.get(IFLA_MASTER) == master_index and IFLA_IFNAME in attrs}
+
+
+RAW_ROUTE = (socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)  # the socket a dump may be handed
+
+
+def enslaved_aliases(namespace: Namespace, sock: socket.socket | None = None) -> dict[str, tuple[str, str | None]]:
+    """Name → (alias, master's name) of every link of a namespace that has a master (a bridge's ports), in
+    one dump read as ``port_aliases`` reads it: for scans of every port, at any number of ports. ``sock``: a
+    ``RAW_ROUTE`` socket already made in the namespace (left open), else one is made for the dump."""
+    links = list(_dump_links(namespace, None, sock))
+    names = {index: attrs.get(IFLA_IFNAME) for index, attrs in links}
+    return {attrs[IFLA_IFNAME]: (attrs.get(IFLA_IFALIAS, ""), names.get(attrs[IFLA_MASTER]))  # type: ignore[arg-type]
+            for _, attrs in links if IFLA_MASTER in attrs and IFLA_IFNAME in attrs}
+
+
+def _dump_links(namespace: Namespace, master_index: int | None,
+                sock: socket.socket | None = None) -> Iterator[tuple[int, dict[int, object]]]:
+    """(index, name/alias/master attributes) of every link, or of a master's ports only (kernel-filtered)."""
+    with contextlib.nullcontext(sock) if sock is not None else namespace.socket(*RAW_ROUTE) as sock:
+        attr = _RTATTR.pack(8, IFLA_MASTER) + struct.pack("=I", master_index) if master_index is not None else b""
         # no statistics: summing a veth's per-CPU counters is most of what a dump costs the kernel
         attr += _RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
         body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr
         sock.sendall(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK, 0x301, 1, 0) + body)  # REQUEST|DUMP
-        found: dict[str, str] = {}
         while True:
             data = sock.recv(1 << 16)
             offset = 0
             while offset < len(data):
                 length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
                 if kind == NLMSG_DONE:
-                    return found
+                    return
                 if kind == NLMSG_ERROR:
                     code = -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
                     raise OSError(code, f"link dump in {namespace.name}: {os.strerror(code)}")
                 if kind == RTM_NEWLINK:
-                    attrs = _attributes(data, offset + _NLMSGHDR.size + _IFINFOMSG.size, offset + length)
-                    if attrs.get(IFLA_MASTER) == master_index and IFLA_IFNAME in attrs:
-                        found[attrs[IFLA_IFNAME]] = attrs.get(IFLA_IFALIAS, "")
+                    index = _IFINFOMSG.unpack_from(data, offset + _NLMSGHDR.size)[2]
+                    yield index, _attributes(data, offset + _NLMSGHDR.size + _IFINFOMSG.size, offset + length)
                 offset += (length + 3) & ~3
 
 

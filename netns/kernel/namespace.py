@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 
-NETNS_DIR = "/run/netns"
+from netns.kernel.process import NETNS_DIR, alive
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
@@ -56,14 +57,27 @@ def _check(result: int, what: str) -> None:
 def socket_in(path: str, family: int, type: int, proto: int = 0) -> socket.socket:
     """A socket that belongs to the namespace at ``path`` (a socket keeps the namespace it was created in),
     made by a thread that enters the namespace; nothing forks and the process never changes namespace."""
+    return sockets_in(path, [(family, type, proto)])[0]
 
-    def make() -> socket.socket:
+
+def sockets_in(path: str, specs: Sequence[tuple[int, int, int]]) -> list[socket.socket]:
+    """Several sockets of the namespace at ``path`` (``(family, type, proto)`` each), made by one thread."""
+
+    def make() -> list[socket.socket]:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
         finally:
             os.close(fd)
-        return socket.socket(family, type, proto)
+        made: list[socket.socket] = []
+        try:
+            for family, type_, proto in specs:
+                made.append(socket.socket(family, type_, proto))
+        except BaseException:
+            for sock in made:
+                sock.close()
+            raise
+        return made
 
     return _in_own_thread(f"netns-socket:{path}", make)
 
@@ -79,23 +93,35 @@ def _netns_dir_ready() -> bool:
         return any(line.split()[4] == NETNS_DIR for line in mounts)
 
 
-def _bind_new_namespace(path: str) -> None:
+def _bind_new_namespace(path: str, with_socket: bool = False) -> socket.socket | None:
     """Make a new network namespace and pin it at ``path``: a thread ``unshare``s a network namespace
-    (only the thread moves), bind-mounts its own namespace on ``path`` and ends. Nothing forks."""
+    (only the thread moves), bind-mounts its own namespace on ``path`` and ends. Nothing forks.
+    ``with_socket``: the thread also opens a route netlink socket there, returned (one entry for both)."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
 
-    def make() -> None:
+    def make() -> socket.socket | None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
         own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
         _check(_libc.mount(own, path.encode(), b"none", MS_BIND, None), f"bind mount on {path}")
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE) if with_socket else None
 
     try:
-        _in_own_thread(f"netns-create:{path}", make)
+        return _in_own_thread(f"netns-create:{path}", make)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         raise
+
+
+@contextmanager
+def _route_session(sock: socket.socket) -> Iterator[IPRoute]:
+    """pyroute2's IPRoute on a route netlink socket made in a namespace; closed at the end."""
+    ipr = IPRoute(fileno=sock.detach())
+    try:
+        yield ipr
+    finally:
+        ipr.close()
 
 
 @dataclass(frozen=True)
@@ -146,12 +172,41 @@ class Namespace:
     @contextmanager
     def ipr(self) -> Iterator[IPRoute]:
         """A netlink socket opened inside the namespace (the calling process never enters it)."""
-        sock = self.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
-        ipr = IPRoute(fileno=sock.detach())
-        try:
+        with _route_session(self.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)) as ipr:
             yield ipr
+
+    @contextmanager
+    def create_session(self) -> Iterator[IPRoute]:
+        """``create(loopback_up=False)`` then ``ipr()``: when the namespace is made here, the thread that makes
+        it opens the session too (one namespace entry for both: on the hot path of every ECS created)."""
+        if not self.exists() and _netns_dir_ready():
+            sock = _bind_new_namespace(os.path.join(NETNS_DIR, self.name), with_socket=True)
+            assert sock is not None
+            with _route_session(sock) as ipr:
+                yield ipr
+            return
+        self.create(loopback_up=False)
+        with self.ipr() as ipr:
+            yield ipr
+
+    @contextmanager
+    def session(self, *extra: tuple[int, int, int]) -> Iterator[tuple[IPRoute, list[socket.socket]]]:
+        """``ipr()`` and further sockets (``(family, type, proto)`` each) of this namespace, all made by one
+        thread: one namespace entry for what one operation needs; closed together."""
+        made = sockets_in(os.path.join(NETNS_DIR, self.name),
+                          [(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE), *extra])
+        try:
+            ipr = IPRoute(fileno=made[0].detach())
+        except BaseException:
+            for sock in made:
+                sock.close()
+            raise
+        try:
+            yield ipr, made[1:]
         finally:
             ipr.close()
+            for sock in made[1:]:
+                sock.close()
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
         """A socket inside this namespace (see ``socket_in``)."""
@@ -235,10 +290,3 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone (a read racing the exit gives ESRCH)
-        return False

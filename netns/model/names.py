@@ -15,12 +15,17 @@ from netns.model.errors import ValidationError
 
 PREFIX = "acklab-"
 _LAB_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|lb|rsp|acl|cert)-[0-9a-f]{8}$")
+# ``ngw``: a NAT gateway (a namespace of its own); ``snat``: one of its SNAT entries (rules in that namespace and in the
+# VPC router; an id here so that a crashed run's leftovers are pruned like any other object's).
+_ID_RE = re.compile(r"^(vpc|vsw|i|eni|sg|sgr|lb|rsp|acl|cert|ngw|snat)-[0-9a-f]{8}$")
 # Pods are not cloud objects: their namespaces carry a hash of "<k8s namespace>/<pod name>" (stable, short).
 _POD_RE = re.compile(r"^pod-[0-9a-f]{10}$")
 # Lab-wide segments that are no cloud object of their own: the sealed "internet" an internet SLB faces, and
 # the SSH mode's controller with its management segment (acklab/sshmode.py).
 SEGMENTS = ("internet", "mgmt")
+# A Kubernetes cluster (ACK's managed control plane): ``c`` and hex, as ACK's cluster ids, without a dash. Eight hex
+# digits, like every other id, keep ``acklab-<lab>-<id>`` within the namespace budget and the id an interface name.
+_CLUSTER_RE = re.compile(r"^c[0-9a-f]{8}$")
 
 
 def check_lab(lab: str) -> str:
@@ -43,7 +48,7 @@ def mark(lab: str) -> str:
 
 def netns_name(lab: str, cloud_id: str) -> str:
     """The namespace that realizes the cloud object ``cloud_id`` (a VPC router, an ECS, an SLB) or a segment."""
-    if not _ID_RE.match(cloud_id) and cloud_id not in SEGMENTS:
+    if not _ID_RE.match(cloud_id) and cloud_id not in SEGMENTS and not is_cluster_id(cloud_id):
         raise ValueError(f"not an acklab cloud id: {cloud_id!r}")
     return mark(lab) + cloud_id
 
@@ -53,9 +58,18 @@ def new_id(kind: str) -> str:
 
     Eight hex digits keep ids short enough to serve as interface names (15 characters at most).
     """
-    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr", "lb", "rsp", "acl", "cert"):
+    if kind not in ("vpc", "vsw", "i", "eni", "sg", "sgr", "lb", "rsp", "acl", "cert", "ngw", "snat"):
         raise ValueError(f"unknown id kind {kind!r}")
     return f"{kind}-{secrets.token_hex(4)}"
+
+
+def new_cluster_id() -> str:
+    """A fresh cluster id: ``c`` and 8 hex digits (ACK's are ``c`` and 32; see _CLUSTER_RE for why 8)."""
+    return f"c{secrets.token_hex(4)}"
+
+
+def is_cluster_id(value: str) -> bool:
+    return bool(_CLUSTER_RE.match(value or ""))
 
 
 def is_cloud_id(value: str, kind: str) -> bool:
@@ -74,7 +88,7 @@ def lab_of(namespace: str) -> str | None:
     rest = namespace[len(PREFIX):]
     lab, sep, cloud_id = rest.partition("-")
     if not sep or not _LAB_RE.match(lab) or not (_ID_RE.match(cloud_id) or _POD_RE.match(cloud_id)
-                                                or cloud_id in SEGMENTS):
+                                                or cloud_id in SEGMENTS or is_cluster_id(cloud_id)):
         return None
     return lab
 
@@ -94,17 +108,19 @@ def pod_netns_name(lab: str, namespace: str, name: str) -> str:
 # (the kernel's dev_valid_name). An interface alias (ifalias) is at most IFALIASZ - 1 = 255 bytes.
 IFNAME_MAX = 15
 IFALIAS_MAX = 255
-# Ids that name an interface: a vSwitch is the bridge named by its id, an ENI the router port named by its id.
-IFNAME_KINDS = ("vsw", "eni", "lb")
+# Ids that name an interface: a vSwitch is the bridge named by its id, an ENI (an SLB, a NAT gateway) the router port
+# named by its id.
+IFNAME_KINDS = ("vsw", "eni", "lb", "ngw")
 KIND_NAMES = {"vpc": "VPC", "vsw": "vSwitch", "i": "ECS instance", "eni": "network interface",
               "sg": "security group", "sgr": "security group rule", "vtb": "route table", "lb": "load balancer",
-              "rsp": "server group", "acl": "access control list"}
+              "rsp": "server group", "acl": "access control list", "ngw": "NAT gateway", "stb": "SNAT table"}
 _REFERENCE_RE = re.compile(rf"^({'|'.join(KIND_NAMES)})-[0-9a-f]{{8}}$")
 # Input fields that refer to another acklab object by id, and the kind of id each one takes.
 REFERENCE_FIELDS = {"vpc_id": "vpc", "vswitch_id": "vsw", "security_group_id": "sg", "source_security_group_id": "sg",
                     "security_groups": "sg", "security_group_ids": "sg", "network_interface_id": "eni",
                     "instance_id": "i", "nexthop_id": "i", "route_table_id": "vtb", "load_balancer_id": "lb",
-                    "server_group_id": "rsp", "acl_id": "acl"}
+                    "server_group_id": "rsp", "acl_id": "acl", "nat_gateway_id": "ngw", "snat_table_id": "stb",
+                    "source_vswitch_id": "vsw"}
 _ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

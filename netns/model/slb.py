@@ -6,19 +6,30 @@ resolved backends, ACLs and certificate paths into an HAProxy configuration.
 
 Semantics (Alibaba's CLB docs and pulumi-alicloud's ``slb.Listener`` defaults):
 - scheduler: ``wrr`` (weighted round robin, default), ``rr`` (round robin in order, weights ignored except 0),
-  ``wlc`` (weighted least connections), ``sch`` (source IP consistent hash). ``tch``/``qch`` are not built.
+  ``wlc`` (weighted least connections; tcp and http/https only), ``sch`` (source IP consistent hash), ``tch``
+  (four-tuple consistent hash; tcp/udp). ``qch`` (QUIC connection id) is not built and refused.
 - A backend's weight is 0..100 (default 100); weight 0 receives no new traffic.
-- Health check on by default: ``tcp`` for tcp listeners (``http`` optional), http for http/https listeners;
+- Health check on by default: ``tcp`` for tcp listeners (``http`` optional), ``udp`` for udp listeners (an ICMP
+  port unreachable means down, silence means up; ``health_check_type`` is ignored, as on Alibaba), http for
+  http/https listeners;
   interval 2 s (1..50), timeout 5 s (1..300), healthy and unhealthy thresholds 3 (2..10), codes ``http_2xx``.
-- Layer 4 (tcp) listeners proxy: the backend sees the SLB's address, not the client's (like FullNAT).
+- Layer 4 (tcp, udp) listeners forward in the kernel (``netns/model/slb_l4.py``: nftables DNAT + conntrack in
+  the VPC router, no SNAT), so the backend sees the client's own address, as behind Alibaba's LVS. A tcp
+  listener with ``wlc`` is still proxied by HAProxy (no nftables map counts connections), so its backends see
+  the SLB's address.
   Layer 7 (http/https) listeners add ``X-Forwarded-For`` (on by default, as Alibaba's ``XForwardedFor``);
   ``SLB-IP``, ``SLB-ID`` and ``X-Forwarded-Proto`` when asked. https terminates TLS with the server certificate.
 - ACL: ``acl_status`` on with ``acl_type`` white (only listed sources) or black (listed sources refused).
   A whitelist without entries forwards every request (Alibaba's documented behaviour).
+- ``proxy_protocol_v2_enabled`` (tcp): the listener runs on HAProxy, whose servers get ``send-proxy-v2`` (the
+  kernel path keeps the client's address without a header); refused on udp (HAProxy has none), http/https, tch.
+- ``connection_drain`` on + ``connection_drain_timeout`` 10..900 s (tcp, udp; Alibaba's API and ACK's CCM have
+  them, pulumi-alicloud does not): a backend out of rotation keeps its established flows that long, then they
+  end (``netns/realize/slb_checker.py``). Without it they live until they end or idle out.
+- A udp listener may share its frontend port with a tcp, http or https one (Alibaba allows it).
 - Persistence: tcp ``persistence_timeout`` (0..3600 s, 0 = off) keeps a client address on one backend;
   http/https ``sticky_session`` on with ``insert`` (the SLB sets a cookie, ``cookie_timeout`` 1..86400 s) or
   ``server`` (the backend's cookie ``cookie`` is rewritten to name the backend).
-- udp: HAProxy proxies no UDP and Debian ships no UDP load balancer that fits, so udp listeners are refused.
 """
 
 from __future__ import annotations
@@ -32,9 +43,9 @@ from typing import Any
 from netns.model.errors import ValidationError
 
 ADDRESS_TYPES = ("intranet", "internet")
-PROTOCOLS = ("tcp", "http", "https")
-SCHEDULERS = ("wrr", "wlc", "rr", "sch")
-HEALTH_CHECK_TYPES = ("tcp", "http")
+PROTOCOLS = ("tcp", "udp", "http", "https")
+SCHEDULERS = ("wrr", "wlc", "rr", "sch", "tch")
+HEALTH_CHECK_TYPES = ("tcp", "udp", "http")
 HTTP_CODES = ("http_2xx", "http_3xx", "http_4xx", "http_5xx")
 ACL_TYPES = ("white", "black")
 STICKY_TYPES = ("insert", "server")
@@ -235,6 +246,11 @@ class Listener:
     acl_id: str | None = None
     x_forwarded_for: XForwardedFor = field(default_factory=XForwardedFor)
     server_certificate_id: str | None = None
+    proxy_protocol: bool = False  # proxy_protocol_v2_enabled: a PROXY v2 header ahead of the client's bytes
+    drain_timeout: int = 0  # connection_drain on: seconds a removed backend keeps its flows (0: drain off)
+    # listener_forward on: an http listener that redirects every request (302, Alibaba's code) to the https
+    # listener on this port of the same SLB, and has no backends
+    forward_port: int | None = None
 
     @property
     def listener_id(self) -> str:
@@ -245,6 +261,12 @@ class Listener:
     def layer7(self) -> bool:
         return self.protocol in ("http", "https")
 
+    @property
+    def in_kernel(self) -> bool:
+        """Forwarded by nftables in the VPC router (client address kept), not proxied by HAProxy. HAProxy takes
+        what no nftables rule can do: count connections (wlc) and write a PROXY header."""
+        return not self.layer7 and self.scheduler != "wlc" and not self.proxy_protocol
+
 
 LISTENER_ARGS = (
     "frontend_port", "protocol", "backend_port", "scheduler", "server_group_id", "health_check",
@@ -252,7 +274,10 @@ LISTENER_ARGS = (
     "health_check_interval", "health_check_timeout", "healthy_threshold", "unhealthy_threshold",
     "health_check_http_code", "persistence_timeout", "sticky_session", "sticky_session_type", "cookie",
     "cookie_timeout", "idle_timeout", "request_timeout", "established_timeout", "acl_status", "acl_type", "acl_id",
-    "x_forwarded_for", "server_certificate_id", "bandwidth", "description",
+    "x_forwarded_for", "server_certificate_id", "bandwidth", "description", "proxy_protocol_v2_enabled",
+    # Alibaba's listener API (and ACK's CCM annotations) have these; pulumi-alicloud's slb.Listener does not
+    "connection_drain", "connection_drain_timeout",
+    "listener_forward", "forward_port",
 )
 
 
@@ -277,8 +302,11 @@ def _x_forwarded_for(resource: str, value: object) -> XForwardedFor:
 def _health(resource: str, protocol: str, args: Mapping[str, Any]) -> HealthCheck:
     enabled = _on_off(resource, "health_check", args.get("health_check", "on"))
     default_type = "http" if protocol in ("http", "https") else "tcp"
-    check_type = args.get("health_check_type") or default_type
+    # a udp listener always checks over udp; pulumi-alicloud's health_check_type is for tcp listeners only
+    check_type = "udp" if protocol == "udp" else args.get("health_check_type") or default_type
     _choice(resource, "health_check_type", check_type, HEALTH_CHECK_TYPES)
+    if check_type == "udp" and protocol != "udp":
+        raise ValidationError(resource, "health_check_type", "'udp' checks are for udp listeners")
     if protocol in ("http", "https") and check_type != "http":
         raise ValidationError(resource, "health_check_type", f"an {protocol} listener checks its backends over http")
     uri = args.get("health_check_uri") or "/"
@@ -310,26 +338,30 @@ def parse_listener(resource: str, load_balancer_id: str, args: Mapping[str, Any]
     if unknown:
         raise ValidationError(resource, sorted(unknown)[0], "is not an argument of slb.Listener")
     protocol = args.get("protocol")
-    if protocol == "udp":
-        raise ValidationError(resource, "protocol", "udp listeners are not supported: acklab's SLB runs HAProxy, "
-                              "which proxies TCP only (use tcp, http or https)")
     _choice(resource, "protocol", protocol, PROTOCOLS)
     frontend = _int(resource, "frontend_port", args.get("frontend_port"), 1, 65535)
     group = args.get("server_group_id")
     backend = args.get("backend_port")
-    if backend is None and group is None:
+    forward = _forward(resource, protocol, frontend, args)
+    if backend is None and group is None and forward is None:
         raise ValidationError(resource, "backend_port", "is required when no server_group_id is given")
     backend = None if backend is None else _int(resource, "backend_port", backend, 1, 65535)
     scheduler = args.get("scheduler", "wrr")
-    if scheduler in ("tch", "qch"):
-        raise ValidationError(resource, "scheduler", f"{scheduler!r} (four-tuple/QUIC hash) is not supported; "
+    if scheduler == "qch":
+        raise ValidationError(resource, "scheduler", "'qch' (QUIC connection id hash) is not built; "
                               f"use one of {', '.join(SCHEDULERS)}")
     _choice(resource, "scheduler", scheduler, SCHEDULERS)
     layer7 = protocol in ("http", "https")
+    if scheduler == "tch" and layer7:
+        raise ValidationError(resource, "scheduler", "'tch' (four-tuple hash) is for tcp and udp listeners")
+    if scheduler == "wlc" and protocol == "udp":
+        raise ValidationError(resource, "scheduler", "'wlc' is not built for udp listeners (no connection counts "
+                              "in the kernel path); use wrr, rr, sch or tch")
 
     persistence = _int(resource, "persistence_timeout", args.get("persistence_timeout", 0), 0, 3600)
     if persistence and layer7:
-        raise ValidationError(resource, "persistence_timeout", "is for tcp listeners; http/https use sticky_session")
+        raise ValidationError(resource, "persistence_timeout", "is for tcp/udp listeners; http/https use "
+                              "sticky_session")
 
     sticky_type = cookie = cookie_timeout = None
     if _on_off(resource, "sticky_session", args.get("sticky_session", "off")):
@@ -370,14 +402,78 @@ def parse_listener(resource: str, load_balancer_id: str, args: Mapping[str, Any]
         request_timeout=_int(resource, "request_timeout", args.get("request_timeout", 60), 1, 180),
         established_timeout=_int(resource, "established_timeout", args.get("established_timeout", 900), 10, 900),
         acl_type=acl_type, acl_id=acl_id, x_forwarded_for=xff if layer7 else XForwardedFor(client_ip=False),
-        server_certificate_id=cert,
+        server_certificate_id=cert, proxy_protocol=_proxy_protocol(resource, protocol, scheduler, args),
+        drain_timeout=_drain(resource, protocol, args), forward_port=forward,
     )
 
 
+def _forward(resource: str, protocol: str, frontend: int, args: Mapping[str, Any]) -> int | None:
+    """``listener_forward`` on/off + ``forward_port``: Alibaba's HTTP-to-HTTPS redirect, http listeners only."""
+    if not _on_off(resource, "listener_forward", args.get("listener_forward", "off")):
+        if args.get("forward_port") is not None:
+            raise ValidationError(resource, "forward_port", "is used only with listener_forward on")
+        return None
+    if protocol != "http":
+        raise ValidationError(resource, "listener_forward", f"redirects http listeners to https, not {protocol}")
+    if args.get("forward_port") is None:
+        raise ValidationError(resource, "forward_port", "is required when listener_forward is on (the port of the "
+                              "https listener to redirect to)")
+    port = _int(resource, "forward_port", args["forward_port"], 1, 65535)
+    if port == frontend:
+        raise ValidationError(resource, "forward_port", f"{port} is this listener's own port")
+    return port
+
+
+def check_forward_target(resource: str, listener: Listener, others: Iterable[Listener]) -> None:
+    """A redirecting listener needs the https listener it names on the same SLB, made first (as Alibaba's API
+    refuses otherwise: in a program, ``depends_on`` the https listener)."""
+    if listener.forward_port is None:
+        return
+    if not any(o.load_balancer_id == listener.load_balancer_id and o.protocol == "https"
+               and o.frontend_port == listener.forward_port for o in others):
+        raise ValidationError(resource, "forward_port", f"{listener.load_balancer_id} has no https listener on "
+                              f"port {listener.forward_port} to redirect to")
+
+
+def _proxy_protocol(resource: str, protocol: str, scheduler: str, args: Mapping[str, Any]) -> bool:
+    """``proxy_protocol_v2_enabled``: HAProxy writes the header (``send-proxy-v2``), so tcp listeners only (HAProxy
+    has no udp) and a scheduler HAProxy has (not tch)."""
+    value = args.get("proxy_protocol_v2_enabled", False)
+    if not isinstance(value, bool):
+        raise ValidationError(resource, "proxy_protocol_v2_enabled", f"{value!r} is not true or false")
+    if value and protocol != "tcp":
+        why = ("is not built for udp listeners (HAProxy, which writes the header, has no udp)" if protocol == "udp"
+               else "is for tcp and udp listeners (http/https carry the client in X-Forwarded-For)")
+        raise ValidationError(resource, "proxy_protocol_v2_enabled", why)
+    if value and scheduler == "tch":
+        raise ValidationError(resource, "scheduler", "'tch' is not built with proxy_protocol_v2_enabled (HAProxy "
+                              "writes the header and has no four-tuple hash); use wrr, rr, wlc or sch")
+    return value
+
+
+def _drain(resource: str, protocol: str, args: Mapping[str, Any]) -> int:
+    """``connection_drain`` on/off + ``connection_drain_timeout`` 10..900 s, tcp and udp listeners (Alibaba's)."""
+    if not _on_off(resource, "connection_drain", args.get("connection_drain", "off")):
+        return 0
+    if protocol not in ("tcp", "udp"):
+        raise ValidationError(resource, "connection_drain", "is for tcp and udp listeners")
+    if args.get("connection_drain_timeout") is None:
+        raise ValidationError(resource, "connection_drain_timeout", "is required when connection_drain is on")
+    return _int(resource, "connection_drain_timeout", args["connection_drain_timeout"], 10, 900)
+
+
+def transport(protocol: str) -> str:
+    """The socket a listener's port is: udp, or tcp for tcp/http/https (one listener per port and transport)."""
+    return "udp" if protocol == "udp" else "tcp"
+
+
 def check_port_clash(resource: str, listener: Listener, others: Iterable[Listener]) -> None:
-    """One frontend port carries one listener of a load balancer."""
+    """One frontend port carries one listener of a load balancer per transport: a udp listener may share its port
+    with a tcp, http or https one (Alibaba's CLB allows it; ACK's CCM makes both for a Service port number that
+    is TCP and UDP)."""
     for other in others:
         if (other.load_balancer_id == listener.load_balancer_id and other.frontend_port == listener.frontend_port
+                and transport(other.protocol) == transport(listener.protocol)
                 and other.listener_id != listener.listener_id):
             raise ValidationError(resource, "frontend_port", f"{listener.frontend_port} is already used by listener "
                                   f"{other.listener_id} of {listener.load_balancer_id}")
@@ -403,6 +499,7 @@ class LoadBalancerPlan:
     address: str
     runtime_dir: str  # stats socket and server-state file
     listeners: tuple[ListenerPlan, ...] = ()
+    source: str | None = None  # the SLB's 100.64 address: backends see requests and checks come from it
 
 
 def frontend_name(listener: Listener) -> str:
@@ -451,6 +548,10 @@ def _server_line(plan: ListenerPlan, server: Server, index: int) -> str:
                      f"rise {health.healthy_threshold}")
         if health.connect_port:
             words.append(f"port {health.connect_port}")
+        elif listener.proxy_protocol:  # checks to the serving port: a server that expects the header gets it
+            words.append("check-send-proxy")
+    if listener.proxy_protocol:  # the client's address and port, ahead of its first byte
+        words.append("send-proxy-v2")
     if listener.sticky_session_type:
         words.append(f"cookie s{index}")
     return " ".join(words)
@@ -472,6 +573,11 @@ def _frontend(plan: ListenerPlan, lb: LoadBalancerPlan) -> list[str]:
         lines.append(f"    acl listed src {' '.join(plan.acl_entries)}")
         cond = "!listed" if listener.acl_type == "white" else "listed"
         lines.append(f"    tcp-request connection reject if {cond}")
+    if listener.forward_port is not None:  # no backend: HAProxy answers the redirect itself
+        port = "" if listener.forward_port == 443 else f":{listener.forward_port}"
+        lines.append("    http-request redirect code 302 location "
+                     f"https://%[req.hdr(host),field(1,:)]{port}%[url]")
+        return lines
     xff = listener.x_forwarded_for
     if listener.layer7:
         if xff.client_ip:
@@ -525,10 +631,13 @@ def render_config(lb: LoadBalancerPlan) -> str:
         "    option redispatch 1",
         # Health states survive a reload (the provider saves them just before it).
         "    load-server-state-from-file global",
+        *([f"    source {lb.source}"] if lb.source else []),
         "",
     ]
     for plan in sorted(lb.listeners, key=lambda p: p.listener.frontend_port):
-        lines += [*_frontend(plan, lb), "", *_backend(plan), ""]
+        lines += [*_frontend(plan, lb), ""]
+        if plan.listener.forward_port is None:
+            lines += [*_backend(plan), ""]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -50,6 +50,44 @@ IFALIAS_MAX = 255  # bytes the kernel keeps in an interface alias (IFALIASZ - 1)
 def words(facts: dict[str, str], key: str) -> tuple[str, ...]:
     """A comma-separated fact (``secondary=a,b``, ``sg=...``, ``routes=...``) as a tuple, empty if absent."""
     return tuple(w for w in facts.get(key, "").split(",") if w)
+
+
+def pack_addresses(addresses: Iterable[str]) -> str:
+    """IPv4 addresses as one alias word, in their order, compactly: the alias holds 255 bytes and Terway's ENIs
+    carry up to 30 secondary IPs. A run of consecutive addresses in one /24 is ``a.b.c.5-9``; an address (or run)
+    in the same /24 as the one before it drops that prefix (``.12``). ``192.168.3.5,192.168.3.7`` (the plain
+    list) reads the same."""
+    parts: list[str] = []
+    prefix = None
+    ips = [str(a) for a in addresses]
+    i = 0
+    while i < len(ips):
+        head, _, last = ips[i].rpartition(".")
+        end = i
+        while end + 1 < len(ips) and ips[end + 1].rpartition(".")[0] == head \
+                and int(ips[end + 1].rpartition(".")[2]) == int(last) + (end + 1 - i):
+            end += 1
+        span = last if end == i else f"{last}-{ips[end].rpartition('.')[2]}"
+        parts.append(f".{span}" if head == prefix else f"{head}.{span}")
+        prefix, i = head, end + 1
+    return ",".join(parts)
+
+
+def unpack_addresses(text: str) -> tuple[str, ...]:
+    """The addresses of :func:`pack_addresses` (or a plain comma-separated list), in order."""
+    found: list[str] = []
+    prefix = ""
+    for part in (w for w in text.split(",") if w):
+        head, _, span = part.rpartition(".")
+        prefix = head or prefix
+        first, _, last = span.partition("-")
+        found += [f"{prefix}.{n}" for n in range(int(first), int(last or first) + 1)]
+    return tuple(found)
+
+
+def alias_addresses(facts: dict[str, str], key: str = "secondary") -> tuple[str, ...]:
+    """An alias fact holding addresses (``secondary=``) as a tuple, empty if absent."""
+    return unpack_addresses(facts.get(key, ""))
 
 
 def format_alias(**facts: str) -> str:

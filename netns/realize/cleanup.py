@@ -5,23 +5,46 @@ from __future__ import annotations
 import os
 import shutil
 
+from netns.kernel import netns_etc
 from netns.kernel.link import links_of, remove_link
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import PREFIX, is_any_cloud_id, is_cloud_id, lab_of, mark
-from netns.realize import LOCK_DIR, lab_lock, slb, source_check, state_dir
+from netns.realize import LOCK_DIR, control_plane, lab_lock, slb, slb_l4, source_check, state_dir
 from netns.realize import security_group as sg
+from netns.realize.eip import ElasticIp
 from netns.realize.eni import EniPort
+from netns.realize.nat_gateway import nat_gateways
 from netns.realize.vpc import VpcRouter, routers
 
 
 def clean_lab(lab: str) -> list[str]:
     """Remove every namespace named ``acklab-<lab>-<cloud id>`` and ``/run/acklab/<lab>``; return what went."""
     removed = []
+    # the cloud controller first, so it makes no SLB while the lab is taken apart (imported here: the
+    # Kubernetes layer sits above)
+    from acklab.k8s import cloud_controller
+
+    removed += [f"cloud controller pid {pid}" for pid in cloud_controller.end_leftovers(lab)]
+    from acklab.k8s import ingress_api  # likewise: it would start nginx in pods being taken apart
+
+    removed += [f"ingress controller pid {pid}" for pid in ingress_api.end_leftovers(lab)]
     for namespace in list_namespaces(mark(lab)):
         if lab_of(namespace.name) == lab:
             namespace.remove()
             removed.append(namespace.name)
+    # namespaces' own /etc files (a pod's resolv.conf): outside the state folder, and ip netns delete leaves them
+    removed += [f"/etc/netns/{name}" for name in netns_etc.sweep(lambda name: lab_of(name) == lab)]
     removed += [f"haproxy pid {pid}" for pid in slb.end_leftover_haproxy(lab)]  # SLBs whose namespace vanished
+    removed += [f"SLB health checker pid {pid}" for pid in slb_l4.end_leftover_checkers(lab)]  # likewise
+    # the control plane's processes whose namespace vanished, and its entries in kubeconfigs it was merged into
+    removed += control_plane.clean(lab)
+    # upstream kube-proxy of nodes whose namespace vanished (imported here: the Kubernetes layer sits above)
+    from acklab.k8s import proxy_daemon
+
+    removed += [f"kube-proxy pid {pid}" for pid in proxy_daemon.end_leftovers(lab)]
+    from acklab.k8s import network_policy_agent  # likewise: NetworkPolicy agents of vanished nodes
+
+    removed += [f"NetworkPolicy agent pid {pid}" for pid in network_policy_agent.end_leftovers(lab)]
     state = state_dir(lab)
     if state.is_dir():
         shutil.rmtree(state)
@@ -52,6 +75,7 @@ def prune_lab(lab: str, keep: set[str]) -> list[str]:
         if instance.lb_id not in keep:
             instance.delete()
             removed.append(instance.namespace.name)
+    removed += _prune_nat_gateways(lab, keep)
     for router in routers(lab):  # routers next: an ENI port's facts (its addresses) are on the port
         if router.vpc_id in keep:
             removed += _prune_router(router, keep)
@@ -68,6 +92,24 @@ def prune_lab(lab: str, keep: set[str]) -> list[str]:
     removed += _prune_state_files(lab, keep)
     for router in routers(lab):
         sg.apply(router)  # the sets and the ruleset again match the ENIs and groups that are left
+    return removed
+
+
+def _prune_nat_gateways(lab: str, keep: set[str]) -> list[str]:
+    """SNAT entries the checkpoint does not know; gateways it does not know, after moving their EIPs' legs back to the
+    internet (deleting the namespace with them in it would destroy the EIPs' ports)."""
+    removed = []
+    for gateway in nat_gateways(lab):
+        going = gateway.ngw_id not in keep
+        for rule, _ in gateway.entries():
+            if going or rule.entry_id not in keep:
+                gateway.remove_entry(rule.entry_id)
+                removed.append(rule.entry_id)
+        if going:
+            for eip_id in gateway.eips().values():
+                ElasticIp(lab, eip_id).disassociate()
+            gateway.delete(gateway.namespace.name)
+            removed.append(gateway.namespace.name)
     return removed
 
 
@@ -92,8 +134,9 @@ def _prune_router(router: VpcRouter, keep: set[str]) -> list[str]:
                 removed.append(f"{router.namespace.name}/{port} source check")
         if pending is not None:
             source_check.flush(router.namespace, pending)  # and the removals deferred by earlier deletes
-        for name in sorted(n for n, kind in links.items() if kind == "veth" and is_cloud_id(n, "lb") and n not in keep):
-            remove_link(router.namespace, name)  # the router end of an SLB whose create was interrupted
+        for name in sorted(n for n, kind in links.items() if kind == "veth" and n not in keep
+                           and (is_cloud_id(n, "lb") or is_cloud_id(n, "ngw"))):
+            remove_link(router.namespace, name)  # the router end of an SLB or NAT gateway whose create was interrupted
             removed.append(f"{router.namespace.name}/{name}")
         for name in sorted(n for n, kind in links.items() if kind == "bridge" and n.startswith("vsw-")
                            and n not in keep):
@@ -122,7 +165,8 @@ def _prune_security_groups(lab: str, keep: set[str]) -> list[str]:
 
 def _prune_state_files(lab: str, keep: set[str]) -> list[str]:
     """State named after an object that is gone: ``<vpc>.<inode>.rules``, ``<instance>.user-data…``, and the
-    SLBs' ``slb/<lb>/``, ``slb/listeners/<lb>_<protocol>_<port>.json``, ``slb/groups/<rsp>.json``, …"""
+    SLBs' ``slb/<lb>/``, ``slb/listeners/<lb>_<protocol>_<port>.json``, ``slb/groups/<rsp>.json``, …, and the
+    ``alicloud`` plugin's records ``provider/<id>.json``"""
     folder = state_dir(lab)
     removed = []
     paths = sorted(folder.iterdir()) if folder.is_dir() else []
@@ -132,8 +176,10 @@ def _prune_state_files(lab: str, keep: set[str]) -> list[str]:
                 paths += sorted(sub.iterdir())
             else:
                 paths.append(sub)  # an SLB's runtime folder slb/<lb>/
+    if (folder / "provider").is_dir():  # the alicloud plugin's records, provider/<id>.json
+        paths += sorted((folder / "provider").iterdir())
     for path in paths:
-        cloud_id = path.name.split(".", 1)[0].split("_", 1)[0]
+        cloud_id = path.name.split(".", 1)[0].split("_", 1)[0].split(":", 1)[0]  # a listener's: <lb>:<proto>:<port>
         if not is_any_cloud_id(cloud_id) or cloud_id in keep:
             continue
         if path.is_dir():

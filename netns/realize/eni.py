@@ -2,7 +2,8 @@
 
 Every ENI, primary (an instance's eth0) or secondary (``ecs.EcsNetworkInterface``), is a veth pair whose
 router end is a port of its vSwitch's bridge named by the ENI id. The port's alias carries the ENI's facts
-(``ip=`` primary address, ``secondary=`` secondary private IPs, ``routes=`` blocks routed to its instance,
+(``ip=`` primary address, ``secondary=`` secondary private IPs packed as runs (``pack_addresses``: a Terway ENI's
+30 fit the 255 bytes), ``routes=`` blocks routed to its instance,
 ``sg=`` groups, ``instance=``/``device=`` when attached, ``name=``). Its addresses are bound to the port in the
 VPC's source check, which is also the record address allocation reads; its groups' ipsets hold them.
 """
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
 from netns.model.security_group import Eni, check_membership
-from netns.realize import format_alias, source_check, words
+from netns.realize import alias_addresses, format_alias, source_check, words
 from netns.realize import security_group as sg
 from netns.realize.vpc import VpcRouter, VSwitch
 
@@ -29,7 +32,7 @@ Net = ipaddress.IPv4Network
 
 def bound_addresses(facts: dict[str, str]) -> list[Net]:
     """What may leave the port: the ENI's own addresses and the blocks routed to its instance."""
-    return [Net(a) for a in (facts["ip"], *words(facts, "secondary"), *words(facts, "routes"))]
+    return [Net(a) for a in (facts["ip"], *alias_addresses(facts), *words(facts, "routes"))]
 
 
 def alias(facts: dict[str, str]) -> str:
@@ -93,21 +96,24 @@ class EniPort:
     def facts(self, with_vswitch: bool = True) -> dict[str, str] | None:
         return self.router.port_facts(self.eni_id, with_vswitch)
 
-    def bind(self, facts: dict[str, str]) -> None:
-        """Open the port's source check and put the ENI in its groups' sets (under the lab lock)."""
+    def bind(self, facts: dict[str, str], ipset: socket.socket | None = None) -> None:
+        """Open the port's source check and put the ENI in its groups' sets (under the lab lock). ``ipset``: a
+        netfilter socket of the router's to send the set entries on (see ``sg.join``)."""
         source_check.bind(self.router.namespace, self.eni_id, bound_addresses(facts), self.router.pending_unbind)
-        sg.join(self.router, self.as_sg_eni(facts))
+        sg.join(self.router, self.as_sg_eni(facts), ipset)
 
-    def unbind(self, facts: dict[str, str], going: bool = False) -> None:
+    def unbind(self, facts: dict[str, str], going: bool = False, ipset: socket.socket | None = None) -> None:
         """The reverse of ``bind``. ``going``: the port is about to disappear, so its source-check entries
         can be removed lazily (see netns/realize/source_check.py)."""
-        sg.leave(self.router, self.as_sg_eni(facts))
+        sg.leave(self.router, self.as_sg_eni(facts), ipset)
         source_check.unbind(self.router.namespace, self.eni_id, bound_addresses(facts), self.router.pending_unbind,
                             defer=going)
 
-    def forget(self) -> None:
-        """Take the facts off a port that is about to disappear, so nothing reads it as an ENI meanwhile."""
-        with self.router.namespace.ipr() as ipr, contextlib.suppress(NetlinkError):  # already gone: fine
+    def forget(self, ipr: IPRoute | None = None) -> None:
+        """Take the facts off a port that is about to disappear, so nothing reads it as an ENI meanwhile.
+        ``ipr``: an open session of the router's, else one is opened."""
+        with contextlib.nullcontext(ipr) if ipr is not None else self.router.namespace.ipr() as ipr, \
+                contextlib.suppress(NetlinkError):  # already gone: fine
             ipr.link("set", ifname=self.eni_id, ifalias="")
 
     def as_sg_eni(self, facts: dict[str, str]) -> Eni:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from netns.kernel.link import Veth, ensure_address, index_of
 from netns.kernel.namespace import Namespace
 from netns.model.errors import NotFoundError, ValidationError
-from netns.realize import lab_lock, words
+from netns.model.names import netns_name
+from netns.realize import alias_addresses, lab_lock, pack_addresses, words
 from netns.realize.eni import EniPort, alias, check_groups, claim, deliver_secondary, find_port, find_primary_port
 from netns.realize.vpc import VSwitch, routers
 
@@ -40,7 +41,9 @@ class NetworkInterface:
         return f"{self.eni_id}p"
 
     def create(self, vswitch: VSwitch, resource: str, primary_ip: str | None, secondary_ips: tuple[str, ...],
-               secondary_count: int, security_groups: tuple[str, ...], name: str = "") -> EniState:
+               secondary_count: int, security_groups: tuple[str, ...], name: str = "", owner: str = "") -> EniState:
+        """``owner``: who made the ENI outside the Pulumi state (``terway``: the node agent's, as on ACK), so
+        status can show it and clean-up find it."""
         with lab_lock(self.lab):
             net = vswitch.cidr()
             if net is None:
@@ -51,8 +54,8 @@ class NetworkInterface:
             taken = claim(vswitch, resource, net, wanted, (0 if primary_ip else 1) + secondary_count)
             primary = taken[0] if primary_ip else taken[len(wanted)]
             secondary = [a for a in taken if a != primary]
-            facts = {"ip": str(primary), "secondary": ",".join(map(str, secondary)),
-                     "name": "_".join(name.split()), "sg": ",".join(security_groups)}
+            facts = {"ip": str(primary), "secondary": pack_addresses(map(str, secondary)),
+                     "name": "_".join(name.split()), "sg": ",".join(security_groups), "owner": owner}
             router_ns = vswitch.router.namespace
             port = EniPort(vswitch.router, self.eni_id)
             try:
@@ -67,7 +70,7 @@ class NetworkInterface:
 
     @staticmethod
     def _state(facts: dict[str, str]) -> EniState:
-        return EniState(facts["ip"], words(facts, "secondary"), facts.get("vswitch", ""), words(facts, "sg"),
+        return EniState(facts["ip"], alias_addresses(facts), facts.get("vswitch", ""), words(facts, "sg"),
                         facts.get("instance", ""), facts.get("device", ""))
 
     def read(self) -> EniState | None:
@@ -103,9 +106,41 @@ class NetworkInterface:
                 ipr.link("set", index=index_of(ipr, self.parked), ifname=ifname)
                 ipr.link("set", ifname=ifname, state="up")
                 ensure_address(ipr, ifname, ipaddress.IPv4Interface(f"{facts['ip']}/{net.prefixlen}"))
-            deliver_secondary(instance_ns, ifname, words(facts, "secondary"))
+            deliver_secondary(instance_ns, ifname, alias_addresses(facts))
             port.rewrite(facts, {**facts, "instance": instance_id, "device": str(device)})
             return ifname
+
+    def assign_ips(self, count: int, resource: str) -> tuple[str, ...]:
+        """AssignPrivateIpAddresses: ``count`` more secondary IPs, the lowest free of the ENI's vSwitch. On an
+        attached ENI they are delivered at once (proxy-neighbour entries in the instance)."""
+        with lab_lock(self.lab):
+            found = find_port(self.lab, self.eni_id, routers(self.lab))
+            if found is None:
+                raise NotFoundError(f"{resource}: network_interface_id: {self.eni_id} does not exist")
+            port, facts = found
+            vswitch = VSwitch(port.router, facts["vswitch"])
+            taken = [str(a) for a in claim(vswitch, resource, ipaddress.IPv4Network(_vswitch_block(port, facts)),
+                                           [], count)]
+            new = {**facts, "secondary": pack_addresses((*alias_addresses(facts), *taken))}
+            alias(new)  # facts that no longer fit the port's alias (255 bytes) fail here, before anything changed
+            if facts.get("instance"):
+                deliver_secondary(Namespace(netns_name(self.lab, facts["instance"])), f"eth{facts['device']}", taken)
+            port.rewrite(facts, new)
+            return tuple(taken)
+
+    def unassign_ips(self, ips: tuple[str, ...] | list[str]) -> None:
+        """UnassignPrivateIpAddresses: the addresses go back to the vSwitch; the fabric stops delivering them."""
+        with lab_lock(self.lab):
+            found = find_port(self.lab, self.eni_id, routers(self.lab))
+            if found is None:
+                return
+            port, facts = found
+            instance_ns = Namespace(netns_name(self.lab, facts["instance"])) if facts.get("instance") else None
+            if instance_ns is not None and instance_ns.exists():
+                lines = "".join(f"neigh del proxy {ip} dev eth{facts['device']}\n" for ip in ips)
+                instance_ns.run(["ip", "-force", "-batch", "-"], input=lines, check=False)
+            rest = [ip for ip in alias_addresses(facts) if ip not in set(ips)]
+            port.rewrite(facts, {**facts, "secondary": pack_addresses(rest)})
 
     def detach(self, instance_ns: Namespace) -> None:
         with lab_lock(self.lab):

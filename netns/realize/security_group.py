@@ -4,7 +4,7 @@ A group and its rules are API state with no kernel object of their own: they are
 group under ``/run/acklab/<lab>/sg/`` (removed with the lab). Membership is kernel state: each ENI's port
 carries ``sg=...`` in its alias. ``apply`` rebuilds the ipsets of profiles and members from both and swaps
 the ruleset in atomically with iptables-restore (an unchanged ruleset is not applied again); ``join`` and
-``leave`` are the fast path of an ENI coming and going: set entries only.
+``leave`` are the fast path of an ENI coming and going: set entries only, sent over netlink (nothing forks).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
+import socket
 from pathlib import Path
 
+from netns.kernel import rules
+from netns.kernel.files import write_atomic, write_json
+from netns.kernel.ipset import Change, IpsetError, destroy_sets, update_members
 from netns.model.errors import LabError, NotFoundError
 from netns.model.security_group import (
     SET_TYPE,
@@ -28,19 +31,12 @@ from netns.model.security_group import (
     profiles_of,
     set_contents,
 )
-from netns.realize import lab_lock, state_dir, words
+from netns.realize import alias_addresses, lab_lock, state_dir, words
 from netns.realize.vpc import VpcRouter
 
 
 def _group_path(lab: str, sg_id: str) -> Path:
     return state_dir(lab) / "sg" / f"{sg_id}.json"
-
-
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # readers never see half a file
 
 
 def load_group(lab: str, sg_id: str) -> Group | None:
@@ -59,7 +55,7 @@ def load_groups(lab: str, vpc_id: str) -> dict[str, Group]:
 
 
 def _save_group(lab: str, group: Group) -> None:
-    _write(_group_path(lab, group.sg_id), {**dataclasses.asdict(group), "rules": [dataclasses.asdict(r)
+    write_json(_group_path(lab, group.sg_id), {**dataclasses.asdict(group), "rules": [dataclasses.asdict(r)
                                                                                   for r in group.rules]})
 
 
@@ -109,7 +105,7 @@ def remove_rule(lab: str, sg_id: str, rule_id: str) -> None:
 
 def eni_of(eni_id: str, facts: dict[str, str]) -> Eni:
     """An ENI as its router port's alias describes it."""
-    return Eni(eni_id, (facts["ip"], *words(facts, "secondary")), words(facts, "sg"), words(facts, "routes"))
+    return Eni(eni_id, (facts["ip"], *alias_addresses(facts)), words(facts, "sg"), words(facts, "routes"))
 
 
 def enis_of(router: VpcRouter) -> list[Eni]:
@@ -150,20 +146,18 @@ def _apply_locked(router: VpcRouter) -> None:
     text = compile_ruleset(groups, profiles_of(enis))
     applied = _applied_path(router, inode)
     if not (applied.exists() and applied.read_text() == text):
-        result = router.namespace.run(["iptables-restore"], input=text, check=False)
-        if result.returncode != 0:
-            raise LabError(f"security groups of {router.vpc_id}: iptables-restore refused the ruleset: "
-                           f"{result.stderr.strip()}")
-        applied.parent.mkdir(parents=True, exist_ok=True)
-        applied.write_text(text)
+        rules.iptables_restore(router.namespace, text, f"security groups of {router.vpc_id}")
+        write_atomic(applied, text)
     _destroy_unused_sets(router, set(contents))
 
 
 def _destroy_unused_sets(router: VpcRouter, wanted: set[str]) -> None:
     listed = router.namespace.run(["ipset", "list", "-n"], check=False).stdout.split()
     stale = [name for name in listed if name.startswith(("sgp-", "sgm-")) and name not in wanted]
-    if stale:  # after the swap no rule refers to them any more
-        _ipset(router, [f"destroy {name}" for name in stale])
+    refused = destroy_sets(router.namespace, stale)  # after the swap no rule refers to them any more
+    if refused:
+        raise LabError(f"security groups of {router.vpc_id}: ipset refused to destroy "
+                       + "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items())))
 
 
 def _profile_applied(router: VpcRouter, profile: str) -> bool:
@@ -172,24 +166,36 @@ def _profile_applied(router: VpcRouter, profile: str) -> bool:
     return applied is not None and applied.exists() and f":SG-IN-{profile} " in applied.read_text()
 
 
-def join(router: VpcRouter, eni: Eni) -> None:
+def join(router: VpcRouter, eni: Eni, ipset: socket.socket | None = None) -> None:
     """An ENI (already plugged, its alias written) enters its groups' sets; the ruleset is rebuilt only for a
-    combination of groups the VPC has not seen yet. Call under the lab lock."""
+    combination of groups the VPC has not seen yet. Call under the lab lock. ``ipset``: a netfilter socket of
+    the router's (``netns.kernel.ipset.SPEC``) to send the entries on, else one is made."""
     if not eni.groups:
         return
     profile = profile_id(eni.groups)
     if not _profile_applied(router, profile):
         _apply_locked(router)
         return
-    lines = [f"add {profile_set(profile)} {a}" for a in (*eni.addresses, *eni.routed)]
-    lines += [f"add {member_set(g)} {a}" for g in eni.groups for a in eni.addresses]
-    _ipset(router, lines)
+    _members(router, add=_entries(eni, profile), sock=ipset)
 
 
-def leave(router: VpcRouter, eni: Eni) -> None:
+def leave(router: VpcRouter, eni: Eni, ipset: socket.socket | None = None) -> None:
     """The reverse of ``join``: the ENI's addresses leave the sets. Call under the lab lock."""
     if not eni.groups or not _profile_applied(router, profile_id(eni.groups)):
         return  # its sets were never made (e.g. a create that failed early)
-    lines = [f"del {profile_set(profile_id(eni.groups))} {a}" for a in (*eni.addresses, *eni.routed)]
-    lines += [f"del {member_set(g)} {a}" for g in eni.groups for a in eni.addresses]
-    _ipset(router, lines)
+    _members(router, delete=_entries(eni, profile_id(eni.groups)), sock=ipset)
+
+
+def _entries(eni: Eni, profile: str) -> list[Change]:
+    """An ENI's entries: its addresses and routed blocks in its profile's set, its addresses in its groups'."""
+    return [(profile_set(profile), a) for a in (*eni.addresses, *eni.routed)] + [
+        (member_set(g), a) for g in eni.groups for a in eni.addresses]
+
+
+def _members(router: VpcRouter, add: list[Change] | None = None, delete: list[Change] | None = None,
+             sock: socket.socket | None = None) -> None:
+    """Set entries in and out, over netlink in the router namespace (as ``ipset -exist``, without the fork)."""
+    try:
+        update_members(router.namespace.name, add or (), delete or (), sock)
+    except IpsetError as exc:
+        raise LabError(f"security groups of {router.vpc_id}: ipset refused: {exc}") from None

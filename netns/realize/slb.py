@@ -1,9 +1,12 @@
-"""SLB → a namespace ``acklab-<lab>-lb-<hex>`` running HAProxy (master-worker), on a vSwitch or the lab's internet.
+"""SLB → a namespace ``acklab-<lab>-lb-<hex>`` on a vSwitch or the lab's internet: HAProxy (master-worker) for its
+layer-7 listeners; its layer-4 listeners (tcp, udp) forward in the kernel, in the VPC router (``slb_l4``).
 
 Intranet: ``eth0`` of the SLB namespace is a veth whose other end, ``lb-<hex>``, is a port of the vSwitch bridge
 in the VPC router; its alias carries ``ip=<address> slb=<id>``, and ENI allocation reads the ports' aliases, so
 the address counts as used in the vSwitch.
-The SLB reaches its backends through the vSwitch gateway, from its own address.
+Its clients' flows stay on the vSwitch; what the SLB itself sends to backends (HAProxy's requests, health checks)
+leaves from a 100.64 address, as Alibaba's do: a leg ``eth1`` into the VPC router (router end ``hc-<hex>``) that
+only packets from that address take (``ip rule from <it> lookup 100``).
 
 Internet: ``eth0`` sits on the bridge of the lab's sealed internet namespace ``acklab-<lab>-internet``
 (203.0.113.0/24, never linked to the host), where clients live. To reach its backends the SLB gets a second
@@ -13,9 +16,10 @@ leg is made when the first backend is known (an SLB's backends are in one VPC). 
 segment only knows its own /24, the SLB namespace only that /24 and the VPC's block.
 
 What has no kernel object — listeners, backend servers, server groups, ACLs, certificates — is JSON under
-``/run/acklab/<lab>/slb/``. Every change re-renders the SLB's HAProxy configuration (``netns/model/slb.py``),
-checks it with ``haproxy -c``, and starts HAProxy or reloads its master (SIGUSR2: the new worker takes over the
-listening sockets, the old one finishes its connections), saving health states across the reload.
+``/run/acklab/<lab>/slb/``. Every change re-renders the SLB's kernel rules (``slb_l4``: a table load only when the
+rules change, map elements otherwise) and its HAProxy configuration (``netns/model/slb.py``), checks that with
+``haproxy -c``, and starts HAProxy or reloads its master (SIGUSR2: the new worker takes over the listening sockets,
+the old one finishes its connections), saving health states across the reload.
 """
 
 from __future__ import annotations
@@ -29,26 +33,52 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netns.kernel.link import EEXIST, Bridge, Veth, addresses, ensure_address, ensure_default_route, index_of
+from netns.kernel import process
+from netns.kernel.files import write_atomic, write_json
+from netns.kernel.link import (
+    EEXIST,
+    Bridge,
+    Veth,
+    addresses,
+    ensure_address,
+    ensure_default_route,
+    index_of,
+    remove_link,
+)
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model import slb as model
+from netns.model import slb_l4 as l4
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, state_dir
+from netns.realize import format_alias, lab_lock, parse_alias, slb_l4, state_dir
 from netns.realize.eni import claim
 from netns.realize.vpc import VpcRouter, VSwitch, routers
 
 INTERNET_BRIDGE = "internet"
 SLB_IFNAME = "eth0"
 LEG_IFNAME = "eth1"
+CHECK_LEG_TABLE = 100  # an intranet SLB namespace: the route of packets from its 100.64 address (and the rule's pref)
+
+
+def check_leg_ifname(lb_id: str) -> str:
+    """The router's end of an intranet SLB's 100.64 leg (``lb-1a2b`` → ``hc-1a2b``)."""
+    return "hc-" + lb_id.removeprefix("lb-")
+
+
+def _add_route(ipr: Any, **route: Any) -> None:
+    try:
+        ipr.route("add", **route)
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise
 
 
 def haproxy_binary() -> str:
@@ -59,13 +89,6 @@ def haproxy_binary() -> str:
 
 def slb_dir(lab: str) -> Path:
     return state_dir(lab) / "slb"
-
-
-def _write(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # readers never see half a file
 
 
 def _read(path: Path) -> Any:
@@ -203,6 +226,7 @@ class SlbInstance:
         with self.namespace.ipr() as ipr:
             ensure_address(ipr, SLB_IFNAME, ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}"))
             ensure_default_route(ipr, addressing.gateway(net))
+        self.ensure_check_leg(vswitch.router, resource)
         return str(addr)
 
     def _plumb_internet(self, address: str | None, resource: str, name: str) -> str:
@@ -225,8 +249,9 @@ class SlbInstance:
             format_alias(slb=self.lb_id, **{k: "_".join(v.split()) or "-" for k, v in facts.items()}))
 
     def rename(self, name: str) -> None:
-        facts = {k: v for k, v in self._facts().items() if k != "slb"}
-        self._label(**{**facts, "name": name})
+        with lab_lock(self.lab):  # read the facts and write them back whole: nothing else may change them between
+            facts = {k: v for k, v in self._facts().items() if k != "slb"}
+            self._label(**{**facts, "name": name})
 
     def _facts(self) -> dict[str, str]:
         with self.namespace.ipr() as ipr:
@@ -261,11 +286,14 @@ class SlbInstance:
             if router.port_facts(self.lb_id) is None:
                 continue
             Veth(router.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()
+        for router in routers(self.lab):
+            remove_link(router.namespace, check_leg_ifname(self.lb_id))
         internet = InternetSegment(self.lab)
         Veth(internet.namespace, self.lb_id, self.namespace, SLB_IFNAME).remove()
 
     def delete(self) -> None:
         with lab_lock(self.lab):
+            slb_l4.remove(self.runtime_dir, self.namespace, self.lb_id)  # its table lives in a router
             self.stop()
             self._unplug()
             self.namespace.remove()  # ends whatever still runs inside, by PID
@@ -279,12 +307,36 @@ class SlbInstance:
     # -- the internet SLB's leg into a VPC --
 
     def ensure_leg(self, router: VpcRouter, resource: str) -> None:
+        """An internet SLB's leg into its backends' VPC: the VPC's block is routed over it (no other way in)."""
         current = self._leg_vpc()
         if current == router.vpc_id:
             return
         if current is not None:
             raise ValidationError(resource, "server_id", f"backends of {self.lb_id} are in VPC {current}; "
                                   f"an SLB's backends are in one VPC, not also {router.vpc_id}")
+        vpc_cidr, router_end, _ = self._plug_leg(router, self.lb_id, resource)
+        with self.namespace.ipr() as ipr:
+            _add_route(ipr, dst=str(vpc_cidr), gateway=str(router_end))
+
+    def ensure_check_leg(self, router: VpcRouter, resource: str) -> None:
+        """An intranet SLB's leg into its own VPC, for what Alibaba sends from 100.64.0.0/10 (health checks):
+        only packets from the leg's address take it (a rule of their own); clients' traffic stays on the VIP's
+        vSwitch. Its router end is ``hc-<hex>``: ``lb-<hex>`` is already the VIP's port on the vSwitch."""
+        if self._leg_vpc() == router.vpc_id:
+            return
+        vpc_cidr, router_end, slb_end = self._plug_leg(router, check_leg_ifname(self.lb_id), resource)
+        with self.namespace.ipr() as ipr:
+            _add_route(ipr, dst=str(vpc_cidr), gateway=str(router_end), table=CHECK_LEG_TABLE)
+            try:
+                ipr.rule("add", src=str(slb_end), src_len=32, table=CHECK_LEG_TABLE, priority=CHECK_LEG_TABLE)
+            except NetlinkError as exc:
+                if exc.code != EEXIST:
+                    raise
+
+    def _plug_leg(self, router: VpcRouter, router_ifname: str, resource: str
+                  ) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        """The veth ``eth1`` ↔ ``router_ifname`` on a free /30 of 100.64.0.0/10: (VPC block, router end, SLB end).
+        Call under the lab lock (the free index is read from the router's ports)."""
         vpc_cidr = router.cidr()
         if vpc_cidr is None:
             raise NotFoundError(f"{resource}: VPC {router.vpc_id} does not exist")
@@ -294,19 +346,21 @@ class SlbInstance:
         leg = model.free_leg_index(used)
         net = model.leg_network(leg)
         router_end, slb_end = net.network_address + 1, net.network_address + 2
-        Veth(router.namespace, self.lb_id, self.namespace, LEG_IFNAME).ensure(
+        Veth(router.namespace, router_ifname, self.namespace, LEG_IFNAME).ensure(
             alias=format_alias(leg=str(leg), slb=self.lb_id))
         Veth(self.namespace, LEG_IFNAME, self.namespace, LEG_IFNAME).set_alias(
             format_alias(vpc=router.vpc_id, slb=self.lb_id))
         with router.namespace.ipr() as ipr:
-            ensure_address(ipr, self.lb_id, ipaddress.IPv4Interface(f"{router_end}/30"))
+            ensure_address(ipr, router_ifname, ipaddress.IPv4Interface(f"{router_end}/30"))
         with self.namespace.ipr() as ipr:
             ensure_address(ipr, LEG_IFNAME, ipaddress.IPv4Interface(f"{slb_end}/30"))
-            try:
-                ipr.route("add", dst=str(vpc_cidr), gateway=str(router_end))
-            except NetlinkError as exc:
-                if exc.code != EEXIST:
-                    raise
+        return vpc_cidr, router_end, slb_end
+
+    def leg_address(self) -> str | None:
+        """The SLB's 100.64 address (its end of the leg), where its health checks come from; None without a leg."""
+        with self.namespace.ipr() as ipr:
+            found = addresses(ipr, LEG_IFNAME)
+        return str(found[0].ip) if found else None
 
     # -- HAProxy --
 
@@ -324,20 +378,7 @@ class SlbInstance:
 
     def master_pid(self) -> int | None:
         """The HAProxy master's PID, if it runs inside this SLB's namespace (never trust a stale pidfile)."""
-        try:
-            pid = int(self.pid_path.read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return None
-        inode = self.namespace.inode()
-        try:
-            if inode is None or os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
-                return None
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return None
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        return pid
+        return process.tracked_pid(self.pid_path, self.namespace.inode())
 
     def ask(self, command: str, timeout: float = 2.0, master: bool = False) -> str:
         """One command on HAProxy's stats socket, or the master's CLI (unix sockets: files, not addresses)."""
@@ -457,8 +498,21 @@ class SlbInstance:
             self.namespace.kill_processes()
         self.pid_path.unlink(missing_ok=True)
 
+    def running(self) -> bool:
+        """The processes its listeners need run: HAProxy for the proxied ones, the checker for the kernel ones."""
+        listeners = [listener for listener, _ in load_listeners(self.lab, self.lb_id)]
+        if any(not in_kernel(lst) for lst in listeners) and self.master_pid() is None:
+            return False
+        if any(in_kernel(lst) and lst.health.enabled for lst in listeners):
+            return slb_l4.checker_pid(self.runtime_dir, self.namespace) is not None
+        return True
+
     def backend_health(self) -> dict[str, list[dict[str, Any]]]:
-        """Listener id → its backends with HAProxy's status and Alibaba's (normal/abnormal/unavailable)."""
+        """Listener id → its backends with Alibaba's status (normal/abnormal/unavailable): the kernel listeners'
+        from their health checker's state, the others' from HAProxy."""
+        return {**slb_l4.backend_health(self.runtime_dir, self.lb_id), **self._haproxy_health()}
+
+    def _haproxy_health(self) -> dict[str, list[dict[str, Any]]]:
         if self.master_pid() is None:
             return {}
         try:
@@ -486,31 +540,15 @@ def haproxy_pids(config_path: Path) -> list[int]:
     Finds an SLB's HAProxy even when its namespace was deleted behind the lab's back (the process then keeps an
     anonymous namespace alive that no name leads to).
     """
-    wanted = str(config_path).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"haproxy" and wanted in argv:
-            found.append(int(entry))
-    return found
+    wanted = str(config_path)
+    return process.find(lambda argv: os.path.basename(argv[0]) == "haproxy" and wanted in argv)
 
 
 def end_leftover_haproxy(lab: str) -> list[int]:
     """SIGKILL every HAProxy of the lab's SLBs (by the configuration path under the lab's state folder)."""
     folder = slb_dir(lab)
-    killed = []
-    for config in folder.glob("lb-*/haproxy.cfg") if folder.exists() else ():
-        for pid in haproxy_pids(config):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-    return killed
+    configs = folder.glob("lb-*/haproxy.cfg") if folder.exists() else ()
+    return process.kill_all([pid for config in configs for pid in haproxy_pids(config)])
 
 
 def slbs(lab: str) -> list[SlbInstance]:
@@ -562,7 +600,8 @@ def plan(lab: str, lb_id: str, resource: str = "") -> tuple[model.LoadBalancerPl
     for listener, _args in load_listeners(lab, lb_id):
         where = resource or f"slb.Listener {listener.listener_id}"
         servers = []
-        for ref in _refs_of(lab, listener, where):
+        refs = [] if listener.forward_port is not None else _refs_of(lab, listener, where)  # a redirect: no backends
+        for ref in refs:
             if ref.server_id not in servers_at:
                 raise NotFoundError(f"{where}: server_id: {ref.server_id} is not an ECS instance or ENI of lab {lab}")
             ip, router = servers_at[ref.server_id]
@@ -594,6 +633,7 @@ def sync_locked(lab: str, lb_id: str, resource: str = "") -> None:
     assert state is not None
     where = resource or f"SLB {lb_id}"
     if state.address_type == "intranet":
+        slb.ensure_check_leg(VpcRouter(lab, state.vpc_id), where)  # a lab made before intranet SLBs had one
         foreign = vpcs - {state.vpc_id}
         if foreign:
             raise ValidationError(where, "server_id", f"backends must be in the SLB's VPC {state.vpc_id}, "
@@ -602,7 +642,36 @@ def sync_locked(lab: str, lb_id: str, resource: str = "") -> None:
         if len(vpcs) > 1:
             raise ValidationError(where, "server_id", f"an SLB's backends are in one VPC, not {sorted(vpcs)}")
         slb.ensure_leg(VpcRouter(lab, next(iter(vpcs))), where)
-    slb.apply_config(model.render_config(lb_plan) if lb_plan.listeners else None)
+    kernel = [p for p in lb_plan.listeners if in_kernel(p.listener)]
+    proxied = tuple(p for p in lb_plan.listeners if not in_kernel(p.listener))
+    source = slb.leg_address()  # the SLB's 100.64 address: checks and layer-7 connections leave from it
+    _sync_kernel(slb, state, lb_plan.address, kernel, source)
+    proxy_plan = model.LoadBalancerPlan(lb_plan.lb_id, lb_plan.address, lb_plan.runtime_dir, proxied, source)
+    slb.apply_config(model.render_config(proxy_plan) if proxied else None)
+
+
+def in_kernel(listener: model.Listener) -> bool:
+    """Layer 4 forwards in the kernel; ``ACKLAB_SLB_L4_TCP=haproxy`` puts tcp listeners back on HAProxy (udp
+    has no other path)."""
+    if listener.protocol == "tcp" and os.environ.get("ACKLAB_SLB_L4_TCP", "kernel") == "haproxy":
+        return False
+    return listener.in_kernel
+
+
+def _sync_kernel(slb: SlbInstance, state: SlbState, address: str, plans: list[model.ListenerPlan],
+                 check_source: str | None) -> None:
+    """The SLB's layer-4 listeners as nftables rules in its backends' VPC router (see ``slb_l4``)."""
+    vpc = state.vpc_id if state.address_type == "intranet" else slb._leg_vpc()
+    router = VpcRouter(slb.lab, vpc) if vpc else None  # an internet SLB without backends has no leg yet
+    leg = None
+    if router is not None and state.address_type == "internet":
+        facts = router.port_facts(slb.lb_id, with_vswitch=False) or {}
+        leg = l4.Leg(slb.lb_id, int(facts["leg"]))
+    args = {listener.listener_id: a for listener, a in load_listeners(slb.lab, slb.lb_id)}
+    items = tuple(l4.L4Listener(p.listener, p.servers, p.acl_entries) for p in plans)
+    plan = l4.L4Plan(slb.lb_id, address, items, leg, check_source)
+    slb_l4.sync(slb.runtime_dir, slb.namespace, plan, args,
+                router.namespace if router is not None else None)
 
 
 def sync(lab: str, lb_ids: Iterable[str], resource: str = "") -> None:
@@ -624,36 +693,61 @@ def _using(lab: str, key: str, value: str) -> list[str]:
 
 
 # --- API operations (each under the lab lock, validated before it changes anything) ----------------------
+#
+# Pulumi creates resources in parallel (the attachments of one server group, the entries of one ACL), and the
+# lab lock is a non-reentrant flock: a read of the shared file taken before the lock would let two writers each
+# add to the same old content, and the later write would drop the earlier one. So the read, the new content,
+# the SLBs to re-sync, the write and the re-sync are one ``_update`` under one hold of the lock.
 
-def _transaction(lab: str, path: Path, new: Any, lb_ids: Iterable[str], resource: str) -> None:
-    """Write ``new`` to ``path`` (None: remove), re-sync the SLBs; on failure restore the old file and config."""
+# old content of a state file (None: absent) → (its new content (None: remove it), the SLBs to re-sync)
+Change = Callable[[Any], tuple[Any, Iterable[str]]]
+
+
+def _store(path: Path, data: Any) -> None:
+    if data is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, data)
+
+
+def _update(lab: str, path: Path, change: Change, resource: str) -> None:
+    """Apply ``change`` to the file at ``path`` and re-sync the SLBs it names, all under one hold of the lab
+    lock (``change`` runs under it too and must not take it: the lock is not reentrant). On failure the old
+    file is restored, and the SLBs already re-synced are re-synced to it."""
     with lab_lock(lab):
         old = _read(path)
-        if new is None:
-            path.unlink(missing_ok=True)
-        else:
-            _write(path, new)
+        new, lb_ids = change(old)  # may raise: nothing has changed yet
+        if new != old:
+            _store(path, new)
+        synced: list[str] = []
         try:
             for lb_id in lb_ids:
                 if SlbInstance(lab, lb_id).namespace.exists():
                     sync_locked(lab, lb_id, resource)
+                    synced.append(lb_id)
         except Exception:
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                _write(path, old)
+            _store(path, old)
+            for lb_id in synced:  # best effort: the error to report is the one that made us roll back
+                with contextlib.suppress(Exception):
+                    sync_locked(lab, lb_id, resource)
             raise
 
 
 def put_listener(lab: str, listener: model.Listener, args: dict[str, Any], resource: str) -> None:
-    others = [other for other, _ in load_listeners(lab, listener.load_balancer_id)]
-    model.check_port_clash(resource, listener, [o for o in others if o.listener_id != listener.listener_id])
-    _transaction(lab, _listener_path(lab, listener.load_balancer_id, listener.protocol, listener.frontend_port),
-                 args, [listener.load_balancer_id], resource)
+    lb_id = listener.load_balancer_id
+
+    def change(_old: Any) -> tuple[Any, list[str]]:
+        # the other listeners are read under the lock: two listeners created together both see each other
+        others = [other for other, _ in load_listeners(lab, lb_id) if other.listener_id != listener.listener_id]
+        model.check_port_clash(resource, listener, others)
+        model.check_forward_target(resource, listener, others)
+        return args, [lb_id]
+
+    _update(lab, _listener_path(lab, lb_id, listener.protocol, listener.frontend_port), change, resource)
 
 
 def delete_listener(lab: str, lb_id: str, protocol: str, port: int) -> None:
-    _transaction(lab, _listener_path(lab, lb_id, protocol, port), None, [lb_id], f"slb.Listener {lb_id}")
+    _update(lab, _listener_path(lab, lb_id, protocol, port), lambda _old: (None, [lb_id]), f"slb.Listener {lb_id}")
 
 
 def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, Any] | None:
@@ -661,6 +755,7 @@ def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, A
 
 
 def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) -> None:
+    """An early, clear error for an unknown server (the re-sync checks again, under the lock)."""
     known = _server_index(lab)
     for ref in refs:
         if ref.server_id not in known:
@@ -672,11 +767,11 @@ def put_backend_servers(lab: str, lb_id: str, refs: tuple[model.BackendRef, ...]
     if not SlbInstance(lab, lb_id).namespace.exists():
         raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
     data = {"servers": [{"server_id": r.server_id, "weight": r.weight, "type": r.type} for r in refs]}
-    _transaction(lab, _backends_path(lab, lb_id), data, [lb_id], resource)
+    _update(lab, _backends_path(lab, lb_id), lambda _old: (data, [lb_id]), resource)
 
 
 def delete_backend_servers(lab: str, lb_id: str) -> None:
-    _transaction(lab, _backends_path(lab, lb_id), None, [lb_id], f"slb.BackendServer {lb_id}")
+    _update(lab, _backends_path(lab, lb_id), lambda _old: (None, [lb_id]), f"slb.BackendServer {lb_id}")
 
 
 def backend_servers(lab: str, lb_id: str) -> list[dict[str, Any]] | None:
@@ -689,8 +784,8 @@ def create_server_group(lab: str, group_id: str, lb_id: str, name: str, resource
         raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
     with lab_lock(lab):
         existing = _read(_group_path(lab, group_id))
-        _write(_group_path(lab, group_id), {"load_balancer_id": lb_id, "name": name,
-                                            "servers": existing["servers"] if existing else []})
+        write_json(_group_path(lab, group_id), {"load_balancer_id": lb_id, "name": name,
+                                                "servers": existing["servers"] if existing else []})
 
 
 def server_group(lab: str, group_id: str) -> dict[str, Any] | None:
@@ -698,36 +793,47 @@ def server_group(lab: str, group_id: str) -> dict[str, Any] | None:
 
 
 def delete_server_group(lab: str, group_id: str) -> None:
-    group = _read(_group_path(lab, group_id))
-    if group is None:
-        return
-    _transaction(lab, _group_path(lab, group_id), None, [group["load_balancer_id"]], f"slb.ServerGroup {group_id}")
+    def change(group: Any) -> tuple[Any, list[str]]:
+        return None, ([group["load_balancer_id"]] if group else [])
+
+    _update(lab, _group_path(lab, group_id), change, f"slb.ServerGroup {group_id}")
+
+
+def with_server(group: dict[str, Any], ref: model.BackendRef) -> dict[str, Any]:
+    """The group with ``ref`` in it (replacing the server on the same port: an update of its weight)."""
+    servers = [s for s in group["servers"] if (s["server_id"], s["port"]) != (ref.server_id, ref.port)]
+    servers.append({"server_id": ref.server_id, "port": ref.port, "weight": ref.weight, "type": ref.type})
+    return {**group, "servers": servers}
+
+
+def without_server(group: dict[str, Any], server_id: str, port: int) -> dict[str, Any]:
+    return {**group, "servers": [s for s in group["servers"] if (s["server_id"], s["port"]) != (server_id, port)]}
 
 
 def attach_server(lab: str, group_id: str, ref: model.BackendRef, resource: str) -> None:
     _check_servers(lab, [ref], resource)
-    group = _read(_group_path(lab, group_id))
-    if group is None:
-        raise NotFoundError(f"{resource}: server_group_id: {group_id} does not exist")
-    servers = [s for s in group["servers"] if (s["server_id"], s["port"]) != (ref.server_id, ref.port)]
-    servers.append({"server_id": ref.server_id, "port": ref.port, "weight": ref.weight, "type": ref.type})
-    _transaction(lab, _group_path(lab, group_id), {**group, "servers": servers}, [group["load_balancer_id"]],
-                 resource)
+
+    def change(group: Any) -> tuple[Any, list[str]]:
+        if group is None:
+            raise NotFoundError(f"{resource}: server_group_id: {group_id} does not exist")
+        return with_server(group, ref), [group["load_balancer_id"]]
+
+    _update(lab, _group_path(lab, group_id), change, resource)
 
 
 def detach_server(lab: str, group_id: str, server_id: str, port: int) -> None:
-    group = _read(_group_path(lab, group_id))
-    if group is None:
-        return
-    servers = [s for s in group["servers"] if (s["server_id"], s["port"]) != (server_id, port)]
-    _transaction(lab, _group_path(lab, group_id), {**group, "servers": servers}, [group["load_balancer_id"]],
-                 f"slb.ServerGroupServerAttachment {group_id}:{server_id}:{port}")
+    def change(group: Any) -> tuple[Any, list[str]]:
+        if group is None:
+            return None, []  # the group is gone, and its servers with it
+        return without_server(group, server_id, port), [group["load_balancer_id"]]
+
+    _update(lab, _group_path(lab, group_id), change, f"slb.ServerGroupServerAttachment {group_id}:{server_id}:{port}")
 
 
 def create_acl(lab: str, acl_id: str, name: str) -> None:
     with lab_lock(lab):
         existing = _read(_acl_path(lab, acl_id))
-        _write(_acl_path(lab, acl_id), {"name": name, "entries": existing["entries"] if existing else {}})
+        write_json(_acl_path(lab, acl_id), {"name": name, "entries": existing["entries"] if existing else {}})
 
 
 def acl(lab: str, acl_id: str) -> dict[str, Any] | None:
@@ -735,33 +841,38 @@ def acl(lab: str, acl_id: str) -> dict[str, Any] | None:
 
 
 def delete_acl(lab: str, acl_id: str) -> None:
-    users = _using(lab, "acl_id", acl_id)
-    if users:
-        raise LabError(f"slb.Acl {acl_id}: still used by listeners of {', '.join(users)}")
-    with lab_lock(lab):
-        _acl_path(lab, acl_id).unlink(missing_ok=True)
+    def change(_old: Any) -> tuple[Any, list[str]]:
+        users = _using(lab, "acl_id", acl_id)  # under the lock: no listener can start using it meanwhile
+        if users:
+            raise LabError(f"slb.Acl {acl_id}: still used by listeners of {', '.join(users)}")
+        return None, []
+
+    _update(lab, _acl_path(lab, acl_id), change, f"slb.Acl {acl_id}")
+
+
+def with_acl_entry(data: dict[str, Any], entry: str, comment: str | None) -> dict[str, Any]:
+    """The ACL with ``entry`` added (its comment replaced), or removed if ``comment`` is None."""
+    entries = {k: v for k, v in data["entries"].items() if k != entry}
+    if comment is not None:
+        entries[entry] = comment
+    return {**data, "entries": entries}
 
 
 def set_acl_entry(lab: str, acl_id: str, entry: str, comment: str | None, resource: str) -> None:
-    data = _read(_acl_path(lab, acl_id))
-    if data is None:
-        raise NotFoundError(f"{resource}: acl_id: {acl_id} does not exist")
-    entries = dict(data["entries"])
-    if comment is None:
-        entries.pop(entry, None)
-    else:
-        entries[entry] = comment
-    _transaction(lab, _acl_path(lab, acl_id), {**data, "entries": entries}, _using(lab, "acl_id", acl_id), resource)
+    """Add (or, ``comment`` None, remove) one entry; the SLBs whose listeners use the ACL follow."""
+    def change(data: Any) -> tuple[Any, list[str]]:
+        if data is None:
+            if comment is None:
+                return None, []  # removing an entry of an ACL that is gone: nothing is left to remove
+            raise NotFoundError(f"{resource}: acl_id: {acl_id} does not exist")
+        return with_acl_entry(data, entry, comment), _using(lab, "acl_id", acl_id)
+
+    _update(lab, _acl_path(lab, acl_id), change, resource)
 
 
 def put_certificate(lab: str, cert_id: str, certificate: str, private_key: str) -> None:
-    path = _cert_path(lab, cert_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)  # a private key: root only
-    with os.fdopen(fd, "w") as f:
-        f.write(certificate.strip() + "\n" + private_key.strip() + "\n")
-    os.replace(tmp, path)
+    # a private key: root only
+    write_atomic(_cert_path(lab, cert_id), certificate.strip() + "\n" + private_key.strip() + "\n", mode=0o600)
 
 
 def certificate_exists(lab: str, cert_id: str) -> bool:
@@ -769,7 +880,8 @@ def certificate_exists(lab: str, cert_id: str) -> bool:
 
 
 def delete_certificate(lab: str, cert_id: str) -> None:
-    users = _using(lab, "server_certificate_id", cert_id)
-    if users:
-        raise LabError(f"slb.ServerCertificate {cert_id}: still used by listeners of {', '.join(users)}")
-    _cert_path(lab, cert_id).unlink(missing_ok=True)
+    with lab_lock(lab):  # the users check and the removal together: no listener can start using it meanwhile
+        users = _using(lab, "server_certificate_id", cert_id)
+        if users:
+            raise LabError(f"slb.ServerCertificate {cert_id}: still used by listeners of {', '.join(users)}")
+        _cert_path(lab, cert_id).unlink(missing_ok=True)

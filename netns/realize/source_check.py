@@ -11,23 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from netns.kernel import rules
 from netns.kernel.namespace import Namespace
 from netns.model import source_check as model
-from netns.model.errors import LabError
 
 Pending = list[tuple[str, model.Address]]
 
 
 def _nft(namespace: Namespace, text: str, check: bool = True) -> bool:
-    result = namespace.run(["nft", "-f", "-"], input=text, check=False)
-    if result.returncode != 0 and check:
-        raise LabError(f"source check in {namespace.name}: nft refused: {result.stderr.strip()}")
-    return result.returncode == 0
+    if check:
+        rules.nft(namespace, text, f"source check in {namespace.name}")
+        return True
+    return rules.try_nft(namespace, text) is None
 
 
 def install(namespace: Namespace) -> None:
     """Create the table, sets and rules, once (re-declaring would duplicate the rules)."""
-    if namespace.run(["nft", "list", "table", "bridge", model.TABLE], check=False).returncode != 0:
+    if not rules.nft_table_exists(namespace, "bridge", model.TABLE):
         _nft(namespace, model.table_text())
 
 

@@ -27,7 +27,7 @@ from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model.errors import NotFoundError
 from netns.model.names import is_cloud_id, mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, source_check, state_dir, words
+from netns.realize import alias_addresses, format_alias, lab_lock, parse_alias, source_check, state_dir
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,11 @@ class VpcRouter:
         return [VSwitch(self, name) for name in sorted(names)]
 
     def delete(self) -> None:
-        self.namespace.remove()
-        for leftover in state_dir(self.lab).glob(f"{self.vpc_id}.*"):
-            leftover.unlink(missing_ok=True)  # the router's last applied ruleset
+        # under the lab lock: its state files (applied ruleset, deferred unbinds) are read and rewritten under it
+        with lab_lock(self.lab):
+            self.namespace.remove()
+            for leftover in state_dir(self.lab).glob(f"{self.vpc_id}.*"):
+                leftover.unlink(missing_ok=True)  # the router's last applied ruleset
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class VSwitch:
         used = set()
         for text in port_aliases(self.router.namespace, index).values():
             facts = parse_alias(text)
-            used |= {ipaddress.IPv4Address(a) for a in (facts.get("ip", ""), *words(facts, "secondary")) if a}
+            used |= {ipaddress.IPv4Address(a) for a in (facts.get("ip", ""), *alias_addresses(facts)) if a}
         return used
 
     def delete(self) -> None:

@@ -2,7 +2,8 @@
 
 - ``LabUnderTest.up`` runs the default lab's program (`__main__.py`) under a stack of its own (a unique lab name,
   a private file backend, so it runs beside `make up`'s default lab and other tests' labs), then the playbook
-  with the default lab's manifests. ``down`` destroys the stack and removes whatever is left of the lab.
+  with the default lab's manifests and `acklab wait`, as `make up` does; right after the wait it sends one request
+  through each SLB listener (``first_requests``). ``down`` destroys the stack and removes whatever is left of the lab.
 - ``NetnsBackend`` is a testinfra backend that runs each command under ``nsenter --net=/run/netns/NAME``
   (the network namespace only: the host's files and tools stay visible), so tests use testinfra's modules
   (``host.run``, ``host.addr``, ``host.socket``, ``host.interface``) in an ECS, a node or a pod.
@@ -29,7 +30,7 @@ from netns.model.security_group import Rule
 from netns.realize import security_group as sg
 from tests.e2e.test_k8s_ansible import playbook
 from tests.e2e.test_pulumi_up import PROJECT, Stack, temp_project
-from tests.labtools import clean_lab, wait_for
+from tests.labtools import clean_lab
 
 # Set to the name of a lab that is already up (e.g. by an enclosing test run) to test it instead of making one.
 LAB_ENV = "ACKLAB_ACCEPTANCE_LAB"
@@ -75,6 +76,9 @@ class LabUnderTest:
     stack: Stack | None = None  # None: the lab was brought up by someone else, who also takes it down
     status: dict = field(default_factory=dict)
     ca_file: Path | None = None  # the CA that signed the acceptance Ingress's certificate (labs this harness made)
+    wait_output: str = ""  # what `acklab wait` said (how long the wait took)
+    # one request through each SLB listener, right after `acklab wait` returned: "name proto:port" → HTTP status
+    first_requests: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def up(cls, lab: str, workdir: Path) -> LabUnderTest:
@@ -86,7 +90,10 @@ class LabUnderTest:
             stack.run("config", "set", "acklab:manifests", str(manifests))  # its LoadBalancer Services → SLBs
             stack.run("up", "--yes")
             playbook(stack, manifests)
-            made.wait_for_load_balancers()
+            made.refresh()  # the SLBs and their listeners, read before the wait so that nothing comes between
+            made.wait_until_serving()  # make up's last step
+            made.first_requests = made.request_each_slb()  # right after it, before any test: no retry, no wait
+            made.refresh()  # what the tests read: the lab as it serves
         except BaseException:
             made.down()
             raise
@@ -134,16 +141,41 @@ class LabUnderTest:
                                 check=True, timeout=60)
         self.status = json.loads(result.stdout)
 
-    def wait_for_load_balancers(self, timeout: float = 90) -> None:
-        """Until every SLB backend is healthy (as a user waits for a Service's load balancer): the SLBs exist
-        from `pulumi up` on, their NodePorts answer once kube-proxy's rules and the pods (nginx) are there, and
-        a backend counts as up after the listener's rise count of successful checks."""
-        def healthy() -> bool:
-            self.refresh()
-            rows = [b for lb in self.status["slbs"] for lst in lb["listeners"] for b in lst["backends"]]
-            return bool(rows) and all(b["status"] == "normal" for b in rows)
+    def wait_until_serving(self, timeout: float = 90) -> None:
+        """`acklab wait`, as `make up` runs it after the playbook: until every SLB listener has a healthy backend
+        and answers a request, and every pod answers (the SLBs exist from `pulumi up` on, but their NodePorts
+        answer only once kube-proxy's rules and the pods are there, and a backend counts as up after the listener's
+        rise count of successful health checks)."""
+        result = subprocess.run([ACKLAB, "wait", "--lab", self.name, "--timeout", str(timeout)], capture_output=True,
+                                text=True, check=False, timeout=timeout + 60)
+        assert result.returncode == 0, f"acklab wait failed (exit {result.returncode}):\n{result.stderr}"
+        self.wait_output = result.stdout.strip()
 
-        wait_for(healthy, "every SLB backend healthy", timeout=timeout)
+    def request_each_slb(self) -> dict[str, str]:
+        """One request through every listener of every SLB (HTTP status, ``000``: no answer), from the lab's
+        internet for internet SLBs and from an ECS of the SLB's VPC for intranet ones. Port 443 asks the
+        harness's TLS host with its CA (the Ingress's catch-all server refuses TLS without a known name).
+        Uses the status as last read (``refresh``)."""
+        statuses = {}
+        for lb in self.status["slbs"]:
+            client = self.host(self.slb_client(lb))
+            for listener in lb["listeners"]:
+                port = listener["frontend_port"]
+                if port == 443 and self.ca_file is not None:
+                    url = f"https://{TLS_HOST}/hostname"
+                    args = f"--resolve {TLS_HOST}:443:{lb['address']} --cacert {self.ca_file}"
+                else:
+                    url, args = f"http://{lb['address']}:{port}/hostname", ""
+                answer = client.run(f"curl -s -o /dev/null --max-time 3 -w '%{{http_code}}' {args} {url}")
+                statuses[f"{lb['name']} {listener['protocol']}:{port}"] = answer.stdout.strip() or "000"
+        return statuses
+
+    def slb_client(self, lb: dict) -> str:
+        """Where a client of the SLB is: the lab's internet, or (intranet) the first ECS in the SLB's VPC."""
+        if lb["address_type"] == "internet":
+            return f"acklab-{self.name}-internet"
+        vswitches = {vsw["id"] for vpc in self.status["vpcs"] if vpc["id"] == lb["vpc_id"] for vsw in vpc["vswitches"]}
+        return next(e["netns"] for e in self.status["ecs"] if e["vswitch_id"] in vswitches)
 
     # what the lab holds
     def ecs(self, name: str) -> dict:

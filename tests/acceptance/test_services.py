@@ -66,6 +66,18 @@ def test_node_to_service(lab_up, host_of, protocol):
     assert answers <= web_names(lab_up) and len(answers) >= 2
 
 
+def test_each_slb_answers_right_after_make_up(lab_up):
+    """`make up` returns when the lab serves: the harness brought the lab up as `make up` does (its last step,
+    `acklab wait`) and at once, before any test and without retrying, sent one request through every listener of
+    every SLB from the lab's internet (harness ``request_each_slb``)."""
+    if lab_up.stack is None:
+        pytest.skip("the lab was not brought up by this harness: nothing was measured right after its bring-up")
+    listeners = sum(len(lb["listeners"]) for lb in lab_up.status["slbs"])
+    assert listeners >= 3 and len(lab_up.first_requests) == listeners, lab_up.first_requests  # 2 SLBs, 3 listeners
+    failed = {name: status for name, status in lab_up.first_requests.items() if status != "200"}
+    assert not failed, f"requests right after `acklab wait` ({lab_up.wait_output}) failed: {failed}"
+
+
 def test_internet_to_slb_nodeport_to_pod(lab_up, host_of):
     svc = service(lab_up, "demo", "web-public")
     address, port = svc["load_balancer"], port_of(svc, "tcp")["port"]

@@ -30,7 +30,7 @@ from tests.labtools import ProbeServer, ping, probe_tcp, wait_for
 pytestmark = pytest.mark.e2e
 # What a complete `pulumi up` of __main__.py (datapath terway-eniip, no manifests) records as custom resources:
 # vpc, 3 vSwitches, 3 ECS, 2 pod ENIs and their 2 attachments, sg-ecs with 3 rules, sg-pods with 4 rules (20),
-# and the dynamic provider.
+# and the default `alicloud` provider (pulumi:providers:alicloud).
 DEFAULT_LAB_RESOURCES = 21
 
 

@@ -12,10 +12,11 @@ pytestmark = pytest.mark.e2e
 
 # A vSwitch id names the vSwitch's bridge: an id of 20 characters cannot name a Linux interface (15 at most).
 OVERLONG_VSWITCH_ID = """
-from netns import ecs, vpc
+from pulumi_alicloud import ecs, vpc
 network = vpc.Network("vpc", cidr_block="192.168.0.0/16")
 vsw = vpc.Switch("vsw", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="cn-hangzhou-h")
-ecs.Instance("e", vswitch_id="vsw-0123456789abcdef", private_ip="192.168.1.10")
+ecs.Instance("e", vswitch_id="vsw-0123456789abcdef", private_ip="192.168.1.10", instance_type="ecs.g7.large",
+             image_id="ubuntu_22_04_x64_20G_alibase_20240130.vhd")
 """
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -44,17 +43,21 @@ class Stack:
                        check=True, capture_output=True)
 
 
-def temp_project(tmp_path: Path, program: str) -> Path:
-    """A Pulumi project of its own (same virtualenv) for a test program."""
+def temp_project(tmp_path: Path, program: str, plugins: tuple[str, ...] = ("alicloud",)) -> Path:
+    """A Pulumi project of its own (same virtualenv) for a test program; it names acklab's alicloud plugin as the
+    lab's projects do (no "from $PATH" warning), and any other provider plugin in .venv/bin given in ``plugins``
+    (e.g. "kubernetes", built by scripts/build-k8s-provider.sh): the engine then never downloads them."""
     project = tmp_path / "project"
     project.mkdir()
+    providers = "".join(f"\n    - name: {name}\n      path: {VENV}/bin" for name in plugins)
     (project / "Pulumi.yaml").write_text(textwrap.dedent(f"""\
         name: acklab-test
         runtime:
           name: python
           options:
             virtualenv: {VENV}
-        """))
+        plugins:
+          providers:""") + providers + "\n")
     (project / "__main__.py").write_text(program)
     return project
 
@@ -91,23 +94,3 @@ def test_drift_is_seen_by_refresh_and_repaired_by_up(stack, lab):
     repaired = stack.outputs()["instances"]["ecs-3"]
     assert repaired["private_ip"] == "192.168.2.10"
     assert ping(stack.outputs()["instances"]["ecs-1"]["netns"], "192.168.2.10")
-
-
-BAD_PROGRAM = """
-from netns import ecs, vpc
-network = vpc.Network("vpc", cidr_block="192.168.0.0/16")
-ok = vpc.Switch("ok", vpc_id=network.id, cidr_block="192.168.1.0/24", zone_id="z1")
-bad = vpc.Switch("bad", vpc_id=network.id, cidr_block="10.9.0.0/24", zone_id="z1")
-ecs.Instance("e", vswitch_id=ok.id, private_ip="192.168.1.10")
-"""
-
-
-def test_bad_input_is_one_clear_error_and_nothing_is_made(lab, tmp_path):
-    stack = Stack(temp_project(tmp_path, BAD_PROGRAM), lab, tmp_path)
-    stack.init()
-    result = stack.run("up", "--yes", check=False)
-    assert result.returncode != 0
-    assert "vpc.Switch 'bad': cidr_block: 10.9.0.0/24 is not inside the VPC's cidr_block 192.168.0.0/16" in \
-        result.stdout + result.stderr
-    assert list_namespaces(mark(lab)) == []
-    assert not os.path.exists(f"/run/netns/{mark(lab)}")

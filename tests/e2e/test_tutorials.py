@@ -29,7 +29,8 @@ import pytest
 from tests.e2e.test_pulumi_up import PROJECT, VENV
 from tests.labtools import clean_lab
 
-pytestmark = pytest.mark.e2e
+# slow (6 min: three labs brought up and down): run by `make acceptance`, not `make test`
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TUTORIALS = sorted((PROJECT / "docs" / "tutorials").glob("*.md"))
 DEFAULT_LAB = "tutorial"

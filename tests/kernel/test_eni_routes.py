@@ -96,3 +96,29 @@ def test_instance_secondary_private_ips_are_claimed_and_source_checked(vpc, lab)
     assert ping(other.namespace.name, "192.168.1.30")
     assert not ping(other.namespace.name, "192.168.1.31")  # not assigned: the source check drops replies
     assert node.read().secondary_private_ips == ("192.168.1.30",)
+
+
+def test_an_eni_holds_thirty_secondary_ips_and_gives_back_any_of_them(vpc, lab):
+    # Terway's quota on ecs.g7.4xlarge: 30 secondary IPs on one ENI, more than a plain list fits in its alias
+    # (the ENI in the other vSwitch, as Terway's pod vSwitch: its addresses leave by its own port)
+    router, vsw_a, vsw_b = vpc
+    node = EcsInstance(lab, "i-0000000a", "eni-0000000a")
+    node.create(vsw_a, "192.168.1.10", "test")
+    peer = EcsInstance(lab, "i-0000000b", "eni-0000000b")
+    peer.create(vsw_b, "192.168.2.50", "test")
+    eni = NetworkInterface(lab, "eni-000000e2")
+    eni.create(vsw_b, "test", "192.168.2.100", (), 0, ())
+    eni.attach(node.namespace, "i-0000000a", "test")
+    taken = eni.assign_ips(30, "terway ENI")
+    assert len(set(taken)) == 30 and eni.read().secondary_ips == taken
+    eni.unassign_ips(taken[1::2])  # every other one back: the scattered worst case for the alias
+    kept = taken[0::2]
+    assert eni.read().secondary_ips == kept
+    assert {ipaddress.IPv4Address(a) for a in kept} <= vsw_b.used_addresses()
+    assert not {ipaddress.IPv4Address(a) for a in taken[1::2]} & vsw_b.used_addresses()
+    node.namespace.sysctl("net.ipv4.ip_forward", 1)
+    node.namespace.run(["ip", "addr", "add", f"{kept[-1]}/32", "dev", "lo"])
+    assert ping(peer.namespace.name, kept[-1]), "the last address of the packed list is delivered and bound"
+    assert eni.assign_ips(2, "terway ENI") == tuple(taken[1:4:2])  # the lowest free ones again
+    eni.delete()
+    assert "eni-000000e2" not in source_check.bound(router.namespace)

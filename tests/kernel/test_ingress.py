@@ -180,8 +180,9 @@ SLB_ID = "lb-0000e001"
 
 
 class Lab:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, extra: tuple[dict, ...] = ()) -> None:
         self.name = name
+        self.extra = extra  # more manifests (tests/kernel/test_ingress_annotations.py)
         self.backends: list[HttpBackend] = []
         self.network, self.nodes, self.ecs3 = k.build_cluster(self.name, "terway-eniip")
         for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):  # the ECS's vSwitch may reach pods
@@ -189,7 +190,7 @@ class Lab:
         self.ca = mint_ca()
         cert, key = mint_certificate(self.ca, ["secure.test"])
         self.secret = tls_secret("demo", "secure-tls", cert, key)
-        self.changes = apply(self.network, manifests(3, self.secret))
+        self.changes = apply(self.network, manifests(3, self.secret, extra))
         for name in BACKENDS:
             record = self.pod(name)
             self.backends.append(HttpBackend(record.netns, name, 9000))
@@ -197,9 +198,11 @@ class Lab:
 
     def _slb(self) -> str:
         """An internet SLB in front of the controllers' LoadBalancer Service: a tcp listener per port to its
-        NodePort on both nodes, which admit the SLB's 100.64.0.0/10 source on node ports."""
-        sg.add_rule(self.name, k.NODE_SG, parse_rule("test", "sgr-0000e001", type="ingress", ip_protocol="tcp",
-                                                     port_range="30000/32767", cidr_ip="100.64.0.0/10"))
+        NodePort on both nodes, which admit on node ports the SLB's health checks from 100.64.0.0/10 and the
+        clients themselves (a tcp listener forwards in the kernel: the node sees the client's own address)."""
+        for rule_id, cidr in (("sgr-0000e001", "100.64.0.0/10"), ("sgr-0000e002", str(slb_model.INTERNET))):
+            sg.add_rule(self.name, k.NODE_SG, parse_rule("test", rule_id, type="ingress", ip_protocol="tcp",
+                                                         port_range="30000/32767", cidr_ip=cidr))
         allocations = apiserver.allocate(self.name, [CONTROLLER_LB])
         lb = slb_realize.SlbInstance(self.name, SLB_ID)
         address = lb.create("internet", None, None, "test slb", "ingress")
@@ -250,7 +253,8 @@ class Entry(list):
 def entry(request, ilab):
     if request.param == "vpc-ecs-to-pod-ips":
         return Entry([(ilab.ecs3.namespace.name, c.ip) for c in ilab.controllers()], {ECS3})
-    # SLB (a TCP proxy) → NodePort → kube-proxy (masquerade, externalTrafficPolicy Cluster): nginx sees a node
+    # SLB (kernel DNAT, client kept) → NodePort → kube-proxy (masquerade, externalTrafficPolicy Cluster): nginx
+    # sees a node
     nodes = {n.ip for n in ilab.network.nodes}
     return Entry([(slb_realize.InternetSegment(ilab.name).namespace.name, ilab.slb_address)], nodes)
 
@@ -331,7 +335,11 @@ def test_requests_spread_over_replicas(ilab, entry):
     for client, address in entry:
         seen = [who(get(client, address, "spread.test", "/hostname")) for _ in range(12)]
         counts = {name: seen.count(name) for name in web}
-        assert set(seen) == set(web) and min(counts.values()) >= 3, counts  # round robin over the 3 pods
+        # each nginx worker of each controller pod keeps its own round robin, and the kernel (and the SLB) decide
+        # which worker gets a connection: per worker the pods' counts differ by at most one, so overall by at
+        # most the number of workers; one worker with 3 requests already meets every pod
+        balancers = len(ilab.controllers()) * (os.cpu_count() or 1)
+        assert set(seen) == set(web) and max(counts.values()) - min(counts.values()) <= balancers, counts
 
 
 def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab, entry):
@@ -446,7 +454,8 @@ def test_watch_applies_manifest_changes_and_survives_bad_ones(ilab, entry, tmp_p
     (folder / "lab.yaml").write_text(yaml.safe_dump_all([*docs, watched, ingress("x", [rule("BAD", ("/", "Prefix",
                                                                                                    "a"))])]))
     ctl.watch(ilab.name, folder, interval=0, rounds=1)
-    assert "not applied, the running configuration is kept: Ingress 'demo/x'" in capsys.readouterr().err
+    # the invalid Ingress alone is left out (reported); the others are served
+    assert "Ingress rejected, not served: Ingress 'demo/x'" in capsys.readouterr().err
     for client, address in entry:
         assert who(get(client, address, "watched.test", "/")) == "d"
     (folder / "lab.yaml").write_text(yaml.safe_dump_all(docs))

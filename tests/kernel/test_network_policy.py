@@ -8,6 +8,9 @@ Pods a and c run on node-1, b on node-2: every matrix has same-node and cross-no
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -266,3 +269,55 @@ ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]""")
         assert not reach(records["y/a"].netns, cluster_ip, 80)
     finally:
         sync("")
+
+
+SECOND_AGENT = ["FORWARD", "-m", "comment", "--comment", "second-agent"]  # no target: counts packets, decides nothing
+ONLY_X_B = k8s("x-a-allows-b", "x", """
+podSelector: {matchLabels: {pod: a}}
+ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]""")
+
+
+def _keep_trying(h: t.Harness, src: str, dst: str, timeout: float, stop: threading.Event) -> list[bool]:
+    """New connections from ``src`` to ``dst`` one after another until ``stop``; whether each was established."""
+    results = []
+    while not stop.is_set():
+        results.append(t.probe(h.records[src].netns, h.records[dst].ip, "TCP", 80, timeout=timeout))
+    return results
+
+
+def test_moving_the_jump_back_first_lets_no_forbidden_connection_through(harness):
+    """A second agent prepends a rule to FORWARD before every apply, so every apply moves our jump back first,
+    while new connections the policy forbids are tried without pause: none may be established meanwhile, and the
+    allowed one always is. Moving the jump with two commands (delete, then insert) opened a gap between them
+    in which FORWARD had no jump and forwarded everything."""
+    harness.apply(ONLY_X_B)
+    node = Namespace(harness.network.node("node-1").netns)  # x/a's node: its ingress policy is enforced there
+    forbidden = ["y/a", "x/c", "y/b"]  # same node, same namespace, across nodes
+    stop = threading.Event()
+    rounds = prepended = 0
+    try:
+        with ThreadPoolExecutor(max_workers=8 * len(forbidden) + 1) as pool:
+            # a dropped SYN is not sent again within 0.15 s: each try is one packet, about 150 of them a second
+            tries = [pool.submit(_keep_trying, harness, src, "x/a", 0.15, stop) for src in forbidden * 8]
+            allowed = pool.submit(_keep_trying, harness, "x/b", "x/a", 2.0, stop)
+            try:
+                deadline = time.monotonic() + 4.0
+                while time.monotonic() < deadline:
+                    node.run(["iptables", "-I", SECOND_AGENT[0], "1", *SECOND_AGENT[1:]])
+                    prepended += 1
+                    assert harness.apply(ONLY_X_B)  # our jump is no longer first: moved back
+                    rounds += 1
+            finally:
+                stop.set()
+            leaked = sum(sum(f.result()) for f in tries)
+            attempts = sum(len(f.result()) for f in tries)
+            allowed_results = allowed.result()
+        forward = [r for r in node.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() if r.startswith("-A")]
+        assert forward[0] == "-A FORWARD -j cali-FORWARD" and forward.count(forward[0]) == 1
+    finally:
+        for _ in range(prepended):
+            node.run(["iptables", "-D", *SECOND_AGENT], check=False)
+    assert rounds >= 5, f"only {rounds} apply round(s) in 4 s"
+    assert leaked == 0, f"{leaked} of {attempts} forbidden connection(s) established over {rounds} rounds"
+    assert allowed_results and all(allowed_results), f"allowed x/b -> x/a: {allowed_results}"
+    check(harness, ONLY_X_B, "TCP", 80, lambda s, d: d != "x/a" or s == "x/b")

@@ -58,7 +58,8 @@ def test_prune_removes_what_the_checkpoint_does_not_know_and_keeps_the_rest(lab,
     assert {ns.name for ns in list_namespaces(mark(lab))} == {router.namespace.name, ecs[0].namespace.name,
                                                                slbs[0].namespace.name}
     assert {name for name, kind in links_of(router.namespace).items() if kind} == {
-        "vsw-0000000a", "eni-00000001", "eni-0000000e", "eni-0000000ep", "lb-00000001"}  # parked end kept
+        "vsw-0000000a", "eni-00000001", "eni-0000000e", "eni-0000000ep", "lb-00000001",  # parked end kept
+        "hc-00000001"}  # the kept SLB's 100.64 leg (health checks); the pruned one's went with its namespace
     assert not orphan_listener.exists() and slbs[0].read() is not None
     assert sg.load_group(lab, "sg-00000002") is None
     assert [r.rule_id for r in sg.load_group(lab, "sg-00000001").rules] == ["sgr-00000001"]

@@ -135,17 +135,20 @@ def _sessions(site: Site, backend: str, server_id: str) -> int:
     return next(int(r["scur"]) for r in rows if r["pxname"] == backend and r["svname"].startswith(server_id))
 
 
-def test_layer4_hides_the_client_layer7_adds_x_forwarded_for(site):
+def test_layer4_keeps_the_client_address_layer7_adds_x_forwarded_for(site):
     site.set_backends({"b1": 100})
     site.listen(80, "http", x_forwarded_for={"retrive_slb_ip": True, "retrive_slb_id": True,
                                              "retrive_slb_proto": True})
     site.listen(81, "tcp")
     site.listen(82, "http", x_forwarded_for="off")
     status, body, _ = site.get("c1", 80)
-    assert (status, body) == (200, f"b1 peer={VIP} xff={site.client_ips['c1']} SLB-IP={VIP} SLB-ID={LB} "
+    proxy = site.lb.leg_address()  # layer 7 reaches backends from the SLB's 100.64 address, as on Alibaba
+    assert proxy is not None and proxy.startswith("100.64.")
+    assert (status, body) == (200, f"b1 peer={proxy} xff={site.client_ips['c1']} SLB-IP={VIP} SLB-ID={LB} "
                                    "X-Forwarded-Proto=http")
-    assert site.get("c1", 81)[1] == f"b1 peer={VIP} xff=-"  # FullNAT-like: the backend sees the SLB
-    assert site.get("c1", 82)[1] == f"b1 peer={VIP} xff=-"
+    # layer 4 forwards in the kernel (DNAT, no SNAT): the backend sees the client itself, as behind LVS
+    assert site.get("c1", 81)[1] == f"b1 peer={site.client_ips['c1']} xff=-"
+    assert site.get("c1", 82)[1] == f"b1 peer={proxy} xff=-"
 
 
 def test_killed_backend_leaves_rotation_in_time_and_comes_back(site):
@@ -241,10 +244,28 @@ def test_https_terminates_tls_with_a_certificate_the_client_verifies(site, tmp_p
     (tmp_path / "ca.pem").write_text(ca)
     trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
     status, body, _ = site.get("c1", 443, tls=trusted)
-    assert status == 200 and body.startswith(f"b1 peer={VIP} xff={site.client_ips['c1']}")
+    assert status == 200 and body.startswith(f"b1 peer={site.lb.leg_address()} xff={site.client_ips['c1']}")
     assert site.get("c1", 443, tls=ssl.create_default_context()) is None  # an unknown CA is refused
     assert oct(os.stat(realize._cert_path(site.lab, "cert-00000001")).st_mode & 0o777) == "0o600"
 
+
+
+def test_listener_forward_redirects_http_to_the_https_listener(site, tmp_path):
+    ca, cert, key = mint_certificate(VIP)
+    realize.put_certificate(site.lab, "cert-00000002", cert, key)
+    site.set_backends({"b2": 100})
+    redirect = {"listener_forward": "on", "forward_port": 443, "backend_port": None}
+    with pytest.raises(ValidationError, match="has no https listener on port 443"):
+        site.listen(80, "http", **redirect)  # Alibaba's order: the https listener first
+    site.listen(443, "https", server_certificate_id="cert-00000002")
+    site.listen(80, "http", **redirect)
+    status, _, headers = site.get("c1", 80, path="/some/page?q=1")
+    location = {k.lower(): v for k, v in headers.items()}.get("location")
+    assert status == 302 and location == f"https://{VIP}/some/page?q=1", headers
+    (tmp_path / "ca.pem").write_text(ca)
+    trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    assert backend_of(site.get("c1", 443, path="/some/page?q=1", tls=trusted)) == "b2"
+    assert site.health(80) == {}, "a redirecting listener has no backends to check"
 
 def _receive_body(conn) -> bytes:
     data = b""
@@ -256,22 +277,32 @@ def _receive_body(conn) -> bytes:
     return data
 
 
-def test_listener_change_reloads_without_dropping_open_connections(site):
-    site.set_backends({"b1": 100})
-    site.listen(80, "tcp")
-    master = site.lb.master_pid()
+def _held(site: Site, port: int):
     conn = Namespace(site.clients["c1"]).socket()
     conn.settimeout(3)
-    conn.connect((VIP, 80))
+    conn.connect((VIP, port))
+    return conn
+
+
+def test_listener_change_reloads_without_dropping_open_connections(site):
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    conn.sendall(request)
-    assert b"b1 peer=" in _receive_body(conn)
-    site.listen(81, "http")  # a new listener: HAProxy reloads
+    site.set_backends({"b1": 100})
+    site.listen(80, "tcp", scheduler="wlc")  # wlc: still proxied by HAProxy
+    site.listen(82, "tcp")  # in the kernel
+    master = site.lb.master_pid()
+    proxied, forwarded = _held(site, 80), _held(site, 82)
+    for conn in (proxied, forwarded):
+        conn.sendall(request)
+        assert b"b1 peer=" in _receive_body(conn)
+    site.listen(81, "http")  # a new HAProxy listener: HAProxy reloads
+    site.listen(83, "tcp")  # a new kernel listener: the SLB's nftables table is loaded again
     assert site.lb.master_pid() == master  # same master, new worker
-    conn.sendall(request)  # the open connection is still served (by the old worker)
-    assert b"b1 peer=" in _receive_body(conn)
-    conn.close()
+    for conn in (proxied, forwarded):
+        conn.sendall(request)  # the open connections are still served (old worker; conntrack's binding)
+        assert b"b1 peer=" in _receive_body(conn)
+        conn.close()
     assert backend_of(site.get("c1", 81)) == "b1"
+    assert backend_of(site.get("c1", 83)) == "b1"
 
 
 def test_internet_slb_is_reached_from_the_sealed_internet_and_proxies_from_100_64(site, root_unchanged):

@@ -58,3 +58,30 @@ def test_ssh_connection_without_ssh_mode_is_a_clear_error():
     plugin = load_plugin()
     with pytest.raises(AnsibleParserError, match=r"no SSH mode .*python -m acklab.sshmode up --lab nosuchlab0"):
         plugin.InventoryModule()._ssh_hosts("nosuchlab0")
+
+
+def test_pulumi_alicloud_resources_are_hosts_by_type_with_namespaces_named_by_their_ids():
+    """The default lab's stack: ``alicloud:ecs/instance:Instance`` and ``slb.ApplicationLoadBalancer`` carry no
+    namespace output; the namespace follows from the lab (the URN's stack) and the id."""
+    plugin = load_plugin()
+    urn = "urn:pulumi:lab1::acklab::alicloud:{}::{}".format
+    resources = [
+        {"type": "alicloud:ecs/instance:Instance", "id": "i-0000000a", "urn": urn("ecs/instance:Instance", "ecs-1"),
+         "outputs": {"instanceName": "ecs-1", "instanceType": "ecs.g7.large", "privateIp": "192.168.1.10",
+                     "tags": {"ack.aliyun.com": "c-acklab"}, "vswitchId": "vsw-0000000a"}},
+        {"type": "alicloud:ecs/instance:Instance", "id": "i-0000000b", "urn": urn("ecs/instance:Instance", "ecs-3"),
+         "outputs": {"instanceName": "ecs-3", "instanceType": "ecs.g7.large", "privateIp": "192.168.2.10",
+                     "tags": None, "securityGroups": ["sg-0000000a"]}},
+        {"type": "alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer", "id": "lb-0000000a",
+         "urn": urn("slb/applicationLoadBalancer:ApplicationLoadBalancer", "svc"),
+         "outputs": {"loadBalancerName": "kube-system-nginx", "address": "203.0.113.10"}},
+        {"type": "alicloud:vpc/switch:Switch", "id": "vsw-0000000a", "outputs": {"cidr_block": "192.168.1.0/24"}},
+    ]
+    hosts, _ = plugin.classify(resources)
+    assert {name: h["group"] for name, h in hosts.items()} == {"ecs-1": "k8s_nodes", "ecs-3": "ecs",
+                                                               "kube-system-nginx": "slb"}
+    assert hosts["ecs-1"]["vars"]["acklab_netns"] == "acklab-lab1-i-0000000a"
+    assert hosts["ecs-3"]["vars"]["security_groups"] == ["sg-0000000a"]  # the engine records the wire names
+    assert (hosts["ecs-1"]["vars"]["private_ip"], hosts["ecs-1"]["vars"]["vswitch_id"]) == ("192.168.1.10",
+                                                                                           "vsw-0000000a")
+    assert hosts["kube-system-nginx"]["vars"]["acklab_netns"] == "acklab-lab1-lb-0000000a"

@@ -257,8 +257,8 @@ def test_tls_hosts_get_their_certificate_by_sni_and_http_redirects():
     assert len(cert_files) == 2 and cert_files[0].startswith("certs/demo_tls-")
     assert r.files[cert_files[0]].startswith(b"-----BEGIN CERTIFICATE")
     text = r.config.split("# secure.com")[1].split("    }\n")[0]
-    assert "listen 443 ssl;" in text and f"ssl_certificate /run/acklab/lab/ingress/pod/{cert_files[0]};" in text
-    assert 'if ($scheme = "http") { return 308 https://$host$request_uri; }' in text
+    assert "listen 443 ssl http2;" in text and f"ssl_certificate /run/acklab/lab/ingress/pod/{cert_files[0]};" in text
+    assert 'if ($acklab_scheme = "http") { return 308 https://$host$request_uri; }' in text
     plain = r.config.split("# plain.com")[1].split("    }\n")[0]
     assert "443" not in plain and "308" not in plain
     assert "*.wild.com" in r.routes  # a TLS host without rules still gets its server (and certificate)

@@ -4,6 +4,7 @@ import pytest
 
 from netns.model import names
 from netns.model.errors import ValidationError
+from netns.realize import format_alias, pack_addresses, unpack_addresses
 
 
 def test_netns_name_carries_the_mark():
@@ -110,21 +111,6 @@ def test_kernel_layer_refuses_overlong_interface_names():
         Veth(Namespace("a"), "eni-00000001", Namespace("b"), "eth 0")
 
 
-def test_providers_check_references_and_skip_unknown_values():
-    from pulumi.runtime import rpc
-
-    from netns.ecs import InstanceProvider
-    from netns.vpc import SwitchProvider
-
-    news = {"__name": "e", "lab": "l", "vswitch_id": "vsw-0123456789abcdef", "security_groups": ["sg-1", rpc.UNKNOWN],
-            "instance_name": "e"}
-    failures = {(f.property, f.reason) for f in InstanceProvider().check({}, news).failures}
-    assert {prop for prop, _ in failures} == {"vswitch_id", "security_groups"}
-    assert any("at most 15" in reason for _, reason in failures)
-    news = {"__name": "s", "lab": "l", "vpc_id": rpc.UNKNOWN, "cidr_block": "10.0.1.0/24", "zone_id": "z1"}
-    assert SwitchProvider().check({}, news).failures == []
-
-
 def test_eni_facts_that_overflow_the_alias_are_refused_naming_the_biggest_input():
     inputs = {"instance_name": "web", "host_name": "h" * 60, "security_groups": ["sg-00000001"],
               "secondary_private_ips": [f"192.168.1.{n}" for n in range(20, 30)]}
@@ -132,3 +118,36 @@ def test_eni_facts_that_overflow_the_alias_are_refused_naming_the_biggest_input(
         names.check_eni_alias("ecs.Instance 'e'", inputs)
     assert exc.value.field == "secondary_private_ips"
     names.check_eni_alias("ecs.Instance 'e'", {**inputs, "secondary_private_ips": inputs["secondary_private_ips"][:5]})
+
+
+@pytest.mark.parametrize(("ips", "packed"), [
+    ([], ""),
+    (["192.168.3.5"], "192.168.3.5"),
+    (["192.168.3.5", "192.168.3.6", "192.168.3.7", "192.168.3.9"], "192.168.3.5-7,.9"),
+    (["192.168.3.9", "192.168.3.5"], "192.168.3.9,.5"),  # the order is kept
+    (["192.168.3.254", "192.168.3.255", "192.168.4.0", "192.168.4.1"], "192.168.3.254-255,192.168.4.0-1"),
+    (["10.0.0.1", "192.168.3.2", "10.0.0.3"], "10.0.0.1,192.168.3.2,10.0.0.3"),
+])
+def test_secondary_addresses_pack_compactly_and_read_back(ips, packed):
+    assert pack_addresses(ips) == packed
+    assert unpack_addresses(packed) == tuple(ips)
+    assert unpack_addresses(",".join(ips)) == tuple(ips), "the plain comma-separated list reads the same"
+
+
+def test_a_terway_eni_with_thirty_scattered_pod_addresses_fits_its_alias():
+    # ecs.g7.4xlarge: 30 secondary IPs per ENI; every other address taken (the worst order in one /24)
+    scattered = [f"192.168.35.{n}" for n in range(1, 61, 2)]
+    facts = {"ip": "192.168.35.200", "secondary": pack_addresses(scattered), "instance": "i-0123abcd",
+             "device": "2", "sg": "sg-0123abcd", "owner": "terway", "name": "terway-eni"}
+    assert len(format_alias(**facts).encode()) <= 255
+    assert unpack_addresses(facts["secondary"]) == tuple(scattered)
+
+
+def test_a_stable_mac_is_locally_administered_unicast_and_the_same_for_the_same_key():
+    from netns.kernel.link import stable_mac
+
+    mac = stable_mac("lab1/c0000000e")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast
+    assert mac == stable_mac("lab1/c0000000e") != stable_mac("lab2/c0000000e")
+    assert len(mac.split(":")) == 6

@@ -76,15 +76,15 @@ def test_a_slow_slb_fails_only_its_own_row():
 
 def test_markdown_lists_every_figure_with_its_expectation():
     judged = results({"terway-eniip": [9.5, 4.7, 9.0]},
-                     {"terway-eniip": {CLUSTER_IP: [9.5, 4.8, 9.6], SLB: [4.0, 2.0, 4.5]}})
+                     {"terway-eniip": {CLUSTER_IP: [9.5, 4.8, 9.6], SLB: [8.0, 4.0, 8.5]}})
     text = markdown(report_of(judged))
     assert ("| terway-eniip | pod→pod other node | 9.00 | 9.5 / 4.7 / 9.0 | 0.94 | ≥ 0.90 | PASS |  | 125 | 300 | 0 |"
             in text)
     # 9.5/9.5, 4.8/4.7, 9.6/9.0 of the direct path in the same round → median 1.02
     assert ("| terway-eniip | pod→ClusterIP | 9.50 | 9.5 / 4.8 / 9.6 | 0.96 | ≥ 0.90 | PASS | 1.02 | — | 410 | 0 |"
             in text)
-    assert (f"| terway-eniip | client→SLB→pod | 4.00 | 4.0 / 2.0 / 4.5 | 0.40 | ≥ {EXPECTED[SLB]:.2f} | PASS | 0.43 "
+    assert (f"| terway-eniip | client→SLB→pod | 8.00 | 8.0 / 4.0 / 8.5 | 0.80 | ≥ {EXPECTED[SLB]:.2f} | PASS | 0.85 "
             "| — | 410 | 0 |") in text
     assert "n/a" not in text.split("## MTU")[0]
-    assert "userspace TCP proxy" in text  # the SLB's expectation is explained
+    assert "forwards in the kernel" in text  # the SLB's expectation is explained
     assert "| terway-eniip | node→node: node eth0 | 1500 | on | on | on | on | on |" in text

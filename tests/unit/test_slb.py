@@ -38,11 +38,12 @@ def test_defaults_are_pulumi_alicloud_s():
     ({"frontend_port": 65536}, "frontend_port", "from 1 to 65535"),
     ({"backend_port": 70000}, "backend_port", "from 1 to 65535"),
     ({"backend_port": None}, "backend_port", "required when no server_group_id"),
-    ({"protocol": "udp"}, "protocol", "udp listeners are not supported"),
-    ({"protocol": "quic"}, "protocol", "not one of tcp, http, https"),
+    ({"protocol": "udp", "scheduler": "wlc"}, "scheduler", "'wlc' is not built for udp"),
+    ({"protocol": "quic"}, "protocol", "not one of tcp, udp, http, https"),
     ({"protocol": "https"}, "server_certificate_id", "needs a server certificate"),
     ({"server_certificate_id": "cert-00000001"}, "server_certificate_id", "is for https listeners"),
-    ({"scheduler": "tch"}, "scheduler", "not supported"),
+    ({"scheduler": "qch"}, "scheduler", "'qch' (QUIC connection id hash) is not built"),
+    ({"health_check_type": "udp"}, "health_check_type", "are for udp listeners"),
     ({"scheduler": "lc"}, "scheduler", "not one of"),
     ({"health_check_interval": 0}, "health_check_interval", "from 1 to 50"),
     ({"health_check_timeout": 301}, "health_check_timeout", "from 1 to 300"),
@@ -57,7 +58,7 @@ def test_defaults_are_pulumi_alicloud_s():
     ({"sticky_session": "on"}, "sticky_session_type", "not one of insert, server"),
     ({"sticky_session": "on", "sticky_session_type": "insert"}, "cookie_timeout", "from 1 to 86400"),
     ({"sticky_session": "on", "sticky_session_type": "server"}, "cookie", "needs the backend's cookie"),
-    ({"persistence_timeout": 10}, "persistence_timeout", "is for tcp listeners"),
+    ({"persistence_timeout": 10}, "persistence_timeout", "is for tcp/udp listeners"),
     ({"idle_timeout": 61}, "idle_timeout", "from 1 to 60"),
     ({"x_forwarded_for": {"retrive_client_ip": True, "retrieve_x": True}}, "x_forwarded_for", "unknown keys"),
 ])
@@ -90,6 +91,52 @@ def test_port_clash_on_one_load_balancer_only():
     other_lb = model.parse_listener("l3", "lb-0000000b", {"frontend_port": 80, "protocol": "tcp", "backend_port": 1})
     model.check_port_clash("l3", other_lb, [first])
     model.check_port_clash("l", first, [first])  # updating the same listener is no clash
+
+
+def test_a_udp_listener_shares_its_port_with_a_tcp_one_but_not_with_another_udp_one():
+    tcp = model.parse_listener("t", LB, {"frontend_port": 53, "protocol": "tcp", "backend_port": 53})
+    udp = model.parse_listener("u", LB, {"frontend_port": 53, "protocol": "udp", "backend_port": 53})
+    model.check_port_clash("u", udp, [tcp])
+    model.check_port_clash("t", tcp, [udp])
+    with pytest.raises(ValidationError, match="53 is already used by listener lb-0000000a:tcp:53"):
+        model.check_port_clash("h", model.parse_listener("h", LB, {"frontend_port": 53, "protocol": "http",
+                                                                   "backend_port": 1}), [tcp, udp])
+
+
+def l4(**args):
+    return model.parse_listener("slb.Listener 'l'", LB, {"frontend_port": 80, "protocol": "tcp", "backend_port": 80,
+                                                          **args})
+
+
+def test_proxy_protocol_puts_a_tcp_listener_on_haproxy_with_a_proxy_v2_header():
+    assert l4().in_kernel and not l4(proxy_protocol_v2_enabled=True).in_kernel
+    text = _plan(model.ListenerPlan(l4(proxy_protocol_v2_enabled=True), SERVERS))
+    assert "server i-00000001:8080 192.168.1.11:8080 weight 100 check inter 2s fall 3 rise 3 check-send-proxy " \
+        "send-proxy-v2" in text
+    # checks to another port (kube-proxy's health node port) are plain
+    other = _plan(model.ListenerPlan(l4(proxy_protocol_v2_enabled=True, health_check_connect_port=9000), SERVERS))
+    assert "port 9000 send-proxy-v2" in other and "check-send-proxy" not in other
+
+
+@pytest.mark.parametrize(("args", "field", "reason"), [
+    ({"protocol": "udp", "proxy_protocol_v2_enabled": True}, "proxy_protocol_v2_enabled", "not built for udp"),
+    ({"protocol": "http", "proxy_protocol_v2_enabled": True}, "proxy_protocol_v2_enabled", "X-Forwarded-For"),
+    ({"proxy_protocol_v2_enabled": "yes"}, "proxy_protocol_v2_enabled", "'yes' is not true or false"),
+    ({"scheduler": "tch", "proxy_protocol_v2_enabled": True}, "scheduler", "no four-tuple hash"),
+    ({"connection_drain": "on"}, "connection_drain_timeout", "is required when connection_drain is on"),
+    ({"connection_drain": "on", "connection_drain_timeout": 5}, "connection_drain_timeout", "from 10 to 900"),
+    ({"protocol": "http", "connection_drain": "on", "connection_drain_timeout": 10}, "connection_drain",
+     "is for tcp and udp listeners"),
+])
+def test_proxy_protocol_and_drain_are_checked(args, field, reason):
+    with pytest.raises(ValidationError) as err:
+        l4(**args)
+    assert (err.value.field, reason in err.value.reason) == (field, True), err.value.reason
+
+
+def test_drain_defaults_off_and_takes_its_timeout():
+    assert l4().drain_timeout == 0
+    assert l4(protocol="udp", connection_drain="on", connection_drain_timeout=30).drain_timeout == 30
 
 
 @pytest.mark.parametrize(("servers", "field", "reason"), [
@@ -209,6 +256,12 @@ def test_rendered_config_is_valid_for_haproxy(tmp_path):
     plans.append(model.ListenerPlan(model.parse_listener("l", LB, {"frontend_port": 84, "protocol": "tcp",
                                                                    "backend_port": 1, "persistence_timeout": 5,
                                                                    "health_check_type": "http"}), SERVERS))
+    plans.append(model.ListenerPlan(model.parse_listener("l", LB, {"frontend_port": 85, "protocol": "tcp",
+                                                                   "backend_port": 1,
+                                                                   "proxy_protocol_v2_enabled": True}), SERVERS))
+    plans.append(model.ListenerPlan(model.parse_listener("l", LB, {"frontend_port": 86, "protocol": "http",
+                                                                   "listener_forward": "on",
+                                                                   "forward_port": 8443}), ()))
     config = tmp_path / "haproxy.cfg"
     config.write_text(model.render_config(model.LoadBalancerPlan(LB, "127.0.0.1", str(tmp_path), tuple(plans))))
     (tmp_path / "server-state").write_text("1\n")
@@ -225,28 +278,42 @@ def test_health_status_maps_to_alibaba_words():
     assert model.listener_of_backend("fe_http_80") is None
 
 
-def test_provider_diffs_replace_only_on_identity():
-    from netns.slb import ApplicationLoadBalancerProvider, ListenerProvider, ServerGroupServerAttachmentProvider
+def test_listener_forward_redirects_http_to_the_https_listener_with_alibabas_302():
+    redirect = model.parse_listener("l", LB, {"frontend_port": 80, "protocol": "http", "listener_forward": "on",
+                                              "forward_port": 443})
+    assert redirect.forward_port == 443 and redirect.backend_port is None
+    text = _plan(model.ListenerPlan(redirect, ()))
+    assert "http-request redirect code 302 location https://%[req.hdr(host),field(1,:)]%[url]" in text
+    assert "backend" not in text.split("frontend", 1)[1], "a redirecting listener has no backend"
+    other = _plan(model.ListenerPlan(model.parse_listener("l", LB, {"frontend_port": 80, "protocol": "http",
+                                                                    "listener_forward": "on",
+                                                                    "forward_port": 8443}), ()))
+    assert "field(1,:)]:8443%[url]" in other
+    https = model.parse_listener("h", LB, {"frontend_port": 443, "protocol": "https", "backend_port": 80,
+                                           "server_certificate_id": "cert-1"})
+    model.check_forward_target("l", redirect, [https])
+    with pytest.raises(ValidationError, match="forward_port: lb-0000000a has no https listener on port 443"):
+        model.check_forward_target("l", redirect, [])
 
-    lb = {"lab": "l", "load_balancer_name": "a", "address_type": "intranet", "vswitch_id": "vsw-1",
-          "address": None, "load_balancer_spec": "slb.s1.small", "bandwidth": None, "internet_charge_type": None,
-          "payment_type": "PayAsYouGo", "tags": None}
-    provider = ApplicationLoadBalancerProvider()
-    assert not provider.diff("lb", {**lb, "address": "192.168.1.4"}, lb).changes  # allocated address kept
-    assert provider.diff("lb", lb, {**lb, "load_balancer_name": "b"}).replaces == []
-    assert provider.diff("lb", lb, {**lb, "vswitch_id": "vsw-2"}).replaces == ["vswitch_id"]
-    base = {"lab": "l", "load_balancer_id": LB, "frontend_port": 80, "protocol": "http", "backend_port": 80}
-    listeners = ListenerProvider()
-    assert listeners.diff("x", base, {**base, "scheduler": "wlc"}).replaces == []  # a reload, not a new listener
-    assert listeners.diff("x", base, {**base, "frontend_port": 81}).replaces == ["frontend_port"]
-    attach = {"lab": "l", "server_group_id": "rsp-1", "server_id": "i-1", "port": 80, "weight": 100}
-    assert ServerGroupServerAttachmentProvider().diff("x", attach, {**attach, "weight": 0}).replaces == []
+
+@pytest.mark.parametrize(("args", "field", "reason"), [
+    ({"protocol": "https", "server_certificate_id": "c", "listener_forward": "on", "forward_port": 443},
+     "listener_forward", "not https"),
+    ({"protocol": "http", "listener_forward": "on"}, "forward_port", "is required when listener_forward is on"),
+    ({"protocol": "http", "listener_forward": "on", "forward_port": 80}, "forward_port", "this listener's own port"),
+    ({"protocol": "http", "backend_port": 80, "forward_port": 443}, "forward_port", "only with listener_forward on"),
+    ({"protocol": "http", "listener_forward": "yes", "forward_port": 443}, "listener_forward", "not one of on, off"),
+])
+def test_listener_forward_is_checked(args, field, reason):
+    with pytest.raises(ValidationError) as err:
+        model.parse_listener("l", LB, {"frontend_port": 80, **args})
+    assert err.value.field == field and reason in err.value.reason, err.value
 
 
-def test_provider_check_reports_listener_fields():
-    from netns.slb import ListenerProvider
-
-    result = ListenerProvider().check({}, {"__name": "l", "frontend_port": 443, "protocol": "https",
-                                           "backend_port": 80})
-    assert [(f.property, f.reason) for f in result.failures] == [
-        ("server_certificate_id", "an https listener needs a server certificate")]
+def test_haproxy_connects_to_backends_from_the_slbs_100_64_address():
+    """Backends see an SLB's layer-7 requests and its checks come from 100.64.0.0/10, as on Alibaba."""
+    plan = model.ListenerPlan(model.parse_listener("t", LB, {"frontend_port": 80, "protocol": "http",
+                                                              "backend_port": 8080}), SERVERS)
+    with_leg = model.render_config(model.LoadBalancerPlan(LB, "192.168.1.100", "/run/x", (plan,), "100.64.0.2"))
+    assert "    source 100.64.0.2" in with_leg.split("defaults", 1)[1].split("frontend", 1)[0]
+    assert "source" not in _plan(plan)  # no leg yet: the kernel picks the address

@@ -7,8 +7,9 @@ name: pulumi_stack
 short_description: Hosts of an acklab lab from its Pulumi stack
 description:
   - Runs C(pulumi stack export) for the lab's stack and turns its resources into hosts and groups.
-  - ECS instances tagged with the key C(ack.aliyun.com) (as ACK tags its nodes) form the group C(k8s_nodes);
-    other ECS instances form C(ecs); load balancers (resources with an C(address) output) form C(slb).
+  - ECS instances (pulumi-alicloud's C(ecs.Instance); in stacks made by acklab's former look-alike providers too)
+    tagged with the key C(ack.aliyun.com) (as ACK tags its nodes) form the group C(k8s_nodes); other ECS instances
+    form C(ecs); load balancers (C(slb.ApplicationLoadBalancer)) form C(slb).
   - Host variables are the instance's facts (C(private_ip), C(acklab_netns), C(instance_id), ...). The stack's
     C(kubernetes) output (datapath, pod CIDRs, secondary ENIs) becomes group variables of C(k8s_nodes).
 author: acklab
@@ -58,6 +59,7 @@ stack: default
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,32 +68,63 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 
 NODE_TAG = "ack.aliyun.com"
+INSTANCE = "alicloud:ecs/instance:Instance"
+LOAD_BALANCER = "alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer"
 SSH_STATE = "/run/acklab/{lab}/ssh"  # written by acklab.sshmode
 REPO = Path(__file__).resolve().parents[7]  # ansible/collections/ansible_collections/acklab/lab/plugins/inventory
 
 
+def stack_of(urn: str) -> str:
+    """The stack (lab) of a resource's URN, ``urn:pulumi:<stack>::<project>::<type>::<name>``."""
+    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
+
+
+def snake_keys(outputs: dict) -> dict:
+    """A pulumi-alicloud resource's state with the SDK's (Python) names: the engine records its wire names
+    (``privateIp`` for ``private_ip``)."""
+    return {re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower(): value for key, value in outputs.items()}
+
+
+def namespace_of(resource: dict, outputs: dict) -> str | None:
+    """The namespace realizing an instance or SLB: a look-alike (``netns``) resource outputs it; a pulumi-alicloud
+    one's is named by its id in its lab (``acklab-<lab>-<id>``), as every acklab tool names it."""
+    if "netns" in outputs:
+        return outputs["netns"]
+    if not resource.get("id") or not resource.get("urn"):
+        return None
+    from netns.model.names import netns_name  # the project's .venv runs Ansible
+
+    return netns_name(stack_of(resource["urn"]), resource["id"])
+
+
 def classify(resources: list[dict]) -> tuple[dict[str, dict], dict]:
-    """(host name → facts and group, the stack's outputs), from the resources of a stack export."""
+    """(host name → facts and group, the stack's outputs), from the resources of a stack export: pulumi-alicloud's
+    ``ecs.Instance`` and ``slb.ApplicationLoadBalancer`` by type, the look-alike dynamic resources by their outputs."""
     hosts: dict[str, dict] = {}
     stack_outputs: dict = {}
     for resource in resources:
         outputs = resource.get("outputs") or {}
-        if resource.get("type") == "pulumi:pulumi:Stack":
+        kind = resource.get("type") or ""
+        if kind.startswith("alicloud:"):
+            outputs = snake_keys(outputs)
+        if kind == "pulumi:pulumi:Stack":
             stack_outputs = outputs
             continue
-        if "instance_type" in outputs and "netns" in outputs and "private_ip" in outputs:
+        if kind == INSTANCE or ("instance_type" in outputs and "netns" in outputs and "private_ip" in outputs):
             tags = outputs.get("tags") or {}
             name = outputs.get("instance_name") or outputs.get("__name") or resource["id"]
             hosts[name] = {
                 "group": "k8s_nodes" if NODE_TAG in tags else "ecs",
-                "vars": {"acklab_netns": outputs["netns"], "private_ip": outputs["private_ip"],
+                "vars": {"acklab_netns": namespace_of(resource, outputs), "private_ip": outputs["private_ip"],
                          "instance_id": resource.get("id"), "vswitch_id": outputs.get("vswitch_id"),
+                         "instance_type": outputs.get("instance_type"),
                          "network_interface_id": outputs.get("network_interface_id"),
                          "security_groups": outputs.get("security_groups") or [], "ecs_tags": tags},
             }
-        elif "address" in outputs and ("load_balancer_name" in outputs or "load_balancer_spec" in outputs):
+        elif kind == LOAD_BALANCER or ("address" in outputs and ("load_balancer_name" in outputs
+                                                                 or "load_balancer_spec" in outputs)):
             name = outputs.get("load_balancer_name") or outputs.get("__name") or resource["id"]
-            hosts[name] = {"group": "slb", "vars": {"acklab_netns": outputs.get("netns"),
+            hosts[name] = {"group": "slb", "vars": {"acklab_netns": namespace_of(resource, outputs),
                                                      "address": outputs["address"], "slb_id": resource.get("id")}}
     return hosts, stack_outputs
 

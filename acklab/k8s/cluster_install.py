@@ -1,0 +1,244 @@
+"""Install an API-driven cluster's components: the one implementation behind the Ansible roles ``control_plane``
+and ``k8s_node`` (``ansible/cluster.yml``) and, through them, the shape ``ack_cluster`` (``cs.ManagedKubernetes``,
+``cs.NodePool``) calls too.
+
+- ``install_control_plane``: ACK's managed part, once per lab: the control plane plugged into a vSwitch, the
+  cluster's DNS (CoreDNS behind ``kube-system/kube-dns``), acklab's cloud controller and the ingress controller on
+  the API (optionally ACK's ``nginx-ingress-controller`` add-on).
+- ``install_node``: on one ECS node, the node agent (Terway's live IPAM in the pod vSwitches), upstream
+  kube-proxy and the NetworkPolicy agent, in that order (the policy agent's FORWARD jump goes before kube-proxy's).
+- ``remove_node`` / ``remove_control_plane``: the reverse (the nodes' instances stay: they are the stack's).
+
+Each returns what it started or changed, so a caller (an Ansible module) reports ``changed`` truthfully: every
+installer underneath is idempotent and leaves a running component with the same configuration alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from dataclasses import dataclass, field
+
+from acklab.k8s import cloud_controller, cluster_dns, ingress_api, network_policy_agent, proxy_daemon
+from acklab.k8s.ipam import TerwayConfig
+from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
+from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
+from acklab.k8s.plan import Node
+from netns.model.errors import LabError, NotFoundError
+from netns.model.names import new_cluster_id
+from netns.realize.control_plane import (
+    ControlPlane,
+    ControlPlaneState,
+    binary,
+    control_planes,
+    kubeconfig_path,
+    kubectl_apply,
+)
+from netns.realize.vpc import find_vswitch
+
+# Terway's eni-config defaults on ACK: no warm addresses kept beyond need, at most 5 free ones.
+MIN_POOL_SIZE, MAX_POOL_SIZE = 0, 5
+PROXY_MODES = ("iptables", "nftables")
+
+
+# --- the control plane and the cluster-wide controllers ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ControlPlaneResult:
+    state: ControlPlaneState  # what runs where (its ``started``: the components started in this call)
+    changes: tuple[str, ...] = ()  # what was started or applied in this call
+
+    @property
+    def cluster_id(self) -> str:
+        return self.state.cluster_id
+
+    @property
+    def address(self) -> str:
+        """The API server's address in the vSwitch."""
+        return self.state.address
+
+    @property
+    def kubeconfig(self) -> str:
+        """The host's kubeconfig (server on 127.0.0.1)."""
+        return self.state.kubeconfig
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def existing_cluster_id(lab: str) -> str | None:
+    """The lab's control plane, if it has one (a lab has at most one)."""
+    planes = control_planes(lab)
+    return planes[0].cluster_id if planes else None
+
+
+def install_control_plane(lab: str, vswitch_id: str, cluster_id: str | None = None,
+                          ingress_addon: bool = False) -> ControlPlaneResult:
+    """The control plane on ``vswitch_id`` (its id: the given one, else the lab's existing one, else a new one),
+    CoreDNS, the cloud controller and the ingress controller; with ``ingress_addon`` ACK's ingress add-on through
+    the API. Nothing is undone on failure: a second call converges from wherever the first one stopped."""
+    cluster_id = cluster_id or existing_cluster_id(lab) or new_cluster_id()
+    plane = ControlPlane(lab, cluster_id)
+    changes: list[str] = []
+    if plane.read() is None:
+        changes.append(f"control plane {cluster_id} created")
+    state = plane.ensure(find_vswitch(lab, vswitch_id))
+    changes += [f"{name} started" for name in state.started]
+    before = cluster_dns.pid(lab, cluster_id)
+    if cluster_dns.ensure(lab, cluster_id) != before:
+        changes.append("CoreDNS started")
+    before = cloud_controller.CloudController(lab).pid()
+    if cloud_controller.ensure(lab) != before:
+        changes.append("cloud controller started")
+    before = ingress_api.pid(lab)
+    if ingress_api.ensure(lab) != before:
+        changes.append("ingress controller started")
+    if ingress_addon and _kubectl_apply(lab, ingress_api.addon_manifests()):
+        changes.append("nginx-ingress-controller add-on applied")
+    return ControlPlaneResult(state, tuple(dict.fromkeys(changes)))
+
+
+def remove_control_plane(lab: str, cluster_id: str | None = None) -> tuple[str, ...]:
+    """The controllers, the SLBs the cloud controller made for Services, then the control plane (``cluster_id``,
+    default the lab's); returns what it stopped or removed. The controllers stop first, so none makes an SLB
+    meanwhile; each step runs whether or not the one before found something (a half-made cluster goes too)."""
+    changes: list[str] = []
+    if ingress_api.pid(lab) is not None:
+        changes.append("ingress controller stopped")
+    ingress_api.stop(lab)
+    controller = cloud_controller.CloudController(lab)
+    if controller.pid() is not None:
+        changes.append("cloud controller stopped")
+    controller.stop()
+    if cluster_dns.pid(lab, cluster_id) is not None:
+        changes.append("CoreDNS stopped")
+    cluster_dns.stop(lab, cluster_id)
+    for record in cloud_controller.load_records(lab).values():
+        with contextlib.suppress(NotFoundError):
+            cloud_controller.delete_slb(lab, record.lb_id)
+        cloud_controller.drop_record(lab, record.uid)
+        changes.append(f"SLB {record.lb_id} of Service {record.key} deleted")
+    cluster_id = cluster_id or existing_cluster_id(lab)
+    if cluster_id is not None:
+        plane = ControlPlane(lab, cluster_id)
+        if plane.read() is not None or plane.root.exists():
+            changes.append(f"control plane {cluster_id} removed")
+        plane.delete()
+    return tuple(changes)
+
+
+def _kubectl_apply(lab: str, manifests: str) -> bool:
+    """``kubectl apply`` as the admin; True when an object was created or configured (not all "unchanged")."""
+    return applied(kubectl_apply(lab, manifests, "the nginx-ingress-controller add-on"))
+
+
+def applied(kubectl_output: str) -> bool:
+    """Whether ``kubectl apply`` changed anything: each line names an object and ends with ``created``,
+    ``configured`` or ``unchanged``."""
+    return any(not line.rstrip().endswith(" unchanged") for line in kubectl_output.splitlines() if line.strip())
+
+
+# --- one node -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One ECS instance as a Kubernetes node, and the cluster's Terway and kube-proxy settings."""
+
+    lab: str
+    name: str  # the Node's name (the ECS host name)
+    instance_id: str
+    netns: str
+    ip: str  # the primary ENI's address
+    instance_type: str  # Terway's quota: ENIs per instance, IPs per ENI
+    vswitch_id: str  # the node's vSwitch: its zone and VPC
+    pod_vswitch_ids: tuple[str, ...]  # where Terway makes the pods' ENIs (the first one, as ack_cluster does)
+    security_groups: tuple[str, ...]  # the pods' ENIs' groups
+    proxy_mode: str = "iptables"
+    min_pool_size: int = MIN_POOL_SIZE
+    max_pool_size: int = MAX_POOL_SIZE
+    zone: str | None = None  # None: the node vSwitch's zone
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    name: str
+    changes: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def node_agent_config(spec: NodeSpec) -> NodeAgentConfig:
+    """The node agent's configuration: Terway ENIs in the first pod vSwitch (gateway: its last-but-two address,
+    Alibaba's), ACK's identity (zone, instance type, providerID), the cluster's DNS for the pods' resolv.conf."""
+    node_vswitch, pod_vswitch = find_vswitch(spec.lab, spec.vswitch_id), find_vswitch(spec.lab, spec.pod_vswitch_ids[0])
+    cidr = pod_vswitch.cidr()
+    if cidr is None:
+        raise LabError(f"pod vSwitch {pod_vswitch.vswitch_id} has no address block")
+    zone = spec.zone or node_vswitch.zone_id() or ""
+    plan_node = Node(spec.name, spec.netns, spec.ip, None, "eth1", str(cidr[-3]), ())
+    identity = NodeIdentity(spec.name, spec.instance_id, zone, spec.instance_type, spec.ip)
+    terway = TerwayConfig(node_vswitch.router.vpc_id, spec.pod_vswitch_ids, spec.security_groups,
+                          spec.min_pool_size, spec.max_pool_size)
+    dns = ClusterDns((cluster_dns.cluster_dns_ip(),), CLUSTER_DOMAIN)  # the kubelet's --cluster-dns, --cluster-domain
+    return NodeAgentConfig(spec.lab, identity, plan_node, terway=terway, dns=dns)
+
+
+def cluster_cidr(spec: NodeSpec) -> str:
+    """kube-proxy's --cluster-cidr with Terway: the (first) pod vSwitch's block."""
+    cidr = find_vswitch(spec.lab, spec.pod_vswitch_ids[0]).cidr()
+    if cidr is None:
+        raise LabError(f"pod vSwitch {spec.pod_vswitch_ids[0]} has no address block")
+    return str(cidr)
+
+
+def install_node(spec: NodeSpec) -> NodeResult:
+    """The node agent, kube-proxy and the NetworkPolicy agent on one node, against the lab's control plane."""
+    if spec.proxy_mode not in PROXY_MODES:
+        raise LabError(f"node {spec.name}: kube-proxy mode {spec.proxy_mode!r} is not one of {', '.join(PROXY_MODES)}")
+    planes = control_planes(spec.lab)
+    if not planes:
+        raise NotFoundError(f"lab {spec.lab} has no Kubernetes control plane: install it first (role control_plane)")
+    changes: list[str] = []
+    before = node_agent_pid(spec.lab, spec.name)
+    kubeconfig = planes[0].client_kubeconfig(f"system:node:{spec.name}", ("system:nodes",))
+    if ensure_node_agent(node_agent_config(spec), kubeconfig) != before:
+        changes.append("node agent started")
+    proxy = proxy_daemon.install(spec.lab, spec.name, spec.netns, spec.ip, spec.proxy_mode, cluster_cidr(spec))
+    if proxy.started is not None:
+        changes.append(f"kube-proxy ({proxy.mode}) started")
+    before = network_policy_agent.NetworkPolicyAgent(spec.lab, spec.name, spec.netns).pid()
+    if network_policy_agent.install(spec.lab, spec.name, spec.netns) != before:  # after kube-proxy (see above)
+        changes.append("NetworkPolicy agent started")
+    return NodeResult(spec.name, tuple(changes))
+
+
+def remove_node(lab: str, name: str, netns: str) -> NodeResult:
+    """Stop the node's components (the agent's pods keep their namespaces until the instance goes, as when a
+    kubelet stops); delete its Node object. The instance itself is the stack's."""
+    changes: list[str] = []
+    if node_agent_pid(lab, name) is not None:
+        changes.append("node agent stopped")
+    stop_node_agent(lab, name)
+    proxy = proxy_daemon.KubeProxyDaemon(lab, name, netns)
+    if proxy.pid() is not None:
+        changes.append("kube-proxy stopped")
+    proxy.stop(flush_rules=proxy.config_path.exists())  # its rules go with it (upstream's --cleanup)
+    agent = network_policy_agent.NetworkPolicyAgent(lab, name, netns)
+    if agent.pid() is not None:
+        changes.append("NetworkPolicy agent stopped")
+    agent.stop()
+    if _delete_node_object(lab, name):
+        changes.append("Node deleted")
+    return NodeResult(name, tuple(changes))
+
+
+def _delete_node_object(lab: str, name: str) -> bool:
+    if existing_cluster_id(lab) is None or not kubeconfig_path(lab).exists():
+        return False
+    result = subprocess.run([binary("kubectl"), "--kubeconfig", str(kubeconfig_path(lab)), "delete", "node", name,
+                             "--ignore-not-found", "--wait=false"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    return result.returncode == 0 and bool(result.stdout.strip())

@@ -1,0 +1,69 @@
+"""Terway's ENI IP management on the lab's cloud: the node agent's ``EniBackend`` on the provider's realization
+(``netns/realize/network_interface.py``), as Terway calls the ECS API (CreateNetworkInterface,
+AttachNetworkInterface, AssignPrivateIpAddresses, UnassignPrivateIpAddresses).
+
+ENIs made here carry ``owner=terway``: they are in no Pulumi state (as on ACK), ``acklab status`` shows them,
+and they go with their instance (``EcsInstance.delete``) and with the lab's namespaces (``acklab clean``).
+The pure decisions (warm pool, quota) are ``acklab.k8s.ipam.TerwayEniPool``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from acklab.k8s.ipam import TerwayConfig, TerwayEni
+from netns.kernel.namespace import Namespace
+from netns.model.names import netns_name
+from netns.realize import alias_addresses
+from netns.realize.instance import TERWAY_OWNER
+from netns.realize.network_interface import NetworkInterface
+from netns.realize.vpc import VpcRouter, VSwitch
+
+
+@dataclass(frozen=True)
+class LiveEniBackend:
+    lab: str
+    instance_id: str
+    node_name: str
+    config: TerwayConfig
+
+    @property
+    def router(self) -> VpcRouter:
+        return VpcRouter(self.lab, self.config.vpc_id)
+
+    def _vswitches(self) -> list[VSwitch]:
+        return [VSwitch(self.router, v) for v in self.config.pod_vswitch_ids]
+
+    def enis(self) -> list[TerwayEni]:
+        """The instance's attached Terway ENIs, in device order (read from the ports' facts)."""
+        found = [(int(f["device"]), TerwayEni(eni_id, f"eth{f['device']}", alias_addresses(f)))
+                 for vswitch in self._vswitches() for eni_id, f in vswitch.enis().items()
+                 if f.get("owner") == TERWAY_OWNER and f.get("instance") == self.instance_id and f.get("device")]
+        return [eni for _, eni in sorted(found)]
+
+    def _new_id(self) -> str:
+        """``eni-t`` + 6 hex digits of the instance + a counter: unique in the lab, and short enough that the
+        port and its parked peer (``<id>p``) fit Linux's 15-character interface names."""
+        stem = "eni-t" + hashlib.sha1(f"{self.lab}/{self.instance_id}".encode()).hexdigest()[:6]
+        taken = {eni_id for vswitch in self._vswitches() for eni_id in vswitch.enis()}
+        return next(f"{stem}{n:x}" for n in range(16 * 16) if f"{stem}{n:x}" not in taken)
+
+    def create_eni(self) -> TerwayEni:
+        eni = NetworkInterface(self.lab, self._new_id())
+        resource = f"terway ENI of {self.node_name}"
+        eni.create(self._vswitches()[0], resource, None, (), 0, self.config.security_groups,
+                   f"{self.node_name}-terway", owner=TERWAY_OWNER)
+        try:
+            ifname = eni.attach(Namespace(netns_name(self.lab, self.instance_id)), self.instance_id, resource)
+        except Exception:
+            eni.delete()  # an ENI Terway could not attach is not left behind
+            raise
+        return TerwayEni(eni.eni_id, ifname, ())
+
+    def assign(self, eni_id: str, count: int) -> tuple[str, ...]:
+        return NetworkInterface(self.lab, eni_id).assign_ips(count, f"terway ENI {eni_id} of {self.node_name}")
+
+    def unassign(self, eni_id: str, ips: Sequence[str]) -> None:
+        NetworkInterface(self.lab, eni_id).unassign_ips(list(ips))

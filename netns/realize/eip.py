@@ -1,0 +1,238 @@
+"""EIP → a port on the lab's internet bridge; associated, a leg into the instance's VPC router with 1:1 NAT.
+
+An EIP is a veth pair in the lab's sealed internet namespace (``acklab-<lab>-internet``, see realize/slb.py
+``InternetSegment``): ``eip-<hex>`` is a port of the internet bridge whose alias carries ``ip=<address> eip=<id>``
+(SLB address allocation reads the ports' aliases, so the address counts as used); the other end, ``eip-<hex>p``,
+is parked beside it. Associating moves that end into the VPC router namespace as ``eip-<hex>`` with the EIP as a
+/32 (it answers ARP for the EIP on the internet), adds the EIP → private address and private address → EIP
+elements to the router's NAT maps (``netns/model/eip.py``, one nftables transaction), and routes the instance's
+traffic to the internet out of the leg (a rule from its private address to the leg's own table). Disassociating
+undoes each step and moves the end back. The association's facts are on the router end's alias and the bridge
+port's (``instance= private= vpc=``). Every read-modify-write runs under the lab's lock.
+
+Bound to a NAT gateway (``instance_id`` a gateway's id, ``instance_type`` ``Nat``), the end moves into the gateway's
+namespace instead (``netns/realize/nat_gateway.py``): no 1:1 NAT, the gateway's SNAT entries translate to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netns.kernel import rules
+from netns.kernel.link import EEXIST, Veth, ensure_address, index_of
+from netns.kernel.namespace import Namespace
+from netns.model import eip as model
+from netns.model import slb as slb_model
+from netns.model.errors import LabError, NotFoundError, ValidationError
+from netns.realize import format_alias, lab_lock
+from netns.realize.eni import find_primary_port
+from netns.realize.nat_gateway import NatGateway
+from netns.realize.slb import INTERNET_BRIDGE, InternetSegment
+from netns.realize.vpc import VpcRouter, routers
+
+
+@dataclass(frozen=True)
+class EipState:
+    address: str
+    instance_id: str  # "" when not associated
+    private_ip: str
+    vpc_id: str
+
+
+def _nft(namespace: Namespace, text: str) -> None:
+    rules.nft(namespace, text, f"EIP NAT in {namespace.name}")
+
+
+def _install(namespace: Namespace) -> None:
+    """The router's NAT table, once (declaring it again would duplicate its rules)."""
+    if not rules.nft_table_exists(namespace, "ip", model.TABLE):
+        _nft(namespace, model.table_text())
+
+
+@dataclass(frozen=True)
+class ElasticIp:
+    lab: str
+    eip_id: str
+
+    @property
+    def internet(self) -> InternetSegment:
+        return InternetSegment(self.lab)
+
+    @property
+    def parked(self) -> str:
+        return f"{self.eip_id}p"
+
+    # -- allocation --
+
+    def create(self, address: str | None, resource: str) -> str:
+        """Allocate the address (``address`` if given, else the lowest free one) and plug the EIP's port."""
+        with lab_lock(self.lab):
+            internet = self.internet
+            internet.ensure()
+            try:
+                used = internet.used_addresses()
+                addr = (_check_address(resource, address, used) if address
+                        else slb_model.allocate_internet_address(used))
+                Veth(internet.namespace, self.eip_id, internet.namespace, self.parked).ensure(
+                    alias=format_alias(ip=str(addr), eip=self.eip_id), master=INTERNET_BRIDGE)
+            except Exception:
+                Veth(internet.namespace, self.eip_id, internet.namespace, self.parked).remove()
+                internet.remove_if_unused()
+                raise
+        return str(addr)
+
+    def _port(self) -> dict[str, str] | None:
+        return self.internet.ports().get(self.eip_id)
+
+    def read(self) -> EipState | None:
+        facts = self._port()
+        if facts is None or "ip" not in facts:
+            return None
+        return EipState(facts["ip"], facts.get("instance", ""), facts.get("private", ""), facts.get("vpc", ""))
+
+    def delete(self, resource: str) -> None:
+        with lab_lock(self.lab):
+            facts = self._port()
+            if facts is None:
+                return
+            if facts.get("instance"):  # as Alibaba: an associated EIP cannot be released
+                raise LabError(f"{resource}: {self.eip_id} is associated with {facts['instance']}; "
+                               "disassociate it first")
+            Veth(self.internet.namespace, self.eip_id, self.internet.namespace, self.parked).remove()
+            self.internet.remove_if_unused()
+
+    # -- association --
+
+    def associate(self, instance_id: str, resource: str, private_ip: str | None = None) -> EipState:
+        """NAT the EIP 1:1 to the instance's primary private address (``private_ip``, if given, must be it);
+        checked and made under the lab's lock."""
+        with lab_lock(self.lab):
+            facts = self._port()
+            if facts is None:
+                raise NotFoundError(f"{resource}: allocation_id: {self.eip_id} does not exist in lab {self.lab}")
+            if facts.get("instance") == instance_id:
+                return self._state(facts)
+            if facts.get("instance"):
+                raise ValidationError(resource, "allocation_id", f"{self.eip_id} is associated with "
+                                                                 f"{facts['instance']}; disassociate it first")
+            if instance_id.startswith("ngw-"):
+                return self._bind_nat(NatGateway(self.lab, instance_id), facts, resource)
+            router, primary = self._instance(instance_id, resource)
+            if private_ip is not None and private_ip != primary:
+                raise ValidationError(resource, "private_ip_address", f"{private_ip} is not the primary private "
+                                                                      f"address of {instance_id} ({primary})")
+            try:
+                self._plug(router, facts["ip"], instance_id, primary)
+            except Exception:
+                self._unplug(router, facts["ip"], primary)
+                raise
+            new = {**facts, "instance": instance_id, "private": primary, "vpc": router.vpc_id}
+            self._label_port(new)
+            return self._state(new)
+
+    def _bind_nat(self, gateway: NatGateway, facts: dict[str, str], resource: str) -> EipState:
+        """Move the EIP's leg into the NAT gateway (under the lab's lock); its SNAT entries may then use it."""
+        found = gateway.read()
+        if found is None:
+            raise NotFoundError(f"{resource}: instance_id: {gateway.ngw_id} is not a NAT gateway of lab {self.lab}")
+        try:
+            gateway.plug_leg(self.eip_id, self.parked, facts["ip"], self.internet.namespace)
+        except Exception:
+            gateway.unplug_leg(self.eip_id, self.parked, facts["ip"], self.internet.namespace)
+            raise
+        new = {**facts, "instance": gateway.ngw_id, "vpc": found.vpc_id}
+        self._label_port(new)
+        return self._state(new)
+
+    def _instance(self, instance_id: str, resource: str) -> tuple[VpcRouter, str]:
+        for router in routers(self.lab):
+            found = find_primary_port(router, instance_id)
+            if found is None:
+                continue
+            private_ip = found[1]["ip"]
+            taken = [f for f in self.internet.ports().values() if f.get("instance") == instance_id]
+            if taken:  # one EIP per instance (its primary ENI's primary address)
+                raise ValidationError(resource, "instance_id", f"{instance_id} already has EIP {taken[0]['eip']}")
+            return router, private_ip
+        raise NotFoundError(f"{resource}: instance_id: {instance_id} is not an ECS instance of lab {self.lab}")
+
+    def _plug(self, router: VpcRouter, eip: str, instance_id: str, private_ip: str) -> None:
+        with self.internet.namespace.ipr() as ipr:
+            ipr.link("set", ifname=self.parked, state="down")
+            ipr.link("set", ifname=self.parked, net_ns_fd=router.namespace.name)
+        with router.namespace.ipr() as ipr:
+            index = index_of(ipr, self.parked)
+            ipr.link("set", index=index, ifname=self.eip_id, ifalias=format_alias(
+                eip=self.eip_id, ip=eip, instance=instance_id, private=private_ip))
+            ipr.link("set", index=index, state="up")
+            ensure_address(ipr, self.eip_id, ipaddress.IPv4Interface(f"{eip}/32"))
+            table = model.route_table(index)
+            _add(lambda: ipr.route("add", dst=str(slb_model.INTERNET), oif=index, table=table, prefsrc=eip))
+            for source in (private_ip, eip):  # the instance's traffic; the router's own from the EIP (ARP, ICMP)
+                _add(lambda s=source: ipr.rule("add", src=s, src_len=32, table=table, priority=model.RULE_PRIORITY))
+        _install(router.namespace)
+        _nft(router.namespace, model.elements("add", eip, private_ip))
+
+    def disassociate(self) -> None:
+        with lab_lock(self.lab):
+            facts = self._port()
+            if facts is None or not facts.get("instance"):
+                return
+            if facts["instance"].startswith("ngw-"):  # refused while a SNAT entry translates to it
+                NatGateway(self.lab, facts["instance"]).unplug_leg(self.eip_id, self.parked, facts["ip"],
+                                                                   self.internet.namespace)
+            else:
+                self._unplug(VpcRouter(self.lab, facts["vpc"]), facts["ip"], facts["private"])
+            self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
+
+    def _unplug(self, router: VpcRouter, eip: str, private_ip: str) -> None:
+        """Undo ``_plug`` as far as it got: NAT elements, rules, the leg back to the internet namespace."""
+        if not router.namespace.exists():
+            return  # the router is gone, and the leg with it (a veth dies with its namespace)
+        try:
+            _nft(router.namespace, model.elements("delete", eip, private_ip))  # both in one transaction
+        except LabError:  # a half-made plug: the table or an element is missing; remove what is there
+            for command in model.elements("delete", eip, private_ip).splitlines():
+                router.namespace.run(["nft", command], check=False)
+        with router.namespace.ipr() as ipr:
+            index = index_of(ipr, self.eip_id) or index_of(ipr, self.parked)
+            if index is None:
+                return
+            for source in (private_ip, eip):
+                with contextlib.suppress(NetlinkError):
+                    ipr.rule("del", src=source, src_len=32, table=model.route_table(index),
+                             priority=model.RULE_PRIORITY)
+            ipr.link("set", index=index, state="down")
+            with contextlib.suppress(NetlinkError):
+                ipr.addr("del", index=index, address=eip, prefixlen=32)
+            ipr.link("set", index=index, ifname=self.parked, ifalias="")
+            ipr.link("set", index=index, net_ns_fd=self.internet.namespace.name)
+
+    def _label_port(self, facts: dict[str, str]) -> None:
+        Veth(self.internet.namespace, self.eip_id, self.internet.namespace, self.parked).set_alias(
+            format_alias(**facts))
+
+    @staticmethod
+    def _state(facts: dict[str, str]) -> EipState:
+        return EipState(facts["ip"], facts.get("instance", ""), facts.get("private", ""), facts.get("vpc", ""))
+
+
+def _check_address(resource: str, address: str, used: set[ipaddress.IPv4Address]) -> ipaddress.IPv4Address:
+    try:
+        return slb_model.check_internet_address(resource, address, used)
+    except ValidationError as exc:  # the model names an SLB's argument; an EIP's is ip_address
+        raise ValidationError(resource, "ip_address", exc.reason) from None
+
+
+def _add(request: Callable[[], object]) -> None:
+    """A netlink add that may already have been made (an association retried after a crash)."""
+    try:
+        request()
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""`make ack-up`'s last step: wait until labs/ack's cluster serves, from the lab's internet, as a user would see it.
+
+`acklab wait` checks SLB listeners and playbook pods; it does not know Kubernetes objects, so it cannot tell an
+Ingress rule that routes from an nginx that answers 404. This script asks the cluster (kubectl, the stack's
+kubeconfig) where things are and sends the requests a user would:
+
+1. every Node is Ready;
+2. the Ingress has an address (the ingress controller writes its SLB's address into the Ingress's status) and a
+   GET of http://<host><path> to that address, from the lab's internet namespace, is answered 200 by a pod;
+3. each LoadBalancer Service named has an external IP (the cloud controller's SLB) and answers 200 likewise.
+
+It polls until all of that holds in one round or the deadline passes; then it exits 1 naming what is missing.
+Run with the project's venv (acklab's packages: sockets made inside the lab's namespaces), as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from netns.kernel.namespace import Namespace
+from netns.model.names import mark
+
+POLL_INTERVAL = 0.5  # between rounds: each round already waits up to PROBE_TIMEOUT per request
+PROBE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A request to send: GET ``path`` with ``Host: host`` to the address of an Ingress or a Service."""
+
+    kind: str  # ingress, service
+    namespace: str
+    name: str
+    host: str  # "" means the address itself
+    path: str
+
+    def label(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+
+    def get(self, *args: str) -> Any | None:
+        """One object or list as JSON, or None while the API cannot answer (it is checked again next round)."""
+        try:
+            result = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, "get", *args, "-o", "json"],
+                                    capture_output=True, text=True, timeout=20, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def load_balancer_ip(obj: Any | None) -> str | None:
+    """``status.loadBalancer.ingress[0].ip`` of a Service or an Ingress."""
+    entries = ((obj or {}).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    return entries[0].get("ip") if entries else None
+
+
+def http_get(netns: str, address: str, path: str, host: str) -> tuple[int, str] | str:
+    """(status, body) of a GET on port 80 from ``netns``, or why there was no answer."""
+    try:
+        sock = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"no namespace {netns}: {exc.strerror or exc}"
+    try:
+        sock.settimeout(PROBE_TIMEOUT)
+        sock.connect((address, 80))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or address}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    words = head.split(b"\r\n", 1)[0].split()
+    if len(words) < 2 or not words[1].isdigit():
+        return f"not an HTTP answer: {data[:40]!r}"
+    return int(words[1]), body.decode(errors="replace").strip()
+
+
+def node_problems(kubectl: Kubectl) -> list[str]:
+    nodes = kubectl.get("nodes")
+    if nodes is None:
+        return ["the API server does not answer"]
+    items = nodes.get("items") or []
+    not_ready = [n["metadata"]["name"] for n in items
+                 if not any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+    if not items:
+        return ["no Nodes yet"]
+    return [f"node {name} is not Ready" for name in not_ready]
+
+
+def target_problem(kubectl: Kubectl, netns: str, target: Target, served: dict[str, str]) -> str | None:
+    address = load_balancer_ip(kubectl.get(target.kind, target.name, "-n", target.namespace))
+    if not address:
+        return f"{target.label()}: no address in its status yet"
+    url = f"http://{target.host or address}{target.path}"
+    answer = http_get(netns, address, target.path, target.host)
+    if isinstance(answer, str):
+        return f"{target.label()}: GET {url} via {address}: {answer}"
+    status, body = answer
+    if status != 200:
+        return f"{target.label()}: GET {url} via {address}: HTTP {status}"
+    served[target.label()] = f"{url} via {address} -> {body[:60]}"
+    return None
+
+
+def wait(lab: str, kubeconfig: str, targets: list[Target], timeout: float) -> int:
+    kubectl = Kubectl(kubeconfig)
+    netns = f"{mark(lab)}internet"  # the lab's internet: where the SLBs' internet clients are
+    start = time.monotonic()
+    deadline = start + timeout
+    reported: list[str] = []
+    while True:
+        served: dict[str, str] = {}
+        problems = node_problems(kubectl)
+        if not problems:
+            problems = [p for t in targets if (p := target_problem(kubectl, netns, t, served))]
+        elapsed = time.monotonic() - start
+        if not problems:
+            print(f"lab {lab} serves after {elapsed:.1f} s:")
+            for label, what in served.items():
+                print(f"  {label}: {what}")
+            return 0
+        if problems != reported:  # progress: print what is missing when it changes, not every round
+            print(f"{elapsed:5.1f} s  waiting: " + "; ".join(problems), flush=True)
+            reported = problems
+        if time.monotonic() >= deadline:
+            print(f"lab {lab} not serving after {elapsed:.1f} s (timeout {timeout:g} s):", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            print(f"  see `kubectl --kubeconfig {kubeconfig} get pods,svc,ingress -A`, `acklab status --lab {lab}`"
+                  f" and `acklab logs --lab {lab}`", file=sys.stderr)
+            return 1
+        time.sleep(POLL_INTERVAL)
+
+
+def parse_target(kind: str, spec: str) -> Target:
+    """``namespace/name,host,path`` (host empty: the address), e.g. ``default/web,web.acklab.test,/app/x``."""
+    ref, host, path = [*spec.split(","), "", ""][:3]
+    namespace, _, name = ref.rpartition("/")
+    return Target(kind, namespace or "default", name, host, path or "/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", required=True, help="lab (Pulumi stack) name")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--ingress", action="append", default=[], metavar="NS/NAME,HOST,PATH",
+                        help="an Ingress to request through its address (repeatable)")
+    parser.add_argument("--service", action="append", default=[], metavar="NS/NAME,[HOST],PATH",
+                        help="a LoadBalancer Service to request through its external IP (repeatable)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    args = parser.parse_args(argv)
+    targets = [parse_target("ingress", s) for s in args.ingress] + [parse_target("service", s) for s in args.service]
+    return wait(args.lab, args.kubeconfig, targets, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""An ACK cluster program in the shape of Alibaba's examples, unmodified, through the real engine and acklab's
+`alicloud` plugin: zones → VPC → a node vSwitch and a pod vSwitch → cs.ManagedKubernetes (terway-eniip, an
+ignored add-on) → cs.NodePool → the kubeconfig from cs.get_cluster_credential. Then, from the host, kubectl:
+Ready nodes, a Deployment behind a LoadBalancer Service reached from the lab's internet, the pool scaled to 3 and
+back to 2, and `pulumi destroy` leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from acklab.k8s import ack_cluster
+from acklab.recover import checkpoint_ids
+from netns.kernel.namespace import Namespace, list_namespaces
+from netns.model.names import mark
+from netns.realize import state_dir
+from netns.realize.cleanup import prune_lab
+from netns.realize.control_plane import control_planes
+from tests.e2e.test_pulumi_up import VENV
+from tests.k8stools import http_get
+from tests.labtools import wait_for
+
+pytestmark = pytest.mark.e2e
+
+PROGRAM = """
+import pulumi
+import pulumi_alicloud as alicloud
+
+config = pulumi.Config()
+desired_size = config.get_int("desiredSize") or 2
+name = "ack-lab"
+zones = alicloud.get_zones(available_resource_creation="VSwitch")
+vpc = alicloud.vpc.Network("vpc", vpc_name=name, cidr_block="10.4.0.0/16")
+vswitch = alicloud.vpc.Switch("vswitch", vswitch_name=name, cidr_block="10.4.0.0/24", vpc_id=vpc.id,
+                              zone_id=zones.zones[0].id)
+pod_vswitch = alicloud.vpc.Switch("pod-vswitch", vswitch_name=f"{name}-pods", cidr_block="10.4.32.0/20",
+                                  vpc_id=vpc.id, zone_id=zones.zones[0].id)
+k8s = alicloud.cs.ManagedKubernetes("k8s",
+    name_prefix=name,
+    cluster_spec="ack.pro.small",
+    worker_vswitch_ids=[vswitch.id],
+    pod_vswitch_ids=[pod_vswitch.id],
+    new_nat_gateway=False,
+    slb_internet_enabled=False,
+    proxy_mode="ipvs",
+    addons=[{"name": "terway-eniip"}, {"name": "csi-plugin"}, {"name": "nginx-ingress-controller"}])
+pool = alicloud.cs.NodePool("default",
+    node_pool_name="default",
+    cluster_id=k8s.id,
+    vswitch_ids=[vswitch.id],
+    instance_types=["ecs.g7.large"],
+    system_disk_category="cloud_essd",
+    system_disk_size=40,
+    desired_size=desired_size,
+    labels=[{"key": "pool", "value": "default"}],
+    taints=[{"key": "dedicated", "value": "web", "effect": "PreferNoSchedule"}])
+credential = alicloud.cs.get_cluster_credential_output(cluster_id=pool.cluster_id)
+pulumi.export("cluster_id", k8s.id)
+pulumi.export("api_server_intranet", k8s.connections[0].api_server_intranet)
+pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
+"""
+
+WORKLOAD = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: netexec
+        image: registry.k8s.io/e2e-test-images/agnhost:2.47
+        args: [netexec, --http-port=80]
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: web.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"""
+
+DENY_ALL = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: default}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"""
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run([str(VENV / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+                                input=stdin, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def ready_nodes(self) -> list[str]:
+        nodes = json.loads(self("get", "nodes", "-o", "json"))["items"]
+        return sorted(n["metadata"]["name"] for n in nodes
+                      if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]))
+
+
+def _timings(path: Path) -> dict[str, float]:
+    """Seconds the plugin spent creating each kind (ACKLAB_PROVIDER_TIMINGS)."""
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["method"] == "Create":
+            found[entry["type"].rsplit(":", 1)[-1]] = round(entry["seconds"], 1)
+    return found
+
+
+def test_ack_cluster_program_nodes_loadbalancer_scale_destroy(lab, program_stack, tmp_path, root_unchanged):
+    stack = program_stack(PROGRAM)
+    stack.env["ACKLAB_PROVIDER_TIMINGS"] = str(tmp_path / "timings.jsonl")
+    start = time.monotonic()
+    up = stack.run("up", "--yes")
+    print(f"\npulumi up of the cluster program: {time.monotonic() - start:.1f}s; "
+          f"creates: {_timings(tmp_path / 'timings.jsonl')}")
+    assert "csi-plugin accepted and ignored" in up.stdout, up.stdout[-3000:]
+    assert "kube-proxy runs in iptables mode" in up.stdout
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    assert out["api_server_intranet"].startswith("https://10.4.0.") and out["cluster_id"].startswith("c")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    kubectl = Kubectl(kubeconfig)
+    assert len(kubectl.ready_nodes()) == 2  # the pool answers when its nodes are Ready
+    print(kubectl("get", "nodes"))
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    assert all(n["metadata"]["labels"]["pool"] == "default" for n in nodes)
+    assert all(n["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "ecs.g7.large" for n in nodes)
+    assert all(n["spec"]["taints"] == [{"key": "dedicated", "value": "web", "effect": "PreferNoSchedule"}]
+               for n in nodes)
+    stack.run("up", "--yes", "--expect-no-changes")
+    stack.run("refresh", "--yes", "--expect-no-changes")
+
+    kubectl("apply", "-f", "-", stdin=WORKLOAD)
+
+    def external_ip(name: str = "web", namespace: str = "default") -> str | None:
+        service = json.loads(kubectl("get", "service", name, "-n", namespace, "-o", "json"))
+        ingress = service["status"].get("loadBalancer", {})
+        return (ingress.get("ingress") or [{}])[0].get("ip")
+
+    wait_for(external_ip, "the Service's external IP", timeout=30)
+    address = external_ip()
+    assert address and address.startswith("203.0.113.")
+    pods = set()
+
+    def answered() -> bool:
+        body = http_get(f"{mark(lab)}internet", address, 80, "/hostname")
+        if body:
+            pods.add(body)
+        return bool(body)
+
+    wait_for(answered, "a pod answering through the SLB", timeout=45)
+    assert all(p.startswith("web-") for p in pods)
+    print(f"pods answering via {address}: {sorted(pods)}")
+    # ACK's NGINX Ingress add-on: the controller's own SLB, the Ingress routed to the pods; a NetworkPolicy cuts it
+    def ingress_ip() -> str | None:
+        return external_ip("nginx-ingress-lb", "kube-system")
+
+    wait_for(ingress_ip, "the Ingress controller's external IP", timeout=30)
+
+    def via_ingress() -> str | None:
+        return http_get(f"{mark(lab)}internet", ingress_ip() or "", 80, "/hostname", host="web.test")
+
+    wait_for(lambda: (via_ingress() or "").startswith("web-"), "a pod answering through the Ingress", timeout=45)
+    kubectl("apply", "-f", "-", stdin=DENY_ALL)
+    wait_for(lambda: via_ingress() is None, "the NetworkPolicy to cut the Ingress's requests", timeout=10)
+    kubectl("delete", "networkpolicy", "deny-all")
+    wait_for(lambda: (via_ingress() or "").startswith("web-"), "the Ingress to serve again", timeout=10)
+    # acklab recover's pruning keeps what the cluster made (nodes, Terway's ENIs, the Service's SLB)
+    deployment = json.loads(stack.run("stack", "export").stdout)["deployment"]
+    assert prune_lab(lab, checkpoint_ids(deployment) | ack_cluster.owned_ids(lab)) == []
+
+    stack.run("config", "set", "desiredSize", "3")
+    start = time.monotonic()
+    stack.run("up", "--yes")
+    print(f"pulumi up to 3 nodes: {time.monotonic() - start:.1f}s")
+    assert len(kubectl.ready_nodes()) == 3
+    stack.run("config", "set", "desiredSize", "2")
+    start = time.monotonic()
+    stack.run("up", "--yes")
+    print(f"pulumi up back to 2 nodes: {time.monotonic() - start:.1f}s")
+    assert len(kubectl.ready_nodes()) == 2 and len(kubectl("get", "nodes", "-o", "name").split()) == 2
+    wait_for(answered, "a pod answering after the drain", timeout=30)
+
+    # a node's instance deleted behind the lab's back: refresh sees a smaller pool, up replaces the node
+    lost = kubectl.ready_nodes()[0]
+    Namespace(f"{mark(lab)}{lost}").remove()
+    stack.run("refresh", "--yes")
+    stack.run("up", "--yes")
+    assert len(kubectl.ready_nodes()) == 2 and lost not in kubectl("get", "nodes", "-o", "name")
+    wait_for(answered, "a pod answering after the repair", timeout=30)
+
+    start = time.monotonic()
+    stack.run("destroy", "--yes")
+    print(f"pulumi destroy: {time.monotonic() - start:.1f}s")
+    assert list_namespaces(mark(lab)) == []
+    assert control_planes(lab) == []
+    assert not list(state_dir(lab).glob("cs/*")) and not list(state_dir(lab).glob("k8s/ccm/slbs/*"))
+    resources = json.loads(stack.run("stack", "export").stdout)["deployment"].get("resources") or []
+    assert resources == []
+
+
+BAD_CLUSTER = """
+import pulumi_alicloud as alicloud
+vpc = alicloud.vpc.Network("vpc", cidr_block="10.4.0.0/16")
+vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id="cn-hangzhou-a")
+alicloud.cs.ManagedKubernetes("k8s", worker_vswitch_ids=[vswitch.id], pod_vswitch_ids=[vswitch.id],
+                              service_cidr="10.96.0.0/12", addons=[{"name": "flannel"}])
+"""
+
+BAD_POOL = """
+import pulumi_alicloud as alicloud
+alicloud.cs.NodePool("pool", cluster_id="c01234567", vswitch_ids=["vsw-0000000a"], instance_types=["ecs.c6.large"],
+                     desired_size=1)
+"""
+
+
+def test_what_the_lab_cannot_run_fails_the_preview_naming_the_field(lab, program_stack):
+    stack = program_stack(BAD_CLUSTER)
+    preview = stack.run("preview", check=False)
+    text = preview.stdout + preview.stderr
+    assert preview.returncode != 0
+    assert "service_cidr: '10.96.0.0/12': acklab's control plane serves ACK's default 172.21.0.0/20 only" in text
+    assert "addons: network plug-in 'flannel' is not supported by acklab yet; use terway-eniip" in text
+    (stack.project / "__main__.py").write_text(BAD_POOL)  # the engine stops at the first resource that fails
+    preview = stack.run("preview", check=False)
+    assert preview.returncode != 0
+    assert "instance_types: 'ecs.c6.large': its ENI quota is not known to the lab" in preview.stdout + preview.stderr
+    assert list_namespaces(mark(lab)) == []

@@ -1,0 +1,86 @@
+"""EIPs on the real kernel: an address on the lab's internet NATed 1:1 to an instance (client address kept on the
+way in, the EIP as source on the way out), no internet for instances without one, one EIP per instance, nothing
+half-made on bad input, and nothing left after disassociating and releasing."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from netns.kernel.namespace import Namespace
+from netns.model import eip as model
+from netns.model.errors import LabError, NotFoundError, ValidationError
+from netns.model.names import mark
+from netns.realize.eip import ElasticIp
+from netns.realize.instance import EcsInstance
+from netns.realize.slb import InternetSegment
+from netns.realize.vpc import VpcRouter, VSwitch
+from tests.labtools import ProbeServer
+
+pytestmark = pytest.mark.kernel
+
+
+def greeting(netns: str, address: str, port: int) -> str | None:
+    """The probe server's greeting (``hello <the client address it saw>``), or None if no connection."""
+    s = Namespace(netns).socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(1)
+    try:
+        s.connect((address, port))
+        return s.recv(100).decode().strip()
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def vpc(lab):
+    router = VpcRouter(lab, "vpc-00000001")
+    router.create(ipaddress.IPv4Network("192.168.0.0/16"))
+    vswitch = VSwitch(router, "vsw-0000000a")
+    vswitch.create(ipaddress.IPv4Network("192.168.1.0/24"), "cn-hangzhou-a", "vsw")
+    for n in (1, 2):
+        EcsInstance(lab, f"i-0000000{n}", f"eni-0000000{n}").create(vswitch, f"192.168.1.1{n}", f"web-{n}")
+    return router
+
+
+def test_an_eip_nats_one_instance_to_the_internet_and_back(lab, vpc):
+    internet = mark(lab) + "internet"
+    web1, web2 = (EcsInstance(lab, f"i-0000000{n}", "").namespace.name for n in (1, 2))
+    eip = ElasticIp(lab, "eip-00000001")
+    address = eip.create(None, "ecs.EipAddress 'eip'")
+    assert address == "203.0.113.10" and ipaddress.IPv4Address(address) in InternetSegment(lab).used_addresses()
+    assert greeting(internet, address, 80) is None  # not associated: nothing answers
+
+    state = eip.associate("i-00000001", "ecs.EipAssociation 'a'")
+    assert (state.instance_id, state.private_ip, state.vpc_id) == ("i-00000001", "192.168.1.11", "vpc-00000001")
+    with ProbeServer(web1, tcp=(80,), udp=()), ProbeServer(internet, tcp=(9000,), udp=()):
+        assert greeting(internet, address, 80) == "hello 203.0.113.1"  # in: DNAT, the client's address kept
+        assert greeting(web1, "203.0.113.1", 9000) == f"hello {address}"  # out: SNAT to the EIP
+        assert greeting(web2, "203.0.113.1", 9000) is None  # no EIP: no route to the internet
+    assert eip.associate("i-00000001", "again") == state  # idempotent
+
+    other = ElasticIp(lab, "eip-00000002")
+    assert other.create("203.0.113.77", "ecs.EipAddress 'other'") == "203.0.113.77"
+    with pytest.raises(ValidationError, match="instance_id: i-00000001 already has EIP eip-00000001"):
+        other.associate("i-00000001", "ecs.EipAssociation 'b'")
+    with pytest.raises(NotFoundError, match="instance_id: i-0000dead is not an ECS instance"):
+        other.associate("i-0000dead", "ecs.EipAssociation 'c'")
+    with pytest.raises(ValidationError, match=r"ip_address: 203\.0\.113\.77 is already used"):
+        ElasticIp(lab, "eip-00000003").create("203.0.113.77", "ecs.EipAddress 'dup'")
+    assert other.read().instance_id == "" and ElasticIp(lab, "eip-00000003").read() is None  # nothing half-made
+    with pytest.raises(LabError, match="disassociate it first"):
+        eip.delete("ecs.EipAddress 'eip'")
+
+    eip.disassociate()
+    with ProbeServer(web1, tcp=(80,), udp=()):
+        assert greeting(internet, address, 80) is None
+    listing = Namespace(mark(lab) + vpc.vpc_id).run(["nft", "list", "table", "ip", model.TABLE]).stdout
+    assert "192.168.1.11" not in listing and address not in listing
+    rules = Namespace(mark(lab) + vpc.vpc_id).run(["ip", "rule"]).stdout
+    assert "192.168.1.11" not in rules
+    for e in (eip, other):
+        e.delete("release")
+    assert not InternetSegment(lab).namespace.exists()  # the last port of the lab's internet gone
