@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netns.kernel import rules
+from netns.kernel import arp, rules
 from netns.kernel.link import EEXIST, Veth, ensure_address, index_of
 from netns.kernel.namespace import Namespace
 from netns.model import eip as model
@@ -177,6 +177,7 @@ class ElasticIp:
                 _add(lambda s=source: ipr.rule("add", src=s, src_len=32, table=table, priority=model.RULE_PRIORITY))
         _install(router.namespace)
         _nft(router.namespace, model.elements("add", eip, private_ip))
+        arp.announce(router.namespace, self.eip_id, eip)  # the internet's stale entry for the EIP, if any
 
     def disassociate(self) -> None:
         with lab_lock(self.lab):

@@ -30,7 +30,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from netns.kernel import rules
+from netns.kernel import arp, rules
 from netns.kernel.link import Veth, addresses, ensure_address, index_of
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
@@ -190,6 +190,7 @@ class NatGateway:
                              _rule_line("del", ipaddress.IPv4Network(f"{address}/32"), table,
                                         model.LEG_RULE_PRIORITY)], tolerant=True)  # a retried plug: no duplicate
         _ip(self.namespace, [_rule_line("add", ipaddress.IPv4Network(f"{address}/32"), table, model.LEG_RULE_PRIORITY)])
+        arp.announce(self.namespace, eip_id, address)  # the internet's stale entry for the EIP, if any
 
     def unplug_leg(self, eip_id: str, parked: str, address: str, internet: Namespace) -> None:
         """The reverse of ``plug_leg``; refused while a SNAT entry translates to the EIP."""

@@ -56,6 +56,12 @@ def test_an_eip_nats_one_instance_to_the_internet_and_back(lab, vpc):
 
     state = eip.associate("i-00000001", "ecs.EipAssociation 'a'")
     assert (state.instance_id, state.private_ip, state.vpc_id) == ("i-00000001", "192.168.1.11", "vpc-00000001")
+    # the failed probe above left the internet an INCOMPLETE/FAILED entry for the EIP; the association's
+    # gratuitous ARP has already replaced it with the leg's MAC (no wait of up to 3 s, no "no route to host")
+    neighbour = Namespace(internet).run(["ip", "neigh", "show", address]).stdout
+    leg = Namespace(mark(lab) + vpc.vpc_id).run(["ip", "-o", "link", "show", "dev", "eip-00000001"]).stdout
+    leg_mac = leg.split("link/ether ")[1].split()[0]
+    assert f"lladdr {leg_mac}" in neighbour, neighbour
     with ProbeServer(web1, tcp=(80,), udp=()), ProbeServer(internet, tcp=(9000,), udp=()):
         assert greeting(internet, address, 80) == "hello 203.0.113.1"  # in: DNAT, the client's address kept
         assert greeting(web1, "203.0.113.1", 9000) == f"hello {address}"  # out: SNAT to the EIP
