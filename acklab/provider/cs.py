@@ -2,14 +2,16 @@
 (``acklab/k8s/ack_cluster.py``): the managed control plane in the cluster's VPC with the cloud controller
 (LoadBalancer Services → SLBs) and, with ``new_nat_gateway``, the cluster's NAT gateway (``acklab/k8s/cluster_nat.py``),
 and node pools of ECS instances running the node agent (Terway's live IPAM) and upstream kube-proxy; the data sources
-``cs.get_cluster_credential``, ``cs.get_kubernetes_version`` and ``cs.get_managed_kubernetes_clusters``."""
+``cs.get_cluster_credential``, ``cs.get_kubernetes_version`` and ``cs.get_managed_kubernetes_clusters``.
+
+``acklab.k8s.ack_cluster`` (the whole Kubernetes side: controllers, DNS, Ingress, policies) is imported where it is
+used, not here: a program without a cluster does not pay for it when the plugin starts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from acklab.k8s import ack_cluster, cluster_nat
 from acklab.provider import engine, sdk
 from acklab.provider.base import Context, Kind, first, given, problems
 from acklab.provider.config import ProviderConfig
@@ -22,6 +24,9 @@ from netns.model.instance_types import eni_quota
 from netns.model.names import check_reference, new_cluster_id
 from netns.realize.control_plane import ControlPlane
 from netns.realize.vpc import find_vswitch
+
+if TYPE_CHECKING:
+    from acklab.k8s import ack_cluster
 
 _OUTPUTS = "pulumi_alicloud.cs.outputs"
 KUBERNETES_VERSION = "1.37.2"  # the control plane's binaries (scripts/build-kube.sh)
@@ -113,6 +118,7 @@ class ManagedKubernetes(Kind):
         return problems(*checks)
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        from acklab.k8s import ack_cluster, cluster_nat
         vswitch = find_vswitch(ctx.lab, _vswitches(inputs)[0])
         vpc_id = vswitch.router.vpc_id
         self._check_vpc(ctx, inputs, vpc_id)
@@ -154,6 +160,7 @@ class ManagedKubernetes(Kind):
                                  "no IPVS)")
 
     def _outputs(self, ctx: Context, cluster_id: str, inputs: dict[str, Any], vpc_id: str) -> dict[str, Any]:
+        from acklab.k8s import ack_cluster
         plane = ControlPlane(ctx.lab, cluster_id).read()
         creds = ack_cluster.credentials(ctx.lab, cluster_id)
         facts = ack_cluster.load_cluster(ctx.lab, cluster_id)
@@ -175,6 +182,7 @@ class ManagedKubernetes(Kind):
         return self._outputs(ctx, id_, state, state.get("vpc_id") or "")
 
     def update(self, ctx: Context, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        from acklab.k8s import ack_cluster
         if ignored_addons(news) != ignored_addons(olds):
             self._warn(ctx, news)
         if ingress_addon(news) and not ingress_addon(olds):
@@ -187,6 +195,7 @@ class ManagedKubernetes(Kind):
         return state
 
     def delete(self, ctx: Context, id_: str, state: dict[str, Any]) -> None:
+        from acklab.k8s import ack_cluster
         ack_cluster.delete_cluster(ctx.lab, id_)
 
 
@@ -257,6 +266,7 @@ class NodePool(Kind):
         return problems(*checks)
 
     def _spec(self, ctx: Context, cluster_id: str, pool_id: str, inputs: dict[str, Any]) -> ack_cluster.PoolSpec:
+        from acklab.k8s import ack_cluster
         cluster = ack_cluster.load_cluster(ctx.lab, cluster_id)
         if cluster is None:
             raise NotFoundError(f"{ctx.label}: cluster_id: {cluster_id} is no cluster of lab {ctx.lab}")
@@ -269,6 +279,7 @@ class NodePool(Kind):
                                     inputs["instance_types"][0], tuple(groups), labels, taints, ctx.region)
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        from acklab.k8s import ack_cluster
         for vswitch_id in inputs["vswitch_ids"]:
             find_vswitch(ctx.lab, vswitch_id)  # before anything is made
         pool_id = "np" + new_cluster_id()[1:]
@@ -286,18 +297,21 @@ class NodePool(Kind):
                            "name": name, "node_count": inputs.get("desired_size")})
 
     def read(self, ctx: Context, id_: str, state: dict[str, Any]) -> dict[str, Any] | None:
+        from acklab.k8s import ack_cluster
         if not ack_cluster.pool_exists(ctx.lab, pool_id_of(id_)):
             return None
         nodes = ack_cluster.live_nodes(ctx.lab, pool_id_of(id_))  # a lost node shows as a smaller pool
         return self.state({**state, "desired_size": len(nodes), "node_count": len(nodes)})
 
     def update(self, ctx: Context, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        from acklab.k8s import ack_cluster
         merged = self.merged(olds, news)
         spec = self._spec(ctx, merged["cluster_id"], pool_id_of(id_), merged)
         ack_cluster.scale(spec, int(merged["desired_size"]))  # also re-applies labels and taints
         return self._outputs(ctx, pool_id_of(id_), merged)
 
     def delete(self, ctx: Context, id_: str, state: dict[str, Any]) -> None:
+        from acklab.k8s import ack_cluster
         ack_cluster.delete_pool(ctx.lab, pool_id_of(id_))
 
 
@@ -326,6 +340,7 @@ _VERSION = "pulumi_alicloud.cs.get_kubernetes_version"
 def get_cluster_credential(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
     """The cluster's admin kubeconfig (the API server through its port on the host's loopback, usable by kubectl
     on the host) and its certificates, from the lab's control plane."""
+    from acklab.k8s import ack_cluster
     args = arguments(_CREDENTIAL, "GetClusterCredentialResult", wire_args)
     cluster_id = args.get("cluster_id") or ""
     if lab is None:
@@ -383,6 +398,7 @@ def get_managed_kubernetes_clusters(config: ProviderConfig, wire_args: dict[str,
     """The lab's cluster (its control plane running) by id and name; with `enable_details`, its VPC, NAT gateway,
     security group, zone, endpoints and the nodes of its pools. `kube_config_file_prefix` and `output_file` write
     nothing."""
+    from acklab.k8s import ack_cluster
     args = arguments(_CLUSTERS, "GetManagedKubernetesClustersResult", wire_args)
     views = [v for v in (ack_cluster.clusters(lab) if lab else [])
              if cluster_wanted(args, v.facts.cluster_id, v.facts.name or v.facts.cluster_id)]

@@ -15,9 +15,10 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from functools import wraps
-from threading import Event, Lock
-from typing import Any
+from threading import Event, Lock, Thread
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -25,15 +26,52 @@ from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 from pulumi.runtime.proto import plugin_pb2, provider_pb2_grpc
 from pulumi.runtime.proto import provider_pb2 as pb
 
-from acklab.provider import account, config, cs, ecs, engine, index, sdk, slb, vpc
+from acklab.provider import config, engine, sdk
 from acklab.provider.base import Context, Kind
 from acklab.provider.wire import Urn, from_struct, to_struct
 from netns.model.errors import LabError, ValidationError
 from netns.model.names import check_lab
 
-KINDS: dict[str, Kind] = {kind.token: kind for kind in (*vpc.KINDS, *ecs.KINDS, *slb.KINDS, *cs.KINDS)}
-FUNCTIONS: dict[str, index.Function] = {**index.FUNCTIONS, **vpc.FUNCTIONS, **ecs.FUNCTIONS,
-                                         **slb.FUNCTIONS, **cs.FUNCTIONS, **account.FUNCTIONS}
+if TYPE_CHECKING:
+    from acklab.provider.index import Function
+
+
+@dataclass(frozen=True)
+class Implemented:
+    """What the plugin implements: the kinds by type token and the data sources by function token."""
+
+    kinds: dict[str, Kind]
+    functions: dict[str, Function]
+
+
+_implemented: list[Implemented] = []
+_implemented_lock = Lock()
+
+
+def implemented() -> Implemented:
+    """The kinds and data sources, imported once. ``main`` starts this in a thread before it prints its port, so
+    the imports (the realizations, the Kubernetes side of ``cs``: most of the plugin's start-up) overlap the
+    engine's own start-up work (GetPluginInfo, Configure, planning); a call that needs a kind waits here."""
+    with _implemented_lock:
+        if not _implemented:
+            from acklab.provider import account, cs, ecs, index, slb, vpc
+
+            kinds = {kind.token: kind for kind in (*vpc.KINDS, *ecs.KINDS, *slb.KINDS, *cs.KINDS)}
+            functions = {**index.FUNCTIONS, **vpc.FUNCTIONS, **ecs.FUNCTIONS, **slb.FUNCTIONS, **cs.FUNCTIONS,
+                         **account.FUNCTIONS}
+            _implemented.append(Implemented(kinds, functions))
+        return _implemented[0]
+
+
+def __getattr__(name: str) -> Any:
+    """``KINDS`` and ``FUNCTIONS`` as module attributes (the docs table and the tests read them)."""
+    if name == "KINDS":
+        return implemented().kinds
+    if name == "FUNCTIONS":
+        return implemented().functions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 WORKERS = 8  # the engine's default parallelism is higher; the realizations serialize on the lab's lock anyway
 TIMINGS = "ACKLAB_PROVIDER_TIMINGS"  # a file: one JSON line per Create/Update/Delete (bench/provider_scale.py)
 _timings_lock = Lock()
@@ -130,10 +168,11 @@ class AlicloudProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     # --- resources -----------------------------------------------------------------------------------------
     def _kind(self, type_: str) -> Kind:
-        kind = KINDS.get(type_)
+        kinds = implemented().kinds
+        kind = kinds.get(type_)
         if kind is None:
             raise LabError(f"{type_}: not implemented by acklab's alicloud plugin (yet); it implements "
-                           f"{', '.join(sorted(KINDS))}")
+                           f"{', '.join(sorted(kinds))}")
         return kind
 
     def _context(self, urn: str, kind: Kind) -> Context:
@@ -209,10 +248,11 @@ class AlicloudProvider(provider_pb2_grpc.ResourceProviderServicer):
     # --- data sources --------------------------------------------------------------------------------------
     @_errors
     def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> pb.InvokeResponse:
-        function = FUNCTIONS.get(request.tok)
+        functions = implemented().functions
+        function = functions.get(request.tok)
         if function is None:
             raise LabError(f"{request.tok}: data source not implemented by acklab's alicloud plugin (yet); it "
-                           f"implements {', '.join(sorted(FUNCTIONS))}")
+                           f"implements {', '.join(sorted(functions))}")
         # Data sources carry no URN: the lab is the stack of the provider's own URN (see CheckConfig).
         lab = check_lab(self.stack) if self.stack else None
         return pb.InvokeResponse(**{"return": to_struct(function(self.config, from_struct(request.args), lab))})
@@ -233,13 +273,15 @@ def package_schema() -> dict[str, Any]:
                 "requiredInputs": [schema.inputs[p] for p in schema.required]}
 
     return {"name": sdk.PACKAGE, "version": sdk.version(),
-            "resources": {token: resource(kind) for token, kind in KINDS.items()},
-            "functions": {token: {"inputs": {"properties": {}}, "outputs": {"properties": {}}} for token in FUNCTIONS}}
+            "resources": {token: resource(kind) for token, kind in implemented().kinds.items()},
+            "functions": {token: {"inputs": {"properties": {}}, "outputs": {"properties": {}}}
+                          for token in implemented().functions}}
 
 
 def main() -> None:
     """Serve on a loopback port and tell the engine which one (the first line of output is all it reads)."""
     engine.set_address(sys.argv[1:])  # the engine's address, for warnings in its log
+    Thread(target=implemented, name="implemented", daemon=True).start()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=_GRPC_CHANNEL_OPTIONS)
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(AlicloudProvider(), server)
     port = server.add_insecure_port("127.0.0.1:0")
