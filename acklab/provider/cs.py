@@ -37,9 +37,10 @@ SUPPORTED_NETWORK = "terway-eniip"
 # so that Alibaba's example programs run unchanged, and ignored with a warning.
 IGNORED_ADDONS = ("csi-plugin", "csi-provisioner", "logtail-ds", "arms-prometheus", "ack-node-problem-detector",
                   "storage-operator", "terway-controlplane", "security-inspector",
-                  "ack-cost-exporter", "alicloud-monitor-controller", "metrics-server", "coredns")
+                  "ack-cost-exporter", "alicloud-monitor-controller", "metrics-server")
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_api
+DNS_ADDON = "coredns"  # every cluster runs CoreDNS (acklab/k8s/cluster_dns.py), asked for or not
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
@@ -55,8 +56,10 @@ def network_plugin(inputs: dict[str, Any]) -> str | None:
 
 
 def ignored_addons(inputs: dict[str, Any]) -> list[str]:
-    """Add-ons the lab does not run: every enabled one but the network plug-in and the NGINX Ingress add-on."""
-    return [str(a.get("name")) for a in _addons(inputs) if a.get("name") not in (*NETWORK_PLUGINS, INGRESS_ADDON)]
+    """Add-ons the lab does not run: every enabled one but the network plug-in, the NGINX Ingress add-on and
+    CoreDNS (which every cluster runs)."""
+    return [str(a.get("name")) for a in _addons(inputs)
+            if a.get("name") not in (*NETWORK_PLUGINS, INGRESS_ADDON, DNS_ADDON)]
 
 
 def ingress_addon(inputs: dict[str, Any]) -> bool:

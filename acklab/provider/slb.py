@@ -390,7 +390,14 @@ class ServerGroup(Kind):
         return group_id, self.state(inputs)
 
     def read(self, ctx: Context, id_: str, state: dict[str, Any]) -> dict[str, Any] | None:
-        return self.state(state) if realize.server_group(ctx.lab, id_) is not None else None
+        group = realize.server_group(ctx.lab, id_)
+        if group is None:
+            return None
+        if state:  # a refresh: the program's servers stay as it gave them
+            return self.state(state)
+        # `pulumi import` by id: the SLB and the name from the kernel's record; its servers are left to the
+        # program (they may as well be ServerGroupServerAttachments, which would then fight the inline list)
+        return self.state({"load_balancer_id": group["load_balancer_id"], "name": group["name"] or None})
 
     def update(self, ctx: Context, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
         merged = self.merged(olds, news)
@@ -487,7 +494,13 @@ class Acl(Kind):
         return acl_id, self.state(inputs)
 
     def read(self, ctx: Context, id_: str, state: dict[str, Any]) -> dict[str, Any] | None:
-        return self.state(state) if realize.acl(ctx.lab, id_) is not None else None
+        found = realize.acl(ctx.lab, id_)
+        if found is None:
+            return None
+        if state:
+            return self.state(state)
+        # `pulumi import` by id: the name; the entries are left to the program (inline or AclEntryAttachments)
+        return self.state({"name": found["name"] or None, "ip_version": "ipv4"})
 
     def update(self, ctx: Context, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
         merged = self.merged(olds, news)

@@ -52,7 +52,7 @@ instances = [alicloud.ecs.Instance(f"web-{i}", availability_zone=zones.zones[i].
 eni = alicloud.ecs.EcsNetworkInterface("eni", network_interface_name=f"{name}-eni", vswitch_id=vswitches[0].id,
                                        security_group_ids=[group.id], secondary_private_ip_address_count=1)
 alicloud.ecs.EcsNetworkInterfaceAttachment("eni", network_interface_id=eni.id, instance_id=instances[0].id)
-alicloud.vpc.RouteEntry("pods", route_table_id=vpc.route_table_id, destination_cidrblock="10.244.1.0/24",
+route = alicloud.vpc.RouteEntry("pods", route_table_id=vpc.route_table_id, destination_cidrblock="10.244.1.0/24",
                         nexthop_type="Instance", nexthop_id=instances[1].id)
 eip = alicloud.ecs.EipAddress("eip", address_name=name, isp="BGP", internet_charge_type="PayByBandwidth",
                               payment_type="PayAsYouGo")
@@ -86,7 +86,8 @@ pulumi.export("found", found)
 pulumi.export("type", types.instance_types[0].id)
 pulumi.export("image", images.images[0].id)
 pulumi.export("ids", {"vpc": vpc.id, "vswitch": vswitches[0].id, "group": group.id,
-                      "instances": [i.id for i in instances], "lb": lb.id, "eni": eni.id, "eip": eip.id})
+                      "instances": [i.id for i in instances], "lb": lb.id, "eni": eni.id, "eip": eip.id,
+                      "route": route.id, "server_group": http_group.id, "acl": acl.id})
 pulumi.export("address", lb.address)
 pulumi.export("eip", eip.ip_address)
 pulumi.export("route_table", vpc.route_table_id)
@@ -132,8 +133,9 @@ def _drop_route_behind_pulumis_back(lab: str, vpc_id: str) -> None:
 
 
 def _import_into_a_second_stack(lab: str, tmp_path, ids: dict) -> list[dict]:
-    """`pulumi import` of the VPC, a vSwitch, the group, an instance, the SLB, a listener, the ENI and the EIP by id,
-    into a stack of another backend (same stack name: the stack is the lab)."""
+    """`pulumi import` of the VPC, a vSwitch, the group, an instance, the SLB, a listener, the ENI, the EIP, the
+    route entry, the server group and the ACL by id, into a stack of another backend (same stack name: the stack is
+    the lab)."""
     backend = tmp_path / "imported"
     backend.mkdir()
     project = temp_project(backend, "import pulumi_alicloud\n")
@@ -149,13 +151,17 @@ def _import_into_a_second_stack(lab: str, tmp_path, ids: dict) -> list[dict]:
         {"type": "alicloud:slb/listener:Listener", "name": "tcp", "id": f"{ids['lb']}:tcp:80", "version": "4.0.0"},
         {"type": "alicloud:ecs/ecsNetworkInterface:EcsNetworkInterface", "name": "eni", "id": ids["eni"],
          "version": "4.0.0"},
-        {"type": "alicloud:ecs/eipAddress:EipAddress", "name": "eip", "id": ids["eip"], "version": "4.0.0"}]}
+        {"type": "alicloud:ecs/eipAddress:EipAddress", "name": "eip", "id": ids["eip"], "version": "4.0.0"},
+        {"type": "alicloud:vpc/routeEntry:RouteEntry", "name": "pods", "id": ids["route"], "version": "4.0.0"},
+        {"type": "alicloud:slb/serverGroup:ServerGroup", "name": "http", "id": ids["server_group"],
+         "version": "4.0.0"},
+        {"type": "alicloud:slb/acl:Acl", "name": "acl", "id": ids["acl"], "version": "4.0.0"}]}
     (backend / "import.json").write_text(json.dumps(plan))
     result = second.run("import", "--file", str(backend / "import.json"), "--yes", "--protect=false",
                         "--generate-code=false")
     _no_download(second, result.stdout + result.stderr)
     # the inputs read back pass the plugin's own Check (else the engine warns that they "failed to validate")
-    assert "8 imported" in result.stdout and "failed to validate" not in result.stdout, result.stdout
+    assert "11 imported" in result.stdout and "failed to validate" not in result.stdout, result.stdout
     resources = json.loads(second.run("stack", "export").stdout)["deployment"]["resources"]
     second.run("stack", "rm", "--yes", "--force")  # forget them: the first stack still owns the objects
     return [r for r in resources if r["type"].startswith("alicloud:")]
@@ -186,6 +192,8 @@ alicloud.slb.Listener("tcp", load_balancer_id=ids["lb"], backend_port=8080, fron
 alicloud.ecs.EcsNetworkInterface("eni", network_interface_name=f"{name}-eni", vswitch_id=ids["vswitch"],
                                  security_group_ids=[ids["group"]], secondary_private_ip_address_count=1,
                                  opts=adopt(ids["eni"]))
+alicloud.slb.ServerGroup("http", load_balancer_id=ids["lb"], name=name, opts=adopt(ids["server_group"]))
+alicloud.slb.Acl("acl", name=name, ip_version="ipv4", opts=adopt(ids["acl"]))
 """
 
 
@@ -197,7 +205,7 @@ def _adopt_with_import_option(lab: str, tmp_path, ids: dict) -> None:
     stack.run("config", "set", "ids", json.dumps(ids))  # read back with require_object
     result = stack.run("up", "--yes", check=False)
     output = result.stdout + result.stderr
-    assert result.returncode == 0 and "4 imported" in output, output[-3000:]
+    assert result.returncode == 0 and "6 imported" in output, output[-3000:]
     stack.run("stack", "rm", "--yes", "--force")  # forget them: the first stack still owns the objects
 
 
@@ -241,6 +249,11 @@ def test_internet_slb_program_serves_is_idempotent_imports_and_destroys(lab, pro
     assert imported["Listener"]["inputs"]["backendPort"] == 8080
     assert imported["EipAddress"]["outputs"]["ipAddress"] == out["eip"]
     assert imported["EcsNetworkInterface"]["outputs"]["networkInterfaceName"] == "tf-example-eni"
+    pods = imported["RouteEntry"]["inputs"]
+    assert (pods["destinationCidrblock"], pods["nexthopId"]) == ("10.244.1.0/24", ids["instances"][1])
+    group = imported["ServerGroup"]["inputs"]
+    assert (group["loadBalancerId"], group["name"], group.get("servers")) == (ids["lb"], "tf-example", None)
+    assert (imported["Acl"]["inputs"]["name"], imported["Acl"]["inputs"].get("entryLists")) == ("tf-example", None)
     _adopt_with_import_option(lab, tmp_path, ids)
 
     # a listener's argument changed: updated in place (the tcp listener's nftables rules in the router), nothing

@@ -203,6 +203,7 @@ def test_the_ack_addon_is_run_not_ignored():
 
     inputs = {"addons": [{"name": "terway-eniip"}, {"name": "nginx-ingress-controller"}, {"name": "csi-plugin"}]}
     assert ingress_addon(inputs) and ignored_addons(inputs) == ["csi-plugin"]
+    assert ignored_addons({"addons": [{"name": "terway-eniip"}, {"name": "coredns"}]}) == []  # every cluster runs it
     disabled = {"addons": [{"name": "nginx-ingress-controller", "disabled": True}]}
     assert not ingress_addon(disabled) and ignored_addons(disabled) == []
 

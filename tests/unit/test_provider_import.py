@@ -167,3 +167,22 @@ def test_import_of_an_eip_and_an_eni(lab_records):
         ecs.EcsNetworkInterface().check(Context("lab1", "x", "cn-hangzhou", "x"), eni)[0]))
     read = imported_without_difference(ecs.EcsNetworkInterface(), eni, id_="eni-0123abcd")
     assert read["private_ip"] == "10.1.0.7" and read["description"] == "pods"
+
+
+# --- server groups and ACLs: their SLB and name from the kernel's record; servers and entries left to the program --
+
+def test_a_server_group_and_an_acl_are_found_by_id_alone(monkeypatch):
+    ctx = Context(lab="lab1", name="x", region="cn-hangzhou", label="x")
+    monkeypatch.setattr(slb.realize, "server_group", lambda lab, id_: {
+        "load_balancer_id": "lb-0123abcd", "name": "web", "servers": [{"server_id": "i-0123abcd", "port": 80}]})
+    monkeypatch.setattr(slb.realize, "acl", lambda lab, id_: {"name": "office", "entries": {"10.0.0.0/8": ""}})
+    group, acl = slb.ServerGroup(), slb.Acl()
+    imported = group.inputs_of(group.read(ctx, "rsp-0123abcd", {}))
+    assert imported == {"load_balancer_id": "lb-0123abcd", "name": "web"}  # no servers: attachments may own them
+    assert group.check(ctx, imported)[1] == []
+    assert acl.inputs_of(acl.read(ctx, "acl-0123abcd", {})) == {"name": "office", "ip_version": "ipv4"}
+    refreshed = group.read(ctx, "rsp-0123abcd", group.state({"load_balancer_id": "lb-0123abcd", "name": "web",
+                                                            "servers": [{"server_id": "i-0123abcd"}]}))
+    assert refreshed["servers"] == [{"server_id": "i-0123abcd"}]  # a refresh keeps what the program gave
+    monkeypatch.setattr(slb.realize, "acl", lambda lab, id_: None)
+    assert acl.read(ctx, "acl-0123abcd", {}) is None  # gone
