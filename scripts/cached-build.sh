@@ -16,7 +16,9 @@ go_mod_version() {
 
 # cached_build NAME VERSION KEY MARKER TITLE BUILD: sets `dest` to $ACKLAB_CACHE/NAME-VERSION-KEY; unless
 # dest/bin/MARKER is there, prints TITLE, runs `BUILD WORK` in a subshell (it puts the binaries in WORK/bin), records
-# build-info.json (version, build seconds, bytes the module cache grew by) and moves WORK into place.
+# build-info.json (version, build seconds, bytes the shared module cache grew by meanwhile: builds that run at the
+# same time, as the engine and Kubernetes do in `make test`'s set-up, count each other's modules) and moves WORK
+# into place.
 cached_build() {
   local name=$1 version=$2 key=$3 marker=$4 title=$5 build=$6
   dest="$ACKLAB_CACHE/$name-$version-$key"
@@ -31,7 +33,7 @@ cached_build() {
   mkdir -p "$work/bin"
   ( "$build" "$work" )  # a subshell: the build may cd, and a failure ends it (set -e) without the trap lost
   after=$(du -sb "$GOMODCACHE" | cut -f1)
-  printf '{"version": "%s", "build_seconds": %d, "module_download_bytes": %d}\n' \
+  printf '{"version": "%s", "build_seconds": %d, "module_cache_growth_bytes": %d}\n' \
     "$version" "$(( $(date +%s) - start ))" "$(( after - before ))" > "$work/build-info.json"
   rm -rf "$dest"
   mv "$work" "$dest"

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from functools import wraps
+from functools import cache, wraps
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 
@@ -44,23 +44,18 @@ class Implemented:
     functions: dict[str, Function]
 
 
-_implemented: list[Implemented] = []
-_implemented_lock = Lock()
-
-
+@cache
 def implemented() -> Implemented:
     """The kinds and data sources, imported once. ``main`` starts this in a thread before it prints its port, so
     the imports (the realizations, the Kubernetes side of ``cs``: most of the plugin's start-up) overlap the
-    engine's own start-up work (GetPluginInfo, Configure, planning); a call that needs a kind waits here."""
-    with _implemented_lock:
-        if not _implemented:
-            from acklab.provider import account, cs, ecs, index, slb, vpc
+    engine's own start-up work (GetPluginInfo, Configure, planning); a call that needs a kind meanwhile imports
+    along (Python's import lock makes it wait for the modules, not import them twice)."""
+    from acklab.provider import account, cs, ecs, index, slb, vpc
 
-            kinds = {kind.token: kind for kind in (*vpc.KINDS, *ecs.KINDS, *slb.KINDS, *cs.KINDS)}
-            functions = {**index.FUNCTIONS, **vpc.FUNCTIONS, **ecs.FUNCTIONS, **slb.FUNCTIONS, **cs.FUNCTIONS,
-                         **account.FUNCTIONS}
-            _implemented.append(Implemented(kinds, functions))
-        return _implemented[0]
+    kinds = {kind.token: kind for kind in (*vpc.KINDS, *ecs.KINDS, *slb.KINDS, *cs.KINDS)}
+    functions = {**index.FUNCTIONS, **vpc.FUNCTIONS, **ecs.FUNCTIONS, **slb.FUNCTIONS, **cs.FUNCTIONS,
+                 **account.FUNCTIONS}
+    return Implemented(kinds, functions)
 
 
 def __getattr__(name: str) -> Any:

@@ -114,7 +114,7 @@ def test_engine_builds_into_a_cache_root_that_does_not_exist(fresh: dict[str, Pa
         link = fresh["repo"] / ".venv" / "bin" / tool
         assert link.is_symlink() and link.resolve() == (built / "bin" / tool).resolve(), tool
     info = json.loads((built / "build-info.json").read_text())
-    assert info["version"].startswith("v3.") and info["module_download_bytes"] > 0
+    assert info["version"].startswith("v3.") and info["module_cache_growth_bytes"] > 0
     assert not list((fresh["cache"] / "acklab").glob(".build-*")), "no temporary build folder left"
     assert (fresh["cache"] / "acklab" / "gomod").is_dir(), "modules cached outside the clone"
     assert "compiling the Pulumi CLI" in result.stderr, "the long step says what it does"
