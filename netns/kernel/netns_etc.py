@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from netns.kernel.files import write_if_changed
+from netns.kernel.process import NETNS_DIR
 
 ETC_NETNS = Path("/etc/netns")
-NETNS_DIR = "/run/netns"
 
 
 def folder(name: str) -> Path:

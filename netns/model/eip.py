@@ -39,13 +39,6 @@ def check_eip_id(resource: str, field: str, value: object) -> str:
     return value
 
 
-def check_instance_type(resource: str, value: object) -> str:
-    if value not in INSTANCE_TYPES:
-        raise ValidationError(resource, "instance_type", f"{value!r}: acklab associates EIPs with ECS instances and "
-                                                         f"NAT gateways only ({', '.join(INSTANCE_TYPES)})")
-    return value  # type: ignore[return-value]
-
-
 def route_table(leg_index: int) -> int:
     return TABLE_BASE + leg_index
 

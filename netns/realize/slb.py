@@ -571,10 +571,6 @@ def _server_index(lab: str) -> dict[str, tuple[str, VpcRouter]]:
     return index
 
 
-def server_exists(lab: str, server_id: str) -> bool:
-    return server_id in _server_index(lab)
-
-
 # --- sync: API state → HAProxy -----------------------------------------------------------------------------
 
 def _refs_of(lab: str, listener: model.Listener, resource: str) -> list[model.BackendRef]:

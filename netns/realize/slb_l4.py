@@ -22,11 +22,8 @@ writes ``l4-health.json``, and swaps the slot elements itself when a backend's s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +31,7 @@ from typing import Any
 
 from netns.kernel import process, rules
 from netns.kernel.files import write_atomic, write_json
-from netns.kernel.namespace import Namespace
+from netns.kernel.namespace import Namespace, end_processes
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
 from netns.model.errors import LabError
@@ -251,30 +248,17 @@ def ensure_checker(runtime_dir: Path, slb_ns: Namespace) -> None:
     if checker_pid(runtime_dir, slb_ns) is not None:
         return  # it notices l4.json changing by itself
     lab, lb_id = runtime_dir.parent.parent.name, runtime_dir.name
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    with open(runtime_dir / "checker.log", "a") as log:
-        proc = subprocess.Popen(["ip", "netns", "exec", slb_ns.name, sys.executable, "-m", CHECKER_MODULE, lab, lb_id],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=PROJECT_ROOT, env=env,
-                                start_new_session=True)  # outlives the caller (the provider, a test)
-    write_atomic(checker_pid_path(runtime_dir), f"{proc.pid}\n")
-    deadline = time.monotonic() + 5
-    while checker_pid(runtime_dir, slb_ns) is None:  # until it has entered the namespace (ip netns exec)
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise LabError(f"SLB {lb_id}: the health checker did not start (see {runtime_dir}/checker.log)")
-        time.sleep(0.01)
+    pid = process.spawn_in(slb_ns.name, [sys.executable, "-m", CHECKER_MODULE, lab, lb_id],
+                           checker_pid_path(runtime_dir), runtime_dir / "checker.log", PROJECT_ROOT,
+                           env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    if checker_pid(runtime_dir, slb_ns) != pid:
+        raise LabError(f"SLB {lb_id}: the health checker did not start (see {runtime_dir}/checker.log)")
 
 
 def stop_checker(runtime_dir: Path, slb_ns: Namespace) -> None:
     pid = checker_pid(runtime_dir, slb_ns)
     if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and checker_pid(runtime_dir, slb_ns) is not None:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            if checker_pid(runtime_dir, slb_ns) is not None:
-                os.kill(pid, signal.SIGKILL)
+        end_processes([pid])
     checker_pid_path(runtime_dir).unlink(missing_ok=True)
 
 
