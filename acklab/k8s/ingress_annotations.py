@@ -38,8 +38,6 @@ _URL_VARIABLES = {"request_uri", "uri", "host", "http_host", "scheme", "args", "
 _HASH_VARIABLE = re.compile(r"^(request_uri|uri|host|remote_addr|binary_remote_addr|args|arg_[A-Za-z0-9_]+|"
                             r"http_[A-Za-z0-9_]+|cookie_[A-Za-z0-9_]+)$")
 
-REFUSED_SNIPPETS = ("configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet",
-                    "modsecurity-snippet", "location-snippet", "mirror-snippet")
 KNOWN = {
     "rewrite-target", "use-regex", "app-root",
     "ssl-redirect", "force-ssl-redirect", "permanent-redirect", "permanent-redirect-code", "temporal-redirect",

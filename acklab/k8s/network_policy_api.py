@@ -39,7 +39,6 @@ class PolicyKind:
 K8S_POLICY = PolicyKind(K8S_API, "NetworkPolicy", "networking.k8s.io", "networkpolicies")
 CALICO_POLICY = PolicyKind(CALICO_API, "NetworkPolicy", "projectcalico.org", "networkpolicies")
 CALICO_GLOBAL = PolicyKind(CALICO_API, "GlobalNetworkPolicy", "projectcalico.org", "globalnetworkpolicies", False)
-POLICY_KINDS = (K8S_POLICY, CALICO_POLICY, CALICO_GLOBAL)
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -54,6 +54,10 @@ def problems(*checks: Callable[[], object]) -> list[ValidationError]:
     return found
 
 
+def not_one_of(resource: str, field: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    raise ValidationError(resource, field, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+
+
 def given(value: Any) -> bool:
     """An argument the program set (the SDK may send an empty string or list for one it did not)."""
     return value not in (None, "", [])

@@ -33,11 +33,6 @@ KUBERNETES_VERSION = "1.37.2"  # the control plane's binaries (scripts/build-kub
 ACK_VERSION = f"{KUBERNETES_VERSION}-aliyun.1"  # how ACK spells its versions
 NETWORK_PLUGINS = ("terway-eniip", "terway-eni", "flannel")  # ACK's network add-ons; one per cluster
 SUPPORTED_NETWORK = "terway-eniip"
-# Add-ons ACK installs that the lab has no workload for (storage, logging, monitoring): accepted,
-# so that Alibaba's example programs run unchanged, and ignored with a warning.
-IGNORED_ADDONS = ("csi-plugin", "csi-provisioner", "logtail-ds", "arms-prometheus", "ack-node-problem-detector",
-                  "storage-operator", "terway-controlplane", "security-inspector",
-                  "ack-cost-exporter", "alicloud-monitor-controller", "metrics-server")
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_api
 DNS_ADDON = "coredns"  # every cluster runs CoreDNS (acklab/k8s/cluster_dns.py), asked for or not
@@ -56,8 +51,9 @@ def network_plugin(inputs: dict[str, Any]) -> str | None:
 
 
 def ignored_addons(inputs: dict[str, Any]) -> list[str]:
-    """Add-ons the lab does not run: every enabled one but the network plug-in, the NGINX Ingress add-on and
-    CoreDNS (which every cluster runs)."""
+    """Add-ons the lab does not run (storage, logging, monitoring: csi-plugin, logtail-ds, arms-prometheus, ...),
+    accepted so that Alibaba's example programs run unchanged, and warned about: every enabled one but the network
+    plug-in, the NGINX Ingress add-on and CoreDNS (which every cluster runs)."""
     return [str(a.get("name")) for a in _addons(inputs)
             if a.get("name") not in (*NETWORK_PLUGINS, INGRESS_ADDON, DNS_ADDON)]
 

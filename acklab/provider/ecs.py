@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from acklab.provider import catalog, records
-from acklab.provider.base import Context, Failure, Kind, check_zone, first, given, now, problems
+from acklab.provider.base import Context, Failure, Kind, check_zone, first, given, not_one_of, now, problems
 from acklab.provider.config import ProviderConfig
 from acklab.provider.index import Function, arguments, data_id
 from acklab.provider.sdk import result
@@ -519,7 +519,7 @@ class EipAddress(Kind):
                    "payment_type": ("PayAsYouGo", "Subscription")}
         for field, allowed in choices.items():
             if known(value(field)) and value(field) not in allowed:
-                checks.append(lambda f=field, a=allowed: _not_one_of(ctx.label, f, value(f), a))
+                checks.append(lambda f=field, a=allowed: not_one_of(ctx.label, f, value(f), a))
         return problems(*checks)
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -555,10 +555,6 @@ class EipAddress(Kind):
 
 def _charge_type(payment_type: str) -> str:
     return next((old for old, new in _PAYMENT.items() if new == payment_type), payment_type)
-
-
-def _not_one_of(resource: str, field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    raise ValidationError(resource, field, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 class EipAssociation(Kind):

@@ -59,10 +59,10 @@ def _module_and_class(token: str) -> tuple[str, str]:
         raise ValueError(f"not a token of package {PACKAGE}: {token}")
     folder, _, file = module.partition("/")
     parts = ["pulumi_alicloud"] + ([] if folder == "index" else [folder])
-    return ".".join([*parts, _snake(file)]), name
+    return ".".join([*parts, snake(file)]), name
 
 
-def _snake(name: str) -> str:
+def snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from acklab.provider import catalog, records
-from acklab.provider.base import Context, Diff, Kind, check_zone, first, given, now, problems
+from acklab.provider.base import Context, Diff, Kind, check_zone, first, given, not_one_of, now, problems
 from acklab.provider.config import ProviderConfig
 from acklab.provider.index import Function, arguments, data_id
 from acklab.provider.sdk import result
@@ -263,7 +263,7 @@ class NatGateway(Kind):
     def validate(self, ctx: Context, inputs: dict[str, Any]) -> Iterable[ValidationError]:
         choices = {"payment_type": ("PayAsYouGo", "Subscription"), "internet_charge_type": ("PayByLcu",),
                    "eip_bind_mode": ("MULTI_BINDED", "NAT"), "specification": ("Small", "Middle", "Large", "XLarge.1")}
-        checks = [lambda f=field, a=allowed: _not_one_of(ctx.label, f, inputs[f], a)
+        checks = [lambda f=field, a=allowed: not_one_of(ctx.label, f, inputs[f], a)
                   for field, allowed in choices.items()
                   if inputs.get(field) is not None and known(inputs[field]) and inputs[field] not in allowed]
         return problems(*checks)
@@ -315,10 +315,6 @@ def _tables(ngw_id: str) -> dict[str, str]:
     return {"snat_table_ids": ngw_model.snat_table_id(ngw_id), "forward_table_ids": ngw_model.forward_table_id(ngw_id)}
 
 
-def _not_one_of(resource: str, field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    raise ValidationError(resource, field, f"{value!r} is not one of {', '.join(allowed)}")
-
-
 def _one_source(resource: str, inputs: dict[str, Any]) -> None:
     """Alibaba: a SNAT entry translates either a vSwitch or a CIDR block."""
     both = given(inputs.get("source_vswitch_id")) and given(inputs.get("source_cidr"))
@@ -346,7 +342,7 @@ class SnatEntry(Kind):
         if value("snat_ip") is not None and known(value("snat_ip")):
             checks.append(lambda: ngw_model.check_snat_ip(ctx.label, value("snat_ip")))
         if known(value("eip_affinity")) and value("eip_affinity") not in (0, 1):
-            checks.append(lambda: _not_one_of(ctx.label, "eip_affinity", value("eip_affinity"), (0, 1)))
+            checks.append(lambda: not_one_of(ctx.label, "eip_affinity", value("eip_affinity"), (0, 1)))
         return problems(*checks)
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
