@@ -3,7 +3,14 @@
 `import pulumi_alicloud as alicloud` is the real SDK; acklab's `alicloud` provider plugin (named in Pulumi.yaml)
 realizes its resources on the local kernel instead of in a region (docs/provider.md). With the stack setting
 `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes) and the program adds what the
-pod datapath needs from the cloud; Ansible builds the pods (ansible/site.yml).
+pod datapath needs from the cloud. `acklab:cluster` says who builds the pods:
+
+- ``api`` (the default with Terway): `ansible-playbook cluster.yml` runs a control plane and a node agent per node,
+  the workloads come through the API (`kubectl apply`); Terway's agent makes the pods' ENIs (in the pod vSwitch and
+  security group this program exports), the cloud controller makes the LoadBalancer Services' SLBs.
+- ``playbook`` (the first wave's, and the only one for vpc-route and vxlan until the node agent has Flannel's
+  datapaths): `ansible-playbook site.yml` builds the pods of the manifests folder; this program declares the pod
+  ENIs and plays ACK's CCM for LoadBalancer Services.
 """
 
 import ipaddress
@@ -22,13 +29,21 @@ config = pulumi.Config("acklab")
 # terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
 datapath = config.get("datapath") or "terway-eniip"
 datapath = None if datapath == "none" else datapath
+# api: a control plane, workloads through kubectl | playbook: pods from the manifests folder (ansible/site.yml)
+cluster = config.get("cluster") or ("api" if datapath == "terway-eniip" else "playbook")
+if cluster not in ("api", "playbook"):
+    raise ValueError(f"acklab:cluster: {cluster!r} is not one of api, playbook")
+if cluster == "api" and datapath != "terway-eniip":
+    raise ValueError("acklab:cluster: api needs acklab:datapath terway-eniip (the node agent has no "
+                     f"{datapath or 'none'} datapath yet); use acklab:cluster playbook")
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
 pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
 # The lab's Kubernetes manifests: LoadBalancer Services get an SLB each (this program plays ACK's CCM). They are
 # read and validated first, so a bad Service stops the program before anything is made.
 manifests = config.get("manifests") or os.environ.get("ACKLAB_MANIFESTS") or f"labs/{pulumi.get_stack()}/k8s"
-services = load_manifests(manifests).services if datapath and Path(manifests).is_dir() else ()
+playbook_pods = datapath and cluster == "playbook"
+services = load_manifests(manifests).services if playbook_pods and Path(manifests).is_dir() else ()
 service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 IMAGE = "ubuntu_22_04_x64_20G_alibase_20240101.vhd"  # kept, not realized: an instance is a namespace
@@ -88,7 +103,7 @@ if datapath in ("vpc-route", "vxlan"):
             alicloud.vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id,
                                     destination_cidrblock=str(cidr), nexthop_type="Instance",
                                     nexthop_id=instances[name].id)
-    kubernetes = {"datapath": datapath, "pod_cidr": pod_cidr,
+    kubernetes = {"datapath": datapath, "cluster": cluster, "pod_cidr": pod_cidr,
                   "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
 elif datapath == "terway-eniip":
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
@@ -103,23 +118,30 @@ elif datapath == "terway-eniip":
                                              ("ecs-udp", "udp", "8081/8081", "192.168.2.0/24")):
         alicloud.ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
                                        ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
-    terway_nodes = {}
-    for name in NODES:
-        eni = alicloud.ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
-                                               secondary_private_ip_address_count=pod_ips_per_node,
-                                               network_interface_name=f"{name}-pods",
-                                               security_group_ids=[pod_group.id])
-        alicloud.ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
-                                                   instance_id=instances[name].id)
-        # What the SDK does not output, as Alibaba defines it: the node's first secondary ENI is the OS's eth1
-        # (eth0 is the primary), and a vSwitch's gateway is its block's third-to-last address.
-        terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": "eth1",
-                              "eni_gateway": str(gateway(ipaddress.ip_network(POD_VSWITCH_CIDR))),
-                              "eni_ips": eni.private_ip_addresses}
-    # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
-    kubernetes = {"datapath": datapath, "pod_vswitch": pod_vswitch.id, "pod_cidr": POD_VSWITCH_CIDR,
-                  "nodes": terway_nodes}
+    if cluster == "api":
+        # Terway's agent on each node attaches ENIs in the pod vSwitch and this group as pods need addresses
+        # (Terway's eni_conf: vswitches, security_group_ids); they are the cluster's, not in this stack.
+        kubernetes = {"datapath": datapath, "cluster": cluster, "pod_vswitch_ids": [pod_vswitch.id],
+                      "pod_security_group_ids": [pod_group.id], "pod_cidr": POD_VSWITCH_CIDR}
+    else:
+        terway_nodes = {}
+        for name in NODES:
+            eni = alicloud.ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
+                                                   secondary_private_ip_address_count=pod_ips_per_node,
+                                                   network_interface_name=f"{name}-pods",
+                                                   security_group_ids=[pod_group.id])
+            alicloud.ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
+                                                       instance_id=instances[name].id)
+            # What the SDK does not output, as Alibaba defines it: the node's first secondary ENI is the OS's
+            # eth1 (eth0 is the primary), and a vSwitch's gateway is its block's third-to-last address.
+            terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": "eth1",
+                                  "eni_gateway": str(gateway(ipaddress.ip_network(POD_VSWITCH_CIDR))),
+                                  "eni_ips": eni.private_ip_addresses}
+        # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
+        kubernetes = {"datapath": datapath, "cluster": cluster, "pod_vswitch": pod_vswitch.id,
+                      "pod_cidr": POD_VSWITCH_CIDR, "nodes": terway_nodes}
 
-if datapath:
+if playbook_pods:  # on the API, the cloud controller makes them
     kubernetes["load_balancers"] = ccm.create(service_lbs, {n: instances[n] for n in NODES}, zone_h.id)
+if datapath:
     pulumi.export("kubernetes", kubernetes)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up for `make up` (scripts/setup.sh lab) and `make test` / `make bench` (scripts/setup.sh test):
-# Debian packages, .venv/ with pinned Python packages, the Pulumi engine and (test) the Kubernetes binaries
-# (built once from Go modules, cached outside the clone). Safe to run again: each step checks first and does nothing when its result is
+# Debian packages, .venv/ with pinned Python packages, the Pulumi engine, the Kubernetes binaries and CoreDNS
+# and (test) pulumi-kubernetes' plugin (built once from Go modules, cached outside the clone). Safe to run again: each step checks first and does nothing when its result is
 # already there. Nothing here assumes that a cache, .venv/, .pulumi/, reports/ or apt's lists exist yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,19 +76,15 @@ if [ "${ACKLAB_SETUP_PRINT_PACKAGES:-}" = 1 ]; then  # for tests: the package li
   exit 0
 fi
 need_root
-# The Kubernetes binaries (tests: the lab's control plane) are the longest step: started first, in the
-# background, so their compile overlaps the downloads of the steps below; waited for at the end.
-kube_build=""
-if [ "$PROFILE" = test ]; then
-  (scripts/build-kube.sh && scripts/build-coredns.sh) & kube_build=$!  # CoreDNS: the cluster DNS, 2-4 min
-fi
+# The Kubernetes binaries (the lab's control plane: `make up` runs the default lab's workloads through its API)
+# are the longest step: started first, in the background, so their compile overlaps the downloads of the steps
+# below; waited for at the end.
+(scripts/build-kube.sh && scripts/build-coredns.sh) & kube_build=$!  # CoreDNS: the cluster DNS, 2-4 min
 install_debian_packages
 create_venv
 scripts/build-engine.sh
 if [ "$PROFILE" = test ]; then  # pulumi-kubernetes' plugin (tests: workloads in the cluster's program)
   scripts/build-k8s-provider.sh
 fi
-if [ -n "$kube_build" ]; then
-  wait "$kube_build" || { echo "scripts/build-kube.sh or build-coredns.sh failed (see above)" >&2; exit 1; }
-fi
+wait "$kube_build" || { echo "scripts/build-kube.sh or build-coredns.sh failed (see above)" >&2; exit 1; }
 mkdir -p .pulumi/state .pulumi/home reports

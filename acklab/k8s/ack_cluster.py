@@ -24,8 +24,7 @@ from typing import Any
 import yaml
 
 from acklab.k8s import ccm, cloud_controller, cluster_install, cluster_nat, ingress_api
-from acklab.k8s.plan import Network, Node
-from acklab.k8s.pods import NodeNetwork, load_records
+from acklab.k8s.cluster_install import core_api
 from netns.kernel.files import write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError, NotFoundError, ValidationError
@@ -37,7 +36,6 @@ from netns.realize.vpc import find_vswitch, routers
 
 POOL_LABEL = "alibabacloud.com/nodepool-id"  # ACK's label naming a node's pool
 READY_TIMEOUT = 90.0
-DRAIN_TIMEOUT = 20.0
 
 
 def _folder(lab: str) -> Path:
@@ -207,13 +205,6 @@ def _not_after(cert_b64: str) -> str:
     return cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def core_api(lab: str) -> Any:
-    """The admin's CoreV1Api (the provider acts for the cluster's owner, as ACK's console does)."""
-    from kubernetes import client, config
-
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig_path(lab))))
-
-
 # --- node pools ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -347,43 +338,10 @@ _TAINTS_NOTE = "acklab.io/nodepool-taints"  # the pool's taints last applied: a 
 
 
 def remove_node(lab: str, node: PoolNode) -> None:
-    """Drain (cordon, delete its pods, wait until the agent removed their namespaces), stop the agent and
-    kube-proxy, delete the Node object and the instance (its Terway ENIs go with it)."""
-    from kubernetes.client.rest import ApiException
-    from kubernetes.config import ConfigException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        core = core_api(lab)
-        core.patch_node(node.name, {"spec": {"unschedulable": True}})
-        pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node.name}").items
-        for pod in pods:  # deleted, not evicted: no PodDisruptionBudget exists in the lab yet
-            with contextlib.suppress(ApiException):
-                core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
-        # a node whose instance vanished has no agent left to remove its pods: they are removed below
-        _wait_pods_gone(lab, node.name, DRAIN_TIMEOUT if Namespace(node_netns(lab, node)).exists() else 0.0)
-        with contextlib.suppress(ApiException):
-            core.delete_node(node.name)
-    except (ApiException, ConfigException, HTTPError, OSError):
-        pass  # the control plane is gone or unreachable: nothing to drain, the instance still goes
-    cluster_install.remove_node(lab, node.name, node_netns(lab, node))  # agents stop, kube-proxy's rules go
-    _remove_leftover_pods(lab, node)
+    """The node leaves the cluster (``cluster_install.remove_node``: drained, its components stopped, its Node
+    object deleted), then its instance goes (its Terway ENIs with it)."""
+    cluster_install.remove_node(lab, node.name, node_netns(lab, node), node.ip)
     EcsInstance(lab, node.instance_id, node.eni_id).delete()
-
-
-def _remove_leftover_pods(lab: str, node: PoolNode) -> None:
-    """Pod namespaces the agent did not remove (it was gone, or the drain timed out), after the agent stopped (its
-    pod agent's sockets keep them alive)."""
-    left = [r for r in load_records(lab).values() if r.node == node.name]
-    if left:
-        plan_node = Node(node.name, node_netns(lab, node), node.ip)
-        NodeNetwork(Network(lab, "terway-eniip", (plan_node,)), plan_node).remove_pods(left)
-
-
-def _wait_pods_gone(lab: str, name: str, timeout: float = DRAIN_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while any(r.node == name for r in load_records(lab).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def delete_pool(lab: str, pool_id: str) -> None:

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from acklab.k8s import cloud_controller, cluster_dns, ingress_api, network_policy_agent, proxy_daemon
 from acklab.k8s.ipam import TerwayConfig
 from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
-from acklab.k8s.plan import Node
+from acklab.k8s.plan import Network, Node
+from acklab.k8s.pods import NodeNetwork, load_records
+from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError, NotFoundError
 from netns.model.names import new_cluster_id
 from netns.realize.control_plane import (
@@ -39,6 +43,7 @@ from netns.realize.vpc import find_vswitch
 # Terway's eni-config defaults on ACK: no warm addresses kept beyond need, at most 5 free ones.
 MIN_POOL_SIZE, MAX_POOL_SIZE = 0, 5
 PROXY_MODES = ("iptables", "nftables")
+DRAIN_TIMEOUT = 20.0  # a drained node's agent removes its pods' namespaces within this
 
 
 # --- the control plane and the cluster-wide controllers ------------------------------------------------------------
@@ -215,11 +220,16 @@ def install_node(spec: NodeSpec) -> NodeResult:
     return NodeResult(spec.name, tuple(changes))
 
 
-def remove_node(lab: str, name: str, netns: str) -> NodeResult:
-    """Stop the node's components (the agent's pods keep their namespaces until the instance goes, as when a
-    kubelet stops); delete its Node object. The instance itself is the stack's."""
+def remove_node(lab: str, name: str, netns: str, ip: str = "") -> NodeResult:
+    """The node leaves the cluster: drained (cordoned, its pods deleted, until its agent removed their namespaces),
+    its components stopped, pods the agent left removed (it was gone, or the drain timed out), its Node object
+    deleted. The instance itself is the caller's (the stack's, or a node pool's, which deletes it next)."""
     changes: list[str] = []
-    if node_agent_pid(lab, name) is not None:
+    agent_running = node_agent_pid(lab, name) is not None and Namespace(netns).exists()
+    drained = drain(lab, name, DRAIN_TIMEOUT if agent_running else 0.0)
+    if drained:
+        changes.append(f"{drained} pod(s) drained")
+    if agent_running:
         changes.append("node agent stopped")
     stop_node_agent(lab, name)
     proxy = proxy_daemon.KubeProxyDaemon(lab, name, netns)
@@ -230,9 +240,47 @@ def remove_node(lab: str, name: str, netns: str) -> NodeResult:
     if agent.pid() is not None:
         changes.append("NetworkPolicy agent stopped")
     agent.stop()
+    left = [r for r in load_records(lab).values() if r.node == name]
+    if left:  # after the agent stopped: its pod agent's sockets keep their namespaces alive
+        node = Node(name, netns, ip)
+        NodeNetwork(Network(lab, "terway-eniip", (node,)), node).remove_pods(left)
+        changes.append(f"{len(left)} pod namespace(s) removed")
     if _delete_node_object(lab, name):
         changes.append("Node deleted")
     return NodeResult(name, tuple(changes))
+
+
+def core_api(lab: str) -> Any:
+    """The admin's CoreV1Api (the installer acts for the cluster's owner, as ACK's console does)."""
+    from kubernetes import client, config
+
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig_path(lab))))
+
+
+def drain(lab: str, name: str, timeout: float) -> int:
+    """Cordon the node and delete its pods (deleted, not evicted: no PodDisruptionBudget exists in the lab yet),
+    then wait up to ``timeout`` until its agent removed their namespaces; how many pods were deleted. Nothing when
+    the control plane is gone or does not answer."""
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    if existing_cluster_id(lab) is None or not kubeconfig_path(lab).exists():
+        return 0
+    try:
+        core = core_api(lab)
+        with contextlib.suppress(ApiException):  # a Node already deleted: its pods are still deleted below
+            core.patch_node(name, {"spec": {"unschedulable": True}})
+        pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
+        for pod in pods:
+            with contextlib.suppress(ApiException):
+                core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+    except (ApiException, ConfigException, HTTPError, OSError):
+        return 0
+    deadline = time.monotonic() + timeout
+    while any(r.node == name for r in load_records(lab).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(pods)
 
 
 def _delete_node_object(lab: str, name: str) -> bool:

@@ -42,11 +42,13 @@ def recap(output: str) -> dict[str, int]:
 
 
 def lab_stack(lab: str, tmp_path: Path, datapath: str):
-    """The default program on a stack of its own, with the given datapath."""
+    """The default program on a stack of its own, with the given datapath, its pods built by site.yml (the
+    file-driven playbook: `acklab:cluster playbook`; `make up`'s API-driven way is tests/e2e/test_make_up.py's)."""
     project = temp_project(tmp_path, (PROJECT / "__main__.py").read_text())
     stack = Stack(project, lab, tmp_path)
     stack.init()
     stack.run("config", "set", "acklab:datapath", datapath)
+    stack.run("config", "set", "acklab:cluster", "playbook")
     return stack
 
 

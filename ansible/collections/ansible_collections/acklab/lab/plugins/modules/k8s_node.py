@@ -127,7 +127,7 @@ def main() -> None:
         return {"changes": install.install_node(spec).changes}
 
     def absent() -> dict:
-        return {"changes": install.remove_node(p["lab"], p["name"], p["netns"]).changes}
+        return {"changes": install.remove_node(p["lab"], p["name"], p["netns"], p["private_ip"] or "").changes}
 
     run(module, present if p["state"] == "present" else absent)
 

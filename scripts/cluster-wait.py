@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""`make ack-up`'s last step: wait until labs/ack's cluster serves, from the lab's internet, as a user would see it.
+"""`make up`'s and `make ack-up`'s last step: wait until a lab's cluster serves, from the lab's internet, as a user
+would see it.
 
 `acklab wait` checks SLB listeners and playbook pods; it does not know Kubernetes objects, so it cannot tell an
 Ingress rule that routes from an nginx that answers 404. This script asks the cluster (kubectl, the stack's
 kubeconfig) where things are and sends the requests a user would:
 
-1. every Node is Ready;
+1. every Node is Ready, and every pod (not finished) is Running and Ready;
 2. the Ingress has an address (the ingress controller writes its SLB's address into the Ingress's status) and a
    GET of http://<host><path> to that address, from the lab's internet namespace, is answered 200 by a pod;
 3. each LoadBalancer Service named has an external IP (the cloud controller's SLB) and answers 200 likewise.
 
+The targets are named (``--ingress``, ``--service``), or with ``--all`` found: each Ingress's first rule with a
+literal path (Prefix or Exact; else its default backend at /) and each LoadBalancer Service with a TCP port 80.
 It polls until all of that holds in one round or the deadline passes; then it exits 1 naming what is missing.
 Run with the project's venv (acklab's packages: sockets made inside the lab's namespaces), as root.
 """
@@ -104,6 +107,47 @@ def node_problems(kubectl: Kubectl) -> list[str]:
     return [f"node {name} is not Ready" for name in not_ready]
 
 
+def pod_problems(kubectl: Kubectl) -> list[str]:
+    pods = kubectl.get("pods", "--all-namespaces")
+    if pods is None:
+        return ["the API server does not answer"]
+    problems = []
+    for pod in pods.get("items") or []:
+        status = pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        if status.get("phase") != "Running" or not ready:
+            meta = pod["metadata"]
+            problems.append(f"pod {meta['namespace']}/{meta['name']} is {status.get('phase', 'new')}"
+                            f"{'' if status.get('phase') != 'Running' else ', not Ready'}")
+    return problems
+
+
+def ingress_target(ingress: dict[str, Any]) -> Target:
+    """The first rule's literal path (Prefix or Exact) with its host, else the default backend at /."""
+    meta = ingress["metadata"]
+    for rule in ingress.get("spec", {}).get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            if path.get("pathType") in ("Prefix", "Exact"):
+                return Target("ingress", meta["namespace"], meta["name"], rule.get("host", ""), path.get("path", "/"))
+    return Target("ingress", meta["namespace"], meta["name"], "", "/")
+
+
+def discovered_targets(kubectl: Kubectl) -> list[Target] | None:
+    """Every Ingress, and every LoadBalancer Service with a TCP port 80; None while the API cannot answer."""
+    ingresses, services = kubectl.get("ingress", "--all-namespaces"), kubectl.get("services", "--all-namespaces")
+    if ingresses is None or services is None:
+        return None
+    targets = [ingress_target(i) for i in ingresses.get("items") or []]
+    for service in services.get("items") or []:
+        spec = service.get("spec") or {}
+        if spec.get("type") == "LoadBalancer" and any(
+                p.get("port") == 80 and p.get("protocol", "TCP") == "TCP" for p in spec.get("ports") or []):
+            targets.append(Target("service", service["metadata"]["namespace"], service["metadata"]["name"], "", "/"))
+    return targets
+
+
 def target_problem(kubectl: Kubectl, netns: str, target: Target, served: dict[str, str]) -> str | None:
     address = load_balancer_ip(kubectl.get(target.kind, target.name, "-n", target.namespace))
     if not address:
@@ -119,7 +163,8 @@ def target_problem(kubectl: Kubectl, netns: str, target: Target, served: dict[st
     return None
 
 
-def wait(lab: str, kubeconfig: str, targets: list[Target], timeout: float) -> int:
+def wait(lab: str, kubeconfig: str, targets: list[Target] | None, timeout: float) -> int:
+    """Poll until everything serves; ``targets`` None: find them (``--all``) each round."""
     kubectl = Kubectl(kubeconfig)
     netns = f"{mark(lab)}internet"  # the lab's internet: where the SLBs' internet clients are
     start = time.monotonic()
@@ -127,9 +172,12 @@ def wait(lab: str, kubeconfig: str, targets: list[Target], timeout: float) -> in
     reported: list[str] = []
     while True:
         served: dict[str, str] = {}
-        problems = node_problems(kubectl)
+        problems = node_problems(kubectl) or pod_problems(kubectl)
+        round_targets = targets if targets is not None else discovered_targets(kubectl)
+        if not problems and round_targets is None:
+            problems = ["the API server does not answer"]
         if not problems:
-            problems = [p for t in targets if (p := target_problem(kubectl, netns, t, served))]
+            problems = [p for t in round_targets or () if (p := target_problem(kubectl, netns, t, served))]
         elapsed = time.monotonic() - start
         if not problems:
             print(f"lab {lab} serves after {elapsed:.1f} s:")
@@ -164,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="an Ingress to request through its address (repeatable)")
     parser.add_argument("--service", action="append", default=[], metavar="NS/NAME,[HOST],PATH",
                         help="a LoadBalancer Service to request through its external IP (repeatable)")
+    parser.add_argument("--all", action="store_true",
+                        help="also every Ingress and every LoadBalancer Service with a TCP port 80 (found each round)")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="S")
     args = parser.parse_args(argv)
     targets = [parse_target("ingress", s) for s in args.ingress] + [parse_target("service", s) for s in args.service]
-    return wait(args.lab, args.kubeconfig, targets, args.timeout)
+    return wait(args.lab, args.kubeconfig, None if args.all and not targets else targets, args.timeout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make down`: take lab (Pulumi stack) $1 down. `acklab recover` first (an interrupted run leaves a stack that
+# pulumi cannot read); then, if the lab runs a cluster on the API, `cluster.yml -e cluster_state=absent` (the node
+# agents with Terway's ENIs, then the control plane with the cloud controller's SLBs: they are the cluster's, not
+# the stack's); then `pulumi destroy`; `acklab clean` last, as the safety net that removes whatever is left.
+# Each step goes on when one before failed: down must finish. Run from the project folder (Makefile's environment).
+set -uo pipefail
+lab=${1:?usage: scripts/down.sh LAB}
+here=$(cd "$(dirname "$0")/.." && pwd)
+acklab recover --lab "$lab"
+if acklab kubeconfig --lab "$lab" >/dev/null 2>&1 && pulumi stack select "$lab" >/dev/null 2>&1; then
+  (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$PWD ansible-playbook cluster.yml -e cluster_state=absent)
+fi
+pulumi destroy --yes --skip-preview --stack "$lab"
+acklab clean --lab "$lab"
