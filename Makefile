@@ -20,7 +20,7 @@ help:
 	@echo "make up     set up, pulumi up of the default lab, its cluster (cluster.yml), kubectl apply of its workloads, then wait until it serves (LAB=name, CLUSTER=playbook, WAIT=false)"
 	@echo "make down   the cluster down (cluster.yml), pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up (with the tests' extras and the Kubernetes binaries), then lint and every test"
-	@echo "make bench  set up, then the benchmarks (ECS, the plugin, pods, SLB, kube-proxy rules, NetworkPolicy) against same-run baselines"
+	@echo "make bench  set up, then the benchmarks (ECS, the plugin, pods, SLB, kube-proxy rules, NetworkPolicy, make up) against same-run baselines or the issues' targets"
 	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
 	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
 	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own, then the slow scenarios (tutorials)"
@@ -76,7 +76,7 @@ reliability: setup-test
 	$(VENV)/bin/python -m tests.reliability 20
 
 # Every benchmark runs (each writes reports/bench/<name>.{json,md}); the target fails at the end if one missed.
-BENCHES := ecs_scale provider_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale k8s_api
+BENCHES := ecs_scale provider_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale k8s_api make_up
 bench: setup-test
 	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
 

@@ -44,6 +44,7 @@ class Target:
     name: str
     host: str  # "" means the address itself
     path: str
+    answers: tuple[int, ...] = (200,)  # the HTTP statuses that count as served
 
     def label(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
@@ -125,13 +126,19 @@ def pod_problems(kubectl: Kubectl) -> list[str]:
 
 
 def ingress_target(ingress: dict[str, Any]) -> Target:
-    """The first rule's literal path (Prefix or Exact) with its host, else the default backend at /."""
-    meta = ingress["metadata"]
-    for rule in ingress.get("spec", {}).get("rules") or []:
-        for path in (rule.get("http") or {}).get("paths") or []:
-            if path.get("pathType") in ("Prefix", "Exact"):
-                return Target("ingress", meta["namespace"], meta["name"], rule.get("host", ""), path.get("path", "/"))
-    return Target("ingress", meta["namespace"], meta["name"], "", "/")
+    """The first rule's literal path (Prefix or Exact) with its host, a host without TLS first; else the default
+    backend at /. A TLS host is asked over HTTP, where ingress-nginx answers 308 (its ssl-redirect) once it has
+    the host's server: that counts as served."""
+    meta, spec = ingress["metadata"], ingress.get("spec") or {}
+    tls_hosts = {h for entry in spec.get("tls") or [] for h in entry.get("hosts") or []}
+    candidates = [(rule.get("host", ""), path.get("path", "/")) for rule in spec.get("rules") or []
+                  for path in (rule.get("http") or {}).get("paths") or []
+                  if path.get("pathType") in ("Prefix", "Exact")]
+    candidates.sort(key=lambda candidate: candidate[0] in tls_hosts)  # stable: the first rule without TLS first
+    if not candidates:
+        return Target("ingress", meta["namespace"], meta["name"], "", "/")
+    host, path = candidates[0]
+    return Target("ingress", meta["namespace"], meta["name"], host, path, (200, 308) if host in tls_hosts else (200,))
 
 
 def discovered_targets(kubectl: Kubectl) -> list[Target] | None:
@@ -157,7 +164,7 @@ def target_problem(kubectl: Kubectl, netns: str, target: Target, served: dict[st
     if isinstance(answer, str):
         return f"{target.label()}: GET {url} via {address}: {answer}"
     status, body = answer
-    if status != 200:
+    if status not in target.answers:
         return f"{target.label()}: GET {url} via {address}: HTTP {status}"
     served[target.label()] = f"{url} via {address} -> {body[:60]}"
     return None

@@ -7,9 +7,10 @@
 set -uo pipefail
 lab=${1:?usage: scripts/down.sh LAB}
 here=$(cd "$(dirname "$0")/.." && pwd)
+project=$PWD  # the Pulumi project (the playbooks run from ansible/ and read the stack from here)
 acklab recover --lab "$lab"
 if acklab kubeconfig --lab "$lab" >/dev/null 2>&1 && pulumi stack select "$lab" >/dev/null 2>&1; then
-  (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$PWD ansible-playbook cluster.yml -e cluster_state=absent)
+  (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml -e cluster_state=absent)
 fi
 pulumi destroy --yes --skip-preview --stack "$lab"
 acklab clean --lab "$lab"

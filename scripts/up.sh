@@ -15,6 +15,7 @@
 set -euo pipefail
 lab=${1:?usage: scripts/up.sh LAB}
 here=$(cd "$(dirname "$0")/.." && pwd)
+project=$PWD  # the Pulumi project (the playbooks run from ansible/ and read the stack from here)
 acklab recover --lab "$lab"
 pulumi stack select --create "$lab"
 if [ -n "${CLUSTER:-}" ]; then
@@ -27,12 +28,12 @@ if [ "${KUBERNETES:-true}" = false ]; then
 fi
 kubernetes=$(pulumi stack output kubernetes --json --stack "$lab" 2>/dev/null || echo null)
 cluster=$(python3 -c 'import json, sys; k = json.loads(sys.argv[1]) or {}; print(k.get("cluster", ""))' "$kubernetes")
-manifests=${ACKLAB_MANIFESTS:-$PWD/labs/$lab/k8s}
+manifests=${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}
 case "$cluster" in
   api)
     "$here/scripts/build-kube.sh"  # cached after the first build (make setup builds them)
     "$here/scripts/build-coredns.sh"
-    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$PWD ansible-playbook cluster.yml)
+    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
     kubeconfig=$(acklab kubeconfig --lab "$lab")
     if [ -d "$manifests" ]; then
       kubectl --kubeconfig "$kubeconfig" apply -f "$manifests"
@@ -43,7 +44,7 @@ case "$cluster" in
     fi
     ;;
   playbook)
-    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$PWD ACKLAB_MANIFESTS=$manifests ansible-playbook site.yml)
+    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ACKLAB_MANIFESTS=$manifests ansible-playbook site.yml)
     ;;
   "") ;;  # no Kubernetes in this lab (acklab:datapath none)
   *) echo "scripts/up.sh: the stack's kubernetes.cluster is '$cluster', not api or playbook" >&2; exit 1 ;;

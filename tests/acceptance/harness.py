@@ -1,9 +1,10 @@
 """The acceptance harness: a lab brought up like `make up` does it, testinfra hosts in its namespaces, probes.
 
-- ``LabUnderTest.up`` runs the default lab's program (`__main__.py`) under a stack of its own (a unique lab name,
-  a private file backend, so it runs beside `make up`'s default lab and other tests' labs), then the playbook
-  with the default lab's manifests and `acklab wait`, as `make up` does; right after the wait it sends one request
-  through each SLB listener (``first_requests``). ``down`` destroys the stack and removes whatever is left of the lab.
+- ``LabUnderTest.up`` runs `make up`'s script (scripts/up.sh) on the default lab's program (`__main__.py`) under a
+  stack of its own (a unique lab name, a private file backend, so it runs beside `make up`'s default lab and other
+  tests' labs), with the default lab's manifests: `pulumi up`, `cluster.yml`, `kubectl apply`, the waits; right
+  after it returns it sends one request through each SLB listener (``first_requests``). ``down`` runs `make down`'s
+  script (scripts/down.sh), removes the stack and whatever is left of the lab.
 - ``NetnsBackend`` is a testinfra backend that runs each command under ``nsenter --net=/run/netns/NAME``
   (the network namespace only: the host's files and tools stay visible), so tests use testinfra's modules
   (``host.run``, ``host.addr``, ``host.socket``, ``host.interface``) in an ECS, a node or a pod.
@@ -28,7 +29,6 @@ from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark
 from netns.model.security_group import Rule
 from netns.realize import security_group as sg
-from tests.e2e.test_k8s_ansible import playbook
 from tests.e2e.test_pulumi_up import PROJECT, Stack, temp_project
 from tests.labtools import clean_lab
 
@@ -86,13 +86,9 @@ class LabUnderTest:
         made = cls(lab, stack)
         try:
             stack.init()
-            manifests = made.manifests(workdir)
-            stack.run("config", "set", "acklab:manifests", str(manifests))  # its LoadBalancer Services → SLBs
-            stack.run("up", "--yes")
-            playbook(stack, manifests)
-            made.refresh()  # the SLBs and their listeners, read before the wait so that nothing comes between
-            made.wait_until_serving()  # make up's last step
-            made.first_requests = made.request_each_slb()  # right after it, before any test: no retry, no wait
+            made.make_up(made.manifests(workdir))  # ends with make up's waits
+            made.refresh()  # the SLBs and their listeners
+            made.first_requests = made.request_each_slb()  # right after make up, before any test: no retry, no wait
             made.refresh()  # what the tests read: the lab as it serves
         except BaseException:
             made.down()
@@ -117,7 +113,8 @@ class LabUnderTest:
                                 {"path": "/hostname", "pathType": "Exact",
                                  "backend": {"service": {"name": "web-ingress", "port": {"name": "http"}}}}]}}]}}
         docs = [certs.tls_secret("demo", "secure-tls", cert, key), ingress]
-        (folder / "acceptance-tls.yaml").write_text(yaml.safe_dump_all(docs))
+        # named to sort after demo.yaml: `kubectl apply -f <folder>` goes file by file, and demo.yaml makes "demo"
+        (folder / "secure-ingress.yaml").write_text(yaml.safe_dump_all(docs))
         return folder
 
     @classmethod
@@ -130,7 +127,7 @@ class LabUnderTest:
         if self.stack is None:
             return
         try:
-            self.stack.run("destroy", "--yes", check=False)
+            self.script("down.sh")
             self.stack.run("stack", "rm", "--yes", "--force", check=False)
         finally:
             clean_lab(self.name)
@@ -141,15 +138,22 @@ class LabUnderTest:
                                 check=True, timeout=60)
         self.status = json.loads(result.stdout)
 
-    def wait_until_serving(self, timeout: float = 90) -> None:
-        """`acklab wait`, as `make up` runs it after the playbook: until every SLB listener has a healthy backend
-        and answers a request, and every pod answers (the SLBs exist from `pulumi up` on, but their NodePorts
-        answer only once kube-proxy's rules and the pods are there, and a backend counts as up after the listener's
-        rise count of successful health checks)."""
-        result = subprocess.run([ACKLAB, "wait", "--lab", self.name, "--timeout", str(timeout)], capture_output=True,
-                                text=True, check=False, timeout=timeout + 60)
-        assert result.returncode == 0, f"acklab wait failed (exit {result.returncode}):\n{result.stderr}"
-        self.wait_output = result.stdout.strip()
+    def script(self, name: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """scripts/``name`` (up.sh, down.sh) on this lab, in the stack's project, as `make up`/`make down` run it."""
+        assert self.stack is not None
+        return subprocess.run([str(PROJECT / "scripts" / name), self.name], cwd=self.stack.project,
+                              env={**self.stack.env, **env}, capture_output=True, text=True, check=False, timeout=900)
+
+    def make_up(self, manifests: Path) -> None:
+        """`make up` with the given manifests: it returns once the cluster serves (Nodes and pods Ready, every
+        Ingress and LoadBalancer Service answering from the lab's internet) and `acklab wait` saw every SLB listener
+        with a healthy backend and every pod answering (a backend counts as up after the listener's rise count of
+        successful health checks)."""
+        result = self.script("up.sh", ACKLAB_MANIFESTS=str(manifests))
+        assert result.returncode == 0, f"make up failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n" \
+                                       f"{result.stderr[-3000:]}"
+        self.wait_output = next(line for line in reversed(result.stdout.splitlines())
+                                if line.startswith(f"lab {self.name} ready after"))
 
     def request_each_slb(self) -> dict[str, str]:
         """One request through every listener of every SLB (HTTP status, ``000``: no answer), from the lab's
