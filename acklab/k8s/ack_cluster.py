@@ -25,7 +25,7 @@ import yaml
 
 from acklab.k8s import ccm, cloud_controller, cluster_install, cluster_nat, ingress_api
 from acklab.k8s.cluster_install import core_api
-from netns.kernel.files import write_json
+from netns.kernel.files import read_json, write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import netns_name, new_id
@@ -40,13 +40,6 @@ READY_TIMEOUT = 90.0
 
 def _folder(lab: str) -> Path:
     return state_dir(lab) / "cs"
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 # --- the cluster --------------------------------------------------------------------------------------------------
@@ -68,7 +61,7 @@ def save_cluster(lab: str, facts: ClusterFacts) -> None:
 
 
 def load_cluster(lab: str, cluster_id: str) -> ClusterFacts | None:
-    return _facts(_read(_folder(lab) / f"{cluster_id}.json"))
+    return _facts(read_json(_folder(lab) / f"{cluster_id}.json"))
 
 
 def _facts(data: dict[str, Any] | None) -> ClusterFacts | None:
@@ -83,7 +76,7 @@ def _facts(data: dict[str, Any] | None) -> ClusterFacts | None:
 def cluster_records(lab: str) -> list[ClusterFacts]:
     """The records of the lab's clusters (``c<hex>.json``; the pools' are ``np<hex>.json``)."""
     folder = _folder(lab)
-    found = [_facts(_read(path)) for path in sorted(folder.glob("c*.json"))] if folder.is_dir() else []
+    found = [_facts(read_json(path)) for path in sorted(folder.glob("c*.json"))] if folder.is_dir() else []
     return [facts for facts in found if facts is not None]
 
 
@@ -239,7 +232,7 @@ def _pool_path(lab: str, pool_id: str) -> Path:
 
 
 def load_nodes(lab: str, pool_id: str) -> list[PoolNode]:
-    data = _read(_pool_path(lab, pool_id)) or {}
+    data = read_json(_pool_path(lab, pool_id)) or {}
     return [PoolNode(**n) for n in data.get("nodes", [])]
 
 

@@ -31,7 +31,7 @@ from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
 from netns.kernel import netns_etc
 from netns.kernel import rules as netfilter
 from netns.kernel.files import write_json
-from netns.kernel.link import EEXIST, index_of
+from netns.kernel.link import index_of, unless_exists
 from netns.kernel.namespace import Namespace, end_processes, processes_in
 from netns.model.errors import LabError
 from netns.model.names import pod_id, pod_netns_name
@@ -123,14 +123,6 @@ def _drop_record(lab: str, pod: Pod) -> None:
 
 
 # --- netlink helpers (idempotent) ---------------------------------------------------------------------------
-
-def _ignore_exists(call, *args, **kwargs) -> None:
-    try:
-        call(*args, **kwargs)
-    except NetlinkError as exc:
-        if exc.code != EEXIST:
-            raise
-
 
 def _ignore_missing(call, *args, **kwargs) -> None:
     try:
@@ -232,7 +224,7 @@ class NodeNetwork:
                 ipr.link("add", ifname=BRIDGE, kind="bridge")
             index = index_of(ipr, BRIDGE)
             ipr.link("set", index=index, mtu=mtu, state="up")
-            _ignore_exists(ipr.addr, "add", index=index, address=str(ipam.bridge_gateway(block)),
+            unless_exists(ipr.addr, "add", index=index, address=str(ipam.bridge_gateway(block)),
                            prefixlen=block.prefixlen)
 
     def _ensure_vxlan(self) -> None:
@@ -385,7 +377,7 @@ class NodeNetwork:
         with pod_ns.ipr() as pod:
             pod.link("set", index=LOOPBACK_INDEX, state="up")
             eth0 = pod.link("get", ifname="eth0")[0]["index"]
-            _ignore_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
+            unless_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=placement.prefixlen)
             pod.link("set", index=eth0, state="up")
             if routed:  # Terway: the gateway is a link-local address the host's veth answers for statically
                 pod.neigh("replace", dst=TERWAY_GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")

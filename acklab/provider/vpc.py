@@ -24,6 +24,7 @@ from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import check_zone_id, new_id
 from netns.realize.eip import ElasticIp
 from netns.realize.nat_gateway import NatGateway as NatGatewayRealization
+from netns.realize.nat_gateway import nat_gateways
 from netns.realize.route_entry import RouteEntry as RouteEntryRealization
 from netns.realize.route_entry import check_destination
 from netns.realize.vpc import VpcRouter, VSwitch, find_vswitch, routers
@@ -602,5 +603,49 @@ def get_enhanced_nat_available_zones(config: ProviderConfig, wire_args: dict[str
                   {**args, "id": data_id(ids), "ids": ids, "zones": zones})
 
 
+GET_NAT_GATEWAYS = "alicloud:vpc/getNatGateways:getNatGateways"
+
+
+def _nat_gateway_item(gateway: NatGatewayRealization, found: Any, record: dict[str, Any]) -> dict[str, Any]:
+    name = record.get("nat_gateway_name") or ""
+    return {"id": gateway.ngw_id, "nat_gateway_id": gateway.ngw_id, "name": name, "nat_gateway_name": name,
+            "vpc_id": found.vpc_id, "vswitch_id": found.vswitch_id, "status": "Available",
+            "business_status": "Normal", "nat_type": record.get("nat_type") or "Enhanced",
+            "network_type": record.get("network_type") or "internet",
+            "payment_type": record.get("payment_type") or "PayAsYouGo",
+            "internet_charge_type": record.get("internet_charge_type") or "PayByLcu",
+            "specification": record.get("specification") or "", "spec": record.get("specification") or "",
+            "description": record.get("description") or "", "resource_group_id": record.get("resource_group_id") or "",
+            "deletion_protection": bool(record.get("deletion_protection")), "ecs_metric_enabled": False,
+            "expired_time": "", "tags": record.get("tags") or {}, "ip_lists": sorted(gateway.eips()),
+            **{k: [v] for k, v in _tables(gateway.ngw_id).items()}}
+
+
+def _nat_gateway_wanted(args: dict[str, Any], item: dict[str, Any]) -> bool:
+    return (all(matches(item[k], args.get(k)) for k in ("vpc_id", "nat_gateway_name", "nat_type", "payment_type",
+                                                         "specification", "status", "resource_group_id"))
+            and (not args.get("ids") or item["id"] in args["ids"])
+            and name_matches(item["nat_gateway_name"], args.get("name_regex"))
+            and tags_match(item["tags"], args.get("tags")))
+
+
+def get_nat_gateways(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
+    """The lab's NAT gateways (their namespaces) by id, with the addresses of the EIPs bound to them; names, types
+    and tags from the plugin's records."""
+    module = "pulumi_alicloud.vpc.get_nat_gateways"
+    args = arguments(module, "GetNatGatewaysResult", wire_args)
+    items = []
+    for gateway in sorted(nat_gateways(lab) if lab else [], key=lambda g: g.ngw_id):
+        found = gateway.read()  # None: a gateway being torn down
+        item = _nat_gateway_item(gateway, found, records.get(lab, gateway.ngw_id)) if found else None
+        if item is not None and _nat_gateway_wanted(args, item):
+            items.append(item)
+    ids = [i["id"] for i in items]
+    return result(module, "GetNatGatewaysResult", {
+        **args, "id": data_id(ids), "ids": ids, "names": [i["nat_gateway_name"] for i in items],
+        "total_count": len(items), "gateways": [result(_OUTPUTS, "GetNatGatewaysGatewayResult", i) for i in items]})
+
+
 FUNCTIONS: dict[str, Function] = {GET_NETWORKS: get_networks, GET_SWITCHES: get_switches,
-                                  GET_ENHANCED_NAT_ZONES: get_enhanced_nat_available_zones}
+                                  GET_ENHANCED_NAT_ZONES: get_enhanced_nat_available_zones,
+                                  GET_NAT_GATEWAYS: get_nat_gateways}

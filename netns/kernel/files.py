@@ -36,6 +36,15 @@ def write_json(path: Path, data: Any, indent: int | None = 1) -> None:
     write_atomic(path, json.dumps(data, indent=indent, sort_keys=True))
 
 
+def read_json(path: Path) -> Any:
+    """The JSON a file holds, or None when it does not exist (yet) or holds no JSON (a file of someone else's:
+    ours are written whole, by ``write_json``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def read_text(path: Path) -> str:
     """The file's text, or "" when it does not exist (yet): a pidfile, a ready file, a kubeconfig."""
     try:

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -41,13 +41,18 @@ def index_of(ipr: IPRoute, ifname: str) -> int | None:
         raise
 
 
-def ensure_address(ipr: IPRoute, ifname: str, interface: ipaddress.IPv4Interface) -> None:
-    index = index_of(ipr, ifname)
+def unless_exists(request: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """A netlink add that may have been made already (a converge, a retry after a crash): EEXIST is success."""
     try:
-        ipr.addr("add", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
+        request(*args, **kwargs)
     except NetlinkError as exc:
         if exc.code != EEXIST:
             raise
+
+
+def ensure_address(ipr: IPRoute, ifname: str, interface: ipaddress.IPv4Interface) -> None:
+    unless_exists(ipr.addr, "add", index=index_of(ipr, ifname), address=str(interface.ip),
+                  prefixlen=interface.network.prefixlen)
 
 
 def addresses(ipr: IPRoute, ifname: str) -> list[ipaddress.IPv4Interface]:
@@ -61,11 +66,7 @@ def addresses(ipr: IPRoute, ifname: str) -> list[ipaddress.IPv4Interface]:
 
 
 def ensure_default_route(ipr: IPRoute, gateway: ipaddress.IPv4Address) -> None:
-    try:
-        ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
-    except NetlinkError as exc:
-        if exc.code != EEXIST:
-            raise
+    unless_exists(ipr.route, "add", dst="0.0.0.0/0", gateway=str(gateway))
 
 
 def default_gateway(ipr: IPRoute) -> str | None:
@@ -77,11 +78,7 @@ def default_gateway(ipr: IPRoute) -> str | None:
 
 def ensure_unreachable(ipr: IPRoute, net: ipaddress.IPv4Network) -> None:
     """An ``unreachable`` route: traffic to the block that no more specific route serves is refused."""
-    try:
-        ipr.route("add", dst=str(net), type="unreachable")
-    except NetlinkError as exc:
-        if exc.code != EEXIST:
-            raise
+    unless_exists(ipr.route, "add", dst=str(net), type="unreachable")
 
 
 def unreachable_routes(ipr: IPRoute) -> list[ipaddress.IPv4Network]:

@@ -43,7 +43,7 @@ import yaml
 
 from acklab.k8s import certs
 from netns.kernel import forward, process
-from netns.kernel.files import tail, write_atomic, write_if_changed
+from netns.kernel.files import read_json, tail, write_atomic, write_if_changed
 from netns.kernel.link import (
     Veth,
     addresses,
@@ -223,10 +223,7 @@ class ControlPlane:
         write_atomic(self.layout.merged, json.dumps(sorted(merged)), 0o600)
 
     def _merged_targets(self) -> list[str]:
-        try:
-            return list(json.loads(self.layout.merged.read_text()))
-        except (FileNotFoundError, ValueError):
-            return []
+        return list(read_json(self.layout.merged) or [])
 
     def _unmerge_all(self) -> None:
         name = model.context_name(self.lab)
@@ -276,10 +273,8 @@ class ControlPlane:
         return str(addr)
 
     def _saved_plug(self) -> dict[str, str] | None:
-        try:
-            return dict(json.loads(self.layout.plug.read_text()))
-        except (FileNotFoundError, ValueError):
-            return None
+        plug = read_json(self.layout.plug)
+        return dict(plug) if isinstance(plug, dict) else None
 
     def _unplug(self) -> None:
         """Remove the cluster's port from whichever vSwitch it is on (both ends of the veth go)."""
@@ -445,10 +440,8 @@ class ControlPlane:
     # -- the host's relay --
 
     def _saved_port(self) -> int | None:
-        try:
-            return int(json.loads(self.layout.forward_state.read_text())["port"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return None
+        port = (read_json(self.layout.forward_state) or {}).get("port")
+        return int(port) if isinstance(port, int) else None
 
     def _ensure_forwarder(self) -> tuple[int, float | None]:
         """The relay on the host's 127.0.0.1 (its old port when free); return the port and, when it was

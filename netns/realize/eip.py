@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netns.kernel import arp, rules
-from netns.kernel.link import EEXIST, Veth, ensure_address, index_of
+from netns.kernel.link import Veth, ensure_address, index_of, unless_exists
 from netns.kernel.namespace import Namespace
 from netns.model import eip as model
 from netns.model import slb as slb_model
@@ -172,9 +171,9 @@ class ElasticIp:
             ipr.link("set", index=index, state="up")
             ensure_address(ipr, self.eip_id, ipaddress.IPv4Interface(f"{eip}/32"))
             table = model.route_table(index)
-            _add(lambda: ipr.route("add", dst=str(slb_model.INTERNET), oif=index, table=table, prefsrc=eip))
+            unless_exists(ipr.route, "add", dst=str(slb_model.INTERNET), oif=index, table=table, prefsrc=eip)
             for source in (private_ip, eip):  # the instance's traffic; the router's own from the EIP (ARP, ICMP)
-                _add(lambda s=source: ipr.rule("add", src=s, src_len=32, table=table, priority=model.RULE_PRIORITY))
+                unless_exists(ipr.rule, "add", src=source, src_len=32, table=table, priority=model.RULE_PRIORITY)
         _install(router.namespace)
         _nft(router.namespace, model.elements("add", eip, private_ip))
         arp.announce(router.namespace, self.eip_id, eip)  # the internet's stale entry for the EIP, if any
@@ -230,10 +229,3 @@ def _check_address(resource: str, address: str, used: set[ipaddress.IPv4Address]
         raise ValidationError(resource, "ip_address", exc.reason) from None
 
 
-def _add(request: Callable[[], object]) -> None:
-    """A netlink add that may already have been made (an association retried after a crash)."""
-    try:
-        request()
-    except NetlinkError as exc:
-        if exc.code != EEXIST:
-            raise

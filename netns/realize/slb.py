@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import shutil
 import signal
@@ -38,12 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from netns.kernel import process
-from netns.kernel.files import write_atomic, write_json
+from netns.kernel.files import read_json, write_atomic, write_json
 from netns.kernel.link import (
-    EEXIST,
     Bridge,
     Veth,
     addresses,
@@ -51,6 +47,7 @@ from netns.kernel.link import (
     ensure_default_route,
     index_of,
     remove_link,
+    unless_exists,
 )
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
@@ -73,14 +70,6 @@ def check_leg_ifname(lb_id: str) -> str:
     return "hc-" + lb_id.removeprefix("lb-")
 
 
-def _add_route(ipr: Any, **route: Any) -> None:
-    try:
-        ipr.route("add", **route)
-    except NetlinkError as exc:
-        if exc.code != EEXIST:
-            raise
-
-
 def haproxy_binary() -> str:
     return shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -89,13 +78,6 @@ def haproxy_binary() -> str:
 
 def slb_dir(lab: str) -> Path:
     return state_dir(lab) / "slb"
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
 
 
 def _listener_path(lab: str, lb_id: str, protocol: str, port: int) -> Path:
@@ -122,7 +104,7 @@ def load_listeners(lab: str, lb_id: str) -> list[tuple[model.Listener, dict[str,
     folder = slb_dir(lab) / "listeners"
     found = []
     for path in sorted(folder.glob(f"{lb_id}_*.json")) if folder.exists() else ():
-        args = _read(path)
+        args = read_json(path)
         if args is not None:
             found.append((model.parse_listener(f"slb.Listener {path.stem}", lb_id, args), args))
     return found
@@ -316,7 +298,7 @@ class SlbInstance:
                                   f"an SLB's backends are in one VPC, not also {router.vpc_id}")
         vpc_cidr, router_end, _ = self._plug_leg(router, self.lb_id, resource)
         with self.namespace.ipr() as ipr:
-            _add_route(ipr, dst=str(vpc_cidr), gateway=str(router_end))
+            unless_exists(ipr.route, "add", dst=str(vpc_cidr), gateway=str(router_end))
 
     def ensure_check_leg(self, router: VpcRouter, resource: str) -> None:
         """An intranet SLB's leg into its own VPC, for what Alibaba sends from 100.64.0.0/10 (health checks):
@@ -326,12 +308,9 @@ class SlbInstance:
             return
         vpc_cidr, router_end, slb_end = self._plug_leg(router, check_leg_ifname(self.lb_id), resource)
         with self.namespace.ipr() as ipr:
-            _add_route(ipr, dst=str(vpc_cidr), gateway=str(router_end), table=CHECK_LEG_TABLE)
-            try:
-                ipr.rule("add", src=str(slb_end), src_len=32, table=CHECK_LEG_TABLE, priority=CHECK_LEG_TABLE)
-            except NetlinkError as exc:
-                if exc.code != EEXIST:
-                    raise
+            unless_exists(ipr.route, "add", dst=str(vpc_cidr), gateway=str(router_end), table=CHECK_LEG_TABLE)
+            unless_exists(ipr.rule, "add", src=str(slb_end), src_len=32, table=CHECK_LEG_TABLE,
+                          priority=CHECK_LEG_TABLE)
 
     def _plug_leg(self, router: VpcRouter, router_ifname: str, resource: str
                   ) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, ipaddress.IPv4Address]:
@@ -575,12 +554,12 @@ def _server_index(lab: str) -> dict[str, tuple[str, VpcRouter]]:
 
 def _refs_of(lab: str, listener: model.Listener, resource: str) -> list[model.BackendRef]:
     if listener.server_group_id:
-        group = _read(_group_path(lab, listener.server_group_id))
+        group = read_json(_group_path(lab, listener.server_group_id))
         if group is None or group["load_balancer_id"] != listener.load_balancer_id:
             raise NotFoundError(f"{resource}: server_group_id: {listener.server_group_id} is not a server group "
                                 f"of {listener.load_balancer_id}")
         return [model.BackendRef(**s) for s in group["servers"]]
-    data = _read(_backends_path(lab, listener.load_balancer_id)) or {"servers": []}
+    data = read_json(_backends_path(lab, listener.load_balancer_id)) or {"servers": []}
     return [model.BackendRef(**s) for s in data["servers"]]
 
 
@@ -608,7 +587,7 @@ def plan(lab: str, lb_id: str, resource: str = "") -> tuple[model.LoadBalancerPl
             servers.append(model.Server(ref.server_id, ip, port, ref.weight))
         entries: tuple[str, ...] = ()
         if listener.acl_id:
-            acl = _read(_acl_path(lab, listener.acl_id))
+            acl = read_json(_acl_path(lab, listener.acl_id))
             if acl is None:
                 raise NotFoundError(f"{where}: acl_id: {listener.acl_id} does not exist")
             entries = tuple(sorted(acl["entries"]))
@@ -682,7 +661,7 @@ def _using(lab: str, key: str, value: str) -> list[str]:
     folder = slb_dir(lab) / "listeners"
     found = set()
     for path in folder.glob("*.json") if folder.exists() else ():
-        args = _read(path)
+        args = read_json(path)
         if args and args.get(key) == value:
             found.add(path.stem.split("_")[0])
     return sorted(found)
@@ -711,7 +690,7 @@ def _update(lab: str, path: Path, change: Change, resource: str) -> None:
     lock (``change`` runs under it too and must not take it: the lock is not reentrant). On failure the old
     file is restored, and the SLBs already re-synced are re-synced to it."""
     with lab_lock(lab):
-        old = _read(path)
+        old = read_json(path)
         new, lb_ids = change(old)  # may raise: nothing has changed yet
         if new != old:
             _store(path, new)
@@ -747,7 +726,7 @@ def delete_listener(lab: str, lb_id: str, protocol: str, port: int) -> None:
 
 
 def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, Any] | None:
-    return _read(_listener_path(lab, lb_id, protocol, port))
+    return read_json(_listener_path(lab, lb_id, protocol, port))
 
 
 def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) -> None:
@@ -771,7 +750,7 @@ def delete_backend_servers(lab: str, lb_id: str) -> None:
 
 
 def backend_servers(lab: str, lb_id: str) -> list[dict[str, Any]] | None:
-    data = _read(_backends_path(lab, lb_id))
+    data = read_json(_backends_path(lab, lb_id))
     return None if data is None else data["servers"]
 
 
@@ -779,13 +758,13 @@ def create_server_group(lab: str, group_id: str, lb_id: str, name: str, resource
     if not SlbInstance(lab, lb_id).namespace.exists():
         raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
     with lab_lock(lab):
-        existing = _read(_group_path(lab, group_id))
+        existing = read_json(_group_path(lab, group_id))
         write_json(_group_path(lab, group_id), {"load_balancer_id": lb_id, "name": name,
                                                 "servers": existing["servers"] if existing else []})
 
 
 def server_group(lab: str, group_id: str) -> dict[str, Any] | None:
-    return _read(_group_path(lab, group_id))
+    return read_json(_group_path(lab, group_id))
 
 
 def delete_server_group(lab: str, group_id: str) -> None:
@@ -828,12 +807,12 @@ def detach_server(lab: str, group_id: str, server_id: str, port: int) -> None:
 
 def create_acl(lab: str, acl_id: str, name: str) -> None:
     with lab_lock(lab):
-        existing = _read(_acl_path(lab, acl_id))
+        existing = read_json(_acl_path(lab, acl_id))
         write_json(_acl_path(lab, acl_id), {"name": name, "entries": existing["entries"] if existing else {}})
 
 
 def acl(lab: str, acl_id: str) -> dict[str, Any] | None:
-    return _read(_acl_path(lab, acl_id))
+    return read_json(_acl_path(lab, acl_id))
 
 
 def delete_acl(lab: str, acl_id: str) -> None:

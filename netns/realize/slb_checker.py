@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from netns.kernel.files import write_json
+from netns.kernel.files import read_json, write_json
 from netns.kernel.namespace import Namespace
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
@@ -169,7 +169,7 @@ class Checker:
         if mtime == self.seen_mtime:
             return True
         self.seen_mtime = mtime
-        data = realize.read_json(path)
+        data = read_json(path)
         if not data:
             return True
         plan = realize.plan_from_json(data)
@@ -245,7 +245,7 @@ class Checker:
     def publish(self) -> None:
         """Write the states and swap the slots of the listeners in the current plan (under the lab lock)."""
         with lab_lock(self.lab):
-            data = realize.read_json(realize.config_path(self.runtime_dir))
+            data = read_json(realize.config_path(self.runtime_dir))
             if not data:
                 return
             plan = realize.plan_from_json(data)

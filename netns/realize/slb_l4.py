@@ -22,7 +22,6 @@ writes ``l4-health.json``, and swaps the slot elements itself when a backend's s
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netns.kernel import process, rules
-from netns.kernel.files import write_atomic, write_json
+from netns.kernel.files import read_json, write_atomic, write_json
 from netns.kernel.namespace import Namespace, end_processes
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
@@ -54,13 +53,6 @@ def health_path(runtime_dir: Path) -> Path:
 
 def elements_path(runtime_dir: Path) -> Path:
     return runtime_dir / "l4-elements.nft"
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def read_health(runtime_dir: Path) -> dict[str, dict[str, str]]:

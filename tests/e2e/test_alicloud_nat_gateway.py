@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import pytest
 
+from acklab.provider.config import ProviderConfig
+from acklab.provider.vpc import get_nat_gateways
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import nat_gateway as model
 from netns.model.names import mark, netns_name
 from netns.realize import state_dir
 from netns.realize.nat_gateway import NatGateway
 from tests.e2e.test_alicloud_plugin import _netns_by_id
+from tests.e2e.test_alicloud_slb import import_by_id
 from tests.kernel.test_nat_gateway import SERVER, greeting
 from tests.labtools import ProbeServer, probe_udp
 
@@ -46,22 +49,39 @@ web = alicloud.ecs.Instance("web", vswitch_id=default_switch.id, image_id="ubunt
 db = alicloud.ecs.Instance("db", vswitch_id=other_switch.id, image_id="ubuntu_22_04_x64_20G_alibase_20240101.vhd",
                            instance_type="ecs.g7.large")
 pulumi.export("eip", default_eip_address.ip_address)
-pulumi.export("ids", {"web": web.id, "db": db.id, "ngw": default_nat_gateway.id})
+pulumi.export("ids", {"web": web.id, "db": db.id, "ngw": default_nat_gateway.id, "vsw": default_switch.id})
 pulumi.export("tables", {"snat": default_nat_gateway.snat_table_ids, "entry": default_snat_entry.snat_entry_id})
+# the SDK example's data source: found by VPC and name (the name's output makes it wait for the gateway)
+found = alicloud.vpc.get_nat_gateways_output(vpc_id=default_network.id, name_regex=default_nat_gateway.nat_gateway_name)
+pulumi.export("found", {"ids": found.ids, "names": found.names})
 """
 
 
-def test_snat_program_gives_a_vswitch_egress_and_destroys(lab, program_stack, root_unchanged):
+def test_snat_program_gives_a_vswitch_egress_imports_and_destroys(lab, program_stack, tmp_path, root_unchanged):
     stack = program_stack(PROGRAM)
     stack.run("up", "--yes")
     out = stack.outputs()
     ids, netns = out["ids"], _netns_by_id(lab)
     assert out["tables"]["snat"] == "stb-" + ids["ngw"][4:] and out["tables"]["entry"].startswith("snat-")
+    assert out["found"] == {"ids": [ids["ngw"]], "names": ["terraform-example"]}
+    (gateway,) = get_nat_gateways(ProviderConfig(), {"ids": [ids["ngw"]]}, lab)["gateways"]
+    assert out["eip"] in gateway["ipLists"] and len(gateway["ipLists"]) == 2  # both EIPs bound to it
+    assert (gateway["snatTableIds"], gateway["vswitchId"]) == ([out["tables"]["snat"]], ids["vsw"])
+    assert get_nat_gateways(ProviderConfig(), {"natGatewayName": "other"}, lab)["gateways"] == []
     with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
         assert greeting(netns[ids["web"]], SERVER, 9000) == f"hello {out['eip']}"
         assert greeting(netns[ids["db"]], SERVER, 9000) is None  # no SNAT entry for its vSwitch
     stack.run("up", "--yes", "--expect-no-changes")
     stack.run("refresh", "--yes", "--expect-no-changes")
+
+    # `pulumi import` by id of the gateway and its SNAT entry (the real provider's id: <snat table>:<entry>)
+    imported = {r["type"].split(":")[-1]: r["outputs"] for r in import_by_id(lab, tmp_path, [
+        ("alicloud:vpc/natGateway:NatGateway", "ngw", ids["ngw"]),
+        ("alicloud:vpc/snatEntry:SnatEntry", "snat", f"{out['tables']['snat']}:{out['tables']['entry']}")])}
+    assert (imported["NatGateway"]["natGatewayName"], imported["NatGateway"]["vswitchId"]) == (
+        "terraform-example", ids["vsw"])
+    assert (imported["SnatEntry"]["snatIp"], imported["SnatEntry"]["sourceVswitchId"]) == (out["eip"], ids["vsw"])
+
     stack.run("destroy", "--yes")
     assert list_namespaces(mark(lab)) == []
     leftovers = [p for p in state_dir(lab).rglob("*") if p.is_file() and p.name != "lock"]

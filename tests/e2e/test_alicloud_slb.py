@@ -132,39 +132,42 @@ def _drop_route_behind_pulumis_back(lab: str, vpc_id: str) -> None:
     Namespace(mark(lab) + vpc_id).run(["ip", "route", "del", "10.244.1.0/24"])
 
 
-def _import_into_a_second_stack(lab: str, tmp_path, ids: dict) -> list[dict]:
-    """`pulumi import` of the VPC, a vSwitch, the group, an instance, the SLB, a listener, the ENI, the EIP, the
-    route entry, the server group and the ACL by id, into a stack of another backend (same stack name: the stack is
-    the lab)."""
+def import_by_id(lab: str, tmp_path, resources: list[tuple[str, str, str]]) -> list[dict]:
+    """`pulumi import --file` of (type, name, id) into a stack of another backend (same stack name: the stack is the
+    lab); the imported resources' state. The engine downloads nothing, and the inputs read back pass the plugin's
+    own Check (else the engine warns that they "failed to validate"). The second stack forgets them afterwards:
+    the first stack still owns the objects."""
     backend = tmp_path / "imported"
     backend.mkdir()
     project = temp_project(backend, "import pulumi_alicloud\n")
     second = Stack(project, lab, backend)
     second.init()
-    plan = {"resources": [
-        {"type": "alicloud:vpc/network:Network", "name": "vpc", "id": ids["vpc"], "version": "4.0.0"},
-        {"type": "alicloud:vpc/switch:Switch", "name": "vsw", "id": ids["vswitch"], "version": "4.0.0"},
-        {"type": "alicloud:ecs/securityGroup:SecurityGroup", "name": "group", "id": ids["group"], "version": "4.0.0"},
-        {"type": "alicloud:ecs/instance:Instance", "name": "web", "id": ids["instances"][0], "version": "4.0.0"},
-        {"type": "alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer", "name": "lb", "id": ids["lb"],
-         "version": "4.0.0"},
-        {"type": "alicloud:slb/listener:Listener", "name": "tcp", "id": f"{ids['lb']}:tcp:80", "version": "4.0.0"},
-        {"type": "alicloud:ecs/ecsNetworkInterface:EcsNetworkInterface", "name": "eni", "id": ids["eni"],
-         "version": "4.0.0"},
-        {"type": "alicloud:ecs/eipAddress:EipAddress", "name": "eip", "id": ids["eip"], "version": "4.0.0"},
-        {"type": "alicloud:vpc/routeEntry:RouteEntry", "name": "pods", "id": ids["route"], "version": "4.0.0"},
-        {"type": "alicloud:slb/serverGroup:ServerGroup", "name": "http", "id": ids["server_group"],
-         "version": "4.0.0"},
-        {"type": "alicloud:slb/acl:Acl", "name": "acl", "id": ids["acl"], "version": "4.0.0"}]}
+    plan = {"resources": [{"type": kind, "name": name, "id": id_, "version": "4.0.0"} for kind, name, id_ in resources]}
     (backend / "import.json").write_text(json.dumps(plan))
     result = second.run("import", "--file", str(backend / "import.json"), "--yes", "--protect=false",
                         "--generate-code=false")
     _no_download(second, result.stdout + result.stderr)
-    # the inputs read back pass the plugin's own Check (else the engine warns that they "failed to validate")
-    assert "11 imported" in result.stdout and "failed to validate" not in result.stdout, result.stdout
-    resources = json.loads(second.run("stack", "export").stdout)["deployment"]["resources"]
-    second.run("stack", "rm", "--yes", "--force")  # forget them: the first stack still owns the objects
-    return [r for r in resources if r["type"].startswith("alicloud:")]
+    assert f"{len(resources)} imported" in result.stdout and "failed to validate" not in result.stdout, result.stdout
+    state = json.loads(second.run("stack", "export").stdout)["deployment"]["resources"]
+    second.run("stack", "rm", "--yes", "--force")
+    return [r for r in state if r["type"].startswith("alicloud:")]
+
+
+def _import_into_a_second_stack(lab: str, tmp_path, ids: dict) -> list[dict]:
+    """`pulumi import` of the VPC, a vSwitch, the group, an instance, the SLB, a listener, the ENI, the EIP, the
+    route entry, the server group and the ACL by id."""
+    return import_by_id(lab, tmp_path, [
+        ("alicloud:vpc/network:Network", "vpc", ids["vpc"]),
+        ("alicloud:vpc/switch:Switch", "vsw", ids["vswitch"]),
+        ("alicloud:ecs/securityGroup:SecurityGroup", "group", ids["group"]),
+        ("alicloud:ecs/instance:Instance", "web", ids["instances"][0]),
+        ("alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer", "lb", ids["lb"]),
+        ("alicloud:slb/listener:Listener", "tcp", f"{ids['lb']}:tcp:80"),
+        ("alicloud:ecs/ecsNetworkInterface:EcsNetworkInterface", "eni", ids["eni"]),
+        ("alicloud:ecs/eipAddress:EipAddress", "eip", ids["eip"]),
+        ("alicloud:vpc/routeEntry:RouteEntry", "pods", ids["route"]),
+        ("alicloud:slb/serverGroup:ServerGroup", "http", ids["server_group"]),
+        ("alicloud:slb/acl:Acl", "acl", ids["acl"])])
 
 
 # The program's own arguments for some of its objects, each with `import_`: the engine refuses an import whose

@@ -11,7 +11,14 @@ from acklab.provider import records, sdk, server
 from acklab.provider.account import get_keys, get_resource_groups
 from acklab.provider.config import ProviderConfig
 from acklab.provider.ecs import get_images, get_instance_types, get_security_groups
-from acklab.provider.vpc import get_enhanced_nat_available_zones, get_networks, get_switches, name_matches, tags_match
+from acklab.provider.vpc import (
+    get_enhanced_nat_available_zones,
+    get_nat_gateways,
+    get_networks,
+    get_switches,
+    name_matches,
+    tags_match,
+)
 from netns.model.errors import ValidationError
 from tests.unit.test_provider_server import Aborted, FakeContext
 
@@ -54,7 +61,8 @@ def test_instance_types_filters_and_families_the_catalog_lacks():
 
 
 def test_lab_data_sources_answer_every_field_when_there_is_nothing():
-    for function, items in ((get_networks, "vpcs"), (get_switches, "vswitches"), (get_security_groups, "groups")):
+    for function, items in ((get_networks, "vpcs"), (get_switches, "vswitches"), (get_security_groups, "groups"),
+                            (get_nat_gateways, "gateways")):
         answer = function(HANGZHOU, {"nameRegex": "^web"}, None)  # no lab known: nothing
         assert answer[items] == [] and answer["ids"] == [] and answer["nameRegex"] == "^web"
         assert answer["id"] == function(HANGZHOU, {}, None)["id"]  # the id depends on what was found
