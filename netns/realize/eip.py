@@ -7,8 +7,9 @@ is parked beside it. Associating moves that end into the VPC router namespace as
 /32 (it answers ARP for the EIP on the internet), adds the EIP → private address and private address → EIP
 elements to the router's NAT maps (``netns/model/eip.py``, one nftables transaction), and routes the instance's
 traffic to the internet out of the leg (a rule from its private address to the leg's own table). Disassociating
-undoes each step and moves the end back. The association's facts are on the router end's alias and the bridge
-port's (``instance= private= vpc=``). Every read-modify-write runs under the lab's lock.
+undoes each step and moves the end back (the leg itself, shared with NAT gateways: ``netns/realize/eip_leg.py``).
+The association's facts are on the router end's alias and the bridge port's (``instance= private= vpc=``). Every
+read-modify-write runs under the lab's lock.
 
 Bound to a NAT gateway (``instance_id`` a gateway's id, ``instance_type`` ``Nat``), the end moves into the gateway's
 namespace instead (``netns/realize/nat_gateway.py``): no 1:1 NAT, the gateway's SNAT entries translate to it.
@@ -16,23 +17,23 @@ namespace instead (``netns/realize/nat_gateway.py``): no 1:1 NAT, the gateway's 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 from dataclasses import dataclass
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from netns.kernel import arp, rules
-from netns.kernel.link import Veth, ensure_address, index_of, unless_exists
+from netns.kernel import rules
+from netns.kernel.link import Veth
 from netns.kernel.namespace import Namespace
 from netns.model import eip as model
 from netns.model import slb as slb_model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.realize import format_alias, lab_lock
+from netns.realize.eip_leg import EipLeg, Routing
 from netns.realize.eni import find_primary_port
 from netns.realize.nat_gateway import NatGateway
 from netns.realize.slb import INTERNET_BRIDGE, InternetSegment
 from netns.realize.vpc import VpcRouter, routers
+
+ROUTING = Routing(model.route_table, model.RULE_PRIORITY)  # an instance's EIP leg in its VPC router
 
 
 @dataclass(frozen=True)
@@ -160,23 +161,16 @@ class ElasticIp:
             return router, private_ip
         raise NotFoundError(f"{resource}: instance_id: {instance_id} is not an ECS instance of lab {self.lab}")
 
+    def _leg(self) -> EipLeg:
+        return EipLeg(self.eip_id, self.parked, self.internet.namespace)
+
     def _plug(self, router: VpcRouter, eip: str, instance_id: str, private_ip: str) -> None:
-        with self.internet.namespace.ipr() as ipr:
-            ipr.link("set", ifname=self.parked, state="down")
-            ipr.link("set", ifname=self.parked, net_ns_fd=router.namespace.name)
-        with router.namespace.ipr() as ipr:
-            index = index_of(ipr, self.parked)
-            ipr.link("set", index=index, ifname=self.eip_id, ifalias=format_alias(
-                eip=self.eip_id, ip=eip, instance=instance_id, private=private_ip))
-            ipr.link("set", index=index, state="up")
-            ensure_address(ipr, self.eip_id, ipaddress.IPv4Interface(f"{eip}/32"))
-            table = model.route_table(index)
-            unless_exists(ipr.route, "add", dst=str(slb_model.INTERNET), oif=index, table=table, prefsrc=eip)
-            for source in (private_ip, eip):  # the instance's traffic; the router's own from the EIP (ARP, ICMP)
-                unless_exists(ipr.rule, "add", src=source, src_len=32, table=table, priority=model.RULE_PRIORITY)
+        """The leg into the router, the instance's traffic (and the router's own from the EIP: ARP, ICMP) out of
+        it, then the 1:1 NAT elements."""
+        self._leg().plug(router.namespace, eip, {"eip": self.eip_id, "ip": eip, "instance": instance_id,
+                                                 "private": private_ip}, ROUTING, (private_ip, eip))
         _install(router.namespace)
         _nft(router.namespace, model.elements("add", eip, private_ip))
-        arp.announce(router.namespace, self.eip_id, eip)  # the internet's stale entry for the EIP, if any
 
     def disassociate(self) -> None:
         with lab_lock(self.lab):
@@ -191,7 +185,7 @@ class ElasticIp:
             self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
 
     def _unplug(self, router: VpcRouter, eip: str, private_ip: str) -> None:
-        """Undo ``_plug`` as far as it got: NAT elements, rules, the leg back to the internet namespace."""
+        """Undo ``_plug`` as far as it got: NAT elements, then the leg back to the internet namespace."""
         if not router.namespace.exists():
             return  # the router is gone, and the leg with it (a veth dies with its namespace)
         try:
@@ -199,19 +193,7 @@ class ElasticIp:
         except LabError:  # a half-made plug: the table or an element is missing; remove what is there
             for command in model.elements("delete", eip, private_ip).splitlines():
                 router.namespace.run(["nft", command], check=False)
-        with router.namespace.ipr() as ipr:
-            index = index_of(ipr, self.eip_id) or index_of(ipr, self.parked)
-            if index is None:
-                return
-            for source in (private_ip, eip):
-                with contextlib.suppress(NetlinkError):
-                    ipr.rule("del", src=source, src_len=32, table=model.route_table(index),
-                             priority=model.RULE_PRIORITY)
-            ipr.link("set", index=index, state="down")
-            with contextlib.suppress(NetlinkError):
-                ipr.addr("del", index=index, address=eip, prefixlen=32)
-            ipr.link("set", index=index, ifname=self.parked, ifalias="")
-            ipr.link("set", index=index, net_ns_fd=self.internet.namespace.name)
+        self._leg().unplug(router.namespace, eip, ROUTING, (private_ip, eip))
 
     def _label_port(self, facts: dict[str, str]) -> None:
         Veth(self.internet.namespace, self.eip_id, self.internet.namespace, self.parked).set_alias(

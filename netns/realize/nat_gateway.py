@@ -30,17 +30,19 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from netns.kernel import arp, rules
+from netns.kernel import rules
 from netns.kernel.link import Veth, addresses, ensure_address, index_of
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
 from netns.model import nat_gateway as model
-from netns.model import slb as slb_model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import mark, netns_name
 from netns.realize import format_alias, lab_lock, parse_alias
+from netns.realize.eip_leg import EipLeg, Routing
 from netns.realize.eni import claim
 from netns.realize.vpc import VpcRouter, VSwitch, routers
+
+LEG_ROUTING = Routing(model.leg_table, model.LEG_RULE_PRIORITY)  # an EIP's leg in the gateway
 
 
 class EipInUse(LabError):
@@ -174,23 +176,8 @@ class NatGateway:
 
     def plug_leg(self, eip_id: str, parked: str, address: str, internet: Namespace) -> None:
         """Move the EIP's parked end from the internet namespace into the gateway, with its address and table."""
-        with internet.ipr() as ipr:
-            if index_of(ipr, parked) is not None:
-                ipr.link("set", ifname=parked, state="down")
-                ipr.link("set", ifname=parked, net_ns_fd=self.namespace.name)
-        with self.namespace.ipr() as ipr:
-            index = index_of(ipr, parked) or index_of(ipr, eip_id)
-            if index is None:
-                raise NotFoundError(f"EIP {eip_id}: its leg is in neither the internet nor {self.namespace.name}")
-            ipr.link("set", index=index, ifname=eip_id, ifalias=format_alias(eip=eip_id, ip=address))
-            ipr.link("set", index=index, state="up")
-            ensure_address(ipr, eip_id, ipaddress.IPv4Interface(f"{address}/32"))
-        table = model.leg_table(index)
-        _ip(self.namespace, [f"route replace {slb_model.INTERNET} dev {eip_id} src {address} table {table}",
-                             _rule_line("del", ipaddress.IPv4Network(f"{address}/32"), table,
-                                        model.LEG_RULE_PRIORITY)], tolerant=True)  # a retried plug: no duplicate
-        _ip(self.namespace, [_rule_line("add", ipaddress.IPv4Network(f"{address}/32"), table, model.LEG_RULE_PRIORITY)])
-        arp.announce(self.namespace, eip_id, address)  # the internet's stale entry for the EIP, if any
+        EipLeg(eip_id, parked, internet).plug(self.namespace, address, {"eip": eip_id, "ip": address}, LEG_ROUTING,
+                                              (address,))
 
     def unplug_leg(self, eip_id: str, parked: str, address: str, internet: Namespace) -> None:
         """The reverse of ``plug_leg``; refused while a SNAT entry translates to the EIP."""
@@ -202,19 +189,12 @@ class NatGateway:
         if forwards:
             raise EipInUse(f"EIP {eip_id} ({address}) is the external_ip of DNAT entries {', '.join(forwards)} of "
                            f"{self.ngw_id}; delete them first")
-        if not self.namespace.exists():
-            return  # the leg died with the namespace
-        with self.namespace.ipr() as ipr:
-            index = index_of(ipr, eip_id) or index_of(ipr, parked)
+        leg = EipLeg(eip_id, parked, internet)
+        index = leg.index_in(self.namespace)
         if index is None:
-            return
-        _ip(self.namespace, [_rule_line("del", ipaddress.IPv4Network(f"{address}/32"), model.leg_table(index),
-                                        model.LEG_RULE_PRIORITY), _mark_line("del", model.leg_table(index)),
-                             f"address del {address}/32 dev {eip_id}"], tolerant=True)
-        with self.namespace.ipr() as ipr:
-            ipr.link("set", index=index, state="down")
-            ipr.link("set", index=index, ifname=parked, ifalias="")
-            ipr.link("set", index=index, net_ns_fd=internet.name)
+            return  # never plugged, or the leg died with the namespace
+        _ip(self.namespace, [_mark_line("del", model.leg_table(index))], tolerant=True)  # the DNAT replies' rule
+        leg.unplug(self.namespace, address, LEG_ROUTING, (address,))
 
     # -- SNAT entries --
 
