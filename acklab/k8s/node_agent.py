@@ -21,7 +21,6 @@ import os
 import queue
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -34,9 +33,9 @@ from acklab.k8s.agent import k8s_dir
 from acklab.k8s.ipam import EniAddressPool, NoFreeAddress, PodAddressPool, TerwayConfig, TerwayEniPool
 from acklab.k8s.model import Pod, Probe
 from acklab.k8s.plan import Network, Node, Placement, node_from_dict
-from netns.kernel import netns_etc
+from netns.kernel import netns_etc, process
 from netns.kernel.files import write_atomic
-from netns.kernel.namespace import NETNS_DIR, alive
+from netns.kernel.namespace import NETNS_DIR, end_processes
 from netns.model.errors import LabError, ValidationError
 from netns.model.instance_types import eni_quota
 from netns.model.names import pod_netns_name
@@ -89,13 +88,11 @@ def _path(lab: str, node: str, suffix: str) -> Path:
 
 def node_agent_pid(lab: str, node: str) -> int | None:
     """The running agent's PID: the pidfile's process, if its command line is this node's agent."""
-    try:
-        pid = int(_path(lab, node, "pid").read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+    pid = process.read_pidfile(_path(lab, node, "pid"))
+    argv = process.cmdline(pid) if pid is not None else None
+    if pid is None or not argv or not process.alive(pid):
         return None
-    return pid if b"acklab.k8s.node_agent" in cmdline and str(_path(lab, node, "json")).encode() in cmdline else None
+    return pid if "acklab.k8s.node_agent" in argv and str(_path(lab, node, "json")) in argv else None
 
 
 def ensure_node_agent(config: NodeAgentConfig, kubeconfig: str) -> int:
@@ -116,27 +113,18 @@ def ensure_node_agent(config: NodeAgentConfig, kubeconfig: str) -> int:
 
 
 def _start(config: NodeAgentConfig) -> int:
+    """The agent, detached, inside the node's network namespace (it sees /run/netns: the network namespace only)."""
     lab, name = config.lab, config.node.name
-    with open(_path(lab, name, "log"), "ab") as out:
-        # nsenter --net switches the network namespace only (the agent sees /run/netns); own session: detached
-        proc = subprocess.Popen(["nsenter", f"--net={NETNS_DIR}/{config.node.netns}", "--", sys.executable, "-m",
-                                 "acklab.k8s.node_agent", str(_path(lab, name, "json"))],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd="/")
-    _path(lab, name, "pid").write_text(str(proc.pid))
-    threading.Thread(target=proc.wait, daemon=True).start()  # a long-lived caller keeps no zombie
-    return proc.pid
+    return process.spawn_in(config.node.netns, [sys.executable, "-m", "acklab.k8s.node_agent",
+                                                str(_path(lab, name, "json"))],
+                            _path(lab, name, "pid"), _path(lab, name, "log"), cwd="/")
 
 
 def stop_node_agent(lab: str, node: str, timeout: float = 5.0, keep_files: bool = False) -> None:
     """End the node's agent (SIGTERM, then SIGKILL); its pods keep running, as when a kubelet stops."""
     pid = node_agent_pid(lab, node)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(0.02)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        end_processes([pid], timeout)
     suffixes = ("pid",) if keep_files else ("pid", "json", "kubeconfig")
     for suffix in suffixes:
         _path(lab, node, suffix).unlink(missing_ok=True)
