@@ -28,7 +28,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -229,14 +228,9 @@ class Controller:
 
     def event(self, svc: dict[str, Any], kind: str, reason: str, message: str) -> None:
         meta = svc["metadata"]
-        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        body = {"metadata": {"generateName": f"{meta['name']}."},
-                "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": meta["namespace"],
-                                   "name": meta["name"], "uid": meta.get("uid")},
-                "type": kind, "reason": reason, "message": message[:1000], "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": COMPONENT}}
-        with contextlib.suppress(Exception):  # an Event is a courtesy; never the reason a reconcile fails
-            self.api.create_namespaced_event(meta["namespace"], body)
+        informer.record(self.api, informer.event(
+            {"apiVersion": "v1", "kind": "Service", "namespace": meta["namespace"], "name": meta["name"],
+             "uid": meta.get("uid")}, kind, reason, message, COMPONENT))
 
     # -- watches --
 
@@ -379,9 +373,7 @@ class Controller:
             threading.Thread(target=self._list_and_watch, args=(what, call, on_list, on_event), daemon=True,
                              name=f"watch {what}").start()
         threading.Thread(target=self._resync, daemon=True, name="resync").start()
-        for synced in self.synced.values():  # backends from a partial Node list would drop nodes
-            while not synced.wait(1.0) and not self.stopping.is_set():
-                pass
+        informer.wait_synced(self.synced.values(), self.stopping)  # a partial Node list would drop backends
         if ready_file is not None:
             write_atomic(ready_file, f"{os.getpid()}\n")
         self.work()

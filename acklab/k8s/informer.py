@@ -1,19 +1,24 @@
-"""What every controller on the API shares: list then watch one kind (client-go's reflector), and a work queue.
+"""What every controller on the API shares: list then watch one kind (client-go's reflector), a work queue, the
+wait for every first list, and the Events they record.
 
 The cloud controller, the ingress controller and the NetworkPolicy agent each run :func:`list_and_watch` per
-kind on a thread and feed a :class:`WorkQueue`; only what they do with a listing and an event differs.
+kind on a thread and feed a :class:`WorkQueue`; only what they do with a listing and an event differs. They and the
+node agent tell users what went wrong in core/v1 Events (:func:`event`, :func:`record`), as `kubectl describe` lists
+them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 WATCH_TIMEOUT = 120  # seconds a watch request lasts before it is renewed from the last resourceVersion
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+EVENT_MESSAGE_MAX = 1024  # the API refuses an Event whose message is longer (validation: 1 KiB)
 
 
 def backoff(failures: int) -> float:
@@ -99,3 +104,32 @@ class WorkQueue:
         with self._cond:
             self._busy.discard(key)
             self._cond.notify_all()
+
+
+def wait_synced(synced: Iterable[threading.Event], stopping: threading.Event) -> None:
+    """Until every watch has listed once (a reconcile from a partial list would drop what the rest holds), or
+    ``stopping``."""
+    for one in synced:
+        while not one.wait(1.0) and not stopping.is_set():
+            pass
+
+
+def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, component: str,
+          host: str | None = None, when: float | None = None) -> dict[str, Any]:
+    """A core/v1 Event about ``involved`` (``apiVersion``, ``kind``, ``namespace``, ``name``, ``uid``: an
+    ObjectReference), ``kind`` Normal or Warning, from ``component`` (on ``host``, for a node's agents)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if when is None else when))
+    namespace = involved.get("namespace") or "default"
+    source = {"component": component, **({"host": host} if host else {})}
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{involved.get('name')}.", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None}, "type": kind, "reason": reason,
+            "message": message[:EVENT_MESSAGE_MAX], "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+            "source": source, "reportingComponent": component, **({"reportingInstance": host} if host else {})}
+
+
+def record(core: Any, body: Mapping[str, Any]) -> None:
+    """Create the Event (``core``: a CoreV1Api). An Event is a courtesy: never the reason a reconcile fails, so
+    an API that refuses it is ignored."""
+    with contextlib.suppress(Exception):
+        core.create_namespaced_event(body["metadata"]["namespace"], body)

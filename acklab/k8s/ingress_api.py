@@ -34,7 +34,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -385,16 +384,10 @@ class Controller:
 
     def _event(self, ing: Doc, notice: Notice) -> None:
         meta = ing.get("metadata") or {}
-        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        body = {"metadata": {"generateName": f"{meta.get('name')}."},
-                "involvedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                                   "namespace": meta.get("namespace"), "name": meta.get("name"),
-                                   "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
-                "type": notice.kind, "reason": notice.reason, "message": notice.message[:1000], "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": COMPONENT},
-                "reportingComponent": COMPONENT}
-        with contextlib.suppress(Exception):  # an Event is a courtesy; never the reason a sync fails
-            self.core.create_namespaced_event(meta.get("namespace") or "default", body)
+        informer.record(self.core, informer.event(
+            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "namespace": meta.get("namespace"),
+             "name": meta.get("name"), "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            notice.kind, notice.reason, notice.message, COMPONENT))
 
     # -- run --
 
@@ -422,9 +415,7 @@ class Controller:
             threading.Thread(target=self._list_and_watch, args=(what, call, args), daemon=True,
                              name=f"watch {what}").start()
         threading.Thread(target=self._resync, daemon=True, name="resync").start()
-        for synced in self.synced.values():  # a configuration from a partial list would drop routes
-            while not synced.wait(1.0) and not self.stopping.is_set():
-                pass
+        informer.wait_synced(self.synced.values(), self.stopping)  # a partial list would drop routes
         if ready_file is not None:
             write_atomic(ready_file, f"{os.getpid()}\n")
         self.work()

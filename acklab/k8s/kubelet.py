@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from acklab.k8s import informer
 from acklab.k8s.model import Container, ContainerPort, Pod, Probe
 
 KUBELET_VERSION = "v1.37.2"  # the control plane's version: the API server accepts a node of its own release
@@ -357,18 +358,13 @@ def waiting_status(pod: Pod, host_ip: str, now: float, message: str) -> dict[str
                                    "state": {"waiting": {"reason": "ContainerCreating"}}} for c in pod.containers]}
 
 
-def sandbox_event(pod: Pod, node: str, now: float, message: str, count: int = 1) -> dict[str, Any]:
+def sandbox_event(pod: Pod, node: str, now: float, message: str) -> dict[str, Any]:
     """The Warning Event the kubelet records on a pod whose sandbox failed (core/v1 Event, as ``kubectl describe
     pod`` lists it)."""
-    when = rfc3339(now)
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
-                               "uid": pod.uid},
-            "reason": SANDBOX_FAILED, "type": "Warning",
-            "message": f"Failed to create pod sandbox: plugin type=\"terway\" failed (add): {message}",
-            "source": {"component": "kubelet", "host": node}, "reportingComponent": "kubelet",
-            "reportingInstance": node, "firstTimestamp": when, "lastTimestamp": when, "count": count}
+    return informer.event({"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                           "uid": pod.uid}, "Warning", SANDBOX_FAILED,
+                          f"Failed to create pod sandbox: plugin type=\"terway\" failed (add): {message}", "kubelet",
+                          host=node, when=now)
 
 
 # --- a pod's DNS configuration (its resolv.conf) ----------------------------------------------------------------

@@ -25,7 +25,6 @@ Installer (tests, ``ack_cluster._install``): :func:`install`, :class:`NetworkPol
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import signal
@@ -199,16 +198,10 @@ class Agent:
             return
         kind, obj = found
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"
-        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        body = {"metadata": {"generateName": f"{meta.get('name')}."},
-                "involvedObject": {"apiVersion": kind.api_version, "kind": kind.kind, "name": meta.get("name"),
-                                   "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-                "type": "Warning", "reason": "PolicyRejected", "message": message[:1000], "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now,
-                "source": {"component": COMPONENT, "host": self.node}}
-        with contextlib.suppress(Exception):  # an Event is a courtesy, never a reason to stop enforcing
-            self.core.create_namespaced_event(namespace, body)
+        informer.record(self.core, informer.event(
+            {"apiVersion": kind.api_version, "kind": kind.kind, "namespace": meta.get("namespace"),
+             "name": meta.get("name"), "uid": meta.get("uid")}, "Warning", "PolicyRejected", message, COMPONENT,
+            host=self.node))
 
     def work(self) -> None:
         while not self.stopping.is_set():
@@ -252,9 +245,7 @@ class Agent:
         for what, call, args, on_list, on_event in watches:
             threading.Thread(target=self._list_and_watch, args=(what, call, args, on_list, on_event), daemon=True,
                              name=f"watch {what}").start()
-        for synced in self.synced.values():
-            while not synced.wait(1.0) and not self.stopping.is_set():
-                pass
+        informer.wait_synced(self.synced.values(), self.stopping)
         self._first_sync()
         if ready_file is not None:
             write_atomic(ready_file, f"{os.getpid()}\n")
