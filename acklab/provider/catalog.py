@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from netns.model import instance_types
+
 ZONE_LETTERS = "abcdefghijk"
 DISK_CATEGORIES = ("cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry")
 RESOURCE_CREATIONS = ("Instance", "Disk", "VSwitch", "Rds", "KVStore", "FunctionCompute", "Elasticsearch", "Slb")
@@ -75,13 +77,15 @@ _DISTROS = {"ubuntu": "Ubuntu", "centos": "CentOS", "debian": "Debian", "aliyun"
             "alinux": "Alibaba Cloud Linux", "rockylinux": "Rocky Linux", "anolisos": "Anolis OS"}
 
 
-# The ENIs an instance type takes and the private IPv4 addresses per ENI, by vCPUs (Alibaba's g7 figures).
-_ENIS = {1: (2, 2), 2: (3, 6), 4: (4, 15), 8: (4, 15), 16: (8, 30)}
+# For types whose quota is not confirmed: the g7 figures of the same vCPUs (an estimate, for data source filters).
+_ENIS_BY_CPU = {1: (2, 2), 2: (3, 6), 4: (4, 15), 8: (4, 15), 16: (8, 30)}
 
 
-def eni_limits(cpu: int) -> tuple[int, int]:
-    """(ENIs per instance, private IPv4 addresses per ENI) of an instance type with ``cpu`` vCPUs."""
-    return _ENIS.get(cpu, (8, 30))
+def eni_limits(name: str, cpu: int) -> tuple[int, int]:
+    """(ENIs per instance, private IPv4 addresses per ENI) of an instance type: the confirmed quota the cluster's
+    Terway enforces (``netns.model.instance_types``, one table), else the g7 figures of its vCPUs."""
+    quota = instance_types.QUOTAS.get(name)
+    return (quota.enis, quota.ips_per_eni) if quota else _ENIS_BY_CPU.get(cpu, (8, 30))
 
 
 def family(name: str) -> str:

@@ -665,7 +665,7 @@ def get_images(config: ProviderConfig, wire_args: dict[str, Any], lab: str | Non
 
 
 def _instance_type_item(kind: catalog.InstanceType, zones: list[str]) -> dict[str, Any]:
-    enis, ips = catalog.eni_limits(kind.cpu)
+    enis, ips = catalog.eni_limits(kind.name, kind.cpu)
     return {"id": kind.name, "family": catalog.family(kind.name), "cpu_core_count": kind.cpu,
             "memory_size": kind.memory_mib / 1024, "availability_zones": zones, "eni_amount": enis,
             "eni_quantity": enis, "eni_private_ip_address_quantity": ips, "eni_ipv6_address_quantity": 0,

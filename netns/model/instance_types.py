@@ -8,9 +8,10 @@ node agent refuses to guess its quota):
   pods; "the general-purpose ecs.g7.4xlarge instance type supports 8 ENIs, and each ENI supports 30 private IP
   addresses".
 - ECS, "General-purpose instance families" g7 table (https://www.alibabacloud.com/help/en/ecs/user-guide/
-  general-purpose-instance-families): ecs.g7.large 3 ENIs x 6, ecs.g7.xlarge 4 x 15, ecs.g7.2xlarge 4 x 15. These
-  are the figures acklab/provider/catalog.py already uses for g7 (eni_limits); the stored copy of the g7 page
-  could not be re-read in this session, so they rest on that table and on g7.4xlarge agreeing with ACK's example.
+  general-purpose-instance-families): ecs.g7.large 3 ENIs x 6, ecs.g7.xlarge 4 x 15, ecs.g7.2xlarge 4 x 15
+  (acklab/provider/catalog.py's eni_limits reads this table for ecs.get_instance_types); the stored copy of the g7
+  page could not be re-read in this session, so they rest on that table and on g7.4xlarge agreeing with ACK's
+  example.
 Left out (not confirmed): ecs.g6.*, ecs.c6.*, ecs.c7.*, ecs.r7.*, ecs.n4.*, ecs.sn1ne.*.
 """
 
