@@ -22,14 +22,16 @@ writes ``l4-health.json``, and swaps the slot elements itself when a backend's s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from netns.kernel import process, rules
-from netns.kernel.files import read_json, write_atomic, write_json
+from netns.kernel.files import read_json, read_text, write_atomic, write_json
 from netns.kernel.namespace import Namespace, end_processes
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
@@ -154,8 +156,9 @@ def sync(runtime_dir: Path, slb_ns: Namespace, plan: l4.L4Plan, args: dict[str, 
     structure = l4.render_structure(plan)
     structure_file = runtime_dir / "l4-structure.nft"
     table = l4.table_name(plan.lb_id)
-    if (not table_exists(router, table) or not structure_file.exists()
-            or structure_file.read_text() != structure):
+    rebuilt = (not table_exists(router, table) or not structure_file.exists()
+               or structure_file.read_text() != structure)
+    if rebuilt:
         nft(router, l4.render_all(plan, health), f"SLB {plan.lb_id}")
         write_atomic(structure_file, structure)
         write_atomic(elements_path(runtime_dir), elements_text(plan, health))
@@ -165,8 +168,28 @@ def sync(runtime_dir: Path, slb_ns: Namespace, plan: l4.L4Plan, args: dict[str, 
     write_json(config_path(runtime_dir), plan_to_json(plan, args, router.name,
                                                       draining(previous, plan, health, time.time())))
     if plan.leg is not None:
-        _internet_path(slb_ns, router, plan)
+        _ensure_internet_path(runtime_dir, slb_ns, router, plan, force=rebuilt)
     ensure_checker(runtime_dir, slb_ns)
+
+
+def _path_key(router: Namespace, plan: l4.L4Plan) -> str:
+    """What the internet path depends on: the router, the leg, the VIP and the listeners' ports (not their
+    backends, whose changes are map elements)."""
+    ports = sorted(f"{i.listener.protocol} . {i.listener.frontend_port}" for i in plan.listeners)
+    return json.dumps({"router": router.name, "leg": asdict(plan.leg) if plan.leg else None, "vip": plan.vip,
+                       "ports": ports}, sort_keys=True)
+
+
+def _ensure_internet_path(runtime_dir: Path, slb_ns: Namespace, router: Namespace, plan: l4.L4Plan,
+                          force: bool) -> None:
+    """The internet path (about 15 ip, sysctl and nft calls) only when what it depends on changed, its table is
+    gone or the router's table was rebuilt (``force``: a router made again lost the leg's rule too), not on every
+    sync: a sync that only moves backends changes map elements."""
+    key, recorded = _path_key(router, plan), runtime_dir / "l4-path.json"
+    if not force and read_text(recorded) == key and table_exists(slb_ns, "slb_forward"):
+        return
+    _internet_path(slb_ns, router, plan)
+    write_atomic(recorded, key)
 
 
 def _ip(namespace: Namespace, *argv: str) -> None:
@@ -221,7 +244,7 @@ def remove(runtime_dir: Path, slb_ns: Namespace, lb_id: str) -> None:
             router.run(["ip", "route", "flush", "table", str(leg.table)], check=False)
     if table_exists(slb_ns, "slb_forward"):
         nft(slb_ns, "delete table ip slb_forward\n", f"SLB {lb_id}")
-    for name in ("l4.json", "l4-structure.nft", "l4-elements.nft", "l4-health.json"):
+    for name in ("l4.json", "l4-structure.nft", "l4-elements.nft", "l4-health.json", "l4-path.json"):
         (runtime_dir / name).unlink(missing_ok=True)
 
 
