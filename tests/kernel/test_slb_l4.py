@@ -196,6 +196,18 @@ def test_backends_see_the_client_address_intranet_and_internet(site, root_unchan
         for _ in range(2):  # both backends
             assert peer_of(tcp_ask(internet, address, 80, source=str(client))) == str(client)
             assert peer_of(udp_ask(internet, address, 53, source=str(client))) == str(client)
+    # a backends-only change moves map elements: the internet path (its ip rules, sysctls, nft table) is not set
+    # up again; its table gone, the next sync makes it again
+    path = public.runtime_dir / "l4-path.json"
+    made = path.stat().st_mtime_ns
+    site.set_backends({"b1": 100}, lb_id="lb-00000002")
+    assert path.stat().st_mtime_ns == made
+    client = str(model.INTERNET_CLIENTS[0])
+    assert peer_of(tcp_ask(internet, address, 80, source=client)) == client
+    public.namespace.run(["nft", "delete", "table", "ip", "slb_forward"])
+    site.set_backends({"b1": 100, "b2": 100}, lb_id="lb-00000002")
+    assert path.stat().st_mtime_ns != made
+    assert peer_of(tcp_ask(internet, address, 80, source=client)) == client
     # a tcp listener with wlc stays on HAProxy, next to the kernel listeners: it proxies from the 100.64 leg
     site.listen(81, "tcp", lb_id="lb-00000002", scheduler="wlc")
     peer = peer_of(tcp_ask(internet, address, 81))
