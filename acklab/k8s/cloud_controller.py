@@ -279,7 +279,8 @@ class Controller:
         namespace, name = key.split("/", 1)
         svc = self._get_service(namespace, name)
         uid = svc["metadata"]["uid"] if svc else None
-        for record in load_records(self.lab).values():
+        records = load_records(self.lab)  # read once: the loop drops only records of other uids
+        for record in records.values():
             if record.key == key and record.uid != uid:  # the Service is gone (or made anew under the same name)
                 delete_slb(self.lab, record.lb_id)
                 drop_record(self.lab, record.uid)
@@ -287,7 +288,7 @@ class Controller:
             self.lb_keys.discard(key)
             return
         meta, spec = svc["metadata"], svc.get("spec") or {}
-        record = load_records(self.lab).get(uid)
+        record = records.get(uid)
         if meta.get("deletionTimestamp") or spec.get("type") != "LoadBalancer":
             self._release(svc, record)
             return
