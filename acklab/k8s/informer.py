@@ -1,7 +1,7 @@
 """What every controller on the API shares: list then watch one kind (client-go's reflector), a work queue, the
 wait for every first list, and the Events they record.
 
-The cloud controller, the ingress controller and the NetworkPolicy agent each run :func:`list_and_watch` per
+The cloud controller, the ingress controller, the NetworkPolicy agent and the node agent run :func:`list_and_watch` per
 kind on a thread and feed a :class:`WorkQueue`; only what they do with a listing and an event differs. They and the
 node agent tell users what went wrong in core/v1 Events (:func:`event`, :func:`record`), as `kubectl describe` lists
 them.
@@ -28,11 +28,13 @@ def backoff(failures: int) -> float:
 
 def list_and_watch(what: str, list_call: Callable[..., Any], args: Sequence[Any],
                    on_list: Callable[[list[dict[str, Any]]], None], on_event: Callable[[str, dict[str, Any]], None],
-                   stopping: threading.Event, synced: threading.Event, log: Callable[[str], None]) -> None:
+                   stopping: threading.Event, synced: threading.Event, log: Callable[[str], None],
+                   options: Mapping[str, Any] | None = None) -> None:
     """List (``on_list`` with the items, then ``synced`` is set), then watch from the list's resourceVersion
     (``on_event`` per ADDED/MODIFIED/DELETED, bookmarks only move the version), until ``stopping``. A 410 Gone
     lists again at once; any other failure (the API server restarting, a dropped connection) is logged and lists
-    again after a backoff. Objects are raw dicts, camelCase as the API sends them."""
+    again after a backoff. Objects are raw dicts, camelCase as the API sends them. ``options`` go to both the list
+    and the watch (a ``field_selector``, as the kubelet's "spec.nodeName=<node>")."""
     from kubernetes import watch
     from kubernetes.client.exceptions import ApiException
 
@@ -41,11 +43,11 @@ def list_and_watch(what: str, list_call: Callable[..., Any], args: Sequence[Any]
     while not stopping.is_set():
         try:
             if version is None:
-                listing = json.loads(list_call(*args, _preload_content=False).data)
+                listing = json.loads(list_call(*args, **(options or {}), _preload_content=False).data)
                 on_list(listing.get("items") or [])
                 version = listing["metadata"]["resourceVersion"]
                 synced.set()
-            for event in watch.Watch().stream(list_call, *args, resource_version=version,
+            for event in watch.Watch().stream(list_call, *args, **(options or {}), resource_version=version,
                                               timeout_seconds=WATCH_TIMEOUT, allow_watch_bookmarks=True):
                 raw = event["raw_object"]
                 if event["type"] == "ERROR":

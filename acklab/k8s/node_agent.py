@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import kubelet
+from acklab.k8s import informer, kubelet
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.ipam import EniAddressPool, NoFreeAddress, PodAddressPool, TerwayConfig, TerwayEniPool
 from acklab.k8s.model import Pod, Probe
@@ -42,7 +42,6 @@ from netns.model.names import pod_netns_name
 
 log = logging.getLogger("acklab.node-agent")
 TERWAY_GATEWAY = "169.254.1.1"
-WATCH_SECONDS = 240  # a watch request ends after this long and is made again from the last resourceVersion
 STRATEGIC = "application/strategic-merge-patch+json"
 RESOLV_CONF = "resolv.conf"
 
@@ -318,33 +317,15 @@ class NodeAgent:
 
     # pods: the watch -----------------------------------------------------------------------------------------
     def _watch_pods(self) -> None:
-        """List, then watch from the list's resourceVersion; list again after 410 Gone or an error."""
-        from kubernetes import client, watch
-        from kubernetes.client.rest import ApiException
+        """The pods bound to this node (the kubelet's field selector), listed then watched (``informer``): each
+        listing and event goes on the agent's queue, worked by its main loop."""
+        from kubernetes import client
 
-        core = client.CoreV1Api(self._client())
-        selector = f"spec.nodeName={self.name}"
-        while not self.stop.is_set():
-            try:
-                listing = json.loads(core.list_pod_for_all_namespaces(field_selector=selector,
-                                                                      _preload_content=False).data)
-                version = listing["metadata"]["resourceVersion"]
-                self.events.put(("LIST", listing["items"]))
-                while not self.stop.is_set():
-                    stream = watch.Watch().stream(core.list_pod_for_all_namespaces, field_selector=selector,
-                                                  resource_version=version, allow_watch_bookmarks=True,
-                                                  timeout_seconds=WATCH_SECONDS, deserialize=False)
-                    for event in stream:
-                        version = event["object"]["metadata"]["resourceVersion"]
-                        if event["type"] != "BOOKMARK":
-                            self.events.put((event["type"], event["object"]))
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("node %s: pod watch: %s", self.name, exc)
-                    self.stop.wait(1.0)
-            except Exception as exc:  # the API server restarting: connection refused, reset
-                log.warning("node %s: pod watch: %s", self.name, exc)
-                self.stop.wait(1.0)
+        informer.list_and_watch(
+            "pods", client.CoreV1Api(self._client()).list_pod_for_all_namespaces, (),
+            lambda items: self.events.put(("LIST", items)), lambda kind, obj: self.events.put((kind, obj)),
+            self.stop, threading.Event(), lambda why: log.warning("node %s: %s", self.name, why),
+            {"field_selector": f"spec.nodeName={self.name}"})
 
     def _wait_seconds(self) -> float:
         soon = [r.next_due() for r in self.runtimes.values()] + list(self.ending.values())
