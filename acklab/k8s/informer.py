@@ -1,10 +1,10 @@
 """What every controller on the API shares: list then watch one kind (client-go's reflector), a work queue, the
 wait for every first list, and the Events they record.
 
-The cloud controller, the ingress controller, the NetworkPolicy agent and the node agent run :func:`list_and_watch` per
-kind on a thread and feed a :class:`WorkQueue`; only what they do with a listing and an event differs. They and the
-node agent tell users what went wrong in core/v1 Events (:func:`event`, :func:`record`), as `kubectl describe` lists
-them.
+The cloud controller, the ingress controller, the NetworkPolicy agent and the node agent run
+:func:`list_and_watch` per kind on a thread and feed a queue; only what they do with a listing and an event
+differs. They tell users what went wrong in core/v1 Events (:func:`event`, :func:`record`), as `kubectl describe`
+lists them.
 """
 
 from __future__ import annotations
