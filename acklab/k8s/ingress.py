@@ -559,7 +559,7 @@ def _apply(ing: _Ing, build: _Build, secrets: Mapping[str, Manifest]) -> ann.Ann
     return a
 
 
-def _endpoints(services: Iterable[Manifest], pods: Iterable[svcs.Pod | Mapping[str, Any]],
+def _endpoints(services: Iterable[Manifest], pods: Iterable[svcs.PodEndpoint | Mapping[str, Any]],
                wanted: set[BackendRef]) -> dict[BackendRef, tuple[str, ...]]:
     """Backend → ready "ip:port" of its pods (sorted). Headless Services resolve too: the controller talks to
     pods, so an address allocated in memory stands in for kube-proxy's (it is never used)."""
@@ -589,7 +589,7 @@ def _addr_key(addr: str) -> tuple[int, ...]:
 
 
 def render(ingresses: Iterable[Manifest], classes: Iterable[Manifest], services: Iterable[Manifest],
-           pods: Iterable[svcs.Pod | Mapping[str, Any]], secrets: Iterable[Manifest],
+           pods: Iterable[svcs.PodEndpoint | Mapping[str, Any]], secrets: Iterable[Manifest],
            settings: Settings | None = None, strict: bool = True) -> Rendered:
     """The nginx.conf of a controller pod. ``strict``: raises one ValidationError (Ingress, field, reason) for
     the first invalid Ingress of our class, before anything else is computed; otherwise each invalid Ingress is

@@ -44,6 +44,7 @@ from acklab.k8s.agent import k8s_dir
 from acklab.k8s.cluster_controller import ClusterController
 from acklab.k8s.informer import WorkQueue
 from acklab.k8s.ingress_controller import NginxPod, Options, ingress_dir, stop_nginx
+from acklab.k8s.model import ContainerPort
 from acklab.k8s.pods import PodRecord, load_records
 from netns.kernel.files import write_atomic
 from netns.kernel.namespace import Namespace
@@ -95,7 +96,7 @@ class Inputs:
     ingresses: tuple[Doc, ...]
     classes: tuple[Doc, ...]
     services: tuple[Doc, ...]  # stand-ins: selector on ENDPOINT_LABEL, targetPort named per slice port
-    pods: tuple[svcs.Pod, ...]  # stand-ins: one per EndpointSlice address
+    pods: tuple[svcs.PodEndpoint, ...]  # stand-ins: one per EndpointSlice address
     secrets: tuple[Doc, ...]
 
 
@@ -103,7 +104,7 @@ def _target_name(index: int) -> str:
     return f"ep-{index}"  # a valid IANA port name: what a stand-in pod's port is called for Service port ``index``
 
 
-def backends(services: Iterable[Doc], slices: Iterable[Doc]) -> tuple[list[Doc], list[svcs.Pod]]:
+def backends(services: Iterable[Doc], slices: Iterable[Doc]) -> tuple[list[Doc], list[svcs.PodEndpoint]]:
     """Services + EndpointSlices → stand-in Services and pods that ``services.resolve`` turns into exactly the
     slices' endpoints: Service port ``i`` targets the port named ``ep-i``, which each stand-in pod (one per slice
     address) has with the number the slice gives the Service port's name. So named and numbered targetPorts,
@@ -116,7 +117,7 @@ def backends(services: Iterable[Doc], slices: Iterable[Doc]) -> tuple[list[Doc],
         if owner and s.get("addressType", "IPv4") == "IPv4":
             by_service.setdefault(f"{meta.get('namespace') or 'default'}/{owner}", []).append(s)
     out_services: list[Doc] = []
-    out_pods: list[svcs.Pod] = []
+    out_pods: list[svcs.PodEndpoint] = []
     for svc in sorted(services, key=key_of):
         spec = svc.get("spec") or {}
         ports = [p for p in spec.get("ports") or [] if isinstance(p, Mapping)]
@@ -133,16 +134,16 @@ def backends(services: Iterable[Doc], slices: Iterable[Doc]) -> tuple[list[Doc],
                                for i, p in enumerate(ports)]}})
         for s in sorted(by_service.get(key, []), key=key_of):
             slice_ports = tuple(
-                svcs.ContainerPort(_target_name(index[str(sp.get("name") or "")]), int(sp["port"]),
-                                   sp.get("protocol") or "TCP")
+                ContainerPort(int(sp["port"]), sp.get("protocol") or "TCP",
+                              _target_name(index[str(sp.get("name") or "")]))
                 for sp in s.get("ports") or [] if str(sp.get("name") or "") in index and sp.get("port"))
             for n, endpoint in enumerate(s.get("endpoints") or []):
                 conditions = endpoint.get("conditions") or {}
                 ready = conditions.get("ready") is not False  # nil: ready (the API's rule for consumers)
                 for address in endpoint.get("addresses") or []:
-                    out_pods.append(svcs.Pod(f"{(s.get('metadata') or {}).get('name')}.{n}.{address}", namespace,
-                                             {ENDPOINT_LABEL: name}, address, endpoint.get("nodeName"),
-                                             ready=ready, ports=slice_ports))
+                    stand_in = f"{(s.get('metadata') or {}).get('name')}.{n}.{address}"
+                    out_pods.append(svcs.PodEndpoint(stand_in, namespace, {ENDPOINT_LABEL: name}, address,
+                                                     endpoint.get("nodeName"), ready=ready, ports=slice_ports))
     return out_services, out_pods
 
 

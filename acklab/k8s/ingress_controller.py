@@ -246,7 +246,7 @@ def controller_pods(lab: str, records: dict[str, PodRecord] | None = None) -> li
             if ingress.is_controller_pod(r.pod.namespace, r.pod.labels) and Namespace(r.netns).exists()]
 
 
-def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[services.Pod]:
+def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[services.PodEndpoint]:
     """Pods that may receive traffic: wanted by the manifests and running (namespace present), as the endpoint
     controller sees them. A pod the manifests no longer want is left out (it is terminating)."""
     wanted = {p.key: p for p in cluster.all_pods()}
@@ -255,9 +255,7 @@ def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[servi
         pod = wanted.get(key)
         if pod is None or not Namespace(record.netns).exists():
             continue
-        out.append(services.Pod(name=pod.name, namespace=pod.namespace, labels=dict(pod.labels), ip=record.ip,
-                                node=record.node, ports=tuple(services.ContainerPort(p.name, p.port, p.protocol)
-                                                              for p in pod.ports)))
+        out.append(services.PodEndpoint.of(pod, record.ip, record.node))
     return out
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.kube_proxy import ProxierConfig, ServicePortInfo, compile_rules, is_service_chain, jump_rules
-from acklab.k8s.services import Manifest, Pod, resolve
+from acklab.k8s.services import Manifest, PodEndpoint, resolve
 from netns.kernel.files import write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError
@@ -201,14 +201,14 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if " " in arg else arg
 
 
-def cluster_pods(lab: str) -> list[Pod]:
+def cluster_pods(lab: str) -> list[PodEndpoint]:
     """Every pod of the lab as the endpoint controller sees it (from the pod network's records)."""
     from acklab.k8s.pods import load_records
 
-    return [Pod.of(r.pod, r.ip, r.node) for r in load_records(lab).values()]
+    return [PodEndpoint.of(r.pod, r.ip, r.node) for r in load_records(lab).values()]
 
 
-def sync_node(lab: str, node: str, netns: str, services: list[Manifest], pods: list[Pod],
+def sync_node(lab: str, node: str, netns: str, services: list[Manifest], pods: list[PodEndpoint],
               node_ip: str | None = None, cluster_cidr: str | None = None) -> SyncResult:
     """Resolve ``services`` (with their allocations filled in, see ``apiserver.with_status``) for ``node`` and
     sync its rules. ``cluster_cidr`` is kube-proxy's ``--cluster-cidr`` (None: no local-traffic detection, as

@@ -32,6 +32,7 @@ from acklab.k8s.kube_proxy import (
     ServicePortInfo,
     validate,
 )
+from acklab.k8s.model import ContainerPort
 from netns.model.errors import ValidationError
 
 NODE_PORT_RANGE = (30000, 32767)
@@ -42,15 +43,9 @@ Manifest = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class ContainerPort:
-    name: str
-    port: int
-    protocol: str = "TCP"
-
-
-@dataclass(frozen=True)
-class Pod:
-    """What the endpoint controller reads from a pod."""
+class PodEndpoint:
+    """A pod as the endpoint controller lists it in a Service's EndpointSlice: its address, node and readiness
+    beside its labels and container ports (the pod itself is ``acklab.k8s.model.Pod``)."""
 
     name: str
     namespace: str = "default"
@@ -67,13 +62,12 @@ class Pod:
                 "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in self.ports]}
 
     @classmethod
-    def of(cls, pod: Any, ip: str | None, node: str | None) -> Pod:
+    def of(cls, pod: Any, ip: str | None, node: str | None) -> PodEndpoint:
         """From a model pod (``acklab.k8s.model.Pod``: namespace, name, labels, ports) and where it runs."""
-        ports = tuple(ContainerPort(p.name, p.port, p.protocol) for p in pod.ports)
-        return cls(pod.name, pod.namespace, dict(pod.labels), ip, node, ports=ports)
+        return cls(pod.name, pod.namespace, dict(pod.labels), ip, node, ports=tuple(pod.ports))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Pod:
+    def from_dict(cls, d: Mapping[str, Any]) -> PodEndpoint:
         """Accept ``{name, namespace, labels, ip, node, ready, terminating, ports: [{name, port, protocol}]}``
         (``containerPort`` is accepted for ``port``)."""
         ports = tuple(
@@ -399,7 +393,7 @@ def allocate(services: Iterable[Manifest], previous: Allocations | None = None,
 # --------------------------------------------------------------------------------------------------
 
 
-def _selected(svc: _Svc, pods: list[Pod]) -> list[Pod]:
+def _selected(svc: _Svc, pods: list[PodEndpoint]) -> list[PodEndpoint]:
     selector = svc.spec.get("selector") or {}
     if not selector:  # no selector: endpoints are managed by hand, not by the controller
         return []
@@ -410,7 +404,7 @@ def _selected(svc: _Svc, pods: list[Pod]) -> list[Pod]:
     ]
 
 
-def _target_port(port: Mapping[str, Any], pod: Pod) -> int | None:
+def _target_port(port: Mapping[str, Any], pod: PodEndpoint) -> int | None:
     target = port.get("targetPort", port["port"])
     if isinstance(target, int):
         return target
@@ -421,7 +415,7 @@ def _target_port(port: Mapping[str, Any], pod: Pod) -> int | None:
     return None
 
 
-def _endpoints(svc: _Svc, port: Mapping[str, Any], pods: list[Pod], node: str) -> tuple[Endpoint, ...]:
+def _endpoints(svc: _Svc, port: Mapping[str, Any], pods: list[PodEndpoint], node: str) -> tuple[Endpoint, ...]:
     publish_all = bool(svc.spec.get("publishNotReadyAddresses"))
     out = []
     for pod in pods:
@@ -434,7 +428,7 @@ def _endpoints(svc: _Svc, port: Mapping[str, Any], pods: list[Pod], node: str) -
     return tuple(out)
 
 
-def _service_ports(svc: _Svc, pods: list[Pod], node: str, node_ports: Mapping[str, int],
+def _service_ports(svc: _Svc, pods: list[PodEndpoint], node: str, node_ports: Mapping[str, int],
                    cluster_ip: str) -> list[ServicePortInfo]:
     spec = svc.spec
     selected = _selected(svc, pods)
@@ -478,7 +472,7 @@ def _service_ports(svc: _Svc, pods: list[Pod], node: str, node_ports: Mapping[st
 
 def resolve(
     services: Iterable[Manifest],
-    pods: Iterable[Pod | Mapping[str, Any]],
+    pods: Iterable[PodEndpoint | Mapping[str, Any]],
     node: str,
     previous_node_ports: Mapping[str, int] | None = None,
     previous_cluster_ips: Mapping[str, str] | None = None,
@@ -492,7 +486,7 @@ def resolve(
     svcs = _wrap(services)
     for svc in svcs:
         _validate(svc)
-    pod_list = [p if isinstance(p, Pod) else Pod.from_dict(p) for p in pods]
+    pod_list = [p if isinstance(p, PodEndpoint) else PodEndpoint.from_dict(p) for p in pods]
     node_ports = _allocate(_requests(svcs), dict(previous_node_ports or {}), NODE_PORT_RANGE)
     cluster_ips = _allocate_ips(svcs, dict(previous_cluster_ips or {}), service_cidr)
     ports: list[ServicePortInfo] = []

@@ -3,7 +3,7 @@
 import pytest
 
 from acklab.k8s import kube_proxy as kp
-from acklab.k8s.services import Pod, allocate_node_ports, health_check_key, node_port_key, resolve
+from acklab.k8s.services import PodEndpoint, allocate_node_ports, health_check_key, node_port_key, resolve
 from netns.model.errors import ValidationError
 
 
@@ -212,7 +212,7 @@ def test_same_inputs_give_the_same_rules():
     svcs = [service("a", type_="NodePort"), service("b", cluster_ip="172.21.0.11")]
     pods = [pod("p1", "10.0.1.2", app="a"), pod("p2", "10.0.1.3", app="b"), pod("p3", "10.0.2.3", node="n2", app="b")]
     first = resolve(svcs, pods, node="node1")
-    again = resolve(list(reversed(svcs)), [Pod.from_dict(p) for p in reversed(pods)], "node1", first.node_ports)
+    again = resolve(list(reversed(svcs)), [PodEndpoint.from_dict(p) for p in reversed(pods)], "node1", first.node_ports)
     assert kp.compile_rules(again.service_ports) == kp.compile_rules(first.service_ports)
     assert again.node_ports == first.node_ports
 

@@ -87,14 +87,14 @@ def main() -> None:
     )
     try:
         from acklab.k8s.kube_proxy_sync import sync_node
-        from acklab.k8s.services import Pod
+        from acklab.k8s.services import PodEndpoint
         from netns.model.errors import LabError
     except ImportError as exc:
         module.fail_json(msg=f"acklab is not importable by this interpreter: {exc}")
         return
     p = module.params
     try:
-        pods = [Pod.from_dict(d) for d in p["pods"]]
+        pods = [PodEndpoint.from_dict(d) for d in p["pods"]]
         result = sync_node(p["lab"], p["node"], p["netns"], p["services"], pods, p["node_ip"],
                            p["cluster_cidr"] or None)
     except (LabError, ValueError, OSError) as exc:

@@ -77,7 +77,7 @@ def main() -> None:
         from acklab.k8s.kube_proxy_sync import cluster_pods
         from acklab.k8s.model import load_manifests
         from acklab.k8s.plan import placement_from_dict
-        from acklab.k8s.services import Pod
+        from acklab.k8s.services import PodEndpoint
         from netns.model.errors import LabError
     except ImportError as exc:
         module.fail_json(msg=f"acklab is not importable by this interpreter: {exc}")
@@ -92,7 +92,7 @@ def main() -> None:
             apiserver.save_services(p["lab"], services)
         if p["placements"] is not None:
             placed = (placement_from_dict(d) for d in p["placements"])
-            found = [Pod.of(pl.pod, pl.ip, pl.node) for pl in placed]
+            found = [PodEndpoint.of(pl.pod, pl.ip, pl.node) for pl in placed]
         else:
             found = cluster_pods(p["lab"])
         pods = sorted((pod.to_dict() for pod in found), key=lambda d: (d["namespace"], d["name"]))
