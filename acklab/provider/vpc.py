@@ -352,8 +352,10 @@ class SnatEntry(Kind):
         source_cidr, source_vswitch = inputs.get("source_cidr") or None, inputs.get("source_vswitch_id") or None
         rule = retry(lambda: gateway.add_entry(entry_id, ctx.label, inputs["snat_ip"], source_cidr, source_vswitch),
                       ValidationError, when=lambda exc: exc.field == "snat_ip")
+        state = self.state({**inputs, **self._facts(rule), "status": "Available"})
+        records.put(ctx.lab, entry_id, state)  # its name, for vpc.get_snat_entries and an import by id
         # the real provider's id: <snat table>:<snat entry>
-        return f"{table}:{entry_id}", self.state({**inputs, **self._facts(rule), "status": "Available"})
+        return f"{table}:{entry_id}", state
 
     @staticmethod
     def _facts(rule: ngw_model.SnatRule) -> dict[str, Any]:
@@ -371,6 +373,7 @@ class SnatEntry(Kind):
     def delete(self, ctx: Context, id_: str, state: dict[str, Any]) -> None:
         table, _, entry_id = id_.partition(":")
         NatGatewayRealization(ctx.lab, ngw_model.ngw_of_snat_table(table)).remove_entry(entry_id)
+        records.drop(ctx.lab, entry_id)
 
 
 class ForwardEntry(Kind):
@@ -646,6 +649,70 @@ def get_nat_gateways(config: ProviderConfig, wire_args: dict[str, Any], lab: str
         "total_count": len(items), "gateways": [result(_OUTPUTS, "GetNatGatewaysGatewayResult", i) for i in items]})
 
 
+GET_SNAT_ENTRIES = "alicloud:vpc/getSnatEntries:getSnatEntries"
+GET_FORWARD_ENTRIES = "alicloud:vpc/getForwardEntries:getForwardEntries"
+
+
+def _table_gateway(lab: str | None, table: str, prefix: str) -> NatGatewayRealization | None:
+    """The gateway of a SNAT (``stb-``) or forward (``ftb-``) table id, if it is one of the lab's."""
+    if not lab or not table.startswith(prefix):
+        return None
+    gateway = NatGatewayRealization(lab, "ngw-" + table[len(prefix):])
+    try:
+        return gateway if gateway.namespace.exists() else None
+    except ValueError:  # not an acklab id: no such table
+        return None
+
+
+def _entries_wanted(args: dict[str, Any], item: dict[str, Any], fields: tuple[str, ...], name: str) -> bool:
+    return (all(matches(item[k], args.get(k)) for k in fields) and (not args.get("ids") or item["id"] in args["ids"])
+            and name_matches(item[name], args.get("name_regex")))
+
+
+def get_snat_entries(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
+    """The SNAT entries of a gateway's SNAT table (the nftables rules whose comments hold them), names from the
+    plugin's records."""
+    module = "pulumi_alicloud.vpc.get_snat_entries"
+    args = arguments(module, "GetSnatEntriesResult", wire_args)
+    gateway = _table_gateway(lab, args.get("snat_table_id") or "", "stb-")
+    items = []
+    for rule, _ in gateway.entries() if gateway is not None else []:
+        name = records.get(lab, rule.entry_id).get("snat_entry_name") or ""
+        item = {"id": rule.entry_id, "snat_entry_id": rule.entry_id, "snat_entry_name": name,
+                "snat_ip": str(rule.snat_ip), "source_cidr": str(rule.source),
+                "source_vswitch_id": rule.source_vswitch_id, "status": "Available"}
+        if _entries_wanted(args, item, ("snat_entry_name", "snat_ip", "source_cidr", "source_vswitch_id", "status"),
+                           "snat_entry_name"):
+            items.append(item)
+    ids = [i["id"] for i in items]
+    return result(module, "GetSnatEntriesResult", {
+        **args, "id": data_id(ids), "ids": ids, "names": [i["snat_entry_name"] for i in items],
+        "entries": [result(_OUTPUTS, "GetSnatEntriesEntryResult", i) for i in items]})
+
+
+def get_forward_entries(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
+    """The DNAT entries of a gateway's forward table (the nftables rules whose comments hold them), names from the
+    plugin's records."""
+    module = "pulumi_alicloud.vpc.get_forward_entries"
+    args = arguments(module, "GetForwardEntriesResult", wire_args)
+    gateway = _table_gateway(lab, args.get("forward_table_id") or "", "ftb-")
+    items = []
+    for rule, _ in gateway.forwards() if gateway is not None else []:
+        name = records.get(lab, rule.entry_id).get("forward_entry_name") or ""
+        item = {"id": rule.entry_id, "forward_entry_id": rule.entry_id, "forward_entry_name": name, "name": name,
+                "external_ip": str(rule.external_ip), "external_port": str(rule.external or ngw_model.ANY),
+                "internal_ip": str(rule.internal_ip), "internal_port": str(rule.internal or ngw_model.ANY),
+                "ip_protocol": rule.protocol, "status": "Available"}
+        if _entries_wanted(args, item, ("forward_entry_name", "external_ip", "external_port", "internal_ip",
+                                        "internal_port", "ip_protocol", "status"), "forward_entry_name"):
+            items.append(item)
+    ids = [i["id"] for i in items]
+    return result(module, "GetForwardEntriesResult", {
+        **args, "id": data_id(ids), "ids": ids, "names": [i["forward_entry_name"] for i in items],
+        "entries": [result(_OUTPUTS, "GetForwardEntriesEntryResult", i) for i in items]})
+
+
 FUNCTIONS: dict[str, Function] = {GET_NETWORKS: get_networks, GET_SWITCHES: get_switches,
                                   GET_ENHANCED_NAT_ZONES: get_enhanced_nat_available_zones,
-                                  GET_NAT_GATEWAYS: get_nat_gateways}
+                                  GET_NAT_GATEWAYS: get_nat_gateways, GET_SNAT_ENTRIES: get_snat_entries,
+                                  GET_FORWARD_ENTRIES: get_forward_entries}

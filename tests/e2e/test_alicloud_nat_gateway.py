@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from acklab.provider.config import ProviderConfig
-from acklab.provider.vpc import get_nat_gateways
+from acklab.provider.vpc import get_forward_entries, get_nat_gateways, get_snat_entries
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import nat_gateway as model
 from netns.model.names import mark, netns_name
@@ -68,6 +68,8 @@ def test_snat_program_gives_a_vswitch_egress_imports_and_destroys(lab, program_s
     assert out["eip"] in gateway["ipLists"] and len(gateway["ipLists"]) == 2  # both EIPs bound to it
     assert (gateway["snatTableIds"], gateway["vswitchId"]) == ([out["tables"]["snat"]], ids["vsw"])
     assert get_nat_gateways(ProviderConfig(), {"natGatewayName": "other"}, lab)["gateways"] == []
+    (entry,) = get_snat_entries(ProviderConfig(), {"snatTableId": out["tables"]["snat"]}, lab)["entries"]
+    assert (entry["id"], entry["snatIp"], entry["sourceVswitchId"]) == (out["tables"]["entry"], out["eip"], ids["vsw"])
     with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
         assert greeting(netns[ids["web"]], SERVER, 9000) == f"hello {out['eip']}"
         assert greeting(netns[ids["db"]], SERVER, 9000) is None  # no SNAT entry for its vSwitch
@@ -172,6 +174,11 @@ def test_forward_entry_program_reaches_the_instance_and_goes_away(lab, program_s
         assert greeting(netns[ids["web"]], SERVER, 9000) == f"hello {eip}"
     rules = _dnat_rules(lab, ids["ngw"])
     assert out["entries"]["http"] in rules and str(model.ROUTER_DNAT_RULE_PRIORITY) in rules
+    listed = get_forward_entries(ProviderConfig(), {"forwardTableId": out["table"]}, lab)
+    assert sorted(listed["ids"]) == sorted(out["entries"].values())
+    (udp,) = get_forward_entries(ProviderConfig(), {"forwardTableId": out["table"], "ipProtocol": "udp"},
+                                 lab)["entries"]
+    assert (udp["id"], udp["externalPort"], udp["internalPort"]) == (out["entries"]["udp"], "53", "5353")
     stack.run("up", "--yes", "--expect-no-changes")
     stack.run("refresh", "--yes", "--expect-no-changes")
 

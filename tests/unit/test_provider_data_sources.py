@@ -13,8 +13,10 @@ from acklab.provider.config import ProviderConfig
 from acklab.provider.ecs import get_images, get_instance_types, get_security_groups
 from acklab.provider.vpc import (
     get_enhanced_nat_available_zones,
+    get_forward_entries,
     get_nat_gateways,
     get_networks,
+    get_snat_entries,
     get_switches,
     name_matches,
     tags_match,
@@ -62,11 +64,14 @@ def test_instance_types_filters_and_families_the_catalog_lacks():
 
 def test_lab_data_sources_answer_every_field_when_there_is_nothing():
     for function, items in ((get_networks, "vpcs"), (get_switches, "vswitches"), (get_security_groups, "groups"),
-                            (get_nat_gateways, "gateways")):
+                            (get_nat_gateways, "gateways"), (get_snat_entries, "entries"),
+                            (get_forward_entries, "entries")):
         answer = function(HANGZHOU, {"nameRegex": "^web"}, None)  # no lab known: nothing
         assert answer[items] == [] and answer["ids"] == [] and answer["nameRegex"] == "^web"
         assert answer["id"] == function(HANGZHOU, {}, None)["id"]  # the id depends on what was found
     assert get_networks(HANGZHOU, {}, "nolabhere")["vpcs"] == []  # a lab without objects
+    for table in ("stb-1234abcd", "stb-x!", "vtb-1234abcd", ""):  # no such gateway, not an id, another kind
+        assert get_snat_entries(HANGZHOU, {"snatTableId": table}, "nolabhere")["entries"] == []
 
 
 def test_filters_as_the_real_provider_applies_them():
