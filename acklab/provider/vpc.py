@@ -367,8 +367,11 @@ class SnatEntry(Kind):
         table, _, entry_id = id_.partition(":")
         rule = NatGatewayRealization(ctx.lab, ngw_model.ngw_of_snat_table(table)).entry(entry_id)
         if rule is None:
+            records.drop(ctx.lab, entry_id)  # gone behind Pulumi's back: the engine forgets it, so does the record
             return None
-        return self.state({**state, "snat_table_id": table, **self._facts(rule), "status": "Available"})
+        # an import by id finds what the lab only keeps (the name) in the record
+        return self.state({**records.get(ctx.lab, entry_id), **state, "snat_table_id": table, **self._facts(rule),
+                           "status": "Available"})
 
     def delete(self, ctx: Context, id_: str, state: dict[str, Any]) -> None:
         table, _, entry_id = id_.partition(":")
