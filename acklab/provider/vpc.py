@@ -303,6 +303,7 @@ class NatGateway(Kind):
         if state.get("force") is True:  # as Alibaba's force: its entries go, its EIPs are unbound
             for rule, _ in gateway.entries():
                 gateway.remove_entry(rule.entry_id)
+                records.drop(ctx.lab, rule.entry_id)
             for forward, _ in gateway.forwards():
                 gateway.remove_forward(forward.entry_id)
                 records.drop(ctx.lab, forward.entry_id)
