@@ -6,13 +6,16 @@ would see it.
 Ingress rule that routes from an nginx that answers 404. This script asks the cluster (kubectl, the stack's
 kubeconfig) where things are and sends the requests a user would:
 
-1. every Node is Ready, and every pod (not finished) is Running and Ready;
+1. every Node is Ready, every Deployment, StatefulSet and DaemonSet has all its replicas ready (a wait right after
+   `kubectl apply` must not pass before their pods exist), and every pod (not finished) is Running and Ready;
 2. the Ingress has an address (the ingress controller writes its SLB's address into the Ingress's status) and a
    GET of http://<host><path> to that address, from the lab's internet namespace, is answered 200 by a pod;
 3. each LoadBalancer Service named has an external IP (the cloud controller's SLB) and answers 200 likewise.
 
 The targets are named (``--ingress``, ``--service``), or with ``--all`` found: each Ingress's first rule with a
-literal path (Prefix or Exact; else its default backend at /) and each LoadBalancer Service with a TCP port 80.
+literal path (Prefix or Exact), answered 200; and each LoadBalancer Service with a TCP port 80 and each Ingress
+without a literal path, at /, where any HTTP answer counts (what serves there is the application's or the ingress
+controller's business: a 404 from nginx still proves the path through the SLB).
 It polls until all of that holds in one round or the deadline passes; then it exits 1 naming what is missing.
 Run with the project's venv (acklab's packages: sockets made inside the lab's namespaces), as root.
 """
@@ -44,7 +47,7 @@ class Target:
     name: str
     host: str  # "" means the address itself
     path: str
-    answers: tuple[int, ...] = (200,)  # the HTTP statuses that count as served
+    answers: tuple[int, ...] | None = (200,)  # the HTTP statuses that count as served; None: any
 
     def label(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
@@ -125,6 +128,32 @@ def pod_problems(kubectl: Kubectl) -> list[str]:
     return problems
 
 
+WORKLOADS = ("deployments", "statefulsets", "daemonsets")
+
+
+def _ready_of(kind: str, obj: dict[str, Any]) -> tuple[int, int]:
+    """(ready, wanted) replicas of a workload, as `kubectl rollout status` counts them."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if kind == "daemonsets":
+        return int(status.get("numberReady") or 0), int(status.get("desiredNumberScheduled") or 0)
+    wanted = int(spec.get("replicas", 1))
+    return min(int(status.get("readyReplicas") or 0), int(status.get("updatedReplicas") or 0)), wanted
+
+
+def workload_problems(kubectl: Kubectl) -> list[str]:
+    problems = []
+    for kind in WORKLOADS:
+        found = kubectl.get(kind, "--all-namespaces")
+        if found is None:
+            return ["the API server does not answer"]
+        for obj in found.get("items") or []:
+            ready, wanted = _ready_of(kind, obj)
+            if ready < wanted:
+                meta = obj["metadata"]
+                problems.append(f"{kind[:-1]} {meta['namespace']}/{meta['name']}: {ready} of {wanted} ready")
+    return problems
+
+
 def ingress_target(ingress: dict[str, Any]) -> Target:
     """The first rule's literal path (Prefix or Exact) with its host, a host without TLS first; else the default
     backend at /. A TLS host is asked over HTTP, where ingress-nginx answers 308 (its ssl-redirect) once it has
@@ -136,7 +165,7 @@ def ingress_target(ingress: dict[str, Any]) -> Target:
                   if path.get("pathType") in ("Prefix", "Exact")]
     candidates.sort(key=lambda candidate: candidate[0] in tls_hosts)  # stable: the first rule without TLS first
     if not candidates:
-        return Target("ingress", meta["namespace"], meta["name"], "", "/")
+        return Target("ingress", meta["namespace"], meta["name"], "", "/", None)
     host, path = candidates[0]
     return Target("ingress", meta["namespace"], meta["name"], host, path, (200, 308) if host in tls_hosts else (200,))
 
@@ -151,7 +180,8 @@ def discovered_targets(kubectl: Kubectl) -> list[Target] | None:
         spec = service.get("spec") or {}
         if spec.get("type") == "LoadBalancer" and any(
                 p.get("port") == 80 and p.get("protocol", "TCP") == "TCP" for p in spec.get("ports") or []):
-            targets.append(Target("service", service["metadata"]["namespace"], service["metadata"]["name"], "", "/"))
+            targets.append(Target("service", service["metadata"]["namespace"], service["metadata"]["name"], "", "/",
+                                  None))
     return targets
 
 
@@ -164,7 +194,7 @@ def target_problem(kubectl: Kubectl, netns: str, target: Target, served: dict[st
     if isinstance(answer, str):
         return f"{target.label()}: GET {url} via {address}: {answer}"
     status, body = answer
-    if status not in target.answers:
+    if target.answers is not None and status not in target.answers:
         return f"{target.label()}: GET {url} via {address}: HTTP {status}"
     served[target.label()] = f"{url} via {address} -> {body[:60]}"
     return None
@@ -179,7 +209,7 @@ def wait(lab: str, kubeconfig: str, targets: list[Target] | None, timeout: float
     reported: list[str] = []
     while True:
         served: dict[str, str] = {}
-        problems = node_problems(kubectl) or pod_problems(kubectl)
+        problems = node_problems(kubectl) or workload_problems(kubectl) or pod_problems(kubectl)
         round_targets = targets if targets is not None else discovered_targets(kubectl)
         if not problems and round_targets is None:
             problems = ["the API server does not answer"]

@@ -1,45 +1,69 @@
 #!/usr/bin/env bash
 # `make up`: build lab (Pulumi stack) $1 — or finish it after an interrupted `pulumi up` (kill -9, power loss) —
-# then its Kubernetes side. Run from the project folder with the Makefile's Pulumi environment.
+# then its Kubernetes side. Run from the project folder with the Makefile's Pulumi environment; the Kubernetes
+# binaries come from the set-up (scripts/setup.sh).
 #
 # 1. `acklab recover` goes first, because a kill can leave the stack unreadable to every pulumi command: it clears
 #    a stale lock whose pulumi process is provably dead, repairs an interrupted checkpoint write, drops interrupted
 #    creates from the checkpoint and removes what they left in the kernel; then `pulumi up` completes the lab.
-#    CLUSTER=api|playbook sets the stack's `acklab:cluster` first (the program's default: api with Terway).
+#    CLUSTER=api|playbook sets the stack's `acklab:cluster` first (the program's default: api with Terway). A lab
+#    whose pods were built the other way is refused before anything changes: `make down` it first.
 # 2. The stack's `kubernetes` output says who builds the pods:
 #    - api: `ansible-playbook cluster.yml` (control plane, node agents, kube-proxy, the policy agent), then
-#      `kubectl apply` of the lab's manifests folder (ACKLAB_MANIFESTS, else labs/<lab>/k8s when it exists);
+#      `kubectl apply` of the lab's manifests folder (the stack's `acklab:manifests`, else ACKLAB_MANIFESTS, else
+#      labs/<lab>/k8s when it exists: the program's own order);
 #    - playbook: `ansible-playbook site.yml` builds the manifests' pods (the first wave's way; vpc-route, vxlan).
-# KUBERNETES=false stops after step 1 (the cloud only). WAIT=false skips waiting (api: scripts/cluster-wait.py: Nodes Ready, every pod Ready, every Ingress and
-# LoadBalancer Service answering from the lab's internet; then, both modes, `acklab wait`).
+# KUBERNETES=false stops after step 1 (the cloud only). WAIT=false skips waiting (api: scripts/cluster-wait.py:
+# Nodes and workloads Ready, every Ingress and LoadBalancer Service answering from the lab's internet; then, both
+# modes, `acklab wait`).
 set -euo pipefail
 lab=${1:?usage: scripts/up.sh LAB}
 here=$(cd "$(dirname "$0")/.." && pwd)
 project=$PWD  # the Pulumi project (the playbooks run from ansible/ and read the stack from here)
+python=$here/.venv/bin/python
+
+# the `cluster` field of the stack's `kubernetes` output ("" without one; stacks made before it: playbook)
+built_by() {
+  { pulumi stack output kubernetes --json --stack "$lab" 2>/dev/null || true; } | "$python" -c '
+import json, sys
+text = sys.stdin.read().strip()
+kubernetes = json.loads(text) if text else None
+print("" if not kubernetes else kubernetes.get("cluster", "playbook"))'
+}
+
 acklab recover --lab "$lab"
 pulumi stack select --create "$lab"
 if [ -n "${CLUSTER:-}" ]; then
   pulumi config set acklab:cluster "$CLUSTER" --stack "$lab"
+fi
+before=$(built_by)
+wanted=$(pulumi config get acklab:cluster --stack "$lab" 2>/dev/null || true)
+if [ -z "$wanted" ]; then  # the program's default: api with Terway (its default datapath), else playbook
+  datapath=$(pulumi config get acklab:datapath --stack "$lab" 2>/dev/null || echo terway-eniip)
+  case "$datapath" in terway-eniip) wanted=api ;; none) wanted="" ;; *) wanted=playbook ;; esac
+fi
+if [ -n "$before" ] && [ -n "$wanted" ] && [ "$before" != "$wanted" ]; then
+  echo "scripts/up.sh: lab $lab's pods were built the $before way, this run would build them the $wanted way:" \
+       "both would run on the same nodes. Take it down first (make down LAB=$lab), or keep CLUSTER=$before." >&2
+  exit 1
 fi
 pulumi up --yes --skip-preview --stack "$lab"
 
 if [ "${KUBERNETES:-true}" = false ]; then
   exit 0
 fi
-kubernetes=$(pulumi stack output kubernetes --json --stack "$lab" 2>/dev/null || echo null)
-cluster=$(python3 -c 'import json, sys; k = json.loads(sys.argv[1]) or {}; print(k.get("cluster", ""))' "$kubernetes")
-manifests=${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}
+cluster=$(built_by)
+manifests=$(pulumi config get acklab:manifests --stack "$lab" 2>/dev/null || true)
+manifests=${manifests:-${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}}
 case "$cluster" in
   api)
-    "$here/scripts/build-kube.sh"  # cached after the first build (make setup builds them)
-    "$here/scripts/build-coredns.sh"
     (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
     kubeconfig=$(acklab kubeconfig --lab "$lab")
     if [ -d "$manifests" ]; then
       kubectl --kubeconfig "$kubeconfig" apply -f "$manifests"
     fi
     if [ "${WAIT:-true}" != false ]; then
-      python3 "$here/scripts/cluster-wait.py" --lab "$lab" --kubeconfig "$kubeconfig" --all \
+      "$python" "$here/scripts/cluster-wait.py" --lab "$lab" --kubeconfig "$kubeconfig" --all \
         --timeout "${WAIT_TIMEOUT:-180}"
     fi
     ;;

@@ -374,6 +374,12 @@ class SnatEntry(Kind):
         return self.state({**records.get(ctx.lab, entry_id), **state, "snat_table_id": table, **self._facts(rule),
                            "status": "Available"})
 
+    def update(self, ctx: Context, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        """What changes in place is what the lab only keeps (the name, eip_affinity): the record follows."""
+        state = self.merged(olds, news)
+        records.put(ctx.lab, id_.partition(":")[2], state)
+        return state
+
     def delete(self, ctx: Context, id_: str, state: dict[str, Any]) -> None:
         table, _, entry_id = id_.partition(":")
         NatGatewayRealization(ctx.lab, ngw_model.ngw_of_snat_table(table)).remove_entry(entry_id)

@@ -70,8 +70,8 @@ def test_a_tls_host_is_asked_last_and_its_https_redirect_counts_as_served() -> N
 
 def test_an_ingress_without_a_literal_path_is_asked_at_its_address() -> None:
     regex_only = [{"host": "a.test", "http": {"paths": [path("/app(/|$)(.*)", "ImplementationSpecific")]}}]
-    assert cw.ingress_target(ingress("web", regex_only)) == cw.Target("ingress", "demo", "web", "", "/")
-    assert cw.ingress_target(ingress("bare", [])) == cw.Target("ingress", "demo", "bare", "", "/")
+    assert cw.ingress_target(ingress("web", regex_only)) == cw.Target("ingress", "demo", "web", "", "/", None)
+    assert cw.ingress_target(ingress("bare", [])) == cw.Target("ingress", "demo", "bare", "", "/", None)
 
 
 def test_only_load_balancer_services_with_tcp_port_80_are_asked() -> None:
@@ -80,7 +80,7 @@ def test_only_load_balancer_services_with_tcp_port_80_are_asked() -> None:
         service("dns", "LoadBalancer", [(80, "UDP")]),
         service("other-port", "LoadBalancer", [(8080, "TCP")]),
         service("inside", "ClusterIP", [(80, "TCP")])])
-    assert cw.discovered_targets(kubectl) == [cw.Target("service", "demo", "public", "", "/")]
+    assert cw.discovered_targets(kubectl) == [cw.Target("service", "demo", "public", "", "/", None)]  # any answer
 
 
 def test_nothing_is_found_while_the_api_does_not_answer() -> None:
@@ -92,3 +92,22 @@ def test_pods_not_running_or_not_ready_keep_the_wait_finished_ones_do_not() -> N
                                 pod("unready", "Running", False), pod("job", "Succeeded", False)])
     assert cw.pod_problems(kubectl) == ["pod demo/starting is Pending", "pod demo/unready is Running, not Ready"]
     assert cw.pod_problems(FakeKubectl(pods=None)) == ["the API server does not answer"]
+
+
+def workload(kind: str, name: str, spec: dict, status: dict) -> dict:
+    return {"metadata": {"name": name, "namespace": "demo"}, "spec": spec, "status": status}
+
+
+def test_workloads_keep_the_wait_until_every_replica_is_ready_even_before_their_pods_exist() -> None:
+    kubectl = FakeKubectl(
+        deployments=[workload("deployments", "web", {"replicas": 3}, {}),  # just applied: no pod yet
+                     workload("deployments", "done", {"replicas": 2}, {"readyReplicas": 2, "updatedReplicas": 2}),
+                     workload("deployments", "rolling", {"replicas": 2}, {"readyReplicas": 2, "updatedReplicas": 1}),
+                     workload("deployments", "zero", {"replicas": 0}, {})],
+        statefulsets=[], daemonsets=[workload("daemonsets", "agent", {}, {"numberReady": 1,
+                                                                        "desiredNumberScheduled": 2})])
+    assert cw.workload_problems(kubectl) == ["deployment demo/web: 0 of 3 ready",
+                                             "deployment demo/rolling: 1 of 2 ready",
+                                             "daemonset demo/agent: 1 of 2 ready"]
+    assert cw.workload_problems(FakeKubectl(deployments=[], statefulsets=None, daemonsets=[])) == [
+        "the API server does not answer"]
