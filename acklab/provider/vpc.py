@@ -674,52 +674,53 @@ def _table_gateway(lab: str | None, table: str, prefix: str) -> NatGatewayRealiz
         return None
 
 
-def _entries_wanted(args: dict[str, Any], item: dict[str, Any], fields: tuple[str, ...], name: str) -> bool:
-    return (all(matches(item[k], args.get(k)) for k in fields) and (not args.get("ids") or item["id"] in args["ids"])
-            and name_matches(item[name], args.get("name_regex")))
+def _entries(lab: str | None, wire_args: dict[str, Any], kind: str, table_field: str, prefix: str,
+             rows: Callable[[NatGatewayRealization], list[dict[str, Any]]], filters: tuple[str, ...]) -> dict[str, Any]:
+    """``vpc.get_<kind>_entries``: the rows of the gateway whose table ``table_field`` names (none for another
+    kind of id or a gateway not in the lab), filtered as the SDK's arguments say."""
+    module, name = f"pulumi_alicloud.vpc.get_{kind}_entries", f"{kind}_entry_name"
+    title = kind.capitalize()
+    args = arguments(module, f"Get{title}EntriesResult", wire_args)
+    gateway = _table_gateway(lab, args.get(table_field) or "", prefix)
+    items = [row for row in (rows(gateway) if gateway is not None else [])
+             if all(matches(row[k], args.get(k)) for k in (name, *filters, "status"))
+             and (not args.get("ids") or row["id"] in args["ids"]) and name_matches(row[name], args.get("name_regex"))]
+    ids = [i["id"] for i in items]
+    return result(module, f"Get{title}EntriesResult", {
+        **args, "id": data_id(ids), "ids": ids, "names": [i[name] for i in items],
+        "entries": [result(_OUTPUTS, f"Get{title}EntriesEntryResult", i) for i in items]})
+
+
+def _snat_rows(lab: str, gateway: NatGatewayRealization) -> list[dict[str, Any]]:
+    return [{"id": rule.entry_id, "snat_entry_id": rule.entry_id, "status": "Available",
+             "snat_entry_name": records.get(lab, rule.entry_id).get("snat_entry_name") or "",
+             "snat_ip": str(rule.snat_ip), "source_cidr": str(rule.source), "source_vswitch_id": rule.source_vswitch_id}
+            for rule, _ in gateway.entries()]
+
+
+def _forward_rows(lab: str, gateway: NatGatewayRealization) -> list[dict[str, Any]]:
+    rows = []
+    for rule, _ in gateway.forwards():
+        name = records.get(lab, rule.entry_id).get("forward_entry_name") or ""
+        rows.append({"id": rule.entry_id, "forward_entry_id": rule.entry_id, "forward_entry_name": name,
+                     "name": name, "status": "Available", "external_ip": str(rule.external_ip),
+                     "external_port": str(rule.external or ngw_model.ANY), "internal_ip": str(rule.internal_ip),
+                     "internal_port": str(rule.internal or ngw_model.ANY), "ip_protocol": rule.protocol})
+    return rows
 
 
 def get_snat_entries(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
     """The SNAT entries of a gateway's SNAT table (the nftables rules whose comments hold them), names from the
     plugin's records."""
-    module = "pulumi_alicloud.vpc.get_snat_entries"
-    args = arguments(module, "GetSnatEntriesResult", wire_args)
-    gateway = _table_gateway(lab, args.get("snat_table_id") or "", "stb-")
-    items = []
-    for rule, _ in gateway.entries() if gateway is not None else []:
-        name = records.get(lab, rule.entry_id).get("snat_entry_name") or ""
-        item = {"id": rule.entry_id, "snat_entry_id": rule.entry_id, "snat_entry_name": name,
-                "snat_ip": str(rule.snat_ip), "source_cidr": str(rule.source),
-                "source_vswitch_id": rule.source_vswitch_id, "status": "Available"}
-        if _entries_wanted(args, item, ("snat_entry_name", "snat_ip", "source_cidr", "source_vswitch_id", "status"),
-                           "snat_entry_name"):
-            items.append(item)
-    ids = [i["id"] for i in items]
-    return result(module, "GetSnatEntriesResult", {
-        **args, "id": data_id(ids), "ids": ids, "names": [i["snat_entry_name"] for i in items],
-        "entries": [result(_OUTPUTS, "GetSnatEntriesEntryResult", i) for i in items]})
+    return _entries(lab, wire_args, "snat", "snat_table_id", "stb-", lambda g: _snat_rows(g.lab, g),
+                    ("snat_ip", "source_cidr", "source_vswitch_id"))
 
 
 def get_forward_entries(config: ProviderConfig, wire_args: dict[str, Any], lab: str | None) -> dict[str, Any]:
     """The DNAT entries of a gateway's forward table (the nftables rules whose comments hold them), names from the
     plugin's records."""
-    module = "pulumi_alicloud.vpc.get_forward_entries"
-    args = arguments(module, "GetForwardEntriesResult", wire_args)
-    gateway = _table_gateway(lab, args.get("forward_table_id") or "", "ftb-")
-    items = []
-    for rule, _ in gateway.forwards() if gateway is not None else []:
-        name = records.get(lab, rule.entry_id).get("forward_entry_name") or ""
-        item = {"id": rule.entry_id, "forward_entry_id": rule.entry_id, "forward_entry_name": name, "name": name,
-                "external_ip": str(rule.external_ip), "external_port": str(rule.external or ngw_model.ANY),
-                "internal_ip": str(rule.internal_ip), "internal_port": str(rule.internal or ngw_model.ANY),
-                "ip_protocol": rule.protocol, "status": "Available"}
-        if _entries_wanted(args, item, ("forward_entry_name", "external_ip", "external_port", "internal_ip",
-                                        "internal_port", "ip_protocol", "status"), "forward_entry_name"):
-            items.append(item)
-    ids = [i["id"] for i in items]
-    return result(module, "GetForwardEntriesResult", {
-        **args, "id": data_id(ids), "ids": ids, "names": [i["forward_entry_name"] for i in items],
-        "entries": [result(_OUTPUTS, "GetForwardEntriesEntryResult", i) for i in items]})
+    return _entries(lab, wire_args, "forward", "forward_table_id", "ftb-", lambda g: _forward_rows(g.lab, g),
+                    ("external_ip", "external_port", "internal_ip", "internal_port", "ip_protocol"))
 
 
 FUNCTIONS: dict[str, Function] = {GET_NETWORKS: get_networks, GET_SWITCHES: get_switches,

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,8 +22,9 @@ from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from netns.realize.control_plane import control_planes, kubeconfig_path
+from tests.e2e.test_ack_lab import AckLab
 from tests.e2e.test_k8s_ansible import recap
-from tests.e2e.test_pulumi_up import PROJECT, VENV
+from tests.e2e.test_pulumi_up import PROJECT
 from tests.k8stools import http_get
 
 pytestmark = pytest.mark.e2e
@@ -35,28 +34,14 @@ ACK_LABELS = ("topology.kubernetes.io/zone", "topology.kubernetes.io/region", "n
               "kubernetes.io/hostname")
 
 
-class DefaultLab:
-    """`make` targets and kubectl for one lab of the default program, with a private Pulumi backend."""
+class DefaultLab(AckLab):
+    """`make up`/`make down` and kubectl for one lab of the default program (test_ack_lab's harness: a private
+    Pulumi backend), with the default lab's workloads and the kubeconfig `make up` writes."""
 
     def __init__(self, lab: str, tmp_path: Path) -> None:
-        self.lab = lab
-        backend = tmp_path / "pulumi"
-        backend.mkdir()
-        # MAKEFLAGS: nothing of an outer make (make test: -j, -s) leaks into the targets run here
-        self.env = {**os.environ, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}", "MAKEFLAGS": "",
-                    "PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_HOME": str(backend / "home"),
-                    "PULUMI_CONFIG_PASSPHRASE": "", "PULUMI_SKIP_UPDATE_CHECK": "true",
-                    "ACKLAB_MANIFESTS": str(PROJECT / "labs" / "default" / "k8s")}  # the default lab's workloads
-
-    def make(self, target: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", target, f"LAB={self.lab}"], cwd=PROJECT, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
-
-    def get(self, *args: str) -> Any:
-        result = subprocess.run([str(VENV / "bin" / "kubectl"), "--kubeconfig", str(kubeconfig_path(self.lab)),
-                                 "get", *args, "-o", "json"], capture_output=True, text=True, timeout=30, check=False)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        super().__init__(lab, tmp_path)
+        self.env["ACKLAB_MANIFESTS"] = str(PROJECT / "labs" / "default" / "k8s")
+        self.kubeconfig = kubeconfig_path(lab)
 
     def stack_types(self) -> list[str]:
         result = subprocess.run(["pulumi", "stack", "export", "--stack", self.lab], cwd=PROJECT, env=self.env,
