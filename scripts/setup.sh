@@ -79,10 +79,7 @@ need_root
 # The Kubernetes binaries (the lab's control plane: `make up` runs the default lab's workloads through its API)
 # are the longest step: started first, in the background, so their compile overlaps the downloads of the steps
 # below; waited for at the end.
-# CoreDNS: the cluster DNS, 2-4 min. In a process group of its own (setsid), so that a step below that fails ends
-# the set-up and the build with it, go and its compilers too.
-setsid bash -c 'scripts/build-kube.sh && scripts/build-coredns.sh' & kube_build=$!
-trap 'kill -- -"$kube_build" 2>/dev/null || true' EXIT
+(scripts/build-kube.sh && scripts/build-coredns.sh) & kube_build=$!  # CoreDNS: the cluster DNS, 2-4 min
 install_debian_packages
 create_venv
 scripts/build-engine.sh
@@ -90,5 +87,4 @@ if [ "$PROFILE" = test ]; then  # pulumi-kubernetes' plugin (tests: workloads in
   scripts/build-k8s-provider.sh
 fi
 wait "$kube_build" || { echo "scripts/build-kube.sh or build-coredns.sh failed (see above)" >&2; exit 1; }
-trap - EXIT
 mkdir -p .pulumi/state .pulumi/home reports
