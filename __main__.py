@@ -22,8 +22,10 @@ import pulumi_alicloud as alicloud
 
 from acklab.k8s import ccm, ipam
 from acklab.k8s.model import load_manifests
+from acklab.k8s.pods import load_records
 from netns.model.addressing import gateway
 from netns.model.names import netns_name
+from netns.realize.control_plane import control_planes
 
 config = pulumi.Config("acklab")
 # terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
@@ -36,6 +38,14 @@ if cluster not in ("api", "playbook"):
 if cluster == "api" and datapath != "terway-eniip":
     raise ValueError("acklab:cluster: api needs acklab:datapath terway-eniip (the node agent has no "
                      f"{datapath or 'none'} datapath yet); use acklab:cluster playbook")
+# A lab built the other way is not switched (both would build pods on the same nodes): refused before anything
+# changes, from what the kernel holds (a control plane; pods the playbook made, which carry no API uid).
+if cluster == "playbook" and control_planes(pulumi.get_stack()):
+    raise ValueError(f"acklab:cluster: playbook, but lab {pulumi.get_stack()} runs a cluster on its API server; "
+                     "take it down first (make down)")
+if cluster == "api" and any(not r.pod.uid for r in load_records(pulumi.get_stack()).values()):
+    raise ValueError(f"acklab:cluster: api, but lab {pulumi.get_stack()}'s pods were built by the playbook "
+                     "(site.yml); take it down first (make down), or set acklab:cluster playbook")
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
 pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")

@@ -6,8 +6,8 @@
 # 1. `acklab recover` goes first, because a kill can leave the stack unreadable to every pulumi command: it clears
 #    a stale lock whose pulumi process is provably dead, repairs an interrupted checkpoint write, drops interrupted
 #    creates from the checkpoint and removes what they left in the kernel; then `pulumi up` completes the lab.
-#    CLUSTER=api|playbook sets the stack's `acklab:cluster` first (the program's default: api with Terway). A lab
-#    whose pods were built the other way is refused before anything changes: `make down` it first.
+#    CLUSTER=api|playbook sets the stack's `acklab:cluster` first (the program's default: api with Terway; the
+#    program refuses a lab whose pods were built the other way, before anything changes: `make down` it first).
 # 2. The stack's `kubernetes` output says who builds the pods:
 #    - api: `ansible-playbook cluster.yml` (control plane, node agents, kube-proxy, the policy agent), then
 #      `kubectl apply` of the lab's manifests folder (the stack's `acklab:manifests`, else ACKLAB_MANIFESTS, else
@@ -22,7 +22,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 project=$PWD  # the Pulumi project (the playbooks run from ansible/ and read the stack from here)
 python=$here/.venv/bin/python
 
-# the `cluster` field of the stack's `kubernetes` output ("" without one; stacks made before it: playbook)
+# the `cluster` field of the stack's `kubernetes` output ("" without one)
 built_by() {
   { pulumi stack output kubernetes --json --stack "$lab" 2>/dev/null || true; } | "$python" -c '
 import json, sys
@@ -35,17 +35,6 @@ acklab recover --lab "$lab"
 pulumi stack select --create "$lab"
 if [ -n "${CLUSTER:-}" ]; then
   pulumi config set acklab:cluster "$CLUSTER" --stack "$lab"
-fi
-before=$(built_by)
-wanted=$(pulumi config get acklab:cluster --stack "$lab" 2>/dev/null || true)
-if [ -z "$wanted" ]; then  # the program's default: api with Terway (its default datapath), else playbook
-  datapath=$(pulumi config get acklab:datapath --stack "$lab" 2>/dev/null || echo terway-eniip)
-  case "$datapath" in terway-eniip) wanted=api ;; none) wanted="" ;; *) wanted=playbook ;; esac
-fi
-if [ -n "$before" ] && [ -n "$wanted" ] && [ "$before" != "$wanted" ]; then
-  echo "scripts/up.sh: lab $lab's pods were built the $before way, this run would build them the $wanted way:" \
-       "both would run on the same nodes. Take it down first (make down LAB=$lab), or keep CLUSTER=$before." >&2
-  exit 1
 fi
 pulumi up --yes --skip-preview --stack "$lab"
 

@@ -111,6 +111,12 @@ def test_make_up_runs_the_default_lab_on_the_api_and_make_down_leaves_nothing(la
         applied = re.findall(r"^\S+/\S+ (created|configured|unchanged)$", again.stdout, re.MULTILINE)
         assert applied and set(applied) == {"unchanged"}, again.stdout[-3000:]
 
+        # the playbook way on a lab running on the API is refused before anything changes
+        refused = subprocess.run(["make", "up", f"LAB={lab}", "CLUSTER=playbook"], cwd=PROJECT, env=default.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert refused.returncode != 0 and "runs a cluster on its API server" in refused.stdout, refused.stdout[-2000:]
+        assert len(default.get("pods", "--all-namespaces")["items"]) == 7
+
         start = time.monotonic()
         down = default.make("down")
         down_done = True
