@@ -5,12 +5,14 @@ realizes its resources on the local kernel instead of in a region (docs/provider
 `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes) and the program adds what the
 pod datapath needs from the cloud. `acklab:cluster` says who builds the pods:
 
-- ``api`` (the default with Terway): `ansible-playbook cluster.yml` runs a control plane and a node agent per node,
-  the workloads come through the API (`kubectl apply`); Terway's agent makes the pods' ENIs (in the pod vSwitch and
-  security group this program exports), the cloud controller makes the LoadBalancer Services' SLBs.
-- ``playbook`` (the first wave's, and the only one for vpc-route and vxlan until the node agent has Flannel's
-  datapaths): `ansible-playbook site.yml` builds the pods of the manifests folder; this program declares the pod
-  ENIs and plays ACK's CCM for LoadBalancer Services.
+- ``api`` (the default): `ansible-playbook cluster.yml` runs a control plane and a node agent per node, the
+  workloads come through the API (`kubectl apply`); Terway's agent makes the pods' ENIs (in the pod vSwitch and
+  security group this program exports), or, with Flannel (vpc-route, vxlan), the controller-manager gives each Node
+  a block of `acklab:podCidr` and the cloud controller routes it in the VPC (vpc-route); the cloud controller makes
+  the LoadBalancer Services' SLBs.
+- ``playbook`` (the first wave's): `ansible-playbook site.yml` builds the pods of the manifests folder; this program
+  declares the pod ENIs (Terway) or a route entry per node's block (vpc-route) and plays ACK's CCM for
+  LoadBalancer Services.
 """
 
 import ipaddress
@@ -32,12 +34,9 @@ config = pulumi.Config("acklab")
 datapath = config.get("datapath") or "terway-eniip"
 datapath = None if datapath == "none" else datapath
 # api: a control plane, workloads through kubectl | playbook: pods from the manifests folder (ansible/site.yml)
-cluster = config.get("cluster") or ("api" if datapath == "terway-eniip" else "playbook")
+cluster = config.get("cluster") or "api"
 if cluster not in ("api", "playbook"):
     raise ValueError(f"acklab:cluster: {cluster!r} is not one of api, playbook")
-if cluster == "api" and datapath != "terway-eniip":
-    raise ValueError("acklab:cluster: api needs acklab:datapath terway-eniip (the node agent has no "
-                     f"{datapath or 'none'} datapath yet); use acklab:cluster playbook")
 # A lab built the other way is not switched (both would build pods on the same nodes): refused before anything
 # changes, from what the kernel holds (a control plane; pods the playbook made, which carry no API uid).
 if cluster == "playbook" and control_planes(pulumi.get_stack()):
@@ -47,6 +46,7 @@ if cluster == "api" and any(not r.pod.uid for r in load_records(pulumi.get_stack
     raise ValueError(f"acklab:cluster: api, but lab {pulumi.get_stack()}'s pods were built by the playbook "
                      "(site.yml); take it down first (make down), or set acklab:cluster playbook")
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
+node_cidr_mask = config.get_int("nodeCidrMask") or 24  # vpc-route, vxlan: each node's block
 pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
 # The lab's Kubernetes manifests: LoadBalancer Services get an SLB each (this program plays ACK's CCM). They are
@@ -106,8 +106,12 @@ pulumi.export("instances", {
     for name, inst in instances.items()
 })
 
-if datapath in ("vpc-route", "vxlan"):
-    node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES)
+if datapath in ("vpc-route", "vxlan") and cluster == "api":
+    # the controller-manager gives each Node its block; with vpc-route the cloud controller routes it in the VPC
+    ipam.node_pod_cidrs(pod_cidr, NODES, node_cidr_mask)  # a bad CIDR or mask stops the program here
+    kubernetes = {"datapath": datapath, "cluster": cluster, "pod_cidr": pod_cidr, "node_cidr_mask": node_cidr_mask}
+elif datapath in ("vpc-route", "vxlan"):
+    node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES, node_cidr_mask)
     if datapath == "vpc-route":  # the VPC delivers each node's pod CIDR to it
         for name, cidr in node_cidrs.items():
             alicloud.vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id,

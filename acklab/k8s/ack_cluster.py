@@ -54,6 +54,13 @@ class ClusterFacts:
     name: str = ""
     vswitch_ids: tuple[str, ...] = ()  # the control plane's (the first) and the nodes' vSwitches
     nat: cluster_nat.ClusterNat | None = None  # what new_nat_gateway made
+    datapath: str = "terway-eniip"  # the network add-on: terway-eniip, or flannel (vpc-route, ACK's Flannel)
+    pod_cidr: str = ""  # flannel's
+    node_cidr_mask: int = 24  # flannel's
+
+    @property
+    def network(self) -> cluster_install.PodNetworkSpec:
+        return cluster_install.PodNetworkSpec(self.datapath, self.pod_cidr or None, self.node_cidr_mask)
 
 
 def save_cluster(lab: str, facts: ClusterFacts) -> None:
@@ -70,7 +77,8 @@ def _facts(data: dict[str, Any] | None) -> ClusterFacts | None:
         return None
     return ClusterFacts(data["cluster_id"], data["vpc_id"], tuple(data["pod_vswitch_ids"]), data["proxy_mode"],
                         data.get("security_group_id", ""), data.get("name", ""), tuple(data.get("vswitch_ids") or ()),
-                        cluster_nat.ClusterNat.from_dict(data.get("nat")))
+                        cluster_nat.ClusterNat.from_dict(data.get("nat")), data.get("datapath", "terway-eniip"),
+                        data.get("pod_cidr", ""), int(data.get("node_cidr_mask", 24)))
 
 
 def cluster_records(lab: str) -> list[ClusterFacts]:
@@ -96,7 +104,7 @@ def create_cluster(lab: str, cluster_id: str, vswitch_id: str, facts: ClusterFac
     try:  # the ingress controller follows the API: it serves once controller pods run
         if facts.nat is not None:
             cluster_nat.make(lab, facts.nat, find_vswitch(lab, vswitch_id), resource)
-        return cluster_install.install_control_plane(lab, vswitch_id, cluster_id).state
+        return cluster_install.install_control_plane(lab, vswitch_id, cluster_id, network=facts.network).state
     except Exception:
         delete_cluster(lab, cluster_id)
         raise
@@ -288,7 +296,7 @@ def _install(spec: PoolSpec, cluster: ClusterFacts, node: PoolNode) -> None:
     cluster_install.install_node(cluster_install.NodeSpec(
         spec.lab, node.name, node.instance_id, node_netns(spec.lab, node), node.ip, spec.instance_type,
         node.vswitch_id, cluster.pod_vswitch_ids, tuple(spec.security_groups), cluster.proxy_mode,
-        zone=node.zone))
+        zone=node.zone, network=cluster.network))
 
 
 def _ready(node: Any) -> bool:

@@ -37,7 +37,7 @@ the steps from what exists to what is wanted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,6 +364,27 @@ def backend_servers(lb: LbSpec, nodes: Iterable[Mapping[str, Any]], ecs_by_ip: M
         if instance is not None:
             found.add(instance)
     return tuple(sorted(found))
+
+
+def wanted_routes(nodes: Iterable[Mapping[str, Any]], ecs_by_ip: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The route controller's table (Flannel's VPC-route mode): Node name → (its ``spec.podCIDR``, its ECS
+    instance), for every Node that has both; the VPC then delivers each block to its node."""
+    found = {}
+    for node in nodes:
+        cidr = (node.get("spec") or {}).get("podCIDR")
+        instance = node_instance_id(node, ecs_by_ip)
+        if cidr and instance:
+            found[node["metadata"]["name"]] = (cidr, instance)
+    return found
+
+
+def route_changes(wanted: Mapping[str, tuple[str, str]], made: Mapping[str, tuple[str, str]],
+                  present: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(Nodes whose route goes, Nodes whose route is made): a route made for a Node gone or changed goes first;
+    a wanted one is made when it was not, or is missing from the VPC (``present``: by Node name)."""
+    delete = sorted(n for n, route in made.items() if wanted.get(n) != route)
+    create = sorted(n for n, route in wanted.items() if made.get(n) != route or not present(n))
+    return delete, create
 
 
 def acl_of(lb_id: str) -> str:

@@ -15,17 +15,24 @@ Service is gone are deleted at each full resync.
 
 Errors become Events on the Service (a bad annotation: ``SyncLoadBalancerFailed`` and no SLB; a failed step:
 the same, retried with backoff).
+
+Routes (``--configure-cloud-routes``, set for Flannel's VPC-route mode, as ACK's CCM runs its route controller): a
+VPC route entry per Node's ``spec.podCIDR`` with the Node's ECS as next hop (``netns/realize/route_entry.py``),
+recorded (``.../ccm/routes/<node>.json``) before it is made and deleted when its Node goes; the Node then gets
+``NetworkUnavailable=False`` (``RouteCreated``), as upstream's route controller sets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,17 +42,21 @@ from acklab.k8s import ccm, informer
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.cluster_controller import ClusterController
 from acklab.k8s.informer import WorkQueue
-from netns.kernel.files import write_atomic, write_json
+from acklab.k8s.kubelet import rfc3339
+from netns.kernel.files import read_json, write_atomic, write_if_changed, write_json
 from netns.model import slb as model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import new_id
 from netns.realize import slb
-from netns.realize.vpc import VSwitch, find_vswitch, routers
+from netns.realize.eni import find_primary_port
+from netns.realize.route_entry import RouteEntry
+from netns.realize.vpc import VpcRouter, VSwitch, find_vswitch, routers
 
 USER = "system:cloud-controller-manager"
 FINALIZER = "service.k8s.alibaba/resources"
 COMPONENT = "acklab-cloud-controller"
 RESYNC = 30.0  # a full list of Services (also: records of Services gone while the controller was down)
+ROUTES = "@routes"  # the route controller's work-queue key (Service keys are namespace/name)
 
 RBAC = f"""
 apiVersion: rbac.authorization.k8s.io/v1
@@ -55,6 +66,7 @@ rules:
   - {{apiGroups: [""], resources: [services], verbs: [get, list, watch, patch, update]}}
   - {{apiGroups: [""], resources: [services/status], verbs: [get, patch, update]}}
   - {{apiGroups: [""], resources: [nodes], verbs: [get, list, watch]}}
+  - {{apiGroups: [""], resources: [nodes/status], verbs: [patch]}}
   - {{apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch, update]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -103,6 +115,59 @@ def save_record(lab: str, record: Record) -> None:
 
 def drop_record(lab: str, uid: str) -> None:
     (_records_dir(lab) / f"{uid}.json").unlink(missing_ok=True)
+
+
+def settings_path(lab: str) -> Path:
+    """What the controller runs with (``configure_cloud_routes``), read when it starts."""
+    return ccm_dir(lab) / "settings.json"
+
+
+# --- routes: Node name → its block and instance, recorded before the route is made ----------------------------
+
+@dataclass(frozen=True)
+class RouteRecord:
+    node: str
+    cidr: str
+    instance_id: str
+    vpc_id: str
+
+
+def _routes_dir(lab: str) -> Path:
+    return ccm_dir(lab) / "routes"
+
+
+def load_routes(lab: str) -> dict[str, RouteRecord]:
+    folder = _routes_dir(lab)
+    found = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            record = RouteRecord(**json.loads(path.read_text()))
+            found[record.node] = record
+    return found
+
+
+def router_of(lab: str, instance_id: str) -> VpcRouter | None:
+    """The VPC an instance's primary ENI is plugged into."""
+    return next((r for r in routers(lab) if find_primary_port(r, instance_id) is not None), None)
+
+
+def route_entry(lab: str, record: RouteRecord) -> RouteEntry:
+    return RouteEntry(VpcRouter(lab, record.vpc_id), ipaddress.IPv4Network(record.cidr), record.instance_id)
+
+
+def make_route(lab: str, node: str, cidr: str, instance_id: str) -> RouteRecord:
+    router = router_of(lab, instance_id)
+    if router is None:
+        raise NotFoundError(f"Node {node}: its instance {instance_id} is in no VPC of the lab")
+    record = RouteRecord(node, cidr, instance_id, router.vpc_id)
+    write_json(_routes_dir(lab) / f"{node}.json", asdict(record))  # first: a restart finds what it was making
+    route_entry(lab, record).create(f"route of Node {node}")
+    return record
+
+
+def delete_route(lab: str, record: RouteRecord) -> None:
+    route_entry(lab, record).delete()
+    (_routes_dir(lab) / f"{record.node}.json").unlink(missing_ok=True)
 
 
 # --- the lab's side: ECS by address, what exists of an SLB, the steps -------------------------------------------
@@ -191,6 +256,17 @@ def _node_facts(node: dict[str, Any]) -> tuple[Any, ...]:
             json.dumps(status.get("addresses") or [], sort_keys=True))
 
 
+def _route_facts(node: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a Node decides its route: its block and its instance."""
+    spec = node.get("spec") or {}
+    return spec.get("podCIDR"), spec.get("providerID"), json.dumps((node.get("status") or {}).get("addresses") or [])
+
+
+def _route_condition_set(node: dict[str, Any]) -> bool:
+    return any((c.get("type"), c.get("status"), c.get("reason")) == ("NetworkUnavailable", "False", "RouteCreated")
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
 class Controller:
     def __init__(self, lab: str, kubeconfig: str) -> None:
         from kubernetes import client, config
@@ -204,6 +280,7 @@ class Controller:
         self.refused: dict[str, tuple[str, str]] = {}  # key → (resourceVersion, reason) already told in an Event
         self.stopping = threading.Event()
         self.synced = {"services": threading.Event(), "nodes": threading.Event()}
+        self.cloud_routes = bool((read_json(settings_path(lab)) or {}).get("configure_cloud_routes"))
 
     # -- API helpers (raw dicts: the pure code reads the API's camelCase) --
 
@@ -258,6 +335,8 @@ class Controller:
     def _on_nodes(self, items: list[dict[str, Any]]) -> None:
         self.nodes = {node["metadata"]["name"]: node for node in items}
         self._all_services()
+        if self.cloud_routes:
+            self.queue.add(ROUTES)
 
     def _on_node(self, kind: str, node: dict[str, Any]) -> None:
         name = node["metadata"]["name"]
@@ -268,6 +347,8 @@ class Controller:
             self.nodes[name] = node
         if kind == "DELETED" or old is None or _node_facts(old) != _node_facts(node):
             self._all_services()
+        if self.cloud_routes and (kind == "DELETED" or old is None or _route_facts(old) != _route_facts(node)):
+            self.queue.add(ROUTES)
 
     def _all_services(self) -> None:
         for key in list(self.lb_keys):
@@ -346,6 +427,37 @@ class Controller:
         if not meta.get("deletionTimestamp") and (svc.get("status") or {}).get("loadBalancer"):
             self._patch(svc, {"status": {"loadBalancer": {"ingress": None}}}, status=True)
 
+    # -- routes --
+
+    def reconcile_routes(self) -> None:
+        """The VPC routes the Nodes' blocks need, against those this controller made (its records)."""
+        nodes = list(self.nodes.values())  # a copy: the Nodes' watch thread changes the dict meanwhile
+        wanted = ccm.wanted_routes(nodes, ecs_by_ip(self.lab))
+        made = load_routes(self.lab)
+        delete, create = ccm.route_changes(wanted, {n: (r.cidr, r.instance_id) for n, r in made.items()},
+                                           lambda n: route_entry(self.lab, made[n]).exists())
+        for name in delete:
+            delete_route(self.lab, made[name])
+            print(f"{COMPONENT}: route {made[name].cidr} of Node {name} deleted", file=sys.stderr, flush=True)
+        for name in create:
+            record = make_route(self.lab, name, *wanted[name])
+            print(f"{COMPONENT}: route {record.cidr} → {record.instance_id} ({name}) in {record.vpc_id}",
+                  file=sys.stderr, flush=True)
+        for node in nodes:
+            if node["metadata"]["name"] in wanted and not _route_condition_set(node):
+                self._set_route_condition(node["metadata"]["name"])
+
+    def _set_route_condition(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        now = rfc3339(time.time())
+        condition = {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated",
+                     "message": "RouteController created a route", "lastTransitionTime": now,
+                     "lastHeartbeatTime": now}
+        with contextlib.suppress(ApiException):  # a Node deleted meanwhile
+            self.api.patch_node_status(name, {"status": {"conditions": [condition]}},
+                                       _content_type="application/strategic-merge-patch+json")
+
     # -- run --
 
     def work(self) -> None:
@@ -354,13 +466,16 @@ class Controller:
             if key is None:
                 continue
             try:
-                self.reconcile(key)
+                if key == ROUTES:
+                    self.reconcile_routes()
+                else:
+                    self.reconcile(key)
                 self.failures.pop(key, None)
             except Exception as exc:  # a failed step: tell the Service's owner, retry later
                 count = self.failures[key] = self.failures.get(key, 0) + 1
                 print(f"{COMPONENT}: {key}: {exc!r}", file=sys.stderr, flush=True)
                 with contextlib.suppress(Exception):
-                    svc = self._get_service(*key.split("/", 1))
+                    svc = self._get_service(*key.split("/", 1)) if key != ROUTES else None
                     if svc is not None:
                         self.event(svc, "Warning", "SyncLoadBalancerFailed", str(exc))
                 self.queue.add(key, informer.backoff(count))
@@ -381,6 +496,8 @@ class Controller:
 
     def _resync(self) -> None:
         while not self.stopping.wait(RESYNC):
+            if self.cloud_routes:  # a route removed behind the controller's back is made again
+                self.queue.add(ROUTES)
             with contextlib.suppress(Exception):
                 self._on_services(self._raw(self.api.list_service_for_all_namespaces).get("items") or [])
 
@@ -401,9 +518,25 @@ class CloudController(ClusterController):
         return ccm_dir(self.lab)
 
 
-def ensure(lab: str, timeout: float = 30.0) -> int:
-    """The entry point for an Ansible role or the ``cs`` provider: the lab's controller runs."""
-    return CloudController(lab).ensure(timeout)
+def ensure(lab: str, timeout: float = 30.0, cloud_routes: bool | None = None) -> int:
+    """The entry point for an Ansible role or the ``cs`` provider: the lab's controller runs; with
+    ``cloud_routes`` (None: as it ran before) routing the Nodes' pod blocks in the VPC (a change restarts it)."""
+    controller = CloudController(lab)
+    if cloud_routes is not None:
+        settings = json.dumps({"configure_cloud_routes": cloud_routes}, sort_keys=True)
+        controller.folder.mkdir(parents=True, exist_ok=True)
+        if write_if_changed(settings_path(lab), settings) and controller.pid() is not None:
+            controller.stop()
+    return controller.ensure(timeout)
+
+
+def remove_routes(lab: str) -> list[str]:
+    """Every route the controller made (the cluster goes): what was deleted."""
+    gone = []
+    for record in load_routes(lab).values():
+        delete_route(lab, record)
+        gone.append(f"route {record.cidr} of Node {record.node} deleted")
+    return gone
 
 
 def end_leftovers(lab: str) -> list[int]:

@@ -16,20 +16,23 @@ installer underneath is idempotent and leaves a running component with the same 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from acklab.k8s import cloud_controller, cluster_dns, ingress_api, network_policy_agent, proxy_daemon
+from acklab.k8s import cloud_controller, cluster_dns, flannel, ingress_api, network_policy_agent, proxy_daemon
 from acklab.k8s.ipam import TerwayConfig
 from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
-from acklab.k8s.plan import Network, Node
+from acklab.k8s.plan import CIDR_DATAPATHS, DATAPATHS, Network, Node
 from acklab.k8s.pods import NodeNetwork, load_records
 from netns.kernel.namespace import Namespace
-from netns.model.errors import LabError, NotFoundError
+from netns.model.control_plane import PodNetwork
+from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import new_cluster_id
+from netns.realize import file_lock
 from netns.realize.control_plane import (
     ControlPlane,
     ControlPlaneState,
@@ -78,23 +81,54 @@ def existing_cluster_id(lab: str) -> str | None:
     return planes[0].cluster_id if planes else None
 
 
-def install_control_plane(lab: str, vswitch_id: str, cluster_id: str | None = None,
-                          ingress_addon: bool = False) -> ControlPlaneResult:
+@dataclass(frozen=True)
+class PodNetworkSpec:
+    """The cluster's network plug-in: Terway (pods on the lab's ENIs) or Flannel's ``vpc-route`` / ``vxlan`` with
+    ACK's ``pod_cidr`` and ``node_cidr_mask`` (the controller-manager hands each Node a block)."""
+
+    datapath: str = "terway-eniip"
+    pod_cidr: str | None = None
+    node_cidr_mask: int = 24
+
+    @property
+    def flannel(self) -> bool:
+        return self.datapath in CIDR_DATAPATHS
+
+    def control_plane(self, resource: str) -> PodNetwork | None:
+        """The controller-manager's node IPAM; a bad CIDR or mask: one error naming the field."""
+        if self.datapath not in DATAPATHS:
+            raise ValidationError(resource, "datapath", f"{self.datapath!r} is not one of {', '.join(DATAPATHS)}")
+        if not self.flannel:
+            return None
+        try:
+            cidr = ipaddress.IPv4Network(self.pod_cidr or "", strict=True)
+        except ValueError as exc:
+            raise ValidationError(resource, "pod_cidr", f"{self.pod_cidr!r}: {exc}") from None
+        try:
+            return PodNetwork(cidr, self.node_cidr_mask)
+        except ValueError as exc:
+            raise ValidationError(resource, "node_cidr_mask", str(exc)) from None
+
+
+def install_control_plane(lab: str, vswitch_id: str, cluster_id: str | None = None, ingress_addon: bool = False,
+                          network: PodNetworkSpec = PodNetworkSpec()) -> ControlPlaneResult:
     """The control plane on ``vswitch_id`` (its id: the given one, else the lab's existing one, else a new one),
-    CoreDNS, the cloud controller and the ingress controller; with ``ingress_addon`` ACK's ingress add-on through
-    the API. Nothing is undone on failure: a second call converges from wherever the first one stopped."""
+    CoreDNS, the cloud controller (routing the Nodes' blocks in the VPC for ``vpc-route``) and the ingress
+    controller; with ``ingress_addon`` ACK's ingress add-on through the API. Nothing is undone on failure: a second
+    call converges from wherever the first one stopped."""
     cluster_id = cluster_id or existing_cluster_id(lab) or new_cluster_id()
     plane = ControlPlane(lab, cluster_id)
+    pod_network = network.control_plane(plane.resource)
     changes: list[str] = []
     if plane.read() is None:
         changes.append(f"control plane {cluster_id} created")
-    state = plane.ensure(find_vswitch(lab, vswitch_id))
+    state = plane.ensure(find_vswitch(lab, vswitch_id), pod_network=pod_network)
     changes += [f"{name} started" for name in state.started]
     before = cluster_dns.pid(lab, cluster_id)
     if cluster_dns.ensure(lab, cluster_id) != before:
         changes.append("CoreDNS started")
     before = cloud_controller.CloudController(lab).pid()
-    if cloud_controller.ensure(lab) != before:
+    if cloud_controller.ensure(lab, cloud_routes=network.datapath == "vpc-route") != before:
         changes.append("cloud controller started")
     before = ingress_api.pid(lab)
     if ingress_api.ensure(lab) != before:
@@ -124,6 +158,7 @@ def remove_control_plane(lab: str, cluster_id: str | None = None) -> tuple[str, 
             cloud_controller.delete_slb(lab, record.lb_id)
         cloud_controller.drop_record(lab, record.uid)
         changes.append(f"SLB {record.lb_id} of Service {record.key} deleted")
+    changes += cloud_controller.remove_routes(lab)
     cluster_id = cluster_id or existing_cluster_id(lab)
     if cluster_id is not None:
         plane = ControlPlane(lab, cluster_id)
@@ -148,7 +183,7 @@ def applied(kubectl_output: str) -> bool:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One ECS instance as a Kubernetes node, and the cluster's Terway and kube-proxy settings."""
+    """One ECS instance as a Kubernetes node, and the cluster's network plug-in and kube-proxy settings."""
 
     lab: str
     name: str  # the Node's name (the ECS host name)
@@ -163,6 +198,7 @@ class NodeSpec:
     min_pool_size: int = MIN_POOL_SIZE
     max_pool_size: int = MAX_POOL_SIZE
     zone: str | None = None  # None: the node vSwitch's zone
+    network: PodNetworkSpec = PodNetworkSpec()  # Flannel: pods on the Node's block of pod_cidr
 
 
 @dataclass(frozen=True)
@@ -177,22 +213,29 @@ class NodeResult:
 
 def node_agent_config(spec: NodeSpec) -> NodeAgentConfig:
     """The node agent's configuration: Terway ENIs in the first pod vSwitch (gateway: its last-but-two address,
-    Alibaba's), ACK's identity (zone, instance type, providerID), the cluster's DNS for the pods' resolv.conf."""
-    node_vswitch, pod_vswitch = find_vswitch(spec.lab, spec.vswitch_id), find_vswitch(spec.lab, spec.pod_vswitch_ids[0])
+    Alibaba's) or Flannel's block (the Node's podCIDR), ACK's identity (zone, instance type, providerID), the
+    cluster's DNS for the pods' resolv.conf."""
+    node_vswitch = find_vswitch(spec.lab, spec.vswitch_id)
+    zone = spec.zone or node_vswitch.zone_id() or ""
+    identity = NodeIdentity(spec.name, spec.instance_id, zone, spec.instance_type, spec.ip)
+    dns = ClusterDns((cluster_dns.cluster_dns_ip(),), CLUSTER_DOMAIN)  # the kubelet's --cluster-dns, --cluster-domain
+    if spec.network.flannel:
+        return NodeAgentConfig(spec.lab, identity, Node(spec.name, spec.netns, spec.ip), spec.network.datapath,
+                               spec.network.pod_cidr, dns=dns)
+    pod_vswitch = find_vswitch(spec.lab, spec.pod_vswitch_ids[0])
     cidr = pod_vswitch.cidr()
     if cidr is None:
         raise LabError(f"pod vSwitch {pod_vswitch.vswitch_id} has no address block")
-    zone = spec.zone or node_vswitch.zone_id() or ""
     plan_node = Node(spec.name, spec.netns, spec.ip, None, "eth1", str(cidr[-3]), ())
-    identity = NodeIdentity(spec.name, spec.instance_id, zone, spec.instance_type, spec.ip)
     terway = TerwayConfig(node_vswitch.router.vpc_id, spec.pod_vswitch_ids, spec.security_groups,
                           spec.min_pool_size, spec.max_pool_size)
-    dns = ClusterDns((cluster_dns.cluster_dns_ip(),), CLUSTER_DOMAIN)  # the kubelet's --cluster-dns, --cluster-domain
     return NodeAgentConfig(spec.lab, identity, plan_node, terway=terway, dns=dns)
 
 
 def cluster_cidr(spec: NodeSpec) -> str:
-    """kube-proxy's --cluster-cidr with Terway: the (first) pod vSwitch's block."""
+    """kube-proxy's --cluster-cidr: Flannel's pod CIDR; with Terway the (first) pod vSwitch's block."""
+    if spec.network.flannel:
+        return str(spec.network.pod_cidr)
     cidr = find_vswitch(spec.lab, spec.pod_vswitch_ids[0]).cidr()
     if cidr is None:
         raise LabError(f"pod vSwitch {spec.pod_vswitch_ids[0]} has no address block")
@@ -209,13 +252,19 @@ def install_node(spec: NodeSpec) -> NodeResult:
     changes: list[str] = []
     before = node_agent_pid(spec.lab, spec.name)
     kubeconfig = planes[0].client_kubeconfig(f"system:node:{spec.name}", ("system:nodes",))
-    if ensure_node_agent(node_agent_config(spec), kubeconfig) != before:
+    flannel_kubeconfig = None
+    if spec.network.flannel:  # Flannel's identity reads every Node (VXLAN's peers); a node reads its own only
+        with file_lock(planes[0].root / "flannel.lock"):  # nodes join in parallel: one apply of the role at a time
+            kubectl_apply(spec.lab, flannel.RBAC, "Flannel's RBAC")
+        flannel_kubeconfig = planes[0].client_kubeconfig(flannel.USER)
+    if ensure_node_agent(node_agent_config(spec), kubeconfig, flannel_kubeconfig) != before:
         changes.append("node agent started")
     proxy = proxy_daemon.install(spec.lab, spec.name, spec.netns, spec.ip, spec.proxy_mode, cluster_cidr(spec))
     if proxy.started is not None:
         changes.append(f"kube-proxy ({proxy.mode}) started")
-    before = network_policy_agent.NetworkPolicyAgent(spec.lab, spec.name, spec.netns).pid()
-    if network_policy_agent.install(spec.lab, spec.name, spec.netns) != before:  # after kube-proxy (see above)
+    datapath = spec.network.datapath  # pods matched by veth (Terway's routed ones) or by address (a bridge's)
+    before = network_policy_agent.NetworkPolicyAgent(spec.lab, spec.name, spec.netns, datapath).pid()
+    if network_policy_agent.install(spec.lab, spec.name, spec.netns, datapath) != before:  # after kube-proxy
         changes.append("NetworkPolicy agent started")
     return NodeResult(spec.name, tuple(changes))
 
@@ -237,7 +286,7 @@ def remove_node(lab: str, name: str, netns: str, ip: str = "") -> NodeResult:
         changes.append("kube-proxy stopped")
     proxy.stop(flush_rules=proxy.config_path.exists())  # its rules go with it (upstream's --cleanup)
     agent = network_policy_agent.NetworkPolicyAgent(lab, name, netns)
-    if agent.pid() is not None:
+    if agent.running() is not None:
         changes.append("NetworkPolicy agent stopped")
     agent.stop()
     left = [r for r in load_records(lab).values() if r.node == name]

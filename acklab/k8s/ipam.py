@@ -137,6 +137,31 @@ class EniAddressPool(_CoolingAddresses):
         return self._take(key, free, Addr)
 
 
+@dataclass
+class HostLocalPool(_CoolingAddresses):
+    """Flannel's host-local IPAM on a node's block (``spec.podCIDR``): every host address but the bridge's. As
+    host-local goes round the range from the last address it gave, a released address is reused last."""
+
+    addresses: Sequence[str]
+    block: str
+    held: dict[str, str] = field(default_factory=dict)
+    released: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def of(block: str, released: dict[str, float] | None = None) -> HostLocalPool:
+        return HostLocalPool([str(a) for a in host_local_pool(Net(block))], block, released=released or {})
+
+    def allocate(self, key: str) -> str:
+        if key in self.held:
+            return self.held[key]
+        taken = set(self.held.values())
+        free = [a for a in self.addresses if a not in taken]
+        if not free:
+            raise ValidationError(f"pod {key}", "ip", f"no free address in the node's pod CIDR {self.block} "
+                                  f"({len(self.addresses)} addresses, all in use)")
+        return self._take(key, free, Addr)
+
+
 # --- Terway's live ENI IP management ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class NodeIdentity:
     zone: str
     instance_type: str
     internal_ip: str
-    max_pods: int = 110  # Terway: the pod ENI's addresses
+    max_pods: int = 110  # Terway: the instance type's ENI quota; Flannel: the node's block (at most 110)
 
     @property
     def region(self) -> str:
@@ -88,8 +88,14 @@ def node_object(identity: NodeIdentity) -> dict[str, Any]:
             "spec": {"providerID": identity.provider_id}}
 
 
-def node_status(identity: NodeIdentity, now: float, since: float) -> dict[str, Any]:
-    """The node's ``status``: Ready (since the agent started), no pressure, its addresses and capacity."""
+NETWORK_NOT_READY = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+                     "message:Network plugin returns error: cni plugin not initialized")
+
+
+def node_status(identity: NodeIdentity, now: float, since: float, network_ready: bool = True) -> dict[str, Any]:
+    """The node's ``status``: Ready (since the agent started; with Flannel, once the node's pod network is built
+    on its podCIDR, as a kubelet is NotReady until the CNI configuration exists), no pressure, its addresses and
+    capacity."""
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
         return {"type": kind, "status": status, "reason": reason, "message": message,
                 "lastHeartbeatTime": rfc3339(now), "lastTransitionTime": rfc3339(since)}
@@ -99,7 +105,8 @@ def node_status(identity: NodeIdentity, now: float, since: float) -> dict[str, A
                 condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID"),
-                condition("Ready", "True", "KubeletReady", "acklab node agent is posting ready status")],
+                condition("Ready", "True", "KubeletReady", "acklab node agent is posting ready status")
+                if network_ready else condition("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)],
             "addresses": [{"type": "InternalIP", "address": identity.internal_ip},
                           {"type": "Hostname", "address": identity.name}],
             "capacity": capacity, "allocatable": capacity,

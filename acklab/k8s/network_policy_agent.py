@@ -291,6 +291,14 @@ class NetworkPolicyAgent:
         """The agent's PID: the pidfile's process, in the node's namespace, with exactly our command line."""
         return process.tracked_pid(self.pidfile, Namespace(self.netns).inode(), lambda argv: argv == self.argv())
 
+    def running(self) -> int | None:
+        """This node's agent, whatever datapath it was started for (one to replace, or to stop)."""
+        def node_part(argv: list[str]) -> list[str]:
+            return [a for i, a in enumerate(argv) if a != "--datapath" and (i == 0 or argv[i - 1] != "--datapath")]
+
+        wanted = node_part(self.argv())
+        return process.tracked_pid(self.pidfile, Namespace(self.netns).inode(), lambda argv: node_part(argv) == wanted)
+
     def ensure(self, kubeconfig: str, timeout: float = 60.0) -> int:
         """Run the agent with the client kubeconfig text ``kubeconfig`` (restarted when it changed); wait until
         it has listed everything and applied its first rules. Returns its PID."""
@@ -298,7 +306,9 @@ class NetworkPolicyAgent:
             raise NotFoundError(f"NetworkPolicy agent of node {self.node}: namespace {self.netns} does not exist")
         with file_lock(self.folder / "lock"):
             os.chmod(self.folder, 0o700)  # the kubeconfig carries a key
-            pid = self.pid()
+            pid, other = self.pid(), self.running()
+            if pid is None and other is not None:  # started for another datapath
+                end_processes([other])
             if read_text(self.kubeconfig_path) != kubeconfig:
                 if pid is not None:
                     end_processes([pid])
@@ -319,7 +329,7 @@ class NetworkPolicyAgent:
 
     def stop(self) -> None:
         """End the agent; the node keeps enforcing what it applied last (as when Felix stops)."""
-        pid = self.pid()
+        pid = self.running()
         if pid is not None:
             end_processes([pid])
         self.pidfile.unlink(missing_ok=True)

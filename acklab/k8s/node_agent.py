@@ -1,6 +1,8 @@
 """The node agent: the kubelet's share of the network, one process per Kubernetes node, in the node's namespace.
 
-It registers the Node (ACK's labels and providerID) and renews its Lease, watches the pods bound to the node
+It registers the Node (ACK's labels and providerID) and renews its Lease, builds the node's pod network (Terway:
+its live ENI pool; Flannel, ``acklab.k8s.flannel``: a bridge on the Node's ``spec.podCIDR``, VXLAN peers from the
+other Nodes), watches the pods bound to the node
 (list + watch from the resourceVersion, a new list after 410 Gone), builds their namespaces with the node's
 datapath (``acklab.k8s.pods``), has the pod agent serve their containerPorts, runs their readiness and liveness
 probes, reports their status, and removes a deleted pod after its graceful termination (then deletes the object,
@@ -8,13 +10,15 @@ as the kubelet does). The pure part is ``acklab.k8s.kubelet``.
 
 Installer (one implementation for tests, the Ansible role and ``cs.NodePool``): ``ensure_node_agent``,
 ``stop_node_agent``, ``node_agent_pid``. Files under ``/run/acklab/<lab>/k8s/``: ``<node>.node-agent.json``
-(configuration), ``.kubeconfig`` (mode 600), ``.pid``, ``.log``.
+(configuration), ``.kubeconfig`` (mode 600; with Flannel also ``.flannel-kubeconfig``, Flannel's own identity,
+which reads every Node: a node's identity reads only its own), ``.pid``, ``.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -28,13 +32,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import informer, kubelet
+from acklab.k8s import flannel, informer, ipam, kubelet
 from acklab.k8s.agent import k8s_dir
-from acklab.k8s.ipam import EniAddressPool, NoFreeAddress, PodAddressPool, TerwayConfig, TerwayEniPool
+from acklab.k8s.ipam import (
+    EniAddressPool,
+    HostLocalPool,
+    NoFreeAddress,
+    PodAddressPool,
+    TerwayConfig,
+    TerwayEniPool,
+)
 from acklab.k8s.model import Pod, Probe
-from acklab.k8s.plan import Network, Node, Placement, node_from_dict
+from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement, node_from_dict
 from netns.kernel import netns_etc, process
-from netns.kernel.files import write_atomic
+from netns.kernel.files import read_text, write_atomic
 from netns.kernel.namespace import NETNS_DIR, end_processes
 from netns.model.errors import LabError, ValidationError
 from netns.model.instance_types import eni_quota
@@ -44,6 +55,7 @@ log = logging.getLogger("acklab.node-agent")
 TERWAY_GATEWAY = "169.254.1.1"
 STRATEGIC = "application/strategic-merge-patch+json"
 RESOLV_CONF = "resolv.conf"
+FLANNEL_IDENTITY = "flannel-kubeconfig"
 
 
 # --- configuration and installer -------------------------------------------------------------------------------
@@ -53,7 +65,8 @@ class NodeAgentConfig:
     lab: str
     identity: kubelet.NodeIdentity
     node: Node  # its namespace, address and pod addressing (Terway: the pod ENI and its secondary IPs)
-    datapath: str = "terway-eniip"
+    datapath: str = "terway-eniip"  # or Flannel's vpc-route, vxlan: the block is the Node's spec.podCIDR
+    cluster_cidr: str | None = None  # Flannel: the cluster's pod CIDR (what VXLAN's masquerade leaves alone)
     terway: TerwayConfig | None = None  # live ENI IP management; None: the pod ENI's pre-made secondary IPs
     # the kubelet's --cluster-dns and --cluster-domain; no server: pods get the node's resolv.conf (as a kubelet
     # without --cluster-dns does)
@@ -61,7 +74,8 @@ class NodeAgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         node = self.node
-        data = {"lab": self.lab, "datapath": self.datapath, "identity": self.identity.to_dict(),
+        data = {"lab": self.lab, "datapath": self.datapath, "cluster_cidr": self.cluster_cidr,
+                "identity": self.identity.to_dict(),
                 "node": {"name": node.name, "netns": node.netns, "ip": node.ip, "pod_cidr": node.pod_cidr,
                          "eni_ifname": node.eni_ifname, "eni_gateway": node.eni_gateway,
                          "eni_ips": list(node.eni_ips)}}
@@ -76,7 +90,7 @@ class NodeAgentConfig:
         terway = TerwayConfig.from_dict(data["terway"]) if data.get("terway") else None
         dns = data.get("dns") or {}
         return NodeAgentConfig(data["lab"], kubelet.NodeIdentity(**data["identity"]), node_from_dict(data["node"]),
-                               data.get("datapath", "terway-eniip"), terway,
+                               data.get("datapath", "terway-eniip"), data.get("cluster_cidr"), terway,
                                kubelet.ClusterDns(tuple(dns.get("servers") or ()),
                                                   dns.get("domain", kubelet.CLUSTER_DOMAIN)))
 
@@ -94,20 +108,23 @@ def node_agent_pid(lab: str, node: str) -> int | None:
     return pid if "acklab.k8s.node_agent" in argv and str(_path(lab, node, "json")) in argv else None
 
 
-def ensure_node_agent(config: NodeAgentConfig, kubeconfig: str) -> int:
-    """Make the node's agent run with this configuration and client kubeconfig; returns its PID. Idempotent: a
-    running agent with the same files is left alone, one with other files is restarted."""
+def ensure_node_agent(config: NodeAgentConfig, kubeconfig: str, flannel_kubeconfig: str | None = None) -> int:
+    """Make the node's agent run with this configuration and client kubeconfig (with Flannel, also Flannel's);
+    returns its PID. Idempotent: a running agent with the same files is left alone, one with other files is
+    restarted."""
     lab, name = config.lab, config.node.name
-    conf, cred = _path(lab, name, "json"), _path(lab, name, "kubeconfig")
-    text = json.dumps(config.to_dict(), sort_keys=True)
-    changed = not conf.exists() or conf.read_text() != text or not cred.exists() or cred.read_text() != kubeconfig
+    files = {_path(lab, name, "json"): json.dumps(config.to_dict(), sort_keys=True),
+             _path(lab, name, "kubeconfig"): kubeconfig}
+    if flannel_kubeconfig is not None:
+        files[_path(lab, name, "flannel-kubeconfig")] = flannel_kubeconfig
+    changed = any(read_text(path) != text for path, text in files.items())
     pid = node_agent_pid(lab, name)
     if pid is not None and not changed:
         return pid
     if pid is not None:
         stop_node_agent(lab, name, keep_files=True)
-    write_atomic(cred, kubeconfig, 0o600)
-    write_atomic(conf, text)
+    for path, text in files.items():
+        write_atomic(path, text, 0o600)
     return _start(config)
 
 
@@ -124,7 +141,7 @@ def stop_node_agent(lab: str, node: str, timeout: float = 5.0, keep_files: bool 
     pid = node_agent_pid(lab, node)
     if pid is not None:
         end_processes([pid], timeout)
-    suffixes = ("pid",) if keep_files else ("pid", "json", "kubeconfig")
+    suffixes = ("pid",) if keep_files else ("pid", "json", "kubeconfig", "flannel-kubeconfig")
     for suffix in suffixes:
         _path(lab, node, suffix).unlink(missing_ok=True)
 
@@ -153,16 +170,20 @@ def run_probe(probe: Probe, pod: Pod, ip: str) -> bool:
 
 class NodeAgent:
     def __init__(self, config: NodeAgentConfig, kubeconfig: Path) -> None:
-        from acklab.k8s.pods import NodeNetwork  # pyroute2 only in the agent process, not in the installer
-
         self.config = config
         self.name = config.node.name
         self.kubeconfig = kubeconfig
-        self.network = NodeNetwork(Network(config.lab, config.datapath, (config.node,)), config.node)
+        self.flannel = config.datapath in CIDR_DATAPATHS
+        self.node = config.node  # Flannel: with its podCIDR once the range allocator gave it
+        self.peers: tuple[Node, ...] = ()  # VXLAN: the other Nodes with a block
+        self.node_objects: dict[str, dict[str, Any]] = {}  # VXLAN: the Nodes, as the watch last delivered them
+        self.network_ready = not self.flannel
         self.identity = config.identity
         self.pool: PodAddressPool = EniAddressPool(config.node.eni_ips, released=self._load_released())
         if config.terway is not None:
             self.pool = self._terway_pool(config.terway)
+        if not self.flannel:
+            self.network = self._node_network()
         self.waiting: dict[str, str] = {}  # pod key → why its sandbox cannot be made (no address left)
         self.told: dict[str, tuple[str, str]] = {}  # pod key → (uid, message) last reported as waiting
         self.eni_tables: set[str] = set()  # pod ENIs whose table and return path are in place
@@ -198,6 +219,67 @@ class NodeAgent:
         if not self.pool.enis:
             self.pool.enis.append(self.pool.backend.create_eni())
 
+    def _node_network(self) -> Any:
+        from acklab.k8s.pods import NodeNetwork  # pyroute2 only in the agent process, not in the installer
+
+        network = Network(self.config.lab, self.config.datapath, (self.node, *self.peers), self.config.cluster_cidr)
+        return NodeNetwork(network, self.node)
+
+    # Flannel ---------------------------------------------------------------------------------------------------
+    def _start_flannel(self) -> None:
+        """The Node's block (waited for: the range allocator sets it right after registration), host-local IPAM
+        on it, Flannel's annotations on the Node, and (VXLAN) the peers, listed then watched."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
+        told = False
+        while True:
+            cidr = flannel.pod_cidr_of(json.loads(core.read_node(self.name, _preload_content=False).data))
+            if cidr or self.stop.is_set():
+                break
+            if not told:
+                log.info("node %s: waiting for the controller-manager to give it a podCIDR", self.name)
+                told = True
+            self.stop.wait(0.1)
+        if not cidr:
+            return
+        self.node = replace(self.node, pod_cidr=cidr)
+        self.pool = HostLocalPool.of(cidr, self._load_released())
+        self.identity = replace(self.identity, max_pods=flannel.max_pods(cidr))
+        # as the node (it may annotate its own Node); Flannel's identity only reads
+        client.CoreV1Api(self.api).patch_node(self.name, {"metadata": {"annotations": flannel.annotations(
+            self.config.datapath, self.node.ip)}})
+        if self.config.datapath == "vxlan":
+            nodes = json.loads(core.list_node(_preload_content=False).data).get("items") or []
+            self.node_objects = {n["metadata"]["name"]: n for n in nodes}
+            self.peers = flannel.peers(nodes, self.name)
+            threading.Thread(target=self._watch_nodes, name="watch nodes", daemon=True).start()
+        self.network = self._node_network()
+        log.info("node %s: %s on podCIDR %s, %d peer(s)", self.name, self.config.datapath, cidr, len(self.peers))
+
+    def _watch_nodes(self) -> None:
+        from kubernetes import client
+
+        def on_list(items: list[dict[str, Any]]) -> None:
+            self.events.put(("NODES", {n["metadata"]["name"]: n for n in items}))
+
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            self.events.put(("NODE", (kind, obj)))
+
+        informer.list_and_watch("nodes", client.CoreV1Api(self._client(FLANNEL_IDENTITY)).list_node, (), on_list,
+                                on_event, self.stop, threading.Event(),
+                                lambda why: log.warning("node %s: %s", self.name, why))
+
+    def _update_peers(self) -> None:
+        """VXLAN: a Node joined, left or got its block: the overlay's routes, neighbours and FDB follow."""
+        peers = flannel.peers(self.node_objects.values(), self.name)
+        if peers == self.peers:
+            return
+        self.peers = peers
+        self.network = self._node_network()
+        self.network.ensure_base()
+        log.info("node %s: VXLAN peers now %s", self.name, ", ".join(p.name for p in peers) or "none")
+
     def _ensure_eni_tables(self) -> None:
         if isinstance(self.pool, TerwayEniPool):
             for eni in self.pool.enis:
@@ -215,20 +297,27 @@ class NodeAgent:
         except (FileNotFoundError, ValueError, AttributeError):
             return {}
 
-    def _client(self) -> Any:
+    def _client(self, identity: str = "kubeconfig") -> Any:
+        """An API client as the node (``system:node:<name>``), or as Flannel (``flannel-kubeconfig``)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(self.kubeconfig.with_suffix(f".{identity}")))
 
     def run(self) -> None:
         from acklab.k8s.pods import load_records
 
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         self.api = self._client()
+        if self.flannel:  # the Node first: its block comes from the controller-manager
+            self.register()
+            self._start_flannel()
+            if self.stop.is_set():
+                return
         self._start_terway()
         self.network.ensure_base()
         self._ensure_eni_tables()
         self.mtu = self.network.underlay_mtu()
+        self.network_ready = True
         self.register()
         links = self.network.link_names()
         for key, record in load_records(self.config.lab).items():  # after a restart: adopt what the kernel has
@@ -277,7 +366,10 @@ class NodeAgent:
     def _post_status(self) -> None:
         from kubernetes import client
 
-        status = kubelet.node_status(self.identity, time.time(), self.since)
+        now = time.time()
+        status = kubelet.node_status(self.identity, now, self.since, self.network_ready)
+        if self.network_ready and self.config.datapath == "vxlan":
+            status["conditions"].append(flannel.network_up(kubelet.rfc3339(now), kubelet.rfc3339(self.since)))
         client.CoreV1Api(self.api).patch_node_status(self.name, {"status": status}, _content_type=STRATEGIC)
 
     def _renew_lease(self, api: Any) -> None:
@@ -341,13 +433,24 @@ class NodeAgent:
         with contextlib.suppress(queue.Empty):
             while True:
                 batch.append(self.events.get_nowait())
+        nodes_changed = False
         for kind, obj in batch:
-            if kind == "LIST":
+            if kind in ("NODES", "NODE"):
+                nodes_changed = True
+                if kind == "NODES":
+                    self.node_objects = obj
+                elif obj[0] == "DELETED":
+                    self.node_objects.pop(obj[1]["metadata"]["name"], None)
+                else:
+                    self.node_objects[obj[1]["metadata"]["name"]] = obj[1]
+            elif kind == "LIST":
                 self.objects = {_key(o): o for o in obj}
             elif kind == "DELETED":
                 self.objects.pop(_key(obj), None)
             else:
                 self.objects[_key(obj)] = obj
+        if nodes_changed:
+            self._update_peers()
 
     # pods: the kernel ----------------------------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -426,6 +529,10 @@ class NodeAgent:
             return None
         self.waiting.pop(pod.key, None)
         self.told.pop(pod.key, None)
+        if self.flannel:  # on the node's bridge, the bridge's address as gateway (flannel's CNI: bridge + host-local)
+            block = ipaddress.IPv4Network(self.node.pod_cidr)
+            mtu = ipam.overlay_mtu(self.mtu) if self.config.datapath == "vxlan" else self.mtu
+            return Placement(pod, self.name, ip, block.prefixlen, str(ipam.bridge_gateway(block)), mtu)
         extra = {"eni": self.pool.interface_of(ip)} if isinstance(self.pool, TerwayEniPool) else {}
         return Placement(pod, self.name, ip, 32, TERWAY_GATEWAY, self.mtu, extra)
 

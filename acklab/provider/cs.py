@@ -9,6 +9,7 @@ used, not here: a program without a cluster does not pay for it when the plugin 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +33,7 @@ _OUTPUTS = "pulumi_alicloud.cs.outputs"
 KUBERNETES_VERSION = "1.37.2"  # the control plane's binaries (scripts/build-kube.sh)
 ACK_VERSION = f"{KUBERNETES_VERSION}-aliyun.1"  # how ACK spells its versions
 NETWORK_PLUGINS = ("terway-eniip", "terway-eni", "flannel")  # ACK's network add-ons; one per cluster
-SUPPORTED_NETWORK = "terway-eniip"
+SUPPORTED_NETWORKS = {"terway-eniip": "terway-eniip", "flannel": "vpc-route"}  # add-on → acklab's datapath
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_api
 DNS_ADDON = "coredns"  # every cluster runs CoreDNS (acklab/k8s/cluster_dns.py), asked for or not
@@ -89,12 +90,11 @@ class ManagedKubernetes(Kind):
     computed = ("version", "name", "security_group_id")
     defaults: ClassVar = {"service_cidr": str(SERVICE_CIDR), "proxy_mode": "ipvs", "new_nat_gateway": True}
     unsupported: ClassVar = {
-        "pod_cidr": (given, "a pod CIDR is flannel's; acklab runs terway-eniip (give pod_vswitch_ids)"),
         "ip_stack": (lambda v: v not in (None, "ipv4"), "acklab VPCs are IPv4 only"),
         "zone_ids": (given, "acklab does not make a VPC for the cluster; give vswitch_ids"),
     }
     realized = ("vswitch_ids", "worker_vswitch_ids", "pod_vswitch_ids", "service_cidr", "proxy_mode", "addons",
-                "security_group_id", "new_nat_gateway")
+                "security_group_id", "new_nat_gateway", "pod_cidr", "node_cidr_mask")
 
     def validate(self, ctx: Context, inputs: dict[str, Any]) -> Iterable[ValidationError]:
         value, checks = inputs.get, []
@@ -121,15 +121,19 @@ class ManagedKubernetes(Kind):
         vswitch = find_vswitch(ctx.lab, _vswitches(inputs)[0])
         vpc_id = vswitch.router.vpc_id
         self._check_vpc(ctx, inputs, vpc_id)
+        plugin = network_plugin(inputs)
+        if plugin == "flannel":
+            _check_pod_cidr(ctx.label, inputs["pod_cidr"], vswitch.router.cidr())
         self._warn(ctx, inputs)
         cluster_id = new_cluster_id()
         nat = None
         if inputs.get("new_nat_gateway") is True:
             nat = cluster_nat.plan(cluster_nat.snat_sources(_vswitches(inputs), inputs.get("pod_vswitch_ids") or []))
-        facts = ack_cluster.ClusterFacts(cluster_id, vpc_id, tuple(inputs["pod_vswitch_ids"]),
+        facts = ack_cluster.ClusterFacts(cluster_id, vpc_id, tuple(inputs.get("pod_vswitch_ids") or ()),
                                          effective_proxy_mode(inputs["proxy_mode"]),
                                          inputs.get("security_group_id") or "", _name(ctx, inputs, cluster_id),
-                                         tuple(_vswitches(inputs)), nat)
+                                         tuple(_vswitches(inputs)), nat, SUPPORTED_NETWORKS[str(plugin)],
+                                         inputs.get("pod_cidr") or "", int(inputs.get("node_cidr_mask") or 24))
         ack_cluster.create_cluster(ctx.lab, cluster_id, vswitch.vswitch_id, facts, ctx.label)
         if ingress_addon(inputs):
             ack_cluster.deploy_ingress_addon(ctx.lab, cluster_id)
@@ -215,13 +219,39 @@ def _fail(label: str, field: str, reason: str) -> None:
 
 
 def _check_network(label: str, inputs: dict[str, Any]) -> None:
+    """One network add-on: terway-eniip with pod_vswitch_ids, or flannel with pod_cidr (and node_cidr_mask)."""
     plugin = network_plugin(inputs)
+    runs = " or ".join(SUPPORTED_NETWORKS)
     if plugin is None:
-        _fail(label, "addons", f"no network plug-in: acklab runs {SUPPORTED_NETWORK} (give it with pod_vswitch_ids)")
-    if plugin != SUPPORTED_NETWORK:
-        _fail(label, "addons", f"network plug-in {plugin!r} is not supported by acklab yet; use {SUPPORTED_NETWORK}")
-    if known(inputs.get("pod_vswitch_ids")) and not inputs.get("pod_vswitch_ids"):
-        _fail(label, "pod_vswitch_ids", f"is required by {SUPPORTED_NETWORK}: Terway takes pod addresses from them")
+        _fail(label, "addons", f"no network plug-in: acklab runs {runs} (an add-on by that name)")
+    if plugin not in SUPPORTED_NETWORKS:
+        _fail(label, "addons", f"network plug-in {plugin!r} is not supported by acklab yet; use {runs}")
+    value = inputs.get
+    if plugin == "terway-eniip":
+        if known(value("pod_vswitch_ids")) and not value("pod_vswitch_ids"):
+            _fail(label, "pod_vswitch_ids", "is required by terway-eniip: Terway takes pod addresses from them")
+        if known(value("pod_cidr")) and value("pod_cidr"):
+            _fail(label, "pod_cidr", "is flannel's; with terway-eniip pods take addresses of pod_vswitch_ids")
+        return
+    if known(value("pod_cidr")):
+        _check_pod_cidr(label, value("pod_cidr"), None)
+    mask = value("node_cidr_mask")
+    if known(mask) and mask is not None and not (isinstance(mask, int | float) and 24 <= int(mask) <= 28):
+        _fail(label, "node_cidr_mask", f"{mask!r} must be a prefix length from 24 to 28 (ACK's range)")
+
+
+def _check_pod_cidr(label: str, value: Any, vpc: ipaddress.IPv4Network | None) -> None:
+    """Flannel's pod CIDR: a block, not overlapping the Service CIDR or (once known, at create) the VPC."""
+    if value is None or value == "":
+        _fail(label, "pod_cidr", "is required by flannel: the controller-manager cuts it into a block per node")
+    try:
+        cidr = ipaddress.IPv4Network(value, strict=True)
+    except (ValueError, TypeError):
+        _fail(label, "pod_cidr", f"{value!r} is required by flannel and must be an IPv4 CIDR block (host bits zero)")
+    if cidr.overlaps(SERVICE_CIDR):
+        _fail(label, "pod_cidr", f"{cidr} overlaps the Service CIDR {SERVICE_CIDR}")
+    if vpc is not None and cidr.overlaps(vpc):
+        _fail(label, "pod_cidr", f"{cidr} overlaps the cluster's VPC {vpc}: pod blocks are routed in the VPC")
 
 
 def pool_id_of(id_: str) -> str:

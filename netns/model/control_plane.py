@@ -6,7 +6,9 @@ Everything here is data computed from the lab, the cluster id, the folder its fi
 API server advertises, so it is tested without root and without the binaries.
 
 Addresses (ACK's defaults): Services in 172.21.0.0/20, the first address 172.21.0.1 is the ``kubernetes``
-Service (``default/kubernetes``, port 443 → the API server's 6443); NodePorts 30000-32767.
+Service (``default/kubernetes``, port 443 → the API server's 6443); NodePorts 30000-32767. With Flannel (a
+``PodNetwork``), the controller-manager's node IPAM gives each Node a block of the pod CIDR (``spec.podCIDR``);
+with Terway pods take VPC addresses and the controller-manager hands out none.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class Layout:
         return self.root / "forward.json"
 
     @property
+    def pod_network(self) -> Path:
+        """Flannel's pod CIDR and node mask (JSON), fixed when the cluster is made (ACK: not changeable)."""
+        return self.root / "pod-network.json"
+
+    @property
     def plug(self) -> Path:
         """The vSwitch and address the namespace was plugged into (JSON), to plug it back after a loss."""
         return self.root / "plug.json"
@@ -140,6 +147,29 @@ class Component:
 
 
 @dataclass(frozen=True)
+class PodNetwork:
+    """Flannel's pod addressing (ACK's ``pod_cidr`` and ``node_cidr_mask``): the controller-manager's range
+    allocator cuts ``cluster_cidr`` into one ``/node_cidr_mask`` block per Node."""
+
+    cluster_cidr: ipaddress.IPv4Network
+    node_cidr_mask: int = 24
+
+    def __post_init__(self) -> None:
+        if not self.cluster_cidr.prefixlen < self.node_cidr_mask <= 28:
+            raise ValueError(f"node_cidr_mask /{self.node_cidr_mask} must lie after the pod CIDR's "
+                             f"/{self.cluster_cidr.prefixlen} and at most /28")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster_cidr": str(self.cluster_cidr), "node_cidr_mask": self.node_cidr_mask}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any] | None) -> PodNetwork | None:
+        if not data:
+            return None
+        return PodNetwork(ipaddress.IPv4Network(data["cluster_cidr"]), int(data["node_cidr_mask"]))
+
+
+@dataclass(frozen=True)
 class ControlPlanePlan:
     """Everything about one control plane that follows from its identity and its advertised address.
 
@@ -154,6 +184,7 @@ class ControlPlanePlan:
     advertise_address: str | None = None
     service_cidr: ipaddress.IPv4Network = SERVICE_CIDR
     node_port_range: tuple[int, int] = NODE_PORT_RANGE
+    pod_network: PodNetwork | None = None  # Flannel's; None: Terway (no node IPAM)
 
     @property
     def layout(self) -> Layout:
@@ -242,11 +273,17 @@ class ControlPlanePlan:
             ("service-account-private-key-file", str(lay.sa_key)), ("use-service-account-credentials", "true"),
             ("cluster-signing-cert-file", str(lay.cert("ca"))), ("cluster-signing-key-file", str(lay.key("ca"))),
             ("cluster-name", self.cluster_id),
-            # Pods get their addresses from the lab's ENIs (Terway) or per-node blocks the lab routes, never
-            # from the controller-manager: no node IPAM.
-            ("allocate-node-cidrs", "false"), ("controllers", "*,-node-ipam-controller"),
-            ("profiling", "false"),
+            *self._node_ipam(), ("profiling", "false"),
         ])
+
+    def _node_ipam(self) -> list[tuple[str, str]]:
+        """Flannel: the range allocator hands each Node its block (``spec.podCIDR``), which the node agent builds
+        the bridge on and the cloud controller routes. Terway: pods take addresses of the lab's ENIs, never the
+        controller-manager's: no node IPAM."""
+        if self.pod_network is None:
+            return [("allocate-node-cidrs", "false"), ("controllers", "*,-node-ipam-controller")]
+        return [("allocate-node-cidrs", "true"), ("cluster-cidr", str(self.pod_network.cluster_cidr)),
+                ("node-cidr-mask-size", str(self.pod_network.node_cidr_mask))]
 
     def scheduler(self) -> Component:
         conf = str(self.layout.kubeconfig("scheduler"))

@@ -147,17 +147,37 @@ class ControlPlane:
         return f"control plane {self.cluster_id}"
 
     def plan(self, address: str | None) -> model.ControlPlanePlan:
-        return model.ControlPlanePlan(self.lab, self.cluster_id, self.root, address)
+        return model.ControlPlanePlan(self.lab, self.cluster_id, self.root, address, pod_network=self.pod_network())
+
+    def pod_network(self) -> model.PodNetwork | None:
+        """Flannel's pod CIDR and node mask, as the cluster was made with; None: Terway's (no node IPAM)."""
+        return model.PodNetwork.from_dict(read_json(self.layout.pod_network))
+
+    def _settle_pod_network(self, wanted: model.PodNetwork | None) -> None:
+        """A new cluster keeps ``wanted``; an existing one keeps what it was made with: asking for another pod
+        network is refused (ACK does not change a cluster's network plug-in or pod CIDR either). None asks for
+        nothing (a caller that does not know: ``acklab recover``)."""
+        if wanted is None:
+            return
+        made = self.layout.cert("ca").exists()
+        current = self.pod_network()
+        if current == wanted:
+            return
+        if made:
+            was = f"pod CIDR {current.cluster_cidr} /{current.node_cidr_mask}" if current else "no pod CIDR (Terway)"
+            raise ValidationError(self.resource, "pod_cidr", f"{wanted.cluster_cidr} /{wanted.node_cidr_mask} "
+                                  f"asked for, but the cluster was made with {was}; it cannot change")
+        write_atomic(self.layout.pod_network, json.dumps(wanted.to_dict(), sort_keys=True))
 
     # -- ensure / read / delete --
 
     def ensure(self, vswitch: VSwitch | None = None, address: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> ControlPlaneState:
+               timeout: float = DEFAULT_TIMEOUT, pod_network: model.PodNetwork | None = None) -> ControlPlaneState:
         """Bring the control plane to running and ready, whatever part of it exists; return its state.
 
         ``vswitch`` (and optionally ``address`` in it) is where the namespace is plugged when it is made; an
-        existing plug is kept. Raises LabError (with the end of the component's log) when a component dies or
-        is not ready within ``timeout`` seconds.
+        existing plug is kept. ``pod_network`` (Flannel's) is fixed when the cluster is made. Raises LabError
+        (with the end of the component's log) when a component dies or is not ready within ``timeout`` seconds.
         """
         self._check_alone()
         for name in BINARIES:
@@ -165,6 +185,7 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         with file_lock(self.root / "lock"):
             os.chmod(self.root, 0o700)
+            self._settle_pod_network(pod_network)
             self.namespace.create()
             self._end_strays()
             advertised = self._ensure_network(vswitch, address)

@@ -229,12 +229,82 @@ def test_ack_cluster_program_nodes_loadbalancer_scale_destroy(lab, program_stack
     assert resources == []
 
 
+FLANNEL_PROGRAM = """
+import pulumi
+import pulumi_alicloud as alicloud
+
+config = pulumi.Config()
+zones = alicloud.get_zones(available_resource_creation="VSwitch")
+vpc = alicloud.vpc.Network("vpc", vpc_name="ack-flannel", cidr_block="10.4.0.0/16")
+vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id=zones.zones[0].id)
+k8s = alicloud.cs.ManagedKubernetes("k8s",
+    name_prefix="ack-flannel",
+    cluster_spec="ack.pro.small",
+    worker_vswitch_ids=[vswitch.id],
+    pod_cidr="172.20.0.0/16",
+    node_cidr_mask=26,
+    new_nat_gateway=False,
+    proxy_mode="ipvs",
+    addons=[{"name": "flannel"}, {"name": "nginx-ingress-controller", "disabled": True}])
+pool = alicloud.cs.NodePool("default", node_pool_name="default", cluster_id=k8s.id, vswitch_ids=[vswitch.id],
+                            instance_types=["ecs.g7.large"], desired_size=config.get_int("desiredSize") or 2)
+credential = alicloud.cs.get_cluster_credential_output(cluster_id=pool.cluster_id)
+pulumi.export("vpc_id", vpc.id)
+pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
+"""
+
+
+def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tmp_path, root_unchanged):
+    """ACK's Flannel: a /26 of pod_cidr per node, routed in the VPC by the cloud controller; scaling the pool adds
+    and removes routes; destroy leaves nothing."""
+    stack = program_stack(FLANNEL_PROGRAM)
+    stack.run("up", "--yes")
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    kubectl = Kubectl(kubeconfig)
+    vpc = Namespace(f"{mark(lab)}{out['vpc_id']}")
+
+    def blocks() -> dict[str, str]:
+        nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+        return {n["metadata"]["name"]: n["spec"].get("podCIDR") for n in nodes}
+
+    def vpc_routes() -> set[str]:
+        text = vpc.run(["ip", "route"]).stdout
+        return {line.split()[0] for line in text.splitlines() if line.startswith("172.20.")}
+
+    assert len(kubectl.ready_nodes()) == 2
+    assert all(b and b.startswith("172.20.") and b.endswith("/26") for b in blocks().values()), blocks()
+    wait_for(lambda: vpc_routes() == set(blocks().values()), "a VPC route per node's block", timeout=20)
+    kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
+    wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]
+             .get("loadBalancer", {}).get("ingress"), "the Service's external IP", timeout=30)
+    address = json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]["ip"]
+    wait_for(lambda: (http_get(f"{mark(lab)}internet", address, 80, "/hostname") or "").startswith("web-"),
+             "a pod answering through the SLB", timeout=45)
+    pod_ips = [p["status"].get("podIP") for p in json.loads(kubectl("get", "pods", "-o", "json"))["items"]]
+    assert pod_ips and all(ip and ip.startswith("172.20.") for ip in pod_ips), pod_ips
+
+    stack.run("config", "set", "desiredSize", "3")
+    stack.run("up", "--yes")
+    assert len(kubectl.ready_nodes()) == 3
+    wait_for(lambda: len(vpc_routes()) == 3 and vpc_routes() == set(blocks().values()), "the third node's route")
+    stack.run("config", "set", "desiredSize", "2")
+    stack.run("up", "--yes")
+    wait_for(lambda: len(vpc_routes()) == 2 and vpc_routes() == set(blocks().values()), "the drained node's route "
+             "to go", timeout=20)
+
+    stack.run("destroy", "--yes")
+    assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
+    assert not list(state_dir(lab).glob("k8s/ccm/routes/*"))
+
+
 BAD_CLUSTER = """
 import pulumi_alicloud as alicloud
 vpc = alicloud.vpc.Network("vpc", cidr_block="10.4.0.0/16")
 vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id="cn-hangzhou-a")
 alicloud.cs.ManagedKubernetes("k8s", worker_vswitch_ids=[vswitch.id], pod_vswitch_ids=[vswitch.id],
-                              service_cidr="10.96.0.0/12", addons=[{"name": "flannel"}])
+                              service_cidr="10.96.0.0/12", addons=[{"name": "terway-eni"}])
 """
 
 BAD_POOL = """
@@ -250,7 +320,7 @@ def test_what_the_lab_cannot_run_fails_the_preview_naming_the_field(lab, program
     text = preview.stdout + preview.stderr
     assert preview.returncode != 0
     assert "service_cidr: '10.96.0.0/12': acklab's control plane serves ACK's default 172.21.0.0/20 only" in text
-    assert "addons: network plug-in 'flannel' is not supported by acklab yet; use terway-eniip" in text
+    assert "addons: network plug-in 'terway-eni' is not supported by acklab yet; use terway-eniip or flannel" in text
     (stack.project / "__main__.py").write_text(BAD_POOL)  # the engine stops at the first resource that fails
     preview = stack.run("preview", check=False)
     assert preview.returncode != 0

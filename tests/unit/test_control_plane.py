@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,27 @@ def test_controller_manager_signs_tokens_without_leader_election_or_node_ipam():
     assert kcm.flag("root-ca-file") == f"{ROOT}/pki/ca.crt"
     assert kcm.flag("kubeconfig") == f"{ROOT}/controller-manager.kubeconfig"
     assert kcm.flag("use-service-account-credentials") == "true"
+
+
+def test_with_flannel_the_controller_manager_hands_each_node_a_block_of_the_pod_cidr():
+    network = model.PodNetwork(ipaddress.IPv4Network("10.244.0.0/16"), 26)
+    kcm = model.ControlPlanePlan("lab1", "c0a1b2c3d", ROOT, "192.168.1.1", pod_network=network).controller_manager()
+    assert kcm.flag("allocate-node-cidrs") == "true"
+    assert kcm.flag("cluster-cidr") == "10.244.0.0/16"
+    assert kcm.flag("node-cidr-mask-size") == "26"
+    assert kcm.flag("controllers") is None  # upstream's default set, node IPAM included
+
+
+@pytest.mark.parametrize("cidr, mask", [("10.244.0.0/16", 16), ("10.244.0.0/16", 29), ("10.244.0.0/24", 20)])
+def test_a_node_mask_outside_the_pod_cidr_or_past_28_is_refused(cidr: str, mask: int):
+    with pytest.raises(ValueError, match="node_cidr_mask"):
+        model.PodNetwork(ipaddress.IPv4Network(cidr), mask)
+
+
+def test_the_pod_network_round_trips_through_its_file():
+    network = model.PodNetwork(ipaddress.IPv4Network("172.20.0.0/16"), 24)
+    assert model.PodNetwork.from_dict(network.to_dict()) == network
+    assert model.PodNetwork.from_dict(None) is None
 
 
 def test_scheduler_has_its_own_kubeconfig_and_no_leader_election():

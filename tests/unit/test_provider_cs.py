@@ -49,8 +49,8 @@ def test_a_terway_cluster_passes_with_acks_defaults():
 def test_cluster_errors_name_the_field():
     assert "172.21.0.0/20 only" in failures(ManagedKubernetes(), {**CLUSTER, "service_cidr": "10.96.0.0/12"})[
         "service_cidr"]
-    flannel = failures(ManagedKubernetes(), {**CLUSTER, "addons": [{"name": "flannel"}]})
-    assert flannel["addons"] == "network plug-in 'flannel' is not supported by acklab yet; use terway-eniip"
+    eni = failures(ManagedKubernetes(), {**CLUSTER, "addons": [{"name": "terway-eni"}]})
+    assert eni["addons"] == "network plug-in 'terway-eni' is not supported by acklab yet; use terway-eniip or flannel"
     assert "no network plug-in" in failures(ManagedKubernetes(), {**CLUSTER, "addons": [{"name": "csi-plugin"}]})[
         "addons"]
     assert "is required by terway-eniip" in failures(ManagedKubernetes(), {**CLUSTER, "pod_vswitch_ids": []})[
@@ -59,6 +59,35 @@ def test_cluster_errors_name_the_field():
     assert "is required by acklab" in failures(ManagedKubernetes(), {**CLUSTER, "worker_vswitch_ids": []})[
         "vswitch_ids"]
     assert "flannel" in failures(ManagedKubernetes(), {**CLUSTER, "pod_cidr": "10.244.0.0/16"})["pod_cidr"]
+
+
+FLANNEL = {"worker_vswitch_ids": ["vsw-0000000a"], "pod_cidr": "172.20.0.0/16", "node_cidr_mask": 26,
+           "addons": [{"name": "flannel"}]}
+
+
+def test_a_flannel_cluster_passes_with_its_pod_cidr():
+    inputs, found = ManagedKubernetes().check(ctx("cs.ManagedKubernetes 'k8s'"), FLANNEL)
+    assert found == [] and network_plugin(inputs) == "flannel"
+
+
+@pytest.mark.parametrize("change, field, reason", [
+    ({"pod_cidr": None}, "pod_cidr", "is required by flannel"),
+    ({"pod_cidr": "172.20.0.1/16"}, "pod_cidr", "host bits zero"),
+    ({"pod_cidr": "172.16.0.0/12"}, "pod_cidr", "overlaps the Service CIDR 172.21.0.0/20"),
+    ({"node_cidr_mask": 20}, "node_cidr_mask", "from 24 to 28"),
+])
+def test_flannel_errors_name_the_field(change: dict, field: str, reason: str):
+    assert reason in failures(ManagedKubernetes(), {**FLANNEL, **change})[field]
+
+
+def test_a_flannel_cluster_record_keeps_its_network():
+    facts = ack_cluster.ClusterFacts("c01234567", "vpc-00000001", (), "iptables", datapath="vpc-route",
+                                     pod_cidr="172.20.0.0/16", node_cidr_mask=26)
+    again = ack_cluster._facts({**facts.__dict__, "nat": None})
+    assert again == facts and again.network.flannel
+    assert str(again.network.control_plane("c").cluster_cidr) == "172.20.0.0/16"
+    old = ack_cluster._facts({"cluster_id": "c1", "vpc_id": "v", "pod_vswitch_ids": [], "proxy_mode": "iptables"})
+    assert old is not None and old.datapath == "terway-eniip" and old.network.control_plane("c") is None
 
 
 def test_unknown_values_pass_in_a_preview():

@@ -13,6 +13,19 @@ LAB_ARGS: dict[str, dict[str, Any]] = {
 }
 
 
+POD_NETWORK_ARGS: dict[str, dict[str, Any]] = {  # doc fragment acklab.lab.pod_network
+    "datapath": {"type": "str", "choices": ["terway-eniip", "vpc-route", "vxlan"], "default": "terway-eniip"},
+    "pod_cidr": {"type": "str"},
+    "node_cidr_mask": {"type": "int", "default": 24},
+}
+FLANNEL_REQUIRES = [("datapath", "vpc-route", ("pod_cidr",)), ("datapath", "vxlan", ("pod_cidr",))]
+
+
+def pod_network(install: Any, params: dict[str, Any]) -> Any:
+    """The installer's ``PodNetworkSpec`` from the module's pod network options."""
+    return install.PodNetworkSpec(params["datapath"], params["pod_cidr"], params["node_cidr_mask"])
+
+
 def installer(module: Any) -> Any:
     """``acklab.k8s.cluster_install``, or the task fails saying which interpreter to use."""
     try:

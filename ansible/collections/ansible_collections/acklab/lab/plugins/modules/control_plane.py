@@ -10,6 +10,9 @@ description:
   - Runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler in the namespace of the lab's cluster,
     plugged into O(vswitch_id) (the API server's address there is what nodes reach, and the C(kubernetes) Service's
     endpoint), with a relay on the host's loopback for C(kubectl) (the lab's kubeconfig, C(acklab kubeconfig)).
+  - With Flannel (O(datapath) C(vpc-route) or C(vxlan)) the controller-manager gives each Node a block of
+    O(pod_cidr); with C(vpc-route) the cloud controller routes each block in the VPC to its node. The pod network
+    is fixed when the control plane is made.
   - Then acklab's cloud controller (SLBs for Services of type LoadBalancer) and the ingress controller on the API
     (nginx in the ingress pods); with O(ingress_addon), ACK's C(nginx-ingress-controller) add-on (IngressClass,
     controller Deployment, LoadBalancer Service) through the API.
@@ -21,6 +24,7 @@ author: acklab
 version_added: 0.2.0
 extends_documentation_fragment:
   - acklab.lab.lab
+  - acklab.lab.pod_network
 options:
   vswitch_id:
     description: The vSwitch the control plane is plugged into when it is made (an existing plug is kept).
@@ -68,21 +72,29 @@ changes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.acklab.lab.plugins.module_utils.cluster import LAB_ARGS, installer, run
+from ansible_collections.acklab.lab.plugins.module_utils.cluster import (
+    FLANNEL_REQUIRES,
+    LAB_ARGS,
+    POD_NETWORK_ARGS,
+    installer,
+    pod_network,
+    run,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={**LAB_ARGS, "vswitch_id": {"type": "str"}, "cluster_id": {"type": "str"},
+        argument_spec={**LAB_ARGS, **POD_NETWORK_ARGS, "vswitch_id": {"type": "str"}, "cluster_id": {"type": "str"},
                        "ingress_addon": {"type": "bool", "default": False}},
-        required_if=[("state", "present", ("vswitch_id",))],
+        required_if=[("state", "present", ("vswitch_id",)), *FLANNEL_REQUIRES],
         supports_check_mode=False,
     )
     install = installer(module)
     p = module.params
 
     def present() -> dict:
-        result = install.install_control_plane(p["lab"], p["vswitch_id"], p["cluster_id"], p["ingress_addon"])
+        result = install.install_control_plane(p["lab"], p["vswitch_id"], p["cluster_id"], p["ingress_addon"],
+                                               pod_network(install, p))
         return {"cluster_id": result.cluster_id, "address": result.address, "kubeconfig": result.kubeconfig,
                 "changes": result.changes}
 

@@ -7,20 +7,22 @@ DOCUMENTATION = r"""
 module: k8s_node
 short_description: Run the node agent, upstream kube-proxy and the NetworkPolicy agent on one node
 description:
-  - Starts, in the node's namespace, acklab's node agent (the kubelet's network share, which registers the C(Node) with
-    ACK's labels, builds the namespaces of the pods the API binds to it, Terway's live ENI IP management in
-    O(pod_vswitch_ids), probes, pod status), upstream C(kube-proxy) in O(proxy_mode), and the NetworkPolicy agent
-    (Calico Felix-like chains following NetworkPolicy and Calico's policies through the API).
+  - Starts, in the node's namespace, acklab's node agent (the kubelet's network share, which registers the
+    C(Node) with ACK's labels, builds the namespaces of the pods the API binds to it, Terway's live ENI IP
+    management in O(pod_vswitch_ids) or Flannel's bridge on the Node's block of O(pod_cidr), probes, pod status),
+    upstream C(kube-proxy) in O(proxy_mode), and the NetworkPolicy agent (Calico Felix-like chains following
+    NetworkPolicy and Calico's policies through the API).
   - Each follows the lab's API server (M(acklab.lab.control_plane) first) with watches; workloads come through
     the API (C(kubectl apply), C(kubernetes.core.k8s)).
   - Thin over C(acklab.k8s.cluster_install.install_node), the installer C(cs.NodePool) shares. A component that
     runs with the same configuration is left alone, so the task reports a change only when it started one.
-  - With O(state=absent), stops the three and deletes the C(Node) object; the instance and its pods' namespaces
-    stay (they go with the instance, as on ACK).
+  - With O(state=absent), drains the node (cordoned, its pods deleted until the agent removed their namespaces),
+    stops the three and deletes the C(Node) object; the instance stays.
 author: acklab
 version_added: 0.2.0
 extends_documentation_fragment:
   - acklab.lab.lab
+  - acklab.lab.pod_network
 options:
   name:
     description: The Node's name (the ECS host name).
@@ -44,7 +46,8 @@ options:
     description: The node's vSwitch (its zone and VPC).
     type: str
   pod_vswitch_ids:
-    description: Terway's pod vSwitches (eni-config's C(vswitches)); pods' ENIs are made in the first one.
+    description: Terway's pod vSwitches (eni-config's C(vswitches)); pods' ENIs are made in the first one. Required
+      for C(terway-eniip).
     type: list
     elements: str
   security_groups:
@@ -91,9 +94,16 @@ changes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.acklab.lab.plugins.module_utils.cluster import LAB_ARGS, installer, run
+from ansible_collections.acklab.lab.plugins.module_utils.cluster import (
+    FLANNEL_REQUIRES,
+    LAB_ARGS,
+    POD_NETWORK_ARGS,
+    installer,
+    pod_network,
+    run,
+)
 
-PRESENT = ("instance_id", "private_ip", "vswitch_id", "pod_vswitch_ids")
+PRESENT = ("instance_id", "private_ip", "vswitch_id")
 
 
 def main() -> None:
@@ -111,19 +121,21 @@ def main() -> None:
             "proxy_mode": {"type": "str", "choices": ["iptables", "nftables"], "default": "iptables"},
             "min_pool_size": {"type": "int", "default": 0},
             "max_pool_size": {"type": "int", "default": 5},
+            **POD_NETWORK_ARGS,
         },
-        required_if=[("state", "present", PRESENT)],
+        required_if=[("state", "present", PRESENT), *FLANNEL_REQUIRES],
         supports_check_mode=False,
     )
     install = installer(module)
     p = module.params
-    if p["state"] == "present" and not p["pod_vswitch_ids"]:
+    if p["state"] == "present" and p["datapath"] == "terway-eniip" and not p["pod_vswitch_ids"]:
         module.fail_json(msg="pod_vswitch_ids: at least one pod vSwitch is needed (Terway makes the pods' ENIs there)")
 
     def present() -> dict:
         spec = install.NodeSpec(p["lab"], p["name"], p["instance_id"], p["netns"], p["private_ip"],
-                                p["instance_type"], p["vswitch_id"], tuple(p["pod_vswitch_ids"]),
-                                tuple(p["security_groups"]), p["proxy_mode"], p["min_pool_size"], p["max_pool_size"])
+                                p["instance_type"], p["vswitch_id"], tuple(p["pod_vswitch_ids"] or ()),
+                                tuple(p["security_groups"]), p["proxy_mode"], p["min_pool_size"], p["max_pool_size"],
+                                network=pod_network(install, p))
         return {"changes": install.install_node(spec).changes}
 
     def absent() -> dict:
