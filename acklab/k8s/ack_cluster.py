@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import ccm, cloud_controller, cluster_install, cluster_nat, ingress_api
+from acklab.k8s import api_endpoint, ccm, cloud_controller, cluster_install, cluster_nat, ingress_api
 from acklab.k8s.cluster_install import core_api
 from netns.kernel.files import read_json, write_json
 from netns.kernel.namespace import Namespace
@@ -57,6 +57,7 @@ class ClusterFacts:
     datapath: str = "terway-eniip"  # the network add-on: terway-eniip, or flannel (vpc-route, ACK's Flannel)
     pod_cidr: str = ""  # flannel's
     node_cidr_mask: int = 24  # flannel's
+    api_slb_id: str = ""  # the API server's SLB (``api_endpoint``), its id chosen before it is made
 
     @property
     def network(self) -> cluster_install.PodNetworkSpec:
@@ -78,7 +79,7 @@ def _facts(data: dict[str, Any] | None) -> ClusterFacts | None:
     return ClusterFacts(data["cluster_id"], data["vpc_id"], tuple(data["pod_vswitch_ids"]), data["proxy_mode"],
                         data.get("security_group_id", ""), data.get("name", ""), tuple(data.get("vswitch_ids") or ()),
                         cluster_nat.ClusterNat.from_dict(data.get("nat")), data.get("datapath", "terway-eniip"),
-                        data.get("pod_cidr", ""), int(data.get("node_cidr_mask", 24)))
+                        data.get("pod_cidr", ""), int(data.get("node_cidr_mask", 24)), data.get("api_slb_id", ""))
 
 
 def cluster_records(lab: str) -> list[ClusterFacts]:
@@ -104,7 +105,14 @@ def create_cluster(lab: str, cluster_id: str, vswitch_id: str, facts: ClusterFac
     try:  # the ingress controller follows the API: it serves once controller pods run
         if facts.nat is not None:
             cluster_nat.make(lab, facts.nat, find_vswitch(lab, vswitch_id), resource)
-        return cluster_install.install_control_plane(lab, vswitch_id, cluster_id, network=facts.network).state
+        state = cluster_install.install_control_plane(lab, vswitch_id, cluster_id, network=facts.network).state
+        if facts.api_slb_id:  # the API server behind its SLB, whose address the serving certificate then names
+            address = api_endpoint.make(lab, facts.api_slb_id, cluster_id, find_vswitch(lab, vswitch_id),
+                                        f"{cluster_id}-apiserver", resource)
+            plane = ControlPlane(lab, cluster_id)
+            plane.set_endpoints((address,))
+            state = plane.ensure()
+        return state
     except Exception:
         delete_cluster(lab, cluster_id)
         raise
@@ -117,14 +125,17 @@ def _sweep_interrupted(lab: str) -> None:
     for stale in cluster_records(lab):
         if stale.nat is not None:
             cluster_nat.remove(lab, stale.nat, f"cs.ManagedKubernetes {stale.cluster_id}")
+        api_endpoint.remove(lab, stale.api_slb_id)
         (_folder(lab) / f"{stale.cluster_id}.json").unlink(missing_ok=True)
 
 
 def delete_cluster(lab: str, cluster_id: str) -> None:
-    """The controllers first (so the cloud controller makes no SLB meanwhile), the SLBs it made for Services, the
-    control plane, then what ``new_nat_gateway`` made (whatever of it exists)."""
-    cluster_install.remove_control_plane(lab, cluster_id)
+    """The API server's SLB, the controllers (so the cloud controller makes no SLB meanwhile), the SLBs it made for
+    Services, the control plane, then what ``new_nat_gateway`` made (whatever of it exists)."""
     facts = load_cluster(lab, cluster_id)
+    if facts is not None:
+        api_endpoint.remove(lab, facts.api_slb_id)
+    cluster_install.remove_control_plane(lab, cluster_id)
     if facts is not None and facts.nat is not None:
         cluster_nat.remove(lab, facts.nat, f"cs.ManagedKubernetes {cluster_id}")
     (_folder(lab) / f"{cluster_id}.json").unlink(missing_ok=True)
@@ -374,6 +385,8 @@ def owned_ids(lab: str) -> set[str]:
     for cluster in cluster_records(lab):  # what new_nat_gateway made: its EIP and SNAT entries (the gateway's id
         if cluster.nat is not None:       # is the cluster's output nat_gateway_id: in the checkpoint already)
             ids |= cluster.nat.ids() - {cluster.nat.ngw_id}
+        if cluster.api_slb_id:  # the API server's SLB (the cluster's output slb_id)
+            ids.add(cluster.api_slb_id)
     for path in _pool_paths(lab):
         for node in load_nodes(lab, path.stem):
             ids |= {node.instance_id, node.eni_id}

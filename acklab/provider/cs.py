@@ -22,7 +22,7 @@ from acklab.provider.wire import known
 from netns.model.control_plane import SERVICE_CIDR
 from netns.model.errors import NotFoundError, ValidationError
 from netns.model.instance_types import eni_quota
-from netns.model.names import check_reference, new_cluster_id
+from netns.model.names import check_reference, new_cluster_id, new_id
 from netns.realize.control_plane import ControlPlane
 from netns.realize.vpc import find_vswitch
 
@@ -133,7 +133,8 @@ class ManagedKubernetes(Kind):
                                          effective_proxy_mode(inputs["proxy_mode"]),
                                          inputs.get("security_group_id") or "", _name(ctx, inputs, cluster_id),
                                          tuple(_vswitches(inputs)), nat, SUPPORTED_NETWORKS[str(plugin)],
-                                         inputs.get("pod_cidr") or "", int(inputs.get("node_cidr_mask") or 24))
+                                         inputs.get("pod_cidr") or "", int(inputs.get("node_cidr_mask") or 24),
+                                         new_id("lb"))
         ack_cluster.create_cluster(ctx.lab, cluster_id, vswitch.vswitch_id, facts, ctx.label)
         if ingress_addon(inputs):
             ack_cluster.deploy_ingress_addon(ctx.lab, cluster_id)
@@ -163,13 +164,15 @@ class ManagedKubernetes(Kind):
                                  "no IPVS)")
 
     def _outputs(self, ctx: Context, cluster_id: str, inputs: dict[str, Any], vpc_id: str) -> dict[str, Any]:
-        from acklab.k8s import ack_cluster
+        from acklab.k8s import ack_cluster, api_endpoint
         plane = ControlPlane(ctx.lab, cluster_id).read()
         creds = ack_cluster.credentials(ctx.lab, cluster_id)
         facts = ack_cluster.load_cluster(ctx.lab, cluster_id)
         assert plane is not None
+        slb_id = facts.api_slb_id if facts is not None else ""
+        slb_address = api_endpoint.address(ctx.lab, slb_id) or ""  # the API server's SLB: its intranet endpoint
         connection = sdk.wire(_OUTPUTS, "ManagedKubernetesConnection",
-                              connection_facts(cluster_id, plane.address, plane.host_port, ctx.region))
+                              connection_facts(cluster_id, slb_address or plane.address, plane.host_port, ctx.region))
         authority = sdk.wire(_OUTPUTS, "ManagedKubernetesCertificateAuthority", {
             "cluster_cert": creds.cluster_cert, "client_cert": creds.client_cert, "client_key": creds.client_key})
         nat_gateway_id = facts.nat.ngw_id if facts is not None and facts.nat is not None else ""
@@ -177,7 +180,7 @@ class ManagedKubernetes(Kind):
             **inputs, "name": _name(ctx, inputs, cluster_id), "version": inputs.get("version") or ACK_VERSION,
             "vpc_id": vpc_id, "connections": [connection], "certificate_authorities": [authority],
             "security_group_id": inputs.get("security_group_id") or "", "nat_gateway_id": nat_gateway_id,
-            "slb_id": "", "slb_internet": "", "slb_intranet": "", "worker_ram_role_name": ""})
+            "slb_id": slb_id, "slb_internet": "", "slb_intranet": slb_address, "worker_ram_role_name": ""})
 
     def read(self, ctx: Context, id_: str, state: dict[str, Any]) -> dict[str, Any] | None:
         if ControlPlane(ctx.lab, id_).read() is None:

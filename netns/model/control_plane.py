@@ -93,6 +93,11 @@ class Layout:
         return self.root / "forward.json"
 
     @property
+    def endpoints(self) -> Path:
+        """Other addresses the API server is reached at (JSON list: its SLB's), kept in its certificate."""
+        return self.root / "endpoints.json"
+
+    @property
     def pod_network(self) -> Path:
         """Flannel's pod CIDR and node mask (JSON), fixed when the cluster is made (ACK: not changeable)."""
         return self.root / "pod-network.json"
@@ -123,9 +128,11 @@ class CertSpec:
     issuer: str = "ca"
 
 
-def apiserver_hosts(advertise_address: str, cidr: ipaddress.IPv4Network = SERVICE_CIDR) -> tuple[str, ...]:
-    """The API server's SANs: the Service's names and ClusterIP, the advertised address, loopback."""
-    hosts = (*service_names(), str(first_cluster_ip(cidr)), advertise_address, LOOPBACK, "localhost")
+def apiserver_hosts(advertise_address: str, cidr: ipaddress.IPv4Network = SERVICE_CIDR,
+                    endpoints: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The API server's SANs: the Service's names and ClusterIP, the advertised address, loopback, then the
+    addresses clients reach it at besides (``endpoints``: the API server's SLB, as ACK puts it in the cert)."""
+    hosts = (*service_names(), str(first_cluster_ip(cidr)), advertise_address, LOOPBACK, "localhost", *endpoints)
     return tuple(dict.fromkeys(hosts))  # the loopback-only plan advertises 127.0.0.1: once is enough
 
 
@@ -185,6 +192,7 @@ class ControlPlanePlan:
     service_cidr: ipaddress.IPv4Network = SERVICE_CIDR
     node_port_range: tuple[int, int] = NODE_PORT_RANGE
     pod_network: PodNetwork | None = None  # Flannel's; None: Terway (no node IPAM)
+    endpoints: tuple[str, ...] = ()  # other addresses clients reach the API server at (its SLB's)
 
     @property
     def layout(self) -> Layout:
@@ -205,7 +213,8 @@ class ControlPlanePlan:
 
     def certificates(self) -> tuple[CertSpec, ...]:
         return (
-            CertSpec("apiserver", "kube-apiserver", hosts=apiserver_hosts(self.advertised, self.service_cidr),
+            CertSpec("apiserver", "kube-apiserver",
+                     hosts=apiserver_hosts(self.advertised, self.service_cidr, self.endpoints),
                      server=True),
             CertSpec("admin", "kubernetes-admin", ("system:masters",), client=True),
             CertSpec("controller-manager", "system:kube-controller-manager", client=True),

@@ -147,7 +147,14 @@ class ControlPlane:
         return f"control plane {self.cluster_id}"
 
     def plan(self, address: str | None) -> model.ControlPlanePlan:
-        return model.ControlPlanePlan(self.lab, self.cluster_id, self.root, address, pod_network=self.pod_network())
+        endpoints = tuple(read_json(self.layout.endpoints) or ())
+        return model.ControlPlanePlan(self.lab, self.cluster_id, self.root, address, pod_network=self.pod_network(),
+                                      endpoints=endpoints)
+
+    def set_endpoints(self, addresses: tuple[str, ...]) -> None:
+        """The addresses besides its own that clients reach the API server at (its SLB's): its serving certificate
+        names them from the next ``ensure`` (which re-mints it; the API server reloads it from the file)."""
+        write_atomic(self.layout.endpoints, json.dumps(list(addresses)))
 
     def pod_network(self) -> model.PodNetwork | None:
         """Flannel's pod CIDR and node mask, as the cluster was made with; None: Terway's (no node IPAM)."""

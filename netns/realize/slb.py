@@ -54,7 +54,7 @@ from netns.model import addressing
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
 from netns.model.errors import LabError, NotFoundError, ValidationError
-from netns.model.names import mark, netns_name
+from netns.model.names import is_cluster_id, mark, netns_name
 from netns.realize import format_alias, lab_lock, parse_alias, slb_l4, state_dir
 from netns.realize.eni import claim
 from netns.realize.vpc import VpcRouter, VSwitch, routers
@@ -542,6 +542,8 @@ def _server_index(lab: str) -> dict[str, tuple[str, VpcRouter]]:
     for router in routers(lab):
         for vswitch in router.vswitches():
             for port, facts in vswitch.enis().items():
+                if "ip" in facts and is_cluster_id(port):  # a control plane: the backend of its API server's SLB
+                    index[port] = (facts["ip"], router)
                 if "ip" not in facts or not port.startswith("eni-"):
                     continue
                 index[port] = (facts["ip"], router)

@@ -250,6 +250,9 @@ pool = alicloud.cs.NodePool("default", node_pool_name="default", cluster_id=k8s.
                             instance_types=["ecs.g7.large"], desired_size=config.get_int("desiredSize") or 2)
 credential = alicloud.cs.get_cluster_credential_output(cluster_id=pool.cluster_id)
 pulumi.export("vpc_id", vpc.id)
+pulumi.export("slb_id", k8s.slb_id)
+pulumi.export("slb_intranet", k8s.slb_intranet)
+pulumi.export("api_server_intranet", k8s.connections[0].api_server_intranet)
 pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
 """
 
@@ -275,6 +278,14 @@ def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tm
 
     assert len(kubectl.ready_nodes()) == 2
     assert all(b and b.startswith("172.20.") and b.endswith("/26") for b in blocks().values()), blocks()
+    # the API server's SLB, as ACK makes one: the intranet endpoint, in the certificate, reached from a node
+    assert out["slb_id"].startswith("lb-") and out["slb_intranet"].startswith("10.4.0.")
+    assert out["api_server_intranet"] == f"https://{out['slb_intranet']}:6443"
+    node_ns = f"{mark(lab)}{kubectl.ready_nodes()[0]}"
+    version = subprocess.run(["ip", "netns", "exec", node_ns, str(VENV / "bin" / "kubectl"), "--kubeconfig",
+                              str(kubeconfig), "--server", out["api_server_intranet"], "get", "--raw", "/version"],
+                             capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and '"gitVersion"' in version.stdout, version.stderr
     wait_for(lambda: vpc_routes() == set(blocks().values()), "a VPC route per node's block", timeout=20)
     kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
     wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]

@@ -91,6 +91,14 @@ def test_a_node_mask_outside_the_pod_cidr_or_past_28_is_refused(cidr: str, mask:
         model.PodNetwork(ipaddress.IPv4Network(cidr), mask)
 
 
+def test_the_api_servers_slb_address_is_in_its_certificate():
+    plain = model.ControlPlanePlan("lab1", "c0a1b2c3d", ROOT, "192.168.1.1")
+    behind = model.ControlPlanePlan("lab1", "c0a1b2c3d", ROOT, "192.168.1.1", endpoints=("192.168.1.9",))
+    (cert,) = [c for c in behind.certificates() if c.name == "apiserver"]
+    (before,) = [c for c in plain.certificates() if c.name == "apiserver"]
+    assert cert.hosts == (*before.hosts, "192.168.1.9")
+
+
 def test_the_pod_network_round_trips_through_its_file():
     network = model.PodNetwork(ipaddress.IPv4Network("172.20.0.0/16"), 24)
     assert model.PodNetwork.from_dict(network.to_dict()) == network

@@ -1,0 +1,56 @@
+"""The API server's SLB, as ACK makes one for every managed cluster: an intranet CLB in the cluster's vSwitch with a
+TCP listener on 6443 whose backend is the control plane (the slb.Listener realization, HAProxy in the SLB's
+namespace, health-checked over TCP). Its address is the cluster's ``api_server_intranet`` and ``slb_intranet``,
+its id ``slb_id``, and the API server's certificate names it, so clients in the VPC verify the server there.
+
+The id is chosen before the SLB is made and kept in the cluster's record, so a create interrupted midway is
+finished or removed by id (``cs.ManagedKubernetes`` delete, ``acklab recover``), never duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from netns.model import slb as model
+from netns.model.errors import NotFoundError
+from netns.realize import slb
+from netns.realize.vpc import VSwitch
+
+API_PORT = 6443
+
+
+def listener_args() -> dict[str, Any]:
+    """``slb.Listener`` arguments: TCP 6443 to the control plane's 6443, checked by TCP connect."""
+    return {"protocol": "tcp", "frontend_port": API_PORT, "backend_port": API_PORT, "bandwidth": -1,
+            "scheduler": "wrr", "health_check": "on", "health_check_type": "tcp"}
+
+
+def make(lab: str, lb_id: str, cluster_id: str, vswitch: VSwitch, name: str, resource: str) -> str:
+    """The SLB (made, or finished when a part exists), its backend and listener; returns its address."""
+    instance = slb.SlbInstance(lab, lb_id)
+    state = instance.read()
+    if state is None:
+        instance.create("intranet", vswitch, None, resource, name)
+        state = instance.read()
+        assert state is not None
+    slb.put_backend_servers(lab, lb_id, (model.BackendRef(cluster_id),), resource)
+    args = listener_args()
+    slb.put_listener(lab, model.parse_listener(resource, lb_id, args), args, resource)
+    return state.address
+
+
+def address(lab: str, lb_id: str) -> str | None:
+    state = slb.SlbInstance(lab, lb_id).read() if lb_id else None
+    return state.address if state is not None else None
+
+
+def remove(lab: str, lb_id: str) -> None:
+    """Its listener, backends and namespace (whatever of them exists)."""
+    if not lb_id:
+        return
+    for listener, _ in slb.load_listeners(lab, lb_id):
+        slb.delete_listener(lab, lb_id, listener.protocol, listener.frontend_port)
+    with contextlib.suppress(NotFoundError):
+        slb.delete_backend_servers(lab, lb_id)
+    slb.SlbInstance(lab, lb_id).delete()
