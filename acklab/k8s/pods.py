@@ -224,8 +224,14 @@ class NodeNetwork:
                 ipr.link("add", ifname=BRIDGE, kind="bridge")
             index = index_of(ipr, BRIDGE)
             ipr.link("set", index=index, mtu=mtu, state="up")
-            unless_exists(ipr.addr, "add", index=index, address=str(ipam.bridge_gateway(block)),
-                           prefixlen=block.prefixlen)
+            gateway = str(ipam.bridge_gateway(block))
+            unless_exists(ipr.addr, "add", index=index, address=gateway, prefixlen=block.prefixlen)
+            # a node given another block (it left the cluster and joined again): the old block's address goes,
+            # where flannel's bridge plugin would fail with "cni0 already has an IP address different from ..."
+            for addr in ipr.get_addr(family=socket.AF_INET, index=index):
+                old = (addr.get_attr("IFA_ADDRESS"), addr["prefixlen"])
+                if old != (gateway, block.prefixlen):
+                    _ignore_missing(ipr.addr, "del", index=index, address=old[0], prefixlen=old[1])
 
     def _ensure_vxlan(self) -> None:
         """flannel.1: VNI 1, UDP 8472, no learning; per other node a route, a neighbour and an FDB entry."""

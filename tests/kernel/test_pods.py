@@ -206,3 +206,17 @@ def test_pods_of_a_node_that_leaves_the_cluster_are_rescheduled(lab):
     moved = after[on_node2[0]]
     assert k.http_get(after["a"].netns, moved.ip, 8080, "/hostname") == on_node2[0]
     assert k.converge(smaller, manifests) == []
+
+
+def test_a_node_given_another_block_keeps_only_the_new_bridge_address(lab):
+    """A node that left and joined again may get another podCIDR: cni0 then carries the new block's gateway only
+    (flannel's bridge plugin would refuse the node instead)."""
+    from acklab.k8s.pods import BRIDGE, NodeNetwork
+
+    network, _, _ = k.build_cluster(lab, "vpc-route")
+    node = network.nodes[0]
+    NodeNetwork(network, node).ensure_base()
+    moved = dataclasses.replace(node, pod_cidr="10.244.7.0/24")
+    NodeNetwork(dataclasses.replace(network, nodes=(moved,)), moved).ensure_base()
+    out = Namespace(node.netns).run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]).stdout
+    assert [line.split()[3] for line in out.splitlines()] == ["10.244.7.1/24"]
