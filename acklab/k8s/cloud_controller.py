@@ -155,13 +155,15 @@ def route_entry(lab: str, record: RouteRecord) -> RouteEntry:
     return RouteEntry(VpcRouter(lab, record.vpc_id), ipaddress.IPv4Network(record.cidr), record.instance_id)
 
 
-def make_route(lab: str, node: str, cidr: str, instance_id: str) -> RouteRecord:
-    router = router_of(lab, instance_id)
-    if router is None:
-        raise NotFoundError(f"Node {node}: its instance {instance_id} is in no VPC of the lab")
+def make_route(lab: str, node: str, cidr: str, router: VpcRouter, instance_id: str) -> RouteRecord:
     record = RouteRecord(node, cidr, instance_id, router.vpc_id)
-    write_json(_routes_dir(lab) / f"{node}.json", asdict(record))  # first: a restart finds what it was making
-    route_entry(lab, record).create(f"route of Node {node}")
+    path = _routes_dir(lab) / f"{node}.json"
+    write_json(path, asdict(record))  # first: a restart finds what it was making
+    try:
+        route_entry(lab, record).create(f"route of Node {node}")
+    except (ValidationError, NotFoundError):  # refused (e.g. the block is routed elsewhere): nothing was made
+        path.unlink(missing_ok=True)
+        raise
     return record
 
 
@@ -432,20 +434,35 @@ class Controller:
     def reconcile_routes(self) -> None:
         """The VPC routes the Nodes' blocks need, against those this controller made (its records)."""
         nodes = list(self.nodes.values())  # a copy: the Nodes' watch thread changes the dict meanwhile
-        wanted = ccm.wanted_routes(nodes, ecs_by_ip(self.lab))
+        # a Node whose instance is gone (deleted behind the cluster's back) has no route: its old one goes
+        every = ccm.wanted_routes(nodes, ecs_by_ip(self.lab))
+        vpcs = {instance: router_of(self.lab, instance) for _, instance in every.values()}
+        wanted = {n: route for n, route in every.items() if vpcs[route[1]] is not None}
         made = load_routes(self.lab)
         delete, create = ccm.route_changes(wanted, {n: (r.cidr, r.instance_id) for n, r in made.items()},
                                            lambda n: route_entry(self.lab, made[n]).exists())
+        failed: list[str] = []  # one Node's failure does not keep the others from their routes
         for name in delete:
-            delete_route(self.lab, made[name])
-            print(f"{COMPONENT}: route {made[name].cidr} of Node {name} deleted", file=sys.stderr, flush=True)
+            try:
+                delete_route(self.lab, made[name])
+                print(f"{COMPONENT}: route {made[name].cidr} of Node {name} deleted", file=sys.stderr, flush=True)
+            except Exception as exc:
+                failed.append(f"Node {name}: {exc}")
         for name in create:
-            record = make_route(self.lab, name, *wanted[name])
-            print(f"{COMPONENT}: route {record.cidr} → {record.instance_id} ({name}) in {record.vpc_id}",
-                  file=sys.stderr, flush=True)
+            cidr, instance = wanted[name]
+            try:
+                record = make_route(self.lab, name, cidr, vpcs[instance], instance)  # type: ignore[arg-type]
+                print(f"{COMPONENT}: route {record.cidr} → {record.instance_id} ({name}) in {record.vpc_id}",
+                      file=sys.stderr, flush=True)
+            except Exception as exc:
+                failed.append(f"Node {name}: {exc}")
         for node in nodes:
-            if node["metadata"]["name"] in wanted and not _route_condition_set(node):
-                self._set_route_condition(node["metadata"]["name"])
+            name = node["metadata"]["name"]
+            if name in wanted and not _route_condition_set(node) and not any(f.startswith(f"Node {name}:")
+                                                                              for f in failed):
+                self._set_route_condition(name)
+        if failed:  # retried with backoff
+            raise LabError("routes: " + "; ".join(failed))
 
     def _set_route_condition(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException

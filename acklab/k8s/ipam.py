@@ -23,9 +23,9 @@ def node_pod_cidrs(cluster_cidr: str, nodes: Iterable[str], node_prefix: int = 2
         cluster = ipaddress.IPv4Network(cluster_cidr)
     except ValueError as exc:
         raise ValidationError("cluster", "pod_cidr", f"{cluster_cidr!r}: {exc}") from None
-    if not cluster.prefixlen <= node_prefix <= 28:
-        raise ValidationError("cluster", "node_cidr_mask", f"/{node_prefix} must lie between the cluster CIDR's "
-                              f"/{cluster.prefixlen} and /28")
+    if not cluster.prefixlen < node_prefix <= 28:
+        raise ValidationError("cluster", "node_cidr_mask", f"/{node_prefix} must lie after the cluster CIDR's "
+                              f"/{cluster.prefixlen} and at most /28")
     nodes = sorted(set(nodes))
     blocks = cluster.subnets(new_prefix=node_prefix)
     result = {}

@@ -74,11 +74,12 @@ class NodeAgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         node = self.node
-        data = {"lab": self.lab, "datapath": self.datapath, "cluster_cidr": self.cluster_cidr,
-                "identity": self.identity.to_dict(),
+        data = {"lab": self.lab, "datapath": self.datapath, "identity": self.identity.to_dict(),
                 "node": {"name": node.name, "netns": node.netns, "ip": node.ip, "pod_cidr": node.pod_cidr,
                          "eni_ifname": node.eni_ifname, "eni_gateway": node.eni_gateway,
                          "eni_ips": list(node.eni_ips)}}
+        if self.cluster_cidr is not None:  # only Flannel's (an agent's file from before keeps its text)
+            data["cluster_cidr"] = self.cluster_cidr
         if self.terway is not None:
             data["terway"] = self.terway.to_dict()
         if self.dns.servers:
@@ -227,8 +228,25 @@ class NodeAgent:
 
     # Flannel ---------------------------------------------------------------------------------------------------
     def _start_flannel(self) -> None:
-        """The Node's block (waited for: the range allocator sets it right after registration), host-local IPAM
-        on it, Flannel's annotations on the Node, and (VXLAN) the peers, listed then watched."""
+        """The Node's block and host-local IPAM on it (``_take_block``), and (VXLAN) the peers, listed then
+        watched."""
+        from kubernetes import client
+
+        if not self._take_block():
+            return
+        if self.config.datapath == "vxlan":
+            core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
+            nodes = json.loads(core.list_node(_preload_content=False).data).get("items") or []
+            self.node_objects = {n["metadata"]["name"]: n for n in nodes}
+            self.peers = flannel.peers(nodes, self.name)
+            threading.Thread(target=self._watch_nodes, name="watch nodes", daemon=True).start()
+        self.network = self._node_network()
+        log.info("node %s: %s on podCIDR %s, %d peer(s)", self.name, self.config.datapath, self.node.pod_cidr,
+                 len(self.peers))
+
+    def _take_block(self) -> bool:
+        """Wait for the Node's block (the range allocator sets it right after registration); a new block gets a
+        new host-local pool; Flannel's annotations go on the Node. False when the agent stops meanwhile."""
         from kubernetes import client
 
         core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
@@ -242,20 +260,24 @@ class NodeAgent:
                 told = True
             self.stop.wait(0.1)
         if not cidr:
-            return
-        self.node = replace(self.node, pod_cidr=cidr)
-        self.pool = HostLocalPool.of(cidr, self._load_released())
-        self.identity = replace(self.identity, max_pods=flannel.max_pods(cidr))
+            return False
+        if cidr != self.node.pod_cidr:
+            self.node = replace(self.node, pod_cidr=cidr)
+            self.pool = HostLocalPool.of(cidr, self._load_released())
+            self.identity = replace(self.identity, max_pods=flannel.max_pods(cidr))
         # as the node (it may annotate its own Node); Flannel's identity only reads
         client.CoreV1Api(self.api).patch_node(self.name, {"metadata": {"annotations": flannel.annotations(
             self.config.datapath, self.node.ip)}})
-        if self.config.datapath == "vxlan":
-            nodes = json.loads(core.list_node(_preload_content=False).data).get("items") or []
-            self.node_objects = {n["metadata"]["name"]: n for n in nodes}
-            self.peers = flannel.peers(nodes, self.name)
-            threading.Thread(target=self._watch_nodes, name="watch nodes", daemon=True).start()
-        self.network = self._node_network()
-        log.info("node %s: %s on podCIDR %s, %d peer(s)", self.name, self.config.datapath, cidr, len(self.peers))
+        return True
+
+    def _rejoin_flannel(self) -> None:
+        """The Node was made again: its (perhaps new) block, the bridge on it, Flannel's annotations. Pods of the
+        old Node go with it (the pod garbage collector deletes them); new ones take the new block."""
+        previous = self.node.pod_cidr
+        if self._take_block() and self.node.pod_cidr != previous:
+            self.network = self._node_network()
+            self.network.ensure_base()
+            log.info("node %s: registered again, podCIDR %s (was %s)", self.name, self.node.pod_cidr, previous)
 
     def _watch_nodes(self) -> None:
         from kubernetes import client
@@ -275,9 +297,14 @@ class NodeAgent:
         peers = flannel.peers(self.node_objects.values(), self.name)
         if peers == self.peers:
             return
+        old = self.peers
         self.peers = peers
         self.network = self._node_network()
-        self.network.ensure_base()
+        try:
+            self.network.ensure_base()
+        except Exception:
+            self.peers = old  # so that the next Node event tries again
+            raise
         log.info("node %s: VXLAN peers now %s", self.name, ", ".join(p.name for p in peers) or "none")
 
     def _ensure_eni_tables(self) -> None:
@@ -332,8 +359,8 @@ class NodeAgent:
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         log.info("node %s: agent running, %d pod(s) adopted", self.name, len(self.records))
         while not self.stop.is_set():
-            self._drain(self._wait_seconds())
             try:
+                self._drain(self._wait_seconds())
                 self.reconcile()
                 self.probe()
                 self.report()
@@ -401,6 +428,8 @@ class NodeAgent:
                 if exc.status == 404:  # the Node was deleted (kubectl delete node): register again, as kubelet does
                     with contextlib.suppress(Exception):
                         self.register()
+                        if self.flannel:  # its block comes anew from the controller-manager: the main loop follows
+                            self.events.put(("REGISTERED", None))
                 else:
                     log.warning("node %s: heartbeat: %s", self.name, exc)
             except Exception:
@@ -435,7 +464,9 @@ class NodeAgent:
                 batch.append(self.events.get_nowait())
         nodes_changed = False
         for kind, obj in batch:
-            if kind in ("NODES", "NODE"):
+            if kind == "REGISTERED":
+                self._rejoin_flannel()
+            elif kind in ("NODES", "NODE"):
                 nodes_changed = True
                 if kind == "NODES":
                     self.node_objects = obj
@@ -551,7 +582,7 @@ class NodeAgent:
             self.reported.pop(key, None)
             self.ending.pop(key, None)
             log.info("pod %s: removed from %s", key, self.name)
-        if isinstance(self.pool, EniAddressPool | TerwayEniPool):
+        if isinstance(self.pool, EniAddressPool | HostLocalPool | TerwayEniPool):
             write_atomic(self._released_file(), json.dumps(self.pool.released, sort_keys=True))
 
     def _serve(self) -> None:

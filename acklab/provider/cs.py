@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from acklab.provider import engine, sdk
-from acklab.provider.base import Context, Kind, first, given, problems
+from acklab.provider.base import Context, Diff, Kind, first, given, problems
 from acklab.provider.config import ProviderConfig
 from acklab.provider.index import Function, arguments, data_id
 from acklab.provider.vpc import name_matches
@@ -84,8 +84,8 @@ class ManagedKubernetes(Kind):
     token = "alicloud:cs/managedKubernetes:ManagedKubernetes"
     label = "cs.ManagedKubernetes"
     # where the API server, the Services and the pods live is fixed when the cluster is made (ACK: ForceNew)
-    replace_on = ("service_cidr", "vswitch_ids", "worker_vswitch_ids", "pod_vswitch_ids", "pod_cidr", "proxy_mode",
-                  "ip_stack", "zone_ids")
+    replace_on = ("service_cidr", "vswitch_ids", "worker_vswitch_ids", "pod_vswitch_ids", "pod_cidr", "node_cidr_mask",
+                  "proxy_mode", "ip_stack", "zone_ids")
     # filled in when left out (a name from name_prefix, the lab's version, no group: "")
     computed = ("version", "name", "security_group_id")
     defaults: ClassVar = {"service_cidr": str(SERVICE_CIDR), "proxy_mode": "ipvs", "new_nat_gateway": True}
@@ -115,6 +115,13 @@ class ManagedKubernetes(Kind):
         if known(value("addons")):
             checks.append(lambda: _check_network(label, inputs))
         return problems(*checks)
+
+    def diff(self, olds: dict[str, Any], news: dict[str, Any]) -> Diff:
+        """As the base's, and another network plug-in in ``addons`` replaces the cluster (ACK cannot switch it)."""
+        found = super().diff(olds, news)
+        if "addons" in found.changed and known(news.get("addons")) and network_plugin(olds) != network_plugin(news):
+            return Diff(found.changed, (*found.replaces, "addons"))
+        return found
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         from acklab.k8s import ack_cluster, cluster_nat

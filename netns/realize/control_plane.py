@@ -72,6 +72,8 @@ ADDONS = ("coredns",)
 DEFAULT_TIMEOUT = 120.0
 POLL = 0.1
 
+KEEP = object()  # ControlPlane.ensure: the pod network the cluster has (a new one: Terway's)
+
 
 def binary(name: str) -> str:
     """A Kubernetes binary: the one scripts/build-kube.sh linked beside this Python (``.venv/bin``), else PATH."""
@@ -160,30 +162,39 @@ class ControlPlane:
         """Flannel's pod CIDR and node mask, as the cluster was made with; None: Terway's (no node IPAM)."""
         return model.PodNetwork.from_dict(read_json(self.layout.pod_network))
 
-    def _settle_pod_network(self, wanted: model.PodNetwork | None) -> None:
-        """A new cluster keeps ``wanted``; an existing one keeps what it was made with: asking for another pod
-        network is refused (ACK does not change a cluster's network plug-in or pod CIDR either). None asks for
-        nothing (a caller that does not know: ``acklab recover``)."""
-        if wanted is None:
+    def _settle_pod_network(self, wanted: model.PodNetwork | object | None) -> None:
+        """A new cluster keeps ``wanted`` (a PodNetwork: Flannel's; None: Terway's, no node IPAM); an existing one
+        keeps what it was made with: asking for another is refused (ACK does not change a cluster's network
+        plug-in or pod CIDR either). ``KEEP`` asks for nothing (a caller that does not know)."""
+        if wanted is KEEP:
             return
-        made = self.layout.cert("ca").exists()
+        assert wanted is None or isinstance(wanted, model.PodNetwork)
         current = self.pod_network()
         if current == wanted:
             return
-        if made:
-            was = f"pod CIDR {current.cluster_cidr} /{current.node_cidr_mask}" if current else "no pod CIDR (Terway)"
-            raise ValidationError(self.resource, "pod_cidr", f"{wanted.cluster_cidr} /{wanted.node_cidr_mask} "
-                                  f"asked for, but the cluster was made with {was}; it cannot change")
-        write_atomic(self.layout.pod_network, json.dumps(wanted.to_dict(), sort_keys=True))
+        if self.layout.cert("ca").exists():  # the cluster exists
+            def told(network: model.PodNetwork | None) -> str:
+                if network is None:
+                    return "no pod CIDR (Terway)"
+                return f"pod CIDR {network.cluster_cidr} /{network.node_cidr_mask}"
+
+            raise ValidationError(self.resource, "pod_cidr", f"{told(wanted)} asked for, but the cluster was made "
+                                  f"with {told(current)}; it cannot change")
+        if wanted is None:
+            self.layout.pod_network.unlink(missing_ok=True)
+        else:
+            write_atomic(self.layout.pod_network, json.dumps(wanted.to_dict(), sort_keys=True))
 
     # -- ensure / read / delete --
 
     def ensure(self, vswitch: VSwitch | None = None, address: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT, pod_network: model.PodNetwork | None = None) -> ControlPlaneState:
+               timeout: float = DEFAULT_TIMEOUT, pod_network: model.PodNetwork | object | None = KEEP
+               ) -> ControlPlaneState:
         """Bring the control plane to running and ready, whatever part of it exists; return its state.
 
         ``vswitch`` (and optionally ``address`` in it) is where the namespace is plugged when it is made; an
-        existing plug is kept. ``pod_network`` (Flannel's) is fixed when the cluster is made. Raises LabError
+        existing plug is kept. ``pod_network`` (Flannel's, None for Terway's, ``KEEP`` by default: whatever the
+        cluster has) is fixed when the cluster is made. Raises LabError
         (with the end of the component's log) when a component dies or is not ready within ``timeout`` seconds.
         """
         self._check_alone()

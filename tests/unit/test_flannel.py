@@ -75,3 +75,41 @@ def test_a_flannel_node_is_not_ready_until_its_network_is_built():
                  if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "KubeletNotReady")
     assert "cni plugin not initialized" in ready["message"]
+
+
+def test_a_clusters_pod_network_is_fixed_once_it_is_made(tmp_path, monkeypatch):
+    import ipaddress
+
+    from netns.model.control_plane import PodNetwork
+    from netns.model.errors import ValidationError as Refused
+    from netns.realize import control_plane as cp
+
+    monkeypatch.setattr(cp, "clusters_dir", lambda lab: tmp_path)
+    plane = cp.ControlPlane("lab1", "c0a1b2c3d")
+    plane.root.mkdir(parents=True)
+    flannel_net = PodNetwork(ipaddress.IPv4Network("10.244.0.0/16"), 24)
+    plane._settle_pod_network(flannel_net)  # a new cluster takes it
+    assert plane.pod_network() == flannel_net
+    plane.layout.pki.mkdir()
+    plane.layout.cert("ca").write_text("made")  # now the cluster exists
+    plane._settle_pod_network(cp.KEEP)
+    plane._settle_pod_network(flannel_net)
+    with pytest.raises(Refused, match=r"pod_cidr: no pod CIDR \(Terway\) asked for, but the cluster was made with "
+                                      r"pod CIDR 10.244.0.0/16 /24"):
+        plane._settle_pod_network(None)
+    with pytest.raises(Refused, match="cannot change"):
+        plane._settle_pod_network(PodNetwork(ipaddress.IPv4Network("10.244.0.0/16"), 26))
+
+
+def test_another_network_plug_in_or_node_mask_replaces_the_cluster():
+    from acklab.provider.cs import ManagedKubernetes
+
+    terway = {"worker_vswitch_ids": ["vsw-0000000a"], "pod_vswitch_ids": ["vsw-0000000b"],
+              "addons": [{"name": "terway-eniip"}]}
+    flannel_cluster = {"worker_vswitch_ids": ["vsw-0000000a"], "pod_cidr": "172.20.0.0/16", "node_cidr_mask": 24,
+                       "addons": [{"name": "flannel"}]}
+    assert "addons" in ManagedKubernetes().diff(terway, {**terway, "addons": [{"name": "flannel"}]}).replaces
+    more = {**terway, "addons": [{"name": "terway-eniip"}, {"name": "csi-plugin"}]}
+    assert ManagedKubernetes().diff(terway, more).replaces == ()  # another add-on: changed in place
+    assert "node_cidr_mask" in ManagedKubernetes().diff(flannel_cluster, {**flannel_cluster,
+                                                                          "node_cidr_mask": 26}).replaces
