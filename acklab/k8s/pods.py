@@ -38,6 +38,8 @@ from netns.model.names import pod_id, pod_netns_name
 from netns.realize import file_lock
 
 BRIDGE = "cni0"
+IP_MASQ_CHAIN = "IP-MASQ-AGENT"  # vpc-route: ip-masq-agent's chain and default exemptions
+IP_MASQ_EXEMPT = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 VXLAN_DEV = "flannel.1"
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
@@ -190,7 +192,8 @@ class NodeNetwork:
         others = sorted((n.name, n.ip, n.pod_cidr or "") for n in self.network.nodes if n.name != self.node.name)
         return json.dumps({"datapath": self.network.datapath, "node": [self.node.ip, self.node.pod_cidr,
                            self.node.eni_ifname, self.node.eni_gateway], "cluster": self.network.cluster_cidr,
-                           "others": others, "inode": self.namespace.inode(), "return_path": 1}, sort_keys=True)
+                           "others": others, "inode": self.namespace.inode(), "return_path": 1, "ip_masq": 1},
+                          sort_keys=True)
 
     def _base_file(self) -> Path:
         return k8s_dir(self.lab) / f"{self.node.name}.base"
@@ -210,6 +213,8 @@ class NodeNetwork:
             self._ensure_bridge()
         if self.network.datapath == "vxlan":
             self._ensure_vxlan()
+        if self.network.datapath == "vpc-route":
+            self._ensure_ip_masq()
         if self.network.datapath == "terway-eniip":
             self._ensure_eni_table()
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +268,23 @@ class NodeNetwork:
                  f"-A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully\nCOMMIT\n")
         netfilter.iptables_restore(self.namespace, rules, f"node {self.node.name}: the flannel rules", noflush=True)
         jump = ["POSTROUTING", "-j", "FLANNEL-POSTRTG"]
+        if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
+
+    def _ensure_ip_masq(self) -> None:
+        """VPC-route (ACK's Flannel): pods keep their address inside the VPC (the VPC routes their blocks), and
+        leave with the node's towards anything else, as ip-masq-agent's default non-masquerade ranges do (RFC 1918
+        and Alibaba's 100.64.0.0/10): so a NAT gateway's SNAT entry for the node vSwitch takes pods to the
+        internet too (ACK gives Flannel clusters entries for the node vSwitches only)."""
+        cluster = self.network.cluster_cidr
+        if not cluster:
+            return
+        kept = dict.fromkeys([*IP_MASQ_EXEMPT, cluster])
+        rules = (f"*nat\n:{IP_MASQ_CHAIN} - [0:0]\n-F {IP_MASQ_CHAIN}\n"
+                 + "".join(f"-A {IP_MASQ_CHAIN} -d {block} -j RETURN\n" for block in kept)
+                 + f"-A {IP_MASQ_CHAIN} -j MASQUERADE\nCOMMIT\n")
+        netfilter.iptables_restore(self.namespace, rules, f"node {self.node.name}: the ip-masq rules", noflush=True)
+        jump = ["POSTROUTING", "-s", cluster, "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", IP_MASQ_CHAIN]
         if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
             self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
 

@@ -121,6 +121,37 @@ def test_new_nat_gateway_gives_nodes_and_pods_egress_and_goes_with_the_cluster(l
     assert control_planes(lab) == [] and not list(state_dir(lab).glob("cs/*"))
 
 
+FLANNEL = PROGRAM.replace("""    pod_vswitch_ids=[pod_vswitch.id],
+    proxy_mode="iptables",
+    addons=[{"name": "terway-eniip"}])""", """    pod_cidr="172.20.0.0/16",
+    proxy_mode="iptables",
+    addons=[{"name": "flannel"}])""")
+
+
+def test_with_flannel_the_node_vswitch_entry_takes_pods_out_too(lab, program_stack, tmp_path, root_unchanged):
+    """ACK gives a Flannel cluster SNAT entries for its node vSwitches only: pods leave the VPC with their node's
+    address (ip-masq-agent's defaults), so the gateway's EIP is what the internet sees from them too."""
+    assert FLANNEL != PROGRAM
+    stack = program_stack(FLANNEL)
+    stack.run("up", "--yes")
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    gateway = NatGateway(lab, out["nat_gateway_id"])
+    (eip,) = gateway.eips()
+    assert {str(rule.source) for rule, _ in gateway.entries()} == {"10.4.0.0/24"}  # the node vSwitch only
+    (node_ns,) = [ns.name for ns in list_namespaces(mark(lab) + "i-")]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    Kubectl(kubeconfig)("apply", "-f", "-", stdin=POD)
+    wait_for(lambda: _pod_netns(lab, "egress") is not None, "the pod's namespace", timeout=30)
+    pod_ns, pod_ip = _pod_netns(lab, "egress") or ("", "")
+    assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network("172.20.0.0/16")
+    with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
+        assert greeting(node_ns, SERVER, 9000) == f"hello {eip}"
+        assert greeting(pod_ns, SERVER, 9000) == f"hello {eip}"
+    stack.run("destroy", "--yes")
+    assert list_namespaces(mark(lab)) == []
+
+
 REFUSED = """
 import pulumi
 import pulumi_alicloud as alicloud
