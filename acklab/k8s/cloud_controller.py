@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from acklab.k8s import ccm, informer
 from acklab.k8s.agent import k8s_dir
@@ -77,6 +77,9 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{USER}"}}]
 """
 
 
+T = TypeVar("T")
+
+
 def ccm_dir(lab: str) -> Path:
     return k8s_dir(lab) / "ccm"
 
@@ -99,14 +102,17 @@ def _records_dir(lab: str) -> Path:
     return ccm_dir(lab) / "slbs"
 
 
-def load_records(lab: str) -> dict[str, Record]:
-    folder = _records_dir(lab)
-    found = {}
+def _load(folder: Path, kind: type[T]) -> list[T]:
+    """The records in ``folder`` (``*.json``, one object each); a torn or foreign file is skipped."""
+    found = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         with contextlib.suppress(OSError, ValueError, TypeError):
-            record = Record(**json.loads(path.read_text()))
-            found[record.uid] = record
+            found.append(kind(**json.loads(path.read_text())))
     return found
+
+
+def load_records(lab: str) -> dict[str, Record]:
+    return {record.uid: record for record in _load(_records_dir(lab), Record)}
 
 
 def save_record(lab: str, record: Record) -> None:
@@ -137,13 +143,7 @@ def _routes_dir(lab: str) -> Path:
 
 
 def load_routes(lab: str) -> dict[str, RouteRecord]:
-    folder = _routes_dir(lab)
-    found = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            record = RouteRecord(**json.loads(path.read_text()))
-            found[record.node] = record
-    return found
+    return {record.node: record for record in _load(_routes_dir(lab), RouteRecord)}
 
 
 def router_of(lab: str, instance_id: str) -> VpcRouter | None:

@@ -104,6 +104,17 @@ class _CoolingAddresses:
         self.released.pop(address, None)
         return address
 
+    def _allocate(self, key: str, addresses: Sequence[str], empty: str) -> str:
+        """The pod's address: the one it holds, else the free one given back longest ago; ``empty`` says why
+        there is none."""
+        if key in self.held:
+            return self.held[key]
+        taken = set(self.held.values())
+        free = [a for a in addresses if a not in taken]
+        if not free:
+            raise ValidationError(f"pod {key}", "ip", empty)
+        return self._take(key, free, Addr)
+
     def adopt(self, key: str, address: str) -> None:
         """A pod that already has an address (found again after a restart of the agent)."""
         self.held[key] = address
@@ -127,14 +138,8 @@ class EniAddressPool(_CoolingAddresses):
     released: dict[str, float] = field(default_factory=dict)  # address → when it was given back
 
     def allocate(self, key: str) -> str:
-        if key in self.held:
-            return self.held[key]
-        taken = set(self.held.values())
-        free = [a for a in self.addresses if a not in taken]
-        if not free:
-            raise ValidationError(f"pod {key}", "ip", f"no free address on the pod ENI ({len(self.addresses)} "
-                                  "secondary IPs, all in use)")
-        return self._take(key, free, Addr)
+        return self._allocate(key, self.addresses, f"no free address on the pod ENI ({len(self.addresses)} "
+                                                   "secondary IPs, all in use)")
 
 
 @dataclass
@@ -152,14 +157,8 @@ class HostLocalPool(_CoolingAddresses):
         return HostLocalPool([str(a) for a in host_local_pool(Net(block))], block, released=released or {})
 
     def allocate(self, key: str) -> str:
-        if key in self.held:
-            return self.held[key]
-        taken = set(self.held.values())
-        free = [a for a in self.addresses if a not in taken]
-        if not free:
-            raise ValidationError(f"pod {key}", "ip", f"no free address in the node's pod CIDR {self.block} "
-                                  f"({len(self.addresses)} addresses, all in use)")
-        return self._take(key, free, Addr)
+        return self._allocate(key, self.addresses, f"no free address in the node's pod CIDR {self.block} "
+                                                   f"({len(self.addresses)} addresses, all in use)")
 
 
 # --- Terway's live ENI IP management ----------------------------------------------------------------------------

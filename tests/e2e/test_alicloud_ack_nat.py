@@ -79,6 +79,20 @@ def _pod_netns(lab: str, name: str) -> tuple[str, str] | None:
     return (found[0].netns, found[0].ip) if found else None
 
 
+def assert_seen_as_eip(lab: str, kubeconfig_text: str, tmp_path, node_ns: str, pod_block: str, eip: str) -> None:
+    """A pod (its address in ``pod_block``) and the node both reach a server on the lab's internet, which sees
+    the gateway's EIP from each."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    Kubectl(kubeconfig)("apply", "-f", "-", stdin=POD)
+    wait_for(lambda: _pod_netns(lab, "egress") is not None, "the pod's namespace", timeout=30)
+    pod_ns, pod_ip = _pod_netns(lab, "egress") or ("", "")
+    assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network(pod_block)
+    with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
+        assert greeting(node_ns, SERVER, 9000) == f"hello {eip}"
+        assert greeting(pod_ns, SERVER, 9000) == f"hello {eip}"
+
+
 def test_new_nat_gateway_gives_nodes_and_pods_egress_and_goes_with_the_cluster(lab, program_stack, tmp_path,
                                                                                 root_unchanged):
     stack = program_stack(PROGRAM)
@@ -97,15 +111,7 @@ def test_new_nat_gateway_gives_nodes_and_pods_egress_and_goes_with_the_cluster(l
     assert [(c["id"], c["nat"], c["name"]) for c in listed] == [(cluster_id, ngw_id, f"ack-nat-{cluster_id}")]
     assert len(listed[0]["nodes"]) == 1
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    Kubectl(kubeconfig)("apply", "-f", "-", stdin=POD)
-    wait_for(lambda: _pod_netns(lab, "egress") is not None, "the pod's namespace", timeout=30)
-    pod_ns, pod_ip = _pod_netns(lab, "egress") or ("", "")
-    assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network("10.4.32.0/20")
-    with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
-        assert greeting(node_ns, SERVER, 9000) == f"hello {eip}"
-        assert greeting(pod_ns, SERVER, 9000) == f"hello {eip}"
+    assert_seen_as_eip(lab, out["kubeconfig"], tmp_path, node_ns, "10.4.32.0/20", eip)
 
     # acklab recover's pruning keeps the gateway (the cluster's output), its EIP and its entries (the cluster's)
     deployment = json.loads(stack.run("stack", "export").stdout)["deployment"]
@@ -139,15 +145,7 @@ def test_with_flannel_the_node_vswitch_entry_takes_pods_out_too(lab, program_sta
     (eip,) = gateway.eips()
     assert {str(rule.source) for rule, _ in gateway.entries()} == {"10.4.0.0/24"}  # the node vSwitch only
     (node_ns,) = [ns.name for ns in list_namespaces(mark(lab) + "i-")]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    Kubectl(kubeconfig)("apply", "-f", "-", stdin=POD)
-    wait_for(lambda: _pod_netns(lab, "egress") is not None, "the pod's namespace", timeout=30)
-    pod_ns, pod_ip = _pod_netns(lab, "egress") or ("", "")
-    assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network("172.20.0.0/16")
-    with ProbeServer(mark(lab) + "internet", tcp=(9000,), udp=()):
-        assert greeting(node_ns, SERVER, 9000) == f"hello {eip}"
-        assert greeting(pod_ns, SERVER, 9000) == f"hello {eip}"
+    assert_seen_as_eip(lab, out["kubeconfig"], tmp_path, node_ns, "172.20.0.0/16", eip)
     stack.run("destroy", "--yes")
     assert list_namespaces(mark(lab)) == []
 
