@@ -147,8 +147,12 @@ ack-up: setup
 	  acklab wait --lab $(ACK_LAB))
 	@echo "kubectl: export KUBECONFIG=$(ACK_KUBECONFIG)   the lab's internet: acklab exec --lab $(ACK_LAB) internet -- curl ..."
 
+# A destroy that fails is said and run once more (what it left is finished by the second: see the first's output).
 ack-down: setup
-	-cd labs/ack && acklab recover --lab $(ACK_LAB) && pulumi destroy --yes --skip-preview --stack $(ACK_LAB) && \
+	-cd labs/ack && acklab recover --lab $(ACK_LAB) && \
+	  { pulumi destroy --yes --skip-preview --stack $(ACK_LAB) || \
+	    { echo "ack-down: pulumi destroy failed (above); once more" >&2; \
+	      pulumi destroy --yes --skip-preview --stack $(ACK_LAB); }; } && \
 	  pulumi stack rm --yes --stack $(ACK_LAB)
 	acklab clean --lab $(ACK_LAB)
 	rm -f $(ACK_KUBECONFIG)
