@@ -1,6 +1,6 @@
 """The API server's SLB, as ACK makes one for every managed cluster: an intranet CLB in the cluster's vSwitch with a
-TCP listener on 6443 whose backend is the control plane (the slb.Listener realization, HAProxy in the SLB's
-namespace, health-checked over TCP). Its address is the cluster's ``api_server_intranet`` and ``slb_intranet``,
+TCP listener on 6443 whose backend is the control plane (the slb.Listener realization: layer 4 in the VPC
+router's kernel, health-checked over TCP). Its address is the cluster's ``api_server_intranet`` and ``slb_intranet``,
 its id ``slb_id``, and the API server's certificate names it, so clients in the VPC verify the server there.
 
 The id is chosen before the SLB is made and kept in the cluster's record, so a create interrupted midway is
@@ -9,11 +9,9 @@ finished or removed by id (``cs.ManagedKubernetes`` delete, ``acklab recover``),
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from netns.model import slb as model
-from netns.model.errors import NotFoundError
 from netns.realize import slb
 from netns.realize.vpc import VSwitch
 
@@ -47,10 +45,5 @@ def address(lab: str, lb_id: str) -> str | None:
 
 def remove(lab: str, lb_id: str) -> None:
     """Its listener, backends and namespace (whatever of them exists)."""
-    if not lb_id:
-        return
-    for listener, _ in slb.load_listeners(lab, lb_id):
-        slb.delete_listener(lab, lb_id, listener.protocol, listener.frontend_port)
-    with contextlib.suppress(NotFoundError):
-        slb.delete_backend_servers(lab, lb_id)
-    slb.SlbInstance(lab, lb_id).delete()
+    if lb_id:
+        slb.delete_slb(lab, lb_id)

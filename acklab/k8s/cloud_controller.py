@@ -207,10 +207,8 @@ def read_actual(lab: str, lb_id: str) -> ccm.ActualLb | None:
 
 
 def delete_slb(lab: str, lb_id: str) -> None:
-    """Listeners first (so its ACL is unused), then the SLB (namespace, HAProxy, backends), then its ACL."""
-    for listener, _ in slb.load_listeners(lab, lb_id):
-        slb.delete_listener(lab, lb_id, listener.protocol, listener.frontend_port)
-    slb.SlbInstance(lab, lb_id).delete()
+    """The SLB with its listeners (so its ACL is unused), then its ACL."""
+    slb.delete_slb(lab, lb_id)
     if slb.acl(lab, ccm.acl_of(lb_id)) is not None:
         slb.delete_acl(lab, ccm.acl_of(lb_id))
 

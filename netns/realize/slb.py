@@ -727,6 +727,13 @@ def delete_listener(lab: str, lb_id: str, protocol: str, port: int) -> None:
     _update(lab, _listener_path(lab, lb_id, protocol, port), lambda _old: (None, [lb_id]), f"slb.Listener {lb_id}")
 
 
+def delete_slb(lab: str, lb_id: str) -> None:
+    """An SLB whole: its listeners first, then the instance (namespace, HAProxy, backends); whatever exists."""
+    for listener, _ in load_listeners(lab, lb_id):
+        delete_listener(lab, lb_id, listener.protocol, listener.frontend_port)
+    SlbInstance(lab, lb_id).delete()
+
+
 def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, Any] | None:
     return read_json(_listener_path(lab, lb_id, protocol, port))
 
