@@ -179,6 +179,7 @@ class NodeAgent:
         self.peers: tuple[Node, ...] = ()  # VXLAN: the other Nodes with a block
         self.node_objects: dict[str, dict[str, Any]] = {}  # VXLAN: the Nodes, as the watch last delivered them
         self.network_ready = not self.flannel
+        self.flannel_core: Any = None  # Flannel's API client (``_flannel_core``)
         self.identity = config.identity
         self.pool: PodAddressPool = EniAddressPool(config.node.eni_ips, released=self._load_released())
         if config.terway is not None:
@@ -230,13 +231,11 @@ class NodeAgent:
     def _start_flannel(self) -> None:
         """The Node's block and host-local IPAM on it (``_take_block``), and (VXLAN) the peers, listed then
         watched."""
-        from kubernetes import client
 
         if not self._take_block():
             return
         if self.config.datapath == "vxlan":
-            core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
-            nodes = json.loads(core.list_node(_preload_content=False).data).get("items") or []
+            nodes = json.loads(self._flannel_core().list_node(_preload_content=False).data).get("items") or []
             self.node_objects = {n["metadata"]["name"]: n for n in nodes}
             self.peers = flannel.peers(nodes, self.name)
             threading.Thread(target=self._watch_nodes, name="watch nodes", daemon=True).start()
@@ -249,7 +248,7 @@ class NodeAgent:
         new host-local pool; Flannel's annotations go on the Node. False when the agent stops meanwhile."""
         from kubernetes import client
 
-        core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
+        core = self._flannel_core()
         told = False
         while True:
             cidr = flannel.pod_cidr_of(json.loads(core.read_node(self.name, _preload_content=False).data))
@@ -269,6 +268,14 @@ class NodeAgent:
         client.CoreV1Api(self.api).patch_node(self.name, {"metadata": {"annotations": flannel.annotations(
             self.config.datapath, self.node.ip)}})
         return True
+
+    def _flannel_core(self) -> Any:
+        """Flannel's client of the main thread (made once; the Node watch's thread has its own)."""
+        if self.flannel_core is None:
+            from kubernetes import client
+
+            self.flannel_core = client.CoreV1Api(self._client(FLANNEL_IDENTITY))
+        return self.flannel_core
 
     def _rejoin_flannel(self) -> None:
         """The Node was made again: its (perhaps new) block, the bridge on it, Flannel's annotations. Pods of the
