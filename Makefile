@@ -76,7 +76,7 @@ reliability: setup-test
 	$(VENV)/bin/python -m tests.reliability 20
 
 # Every benchmark runs (each writes reports/bench/<name>.{json,md}); the target fails at the end if one missed.
-BENCHES := ecs_scale provider_scale pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale k8s_api make_up
+BENCHES := ecs_scale provider_scale default_lab_up pods_scale slb_wrk kube_proxy_scale netperf ingress_wrk netpol_scale k8s_api make_up
 bench: setup-test
 	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
 

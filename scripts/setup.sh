@@ -71,6 +71,14 @@ create_venv() {
   echo "$want" > "$stamp"
 }
 
+# The alicloud plugin starts anew for every preview and twice per `pulumi up`: it should not compile the project's
+# modules each time (an editable install leaves them uncompiled, and with PYTHONDONTWRITEBYTECODE set nothing
+# writes them at import) nor import the SDK to learn its names (acklab/provider/sdk.py keeps them in the venv).
+prepare_plugin() {
+  .venv/bin/python -m compileall -q acklab netns >/dev/null
+  .venv/bin/python -m acklab.provider.sdk >/dev/null
+}
+
 if [ "${ACKLAB_SETUP_PRINT_PACKAGES:-}" = 1 ]; then  # for tests: the package list of a profile, nothing done
   debian_packages
   exit 0
@@ -82,6 +90,7 @@ need_root
 (scripts/build-kube.sh && scripts/build-coredns.sh) & kube_build=$!  # CoreDNS: the cluster DNS, 2-4 min
 install_debian_packages
 create_venv
+prepare_plugin
 scripts/build-engine.sh
 if [ "$PROFILE" = test ]; then  # pulumi-kubernetes' plugin (tests: workloads in the cluster's program)
   scripts/build-k8s-provider.sh

@@ -19,16 +19,14 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from acklab.k8s import ipam
 from acklab.k8s.agent import AgentHandle, k8s_dir
 from acklab.k8s.ingress import is_controller_pod
 from acklab.k8s.model import Pod
 from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
-from netns.kernel import netns_etc
+from netns.kernel import netlink, netns_etc
 from netns.kernel import rules as netfilter
 from netns.kernel.files import write_json
 from netns.kernel.link import index_of, unless_exists
@@ -36,6 +34,9 @@ from netns.kernel.namespace import Namespace, end_processes, processes_in
 from netns.model.errors import LabError
 from netns.model.names import pod_id, pod_netns_name
 from netns.realize import file_lock
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 BRIDGE = "cni0"
 IP_MASQ_CHAIN = "IP-MASQ-AGENT"  # vpc-route: ip-masq-agent's chain and default exemptions
@@ -129,7 +130,7 @@ def _drop_record(lab: str, pod: Pod) -> None:
 def _ignore_missing(call, *args, **kwargs) -> None:
     try:
         call(*args, **kwargs)
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code not in (ENOENT, ESRCH, 19):
             raise
 

@@ -3,19 +3,33 @@ output names (Python ↔ wire), and which arguments it requires.
 
 Reading them from the SDK installed beside the plugin (rather than from a copy) keeps the plugin true to what
 programs send: every input the SDK can send is known, every output the SDK resolves is returned.
+
+What is read is kept in ``<venv>/share/acklab/pulumi_alicloud-<version>-names.json`` (``NAMES``): importing the
+SDK's modules costs the plugin ~0.1 s at its first Check of a kind (``ecs.Instance`` alone ~70 ms), and the engine
+starts the plugin anew for every preview and twice per ``pulumi up``. The file belongs to the installed SDK
+version (names change only with it); a name missing from it is read from the SDK and added. ``python -m
+acklab.provider.sdk`` fills it for everything the plugin implements (the set-up runs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import inspect
 import json
+import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
+from threading import Lock
+from typing import Any
 
 from pulumi import _types
+
+from netns.kernel.files import write_json
 
 PACKAGE = "alicloud"
 
@@ -23,8 +37,13 @@ PACKAGE = "alicloud"
 @cache
 def version() -> str:
     """The plugin version the SDK asks the engine for: its ``pulumi-plugin.json`` (what the language host reads)."""
-    meta = json.loads(resources.files("pulumi_alicloud").joinpath("pulumi-plugin.json").read_text())
-    return meta["version"]
+    # Found, not imported: the engine's first call (GetPluginInfo) asks for it while the plugin is still starting,
+    # and importing the SDK (with the Pulumi runtime under it) then would take ~0.1 s, twice per `pulumi up`.
+    spec = importlib.util.find_spec("pulumi_alicloud")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pulumi_alicloud (the pinned SDK) is not installed beside the plugin")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return json.loads((folder / "pulumi-plugin.json").read_text())["version"]
 
 
 @dataclass(frozen=True)
@@ -66,26 +85,70 @@ def snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+# --- the names file -------------------------------------------------------------------------------------------
+NAMES_FORMAT = 1  # raise it when what an entry holds changes: files of another format are read anew
+_names_lock = Lock()
+
+
+def names_file() -> Path:
+    """Where the names read from the installed SDK are kept: in the environment that holds the SDK."""
+    return Path(sys.prefix) / "share" / "acklab" / f"pulumi_alicloud-{version()}-names.json"
+
+
 @cache
-def resource_schema(token: str) -> Schema:
+def _names() -> dict[str, Any]:
+    """The names file's entries (empty when it is missing, unreadable or of another format)."""
+    try:
+        data = json.loads(names_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("entries", {}) if data.get("format") == NAMES_FORMAT else {}
+
+
+def _remembered(key: str, read: Callable[[], Any]) -> Any:
+    """The entry ``key`` of the names file, read from the SDK (and added to the file) when it has none."""
+    entries = _names()
+    if key not in entries:
+        value = read()
+        with _names_lock:
+            entries[key] = value
+            _save(entries)
+    return entries[key]
+
+
+def _save(entries: dict[str, Any]) -> None:
+    """Write the whole file anew, atomically. Plugins writing at once may each drop the other's newest entry; it
+    is read again next time. A file that cannot be written only costs time."""
+    with contextlib.suppress(OSError):
+        write_json(names_file(), {"format": NAMES_FORMAT, "sdk": version(), "entries": entries}, indent=None)
+
+
+# --- resources and types ---------------------------------------------------------------------------------------
+def _read_resource(token: str) -> dict[str, Any]:
     module_name, class_name = _module_and_class(token)
     module = _import(module_name)
     resource_cls, args_cls = getattr(module, class_name), getattr(module, f"{class_name}Args")
-    inputs = _types.input_type_py_to_pulumi_names(args_cls)
-    outputs = _types.resource_py_to_pulumi_names(resource_cls)
     # The SDK's Args class takes its required arguments without a default (the resource raises
     # "Missing required property" for them): the same set the schema's requiredInputs lists.
     params = inspect.signature(args_cls.__init__).parameters.values()
-    required = tuple(p.name for p in params if p.default is inspect.Parameter.empty and p.name != "__self__")
+    return {"inputs": _types.input_type_py_to_pulumi_names(args_cls),
+            "outputs": _types.resource_py_to_pulumi_names(resource_cls),
+            "required": [p.name for p in params if p.default is inspect.Parameter.empty and p.name != "__self__"]}
+
+
+@cache
+def resource_schema(token: str) -> Schema:
+    names = _remembered(f"resource {token}", lambda: _read_resource(token))
+    inputs, outputs = dict(names["inputs"]), dict(names["outputs"])
     wire_to_py = {wire: py for py, wire in {**outputs, **inputs}.items()}
-    return Schema(token, inputs, outputs, required, wire_to_py)
+    return Schema(token, inputs, outputs, tuple(names["required"]), wire_to_py)
 
 
 @cache
 def output_type_names(module_name: str, class_name: str) -> dict[str, str]:
     """Python → wire names of an output type of the SDK (a data source's result, or an item of it)."""
-    cls = getattr(_import(module_name), class_name)
-    return _types._py_to_pulumi_names_from_py_properties(cls)
+    return _remembered(f"output {module_name}.{class_name}", lambda: _types._py_to_pulumi_names_from_py_properties(
+        getattr(_import(module_name), class_name)))
 
 
 def wire(module_name: str, class_name: str, values: dict) -> dict:
@@ -106,7 +169,8 @@ def result(module_name: str, class_name: str, values: dict) -> dict:
 @cache
 def input_type_names(module_name: str, class_name: str) -> dict[str, str]:
     """Python → wire names of an input type of the SDK (an item of a list argument, a nested block)."""
-    return _types.input_type_py_to_pulumi_names(getattr(_import(module_name), class_name))
+    return _remembered(f"input {module_name}.{class_name}", lambda: _types.input_type_py_to_pulumi_names(
+        getattr(_import(module_name), class_name)))
 
 
 def nested_to_python(module_name: str, class_name: str, value: dict) -> dict:
@@ -114,3 +178,16 @@ def nested_to_python(module_name: str, class_name: str, value: dict) -> dict:
     in Python names, without the keys left out (None)."""
     to_py = {wire_name: py for py, wire_name in input_type_names(module_name, class_name).items()}
     return {to_py.get(k, k): v for k, v in value.items() if v is not None}
+
+
+def main() -> None:
+    """Fill the names file with every resource the plugin implements (the set-up runs this once per SDK)."""
+    from acklab.provider.server import implemented
+
+    for token in sorted(implemented().kinds):
+        resource_schema(token)
+    print(f"{names_file()}: {len(_names())} entries")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,13 +15,14 @@ import struct
 import time
 from collections.abc import Sequence
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
-from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
-
 from netns.kernel.namespace import NETNS_DIR, Namespace, socket_in
 
 NETLINK_NETFILTER = 12
+# the kernel's ABI numbers (linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/ipset/ip_set.h): named
+# here, so that importing this module does not import pyroute2 (netns/kernel/netlink.py says why)
+NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 0x1, 0x4, 0x2
+NFNL_SUBSYS_IPSET = 6
+IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
 IPSET_PROTOCOL = 6  # the oldest protocol the kernel accepts (IPSET_PROTOCOL_MIN): every kernel with ipset speaks it
 _NLMSGHDR = struct.Struct("=IHHII")
 _ERRNO = struct.Struct("=i")
@@ -40,6 +41,8 @@ def _request(command: int, name: str, member: str, seq: int) -> bytes:
     data = [["IPSET_ATTR_IP_FROM", {"attrs": [["IPSET_ATTR_IPADDR_IPV4", address]]}]]
     if prefix:
         data.insert(0, ["IPSET_ATTR_CIDR", int(prefix)])
+    from pyroute2.netlink.nfnetlink.ipset import ipset_msg  # the encoder, at the first change (see above)
+
     msg = ipset_msg()
     msg["nfgen_family"] = socket.AF_INET
     msg["attrs"] = [["IPSET_ATTR_PROTOCOL", IPSET_PROTOCOL], ["IPSET_ATTR_SETNAME", name],

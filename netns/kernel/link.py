@@ -13,11 +13,13 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netns.kernel import netlink
 from netns.kernel.namespace import Namespace
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 EEXIST = 17
 ENODEV = 19
@@ -35,7 +37,7 @@ def index_of(ipr: IPRoute, ifname: str) -> int | None:
     """The interface index of ``ifname``, asked of the kernel by name (no dump of every link)."""
     try:
         return ipr.link("get", ifname=ifname)[0]["index"]
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code == ENODEV:
             return None
         raise
@@ -45,7 +47,7 @@ def unless_exists(request: Callable[..., object], *args: object, **kwargs: objec
     """A netlink add that may have been made already (a converge, a retry after a crash): EEXIST is success."""
     try:
         request(*args, **kwargs)
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code != EEXIST:
             raise
 
@@ -93,7 +95,7 @@ def add_veth(ipr: IPRoute, ifname: str, peer_namespace: Namespace, peer_ifname: 
     """A veth pair: ``ifname`` where ``ipr`` is, the peer created straight inside ``peer_namespace``."""
     try:
         ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer_ifname, "net_ns_fd": peer_namespace.name})
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code != EEXIST:
             raise
 
@@ -183,7 +185,7 @@ class Veth:
         with self.namespace.ipr() as ipr:
             try:
                 ipr.link("del", ifname=self.ifname)
-            except NetlinkError as exc:
+            except netlink.NetlinkError as exc:
                 if exc.code != ENODEV:
                     raise
 
@@ -272,6 +274,6 @@ def remove_link(namespace: Namespace, ifname: str) -> None:
             return
         try:
             ipr.link("del", index=index)
-        except NetlinkError as exc:
+        except netlink.NetlinkError as exc:
             if exc.code != ENODEV:
                 raise

@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pyroute2 import IPRoute
-
+from netns.kernel import netlink
 from netns.kernel.process import NETNS_DIR, alive
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -117,7 +119,7 @@ def _bind_new_namespace(path: str, with_socket: bool = False) -> socket.socket |
 @contextmanager
 def _route_session(sock: socket.socket) -> Iterator[IPRoute]:
     """pyroute2's IPRoute on a route netlink socket made in a namespace; closed at the end."""
-    ipr = IPRoute(fileno=sock.detach())
+    ipr = netlink.iproute(sock.detach())
     try:
         yield ipr
     finally:
@@ -196,7 +198,7 @@ class Namespace:
         made = sockets_in(os.path.join(NETNS_DIR, self.name),
                           [(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE), *extra])
         try:
-            ipr = IPRoute(fileno=made[0].detach())
+            ipr = netlink.iproute(made[0].detach())
         except BaseException:
             for sock in made:
                 sock.close()

@@ -15,9 +15,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from netns.kernel import arp
+from netns.kernel import arp, netlink
 from netns.kernel.link import ensure_address, index_of, unless_exists
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
@@ -77,10 +75,10 @@ class EipLeg:
             return
         with out_of.ipr() as ipr:
             for source in sources:
-                with contextlib.suppress(NetlinkError):
+                with contextlib.suppress(netlink.NetlinkError):
                     ipr.rule("del", src=source, src_len=32, table=routing.table_of(index), priority=routing.priority)
             ipr.link("set", index=index, state="down")  # its routes go with it
-            with contextlib.suppress(NetlinkError):
+            with contextlib.suppress(netlink.NetlinkError):
                 ipr.addr("del", index=index, address=address, prefixlen=32)
             ipr.link("set", index=index, ifname=self.parked, ifalias="")
             ipr.link("set", index=index, net_ns_fd=self.internet.name)

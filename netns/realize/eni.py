@@ -15,10 +15,9 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netns.kernel import netlink
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.errors import NotFoundError, ValidationError
@@ -26,6 +25,9 @@ from netns.model.security_group import Eni, check_membership
 from netns.realize import alias_addresses, format_alias, source_check, words
 from netns.realize import security_group as sg
 from netns.realize.vpc import VpcRouter, VSwitch
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 Net = ipaddress.IPv4Network
 
@@ -113,7 +115,7 @@ class EniPort:
         """Take the facts off a port that is about to disappear, so nothing reads it as an ENI meanwhile.
         ``ipr``: an open session of the router's, else one is opened."""
         with contextlib.nullcontext(ipr) if ipr is not None else self.router.namespace.ipr() as ipr, \
-                contextlib.suppress(NetlinkError):  # already gone: fine
+                contextlib.suppress(netlink.NetlinkError):  # already gone: fine
             ipr.link("set", ifname=self.eni_id, ifalias="")
 
     def as_sg_eni(self, facts: dict[str, str]) -> Eni:

@@ -16,10 +16,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netns.kernel import netlink
 from netns.kernel.ipset import SPEC as IPSET
 from netns.kernel.link import (
     ENODEV,
@@ -38,6 +37,9 @@ from netns.model.names import is_cloud_id, netns_name
 from netns.realize import alias_addresses, lab_lock, pack_addresses, parse_alias, state_dir, words
 from netns.realize.eni import EniPort, alias, check_groups, claim, deliver_secondary, find_port, forget_port
 from netns.realize.vpc import VpcRouter, VSwitch, routers
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 PRIMARY_IFNAME = "eth0"
 TERWAY_OWNER = "terway"  # the owner= fact of ENIs the node agent (Terway) makes
@@ -93,7 +95,7 @@ def _locate(router: IPRoute, vswitch_id: str) -> Located:
     """The bridge's index, the vSwitch's block and its zone (``VSwitch.locate`` and ``zone_id`` in one look)."""
     try:
         link = router.link("get", ifname=vswitch_id)[0]  # asked by name: no dump
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code == ENODEV:
             return None, None, None
         raise

@@ -10,8 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netns.kernel import netlink
 from netns.model.errors import NotFoundError, ValidationError
 from netns.realize import lab_lock, words
 from netns.realize.eni import find_primary_port
@@ -85,7 +84,7 @@ class RouteEntry:
             with self.router.namespace.ipr() as ipr:
                 try:
                     ipr.route("del", dst=str(self.destination))
-                except NetlinkError as exc:
+                except netlink.NetlinkError as exc:
                     if exc.code != ESRCH:
                         raise
             found = find_primary_port(self.router, self.instance_id)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from netns.kernel import netlink
 from netns.kernel.link import (
     ENODEV,
     Bridge,
@@ -28,6 +27,9 @@ from netns.model import addressing
 from netns.model.errors import NotFoundError
 from netns.model.names import is_cloud_id, mark, netns_name
 from netns.realize import alias_addresses, format_alias, lab_lock, parse_alias, source_check, state_dir
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class VpcRouter:
         with self.namespace.ipr() as ipr:
             try:
                 link = ipr.link("get", ifname=ifname)[0]  # asked by name: no dump
-            except NetlinkError as exc:
+            except netlink.NetlinkError as exc:
                 if exc.code == ENODEV:
                     return None
                 raise

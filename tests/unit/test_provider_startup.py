@@ -1,0 +1,129 @@
+"""The plugin's start-up (the engine starts it for every preview and twice per `pulumi up`): the SDK's names kept in
+a file, no SDK import for the version, no pyroute2 until a netlink call, a quick exit on the engine's SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from acklab.provider import sdk, server
+
+PROJECT = Path(__file__).resolve().parents[2]
+CACHED = (sdk._names, sdk.resource_schema, sdk.output_type_names, sdk.input_type_names)
+
+
+@pytest.fixture
+def names_file(monkeypatch, tmp_path):
+    """A names file of the test's own, every cached read forgotten before and after."""
+    path = tmp_path / "share" / "names.json"
+    monkeypatch.setattr(sdk, "names_file", lambda: path)
+    for f in CACHED:
+        f.cache_clear()
+    yield path
+    for f in CACHED:
+        f.cache_clear()
+
+
+def _forget() -> None:
+    for f in CACHED:
+        f.cache_clear()
+
+
+def test_names_are_read_from_the_sdk_once_then_from_the_file(names_file, monkeypatch):
+    token = "alicloud:ecs/instance:Instance"
+    first = sdk.resource_schema(token)
+    written = json.loads(names_file.read_text())
+    assert written["format"] == sdk.NAMES_FORMAT and written["sdk"] == sdk.version()
+    assert written["entries"][f"resource {token}"]["inputs"]["private_ip"] == "privateIp"
+
+    _forget()
+    monkeypatch.setattr(sdk, "_import", lambda name: pytest.fail(f"imported {name}: the file has the names"))
+    assert sdk.resource_schema(token) == first
+    assert first.required == ()  # every ecs.Instance argument is optional in the SDK
+    assert first.wire_to_py["vswitchId"] == "vswitch_id"
+
+
+def test_output_and_input_type_names_are_kept_too(names_file):
+    out = sdk.output_type_names("pulumi_alicloud.vpc.outputs", "GetNetworksVpcResult")
+    nested = sdk.input_type_names("pulumi_alicloud.slb._inputs", "BackendServerBackendServerArgs")
+    entries = json.loads(names_file.read_text())["entries"]
+    assert entries["output pulumi_alicloud.vpc.outputs.GetNetworksVpcResult"] == out
+    assert entries["input pulumi_alicloud.slb._inputs.BackendServerBackendServerArgs"] == nested
+    assert out["cidr_block"] == "cidrBlock" and nested["server_id"] == "serverId"
+
+
+def test_a_file_of_another_format_or_unreadable_is_read_anew(names_file):
+    names_file.parent.mkdir(parents=True)
+    stale = {"resource alicloud:vpc/network:Network": {"inputs": {}, "outputs": {}, "required": ["x"]}}
+    names_file.write_text(json.dumps({"format": sdk.NAMES_FORMAT + 1, "entries": stale}))
+    assert "cidr_block" in sdk.resource_schema("alicloud:vpc/network:Network").inputs
+    _forget()
+    names_file.write_text("{half a file")
+    assert sdk.resource_schema("alicloud:vpc/network:Network").required == ()
+    assert json.loads(names_file.read_text())["format"] == sdk.NAMES_FORMAT
+
+
+def test_every_kind_s_names_equal_the_sdk_s(names_file):
+    """The set-up's fill (python -m acklab.provider.sdk) gives what reading the SDK gives, kind by kind."""
+    sdk.main()
+    _forget()
+    for token in server.KINDS:
+        schema = sdk.resource_schema(token)
+        read = sdk._read_resource(token)
+        assert (schema.inputs, schema.outputs, list(schema.required)) == (
+            read["inputs"], read["outputs"], read["required"]), token
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+
+
+def test_the_version_is_found_without_importing_the_sdk():
+    proc = _python("import sys\nfrom acklab.provider import sdk\nprint(sdk.version())\n"
+                   "assert 'pulumi_alicloud' not in sys.modules, 'the SDK was imported'")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "4.0.0"
+
+
+def test_pyroute2_is_imported_at_the_first_netlink_use_only():
+    """The plugin's kinds, the Pulumi program's modules and the CLI's import no pyroute2; the kernel layer's
+    ``netlink.NetlinkError`` is pyroute2's own class once asked for."""
+    proc = _python(
+        "import sys\n"
+        "import acklab.provider.server as s; s.implemented()\n"
+        "import acklab.k8s.pods, netns.realize.control_plane, netns.kernel.ipset\n"
+        "assert 'pyroute2' not in sys.modules, 'pyroute2 imported at import time'\n"
+        "from netns.kernel import netlink\n"
+        "from pyroute2.netlink.exceptions import NetlinkError\n"
+        "assert netlink.NetlinkError is NetlinkError\n")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_ipset_numbers_are_the_kernel_s():
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
+    from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL
+
+    from netns.kernel import ipset
+
+    assert (ipset.NLM_F_REQUEST, ipset.NLM_F_ACK, ipset.NLMSG_ERROR) == (NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR)
+    assert (ipset.NFNL_SUBSYS_IPSET, ipset.IPSET_CMD_ADD, ipset.IPSET_CMD_DEL) == (
+        NFNL_SUBSYS_IPSET, IPSET_CMD_ADD, IPSET_CMD_DEL)
+
+
+def test_the_plugin_exits_at_once_on_the_engine_s_sigint():
+    plugin = subprocess.Popen([str(Path(sys.executable).parent / "pulumi-resource-alicloud"), "127.0.0.1:1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert plugin.stdout.readline().strip().isdigit()  # its port: serving
+        plugin.send_signal(signal.SIGINT)
+        assert plugin.wait(timeout=10) == 0
+    finally:
+        if plugin.poll() is None:
+            plugin.kill()
+            plugin.wait()
