@@ -16,14 +16,14 @@ goes with it, as after ``ip netns del``); the source check's deferred removals a
 timed delete phase. The raw path has no source check.
 
 Each measurement is repeated (3 times by default, acklab-first and raw-first alternately) and the median
-is reported. The target is acklab <= 1.5x raw per ECS (create + delete). Also measured: the wall time of
-``pulumi up`` and ``pulumi destroy`` of the default program on a throw-away stack and file backend.
+is reported. The target is acklab <= 1.5x raw per ECS (create + delete). (`pulumi up` / `destroy` of the
+default program: ``bench/default_lab_up.py``, against the dynamic providers it replaced.)
 
 Every namespace is made under labs of this run only (``acklab-<lab>-...``) and removed in ``finally``;
 nothing is created in the root namespace. The report goes to ``reports/bench/`` (JSON and Markdown); the
 exit status is non-zero if the target is missed for any N (or a measurement failed), after the report.
 
-    python -m bench.ecs_scale [N ...] [--repeats 3] [--skip-pulumi] [--profile]
+    python -m bench.ecs_scale [N ...] [--repeats 3] [--profile]
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -65,7 +64,6 @@ VPC_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
 VSW_CIDR = ipaddress.IPv4Network("10.0.0.0/20")
 VPC_ID = "vpc-0000be01"
 VSW_ID = "vsw-0000be01"
-PULUMI_TIMEOUT = 900
 
 
 def new_lab() -> str:
@@ -267,57 +265,6 @@ def profile_acklab(lab: str, n: int, out: Path) -> str:
     return str(out)
 
 
-# --- pulumi up / destroy of the default lab ----------------------------------------------------------------
-
-def pulumi_wall_times(lab: str) -> dict[str, object]:
-    """Wall time of ``pulumi up`` and ``pulumi destroy`` of the default program, on a private file backend."""
-    tmp = Path(tempfile.mkdtemp(prefix="acklab-bench-pulumi-"))
-    (tmp / "home").mkdir()
-    env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp}", "PULUMI_HOME": str(tmp / "home"),
-           "PULUMI_CONFIG_PASSPHRASE": "", "PULUMI_SKIP_UPDATE_CHECK": "true",
-           "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
-           "PATH": f"{PROJECT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"}
-    stack_config = PROJECT / f"Pulumi.{lab}.yaml"  # written by `stack init` (the passphrase salt)
-    config_existed = stack_config.exists()
-    result: dict[str, object] = {"stack": lab}
-
-    def pulumi(*args: str, check: bool = True) -> float:
-        start = time.perf_counter()
-        proc = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=PROJECT, env=env, capture_output=True,
-                              text=True, timeout=PULUMI_TIMEOUT)
-        elapsed = time.perf_counter() - start
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"pulumi {' '.join(args)} failed ({proc.returncode}):\n"
-                               f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return elapsed
-
-    initialized = False
-    try:
-        pulumi("stack", "init", lab)
-        initialized = True
-        result["up_s"] = pulumi("up", "--yes", "--stack", lab)
-        result["namespaces_after_up"] = len(list_namespaces(mark(lab)))
-        result["destroy_s"] = pulumi("destroy", "--yes", "--stack", lab)
-        result["namespaces_after_destroy"] = len(list_namespaces(mark(lab)))
-    except Exception as exc:
-        result["error"] = str(exc)
-    finally:
-        if initialized:
-            if "destroy_s" not in result:
-                with contextlib.suppress(Exception):
-                    pulumi("destroy", "--yes", "--stack", lab, check=False)
-            with contextlib.suppress(Exception):
-                pulumi("stack", "rm", "--yes", "--force", "--stack", lab, check=False)
-        left = remove_lab(lab)
-        if left:
-            result["removed_leftovers"] = left
-        if not config_existed:
-            with contextlib.suppress(FileNotFoundError):
-                stack_config.unlink()
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
-
-
 # --- report ------------------------------------------------------------------------------------------------
 
 def git_commit() -> str:
@@ -355,14 +302,6 @@ def markdown(report: dict) -> str:
             f"{row['ratio']:.2f}x | {'PASS' if row['passed'] else 'FAIL'} |")
     if report.get("errors"):
         lines += ["", "Errors:", "", *(f"- {e}" for e in report["errors"])]
-    pulumi = report.get("pulumi")
-    if pulumi:
-        lines += ["", "## `pulumi up` / `pulumi destroy` of the default lab (1 VPC, 2 vSwitches, 3 ECS)", ""]
-        if "error" in pulumi:
-            lines.append(f"Failed: {pulumi['error']}")
-        else:
-            lines += ["| stack | up s | destroy s |", "|---|---:|---:|",
-                      f"| {pulumi['stack']} | {pulumi['up_s']:.2f} | {pulumi['destroy_s']:.2f} |"]
     if report.get("profile"):
         lines += ["", f"Profile of the acklab path: `{report['profile']}`"]
     lines.append("")
@@ -386,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sizes", nargs="*", type=int, default=list(DEFAULT_NS), metavar="N",
                         help="numbers of ECS (default: 10 50 100)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per N; the median is reported (default 3)")
-    parser.add_argument("--skip-pulumi", action="store_true", help="do not measure pulumi up/destroy")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile one acklab round at the largest N (reports/bench/profile-N.txt)")
     args = parser.parse_args(argv)
@@ -396,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs root (network namespaces)")
 
     signal.signal(signal.SIGTERM, _terminate)
-    labs = {"acklab": new_lab(), "raw": new_lab(), "pulumi": new_lab()}
+    labs = {"acklab": new_lab(), "raw": new_lab()}
     report: dict = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(), "cpus": os.cpu_count(), "kernel": platform.release(),
@@ -415,11 +353,6 @@ def main(argv: list[str] | None = None) -> int:
             out = REPORT_DIR / f"profile-{max(args.sizes)}.txt"
             REPORT_DIR.mkdir(parents=True, exist_ok=True)
             report["profile"] = profile_acklab(labs["acklab"], max(args.sizes), out)
-        if not args.skip_pulumi:
-            print(f"pulumi up/destroy of the default lab on stack {labs['pulumi']} ...", flush=True)
-            report["pulumi"] = pulumi_wall_times(labs["pulumi"])
-            if "error" in report["pulumi"]:
-                report["errors"].append(f"pulumi: {report['pulumi']['error']}")
     except BaseException as exc:  # SIGTERM, Ctrl-C: the report says the run is incomplete
         report["errors"].append(f"interrupted: {type(exc).__name__} {exc}")
         raise
