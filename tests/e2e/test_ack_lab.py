@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,12 @@ def test_make_ack_up_serves_and_ack_down_leaves_nothing(lab, tmp_path, root_unch
         down_done = True
         print(f"make ack-down: {time.monotonic() - start:.1f}s")
         assert down.returncode == 0, down.stdout[-4000:]
+        if "pulumi destroy failed (above); once more" in down.stdout:
+            # the rare first destroy that fails at once (cause not yet known): shown in the run's warnings summary,
+            # which a passing run prints too, so that the next one seen says why
+            first = down.stdout.split("pulumi destroy failed (above); once more")[0]
+            warnings.warn(f"make ack-down needed a second pulumi destroy; the first said:\n{first[-3000:]}",
+                          stacklevel=1)
         assert list_namespaces(mark(lab)) == []
         assert control_planes(lab) == []
         assert not ack.kubeconfig.exists()
