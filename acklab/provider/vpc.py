@@ -335,6 +335,13 @@ class SnatEntry(Kind):
     defaults: ClassVar = {"eip_affinity": 0}
     realized = ("snat_table_id", "source_vswitch_id", "source_cidr", "snat_ip")
 
+    def fill(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A SNAT address pool as the state keeps it: ``a,b`` (a program may write ``"a, b"``)."""
+        snat_ip = inputs.get("snat_ip")
+        if isinstance(snat_ip, str) and known(snat_ip) and "," in snat_ip:
+            inputs = {**inputs, "snat_ip": ",".join(part.strip() for part in snat_ip.split(","))}
+        return inputs
+
     def validate(self, ctx: Context, inputs: dict[str, Any]) -> Iterable[ValidationError]:
         value, checks = inputs.get, []
         if known(value("source_vswitch_id")) and known(value("source_cidr")):

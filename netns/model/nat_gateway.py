@@ -96,11 +96,20 @@ class SnatRule:
 
     entry_id: str
     source: ipaddress.IPv4Network
-    snat_ip: ipaddress.IPv4Address
+    snat_ips: tuple[ipaddress.IPv4Address, ...]  # one EIP, or a pool of them (each connection takes one)
     source_vswitch_id: str = ""  # set when the entry names a vSwitch rather than a block
 
+    @property
+    def snat_ip(self) -> str:
+        """As Alibaba spells it: the address, or the pool's addresses separated by commas."""
+        return ",".join(map(str, self.snat_ips))
+
+    @property
+    def pool(self) -> bool:
+        return len(self.snat_ips) > 1
+
     def comment(self) -> str:
-        words = [self.entry_id, str(self.source), str(self.snat_ip), self.source_vswitch_id]
+        words = [self.entry_id, str(self.source), self.snat_ip, self.source_vswitch_id]
         return " ".join(w for w in words if w)
 
     @classmethod
@@ -108,7 +117,8 @@ class SnatRule:
         words = comment.split()
         if len(words) not in (3, 4) or not words[0].startswith("snat-"):
             return None
-        return cls(words[0], ipaddress.IPv4Network(words[1]), ipaddress.IPv4Address(words[2]),
+        return cls(words[0], ipaddress.IPv4Network(words[1]),
+                   tuple(ipaddress.IPv4Address(a) for a in words[2].split(",")),
                    words[3] if len(words) == 4 else "")
 
 
@@ -125,21 +135,31 @@ def check_source_cidr(resource: str, value: object, vpc_cidr: ipaddress.IPv4Netw
 
 
 def check_snat_ip(resource: str, value: object, bound: dict[str, str] | None = None, ngw_id: str = ""
-                  ) -> ipaddress.IPv4Address:
-    """``snat_ip``: one IPv4 address; with ``bound`` (address → EIP id of the gateway), one of the gateway's EIPs."""
+                  ) -> tuple[ipaddress.IPv4Address, ...]:
+    """``snat_ip``: an IPv4 address, or a SNAT address pool (addresses separated by commas, each once); with
+    ``bound`` (address → EIP id of the gateway), every one an EIP of the gateway."""
     text = str(value)
-    if "," in text:
-        raise ValidationError(resource, "snat_ip", f"{text!r}: acklab translates a SNAT entry to one EIP (Alibaba "
-                                                   "also takes a comma-separated pool)")
-    try:
-        addr = ipaddress.IPv4Address(text)
-    except ValueError:
-        raise ValidationError(resource, "snat_ip", f"{text!r} is not an IPv4 address") from None
-    if bound is not None and text not in bound:
-        have = ", ".join(f"{ip} ({eip})" for ip, eip in sorted(bound.items())) or "none"
-        raise ValidationError(resource, "snat_ip", f"{text} is not an EIP bound to NAT gateway {ngw_id} (bound: "
-                                                   f"{have}); associate it with ecs.EipAssociation first")
-    return addr
+    addresses = []
+    for part in text.split(","):
+        try:
+            addresses.append(ipaddress.IPv4Address(part.strip()))
+        except ValueError:
+            raise ValidationError(resource, "snat_ip", f"{part.strip()!r} is not an IPv4 address"
+                                  + (f" (in {text!r})" if "," in text else "")) from None
+    twice = sorted({str(a) for a in addresses if addresses.count(a) > 1})
+    if twice:
+        raise ValidationError(resource, "snat_ip", f"{', '.join(twice)} is given more than once in {text!r}")
+    room = SnatRule("snat-00000000", ipaddress.IPv4Network("255.255.255.255/32"), tuple(addresses), "vsw-00000000")
+    if len(room.comment()) > COMMENT_MAX:
+        raise ValidationError(resource, "snat_ip", f"a pool of {len(addresses)} EIPs is more than acklab keeps "
+                                                   f"in a SNAT rule's {COMMENT_MAX}-byte comment (at most 5)")
+    if bound is not None:
+        missing = [str(a) for a in addresses if str(a) not in bound]
+        if missing:
+            have = ", ".join(f"{ip} ({eip})" for ip, eip in sorted(bound.items())) or "none"
+            raise ValidationError(resource, "snat_ip", f"{', '.join(missing)} {NOT_BOUND} {ngw_id} (bound: "
+                                                       f"{have}); associate it with ecs.EipAssociation first")
+    return tuple(addresses)
 
 
 def check_unique_source(resource: str, field: str, source: ipaddress.IPv4Network, existing: list[SnatRule]) -> None:
@@ -161,17 +181,42 @@ def table_text() -> str:
 
 def dnat_chains_text() -> str:
     """The DNAT chains, idempotent (a gateway made before DNAT existed gets them with its first entry): the entries'
-    rules in ``prerouting``; ``replies`` copies a forwarded connection's mark (its leg's table) to its replies."""
+    rules in ``prerouting``; ``replies`` copies a forwarded connection's mark (its leg's table) to its replies
+    from the VPC (not to those coming in by a leg: a SNAT pool's connection carries a leg's mark too, and its
+    replies go to the VPC by the main table)."""
     return (f"add chain ip {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
             f"add chain ip {TABLE} replies {{ type filter hook prerouting priority mangle; policy accept; }}\n"
             f"flush chain ip {TABLE} replies\n"
-            f"add rule ip {TABLE} replies ct direction reply ct mark != 0 meta mark set ct mark\n")
+            f'add rule ip {TABLE} replies ct direction reply ct mark != 0 iifname != "{LEG_PATTERN}" '
+            f"meta mark set ct mark\n")
 
 
-def add_rule_text(rule: SnatRule) -> str:
-    """SNAT only what leaves by an EIP leg: replies to the VPC and the gateway's own traffic stay untouched."""
-    return (f'add rule ip {TABLE} postrouting ip saddr {rule.source} oifname "{LEG_PATTERN}" '
-            f'snat to {rule.snat_ip} comment "{rule.comment()}"\n')
+def add_rule_text(rule: SnatRule, legs: dict[ipaddress.IPv4Address, int] | None = None) -> str:
+    """SNAT only what leaves by an EIP leg: replies to the VPC and the gateway's own traffic stay untouched.
+
+    A pool (``legs``: each address's leg table) spreads connections over its EIPs: a new connection from the source
+    gets one leg's table in its mark, at random (``pools``), its packets carry the mark to the leg's routing rule
+    (the DNAT replies' rule, ``MARK_RULE_PRIORITY``), and the SNAT takes the address of the leg the mark names."""
+    match = f'ip saddr {rule.source} oifname "{LEG_PATTERN}"'
+    comment = f'comment "{rule.comment()}"'
+    if not rule.pool:
+        return f"add rule ip {TABLE} postrouting {match} snat to {rule.snat_ips[0]} {comment}\n"
+    if legs is None or set(legs) != set(rule.snat_ips):
+        raise ValueError(f"SNAT pool {rule.entry_id}: a leg per address is needed")
+    tables = [legs[a] for a in rule.snat_ips]
+    by_mark = ", ".join(f"{legs[a]} : {a}" for a in rule.snat_ips)
+    picks = ", ".join(f"{i} : {t}" for i, t in enumerate(tables))
+    return (pools_chain_text()
+            + f"add rule ip {TABLE} pools ip saddr {rule.source} ct state new "
+              f"ct mark set numgen random mod {len(tables)} map {{ {picks} }} {comment}\n"
+            + f"add rule ip {TABLE} pools ip saddr {rule.source} ct direction original ct mark != 0 "
+              f"meta mark set ct mark {comment}\n"
+            + f"add rule ip {TABLE} postrouting {match} snat ip to ct mark map {{ {by_mark} }} {comment}\n")
+
+
+def pools_chain_text() -> str:
+    """The chain of the SNAT pools' marks, idempotent: before routing, so the mark picks the leg."""
+    return f"add chain ip {TABLE} pools {{ type filter hook prerouting priority mangle; policy accept; }}\n"
 
 
 def delete_rule_text(handle: int, chain: str = "postrouting") -> str:
@@ -334,7 +379,7 @@ def check_forward_conflicts(resource: str, rule: DnatRule, forwards: list[DnatRu
         if why:
             raise ValidationError(resource, "external_ip" if ANY in (rule.protocol, other.protocol) else
                                   "external_port", why)
-    sharing = [s.entry_id for s in snats if s.snat_ip == rule.external_ip]
+    sharing = [s.entry_id for s in snats if rule.external_ip in s.snat_ips]
     if sharing and rule.protocol == ANY:
         raise ValidationError(resource, "external_ip", f"{rule.external_ip} is the snat_ip of SNAT entries "
                                                        f"{', '.join(sharing)}; an IP mapping (ip_protocol any) takes "
@@ -345,12 +390,14 @@ def check_forward_conflicts(resource: str, rule: DnatRule, forwards: list[DnatRu
                                                       "also use: set port_break = true (Alibaba's rule)")
 
 
-def check_snat_beside_forwards(resource: str, snat_ip: ipaddress.IPv4Address, forwards: list[DnatRule]) -> None:
+def check_snat_beside_forwards(resource: str, snat_ips: tuple[ipaddress.IPv4Address, ...],
+                               forwards: list[DnatRule]) -> None:
     """A SNAT entry cannot translate to an EIP that a DNAT IP mapping takes whole."""
-    whole = [f.entry_id for f in forwards if f.external_ip == snat_ip and f.protocol == ANY]
-    if whole:
-        raise ValidationError(resource, "snat_ip", f"{snat_ip} is mapped whole by DNAT entry {whole[0]} "
-                                                   "(ip_protocol any)")
+    for snat_ip in snat_ips:
+        whole = [f.entry_id for f in forwards if f.external_ip == snat_ip and f.protocol == ANY]
+        if whole:
+            raise ValidationError(resource, "snat_ip", f"{snat_ip} is mapped whole by DNAT entry {whole[0]} "
+                                                       "(ip_protocol any)")
 
 
 def add_forward_text(rule: DnatRule, mark: int) -> str:

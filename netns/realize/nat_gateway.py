@@ -181,7 +181,7 @@ class NatGateway:
 
     def unplug_leg(self, eip_id: str, parked: str, address: str, internet: Namespace) -> None:
         """The reverse of ``plug_leg``; refused while a SNAT entry translates to the EIP."""
-        users = [r.entry_id for r, _ in self.entries() if str(r.snat_ip) == address]
+        users = [r.entry_id for r, _ in self.entries() if address in map(str, r.snat_ips)]
         if users:
             raise EipInUse(f"EIP {eip_id} ({address}) is the snat_ip of SNAT entries {', '.join(users)} of "
                            f"{self.ngw_id}; delete them first")
@@ -235,13 +235,13 @@ class NatGateway:
                                     f"{self.lab}")
             router = VpcRouter(self.lab, state.vpc_id)
             field, source = self._source(resource, router, source_cidr, source_vswitch_id)
-            addr = model.check_snat_ip(resource, snat_ip, self.eips(), self.ngw_id)
+            addresses = model.check_snat_ip(resource, snat_ip, self.eips(), self.ngw_id)
             existing = self.entries()
-            rule = model.SnatRule(entry_id, source, addr, source_vswitch_id or "")
+            rule = model.SnatRule(entry_id, source, addresses, source_vswitch_id or "")
             if any(r.entry_id == entry_id for r, _ in existing):
                 return rule  # a retried create
             model.check_unique_source(resource, field, source, [r for r, _ in existing])
-            model.check_snat_beside_forwards(resource, addr, [f for f, _ in self.forwards()])
+            model.check_snat_beside_forwards(resource, addresses, [f for f, _ in self.forwards()])
             try:
                 self._apply(router, rule)
             except Exception:
@@ -268,12 +268,26 @@ class NatGateway:
                     return model.leg_table(link["index"])
         return None
 
+    def _legs(self, rule: model.SnatRule) -> dict[ipaddress.IPv4Address, int]:
+        legs = {address: self._leg_table(address) for address in rule.snat_ips}
+        missing = [str(a) for a, table in legs.items() if table is None]
+        if missing:
+            raise LabError(f"NAT gateway {self.ngw_id}: no leg carries {', '.join(missing)}")
+        return {a: t for a, t in legs.items() if t is not None}
+
     def _apply(self, router: VpcRouter, rule: model.SnatRule) -> None:
-        _nft(self.namespace, model.add_rule_text(rule))
-        table = self._leg_table(rule.snat_ip)
-        if table is None:
-            raise LabError(f"NAT gateway {self.ngw_id}: no leg carries {rule.snat_ip}")
-        _ip(self.namespace, [_rule_line("add", rule.source, table, model.LEG_RULE_PRIORITY)])
+        """The gateway's rules, then the router's: nothing reaches the gateway that cannot leave. One EIP: the source's
+        rule to its leg. A pool: the mark picks the leg (the legs' mark rules, shared with DNAT)."""
+        legs = self._legs(rule)
+        if rule.pool:
+            _nft(self.namespace, model.dnat_chains_text())  # its ``replies`` rule leaves the pool's replies alone
+            for table in legs.values():
+                _ip(self.namespace, [_mark_line("del", table)], tolerant=True)  # shared: no duplicate
+                _ip(self.namespace, [_mark_line("add", table)])
+            _nft(self.namespace, model.add_rule_text(rule, legs))
+        else:
+            _nft(self.namespace, model.add_rule_text(rule))
+            _ip(self.namespace, [_rule_line("add", rule.source, legs[rule.snat_ips[0]], model.LEG_RULE_PRIORITY)])
         _ip(router.namespace, [_rule_line("add", rule.source, self.table, model.ROUTER_RULE_PRIORITY)])
 
     def remove_entry(self, entry_id: str) -> None:
@@ -285,14 +299,17 @@ class NatGateway:
             self._withdraw(VpcRouter(self.lab, state.vpc_id), rule)
 
     def _withdraw(self, router: VpcRouter, rule: model.SnatRule) -> None:
-        """Remove whatever of an entry exists, router first: no traffic reaches the gateway that cannot leave."""
+        """Remove whatever of an entry exists, router first: no traffic reaches the gateway that cannot leave. A pool's
+        leg mark rules stay while the legs do (``unplug_leg`` removes them)."""
         _ip(router.namespace, [_rule_line("del", rule.source, self.table, model.ROUTER_RULE_PRIORITY)], tolerant=True)
-        table = self._leg_table(rule.snat_ip)
-        if table is not None:
-            _ip(self.namespace, [_rule_line("del", rule.source, table, model.LEG_RULE_PRIORITY)], tolerant=True)
-        handles = [h for r, h in self.entries() if r.entry_id == rule.entry_id]
-        if handles:
-            _nft(self.namespace, "".join(model.delete_rule_text(h) for h in handles))
+        if not rule.pool:
+            table = self._leg_table(rule.snat_ips[0])
+            if table is not None:
+                _ip(self.namespace, [_rule_line("del", rule.source, table, model.LEG_RULE_PRIORITY)], tolerant=True)
+        text = "".join(model.delete_rule_text(h, chain) for chain in ("pools", "postrouting")
+                       for comment, h in self._comments(chain) if comment.split()[:1] == [rule.entry_id])
+        if text:
+            _nft(self.namespace, text)
 
 
     # -- DNAT (forward) entries --

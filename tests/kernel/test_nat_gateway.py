@@ -101,6 +101,51 @@ def test_snat_gives_a_vswitch_egress_from_the_eip(lab, vpc, root_unchanged):
     eip.delete("release")
 
 
+def test_a_snat_pool_spreads_connections_over_its_eips(lab, vpc, root_unchanged):
+    """Alibaba's SNAT address pool (``snat_ip = "a,b"``): each new connection leaves by one of the EIPs (their legs
+    chosen by the connection's mark), replies come back by the EIP it took; a DNAT entry of a pool member still
+    answers by its own leg; while in the pool an EIP stays bound; the entry's removal leaves no rule."""
+    internet = mark(lab) + "internet"
+    gateway = NatGateway(lab, "ngw-00000001")
+    gateway.create(VSwitch(vpc, "vsw-00000001"), "vpc.NatGateway 'ngw'")
+    eips = [ElasticIp(lab, f"eip-0000000{n}") for n in (1, 2)]
+    addresses = [eip.create(None, f"ecs.EipAddress 'eip-{n}'") for n, eip in enumerate(eips, 1)]
+    for n, eip in enumerate(eips, 1):
+        eip.associate("ngw-00000001", f"ecs.EipAssociation 'eip-{n}'")
+    pool = ",".join(addresses)
+    try:
+        with ProbeServer(internet, tcp=(9000,), udp=()):
+            rule = gateway.add_entry("snat-00000001", "vpc.SnatEntry 'pool'", pool, source_vswitch_id="vsw-00000001")
+            assert rule.pool and rule.snat_ip == pool and gateway.entry("snat-00000001") == rule
+            seen = {greeting(ecs(lab, 1), SERVER, 9000) for _ in range(24)}
+            # every connection answered (the replies found their way back), from both EIPs (2^-23 to miss one)
+            assert seen == {f"hello {a}" for a in addresses}, seen
+            assert greeting(ecs(lab, 3), SERVER, 9000) is None  # not a source of the pool's entry
+
+            # a DNAT entry on a pool member: requests from the internet in by that leg, replies out by it
+            # (port 80: above 1024 an EIP shared with SNAT needs port_break, a pool's members too)
+            forward = model.forward_rule("vpc.ForwardEntry 'fwd'", "fwd-00000001", addresses[1], "80", "tcp",
+                                         "192.168.1.12", "9100")
+            gateway.add_forward("vpc.ForwardEntry 'fwd'", forward)
+            with ProbeServer(ecs(lab, 2), tcp=(9100,), udp=()):
+                assert greeting(internet, addresses[1], 80) == f"hello {SERVER}"
+            gateway.remove_forward("fwd-00000001")
+
+            with pytest.raises(EipInUse, match="snat-00000001"):
+                eips[1].disassociate()  # a member of the pool
+            gateway.remove_entry("snat-00000001")
+            assert greeting(ecs(lab, 1), SERVER, 9000) is None
+        listed = gateway.namespace.run(["nft", "list", "table", "ip", model.TABLE]).stdout
+        assert "snat-00000001" not in listed and "numgen" not in listed
+    finally:
+        gateway.remove_forward("fwd-00000001")
+        gateway.remove_entry("snat-00000001")
+        for eip in eips:
+            eip.disassociate()
+            eip.delete("release")
+        gateway.delete("vpc.NatGateway 'ngw'")
+
+
 def test_bad_entries_leave_nothing(lab, vpc):
     gateway = NatGateway(lab, "ngw-00000002")
     gateway.create(VSwitch(vpc, "vsw-00000002"), "vpc.NatGateway 'ngw'")

@@ -95,7 +95,7 @@ def test_conflicts_in_a_table_follow_alibaba():
 
 
 def test_sharing_an_eip_with_snat():
-    snat = model.SnatRule("snat-00000001", ipaddress.IPv4Network("172.16.0.0/21"), EIP)
+    snat = model.SnatRule("snat-00000001", ipaddress.IPv4Network("172.16.0.0/21"), (EIP,))
     conflicts = model.check_forward_conflicts
     conflicts("r", rule("fwd-00000001", "tcp", "80", "8080"), [], [snat])  # a low port needs no port_break
     with pytest.raises(ValidationError, match=r"port_break: external_port 8080 is above 1024 .* snat-00000001"):
@@ -104,7 +104,7 @@ def test_sharing_an_eip_with_snat():
     with pytest.raises(ValidationError, match=r"external_ip: .* snat_ip of SNAT entries snat-00000001"):
         conflicts("r", rule("fwd-00000001", "any", "any", "any"), [], [snat])
     with pytest.raises(ValidationError, match=r"snat_ip: 203\.0\.113\.10 is mapped whole by DNAT entry"):
-        model.check_snat_beside_forwards("s", EIP, [rule("fwd-00000001", "any", "any", "any")])
+        model.check_snat_beside_forwards("s", (EIP,), [rule("fwd-00000001", "any", "any", "any")])
 
 
 def test_against_the_gateway():

@@ -47,8 +47,16 @@ def test_snat_entry_errors_name_the_field():
                                              "source_cidr": "192.168.0.0/24"})[1]["source_cidr"]
     assert "is required (or source_cidr)" in check(SnatEntry(), base)[1]["source_vswitch_id"]
     assert "not an IPv4 CIDR" in check(SnatEntry(), {**base, "source_cidr": "192.168.0.0/33"})[1]["source_cidr"]
-    assert "one EIP" in check(SnatEntry(), {**base, "snat_ip": "203.0.113.10,203.0.113.11",
-                                            "source_cidr": "192.168.0.0/24"})[1]["snat_ip"]
+    # a SNAT address pool: accepted, kept as Alibaba spells it; a bad or repeated member is named
+    inputs, found = check(SnatEntry(), {**base, "snat_ip": "203.0.113.10, 203.0.113.11",
+                                        "source_cidr": "192.168.0.0/24"})
+    assert found == {} and inputs["snat_ip"] == "203.0.113.10,203.0.113.11"
+    assert "'203.0.113.x' is not an IPv4 address (in" in check(SnatEntry(), {
+        **base, "snat_ip": "203.0.113.10,203.0.113.x", "source_cidr": "192.168.0.0/24"})[1]["snat_ip"]
+    assert "203.0.113.10 is given more than once" in check(SnatEntry(), {
+        **base, "snat_ip": "203.0.113.10,203.0.113.10", "source_cidr": "192.168.0.0/24"})[1]["snat_ip"]
+    six = ",".join(f"203.0.113.{100 + i}" for i in range(6))
+    assert "at most 5" in check(SnatEntry(), {**base, "snat_ip": six, "source_cidr": "192.168.0.0/24"})[1]["snat_ip"]
     assert "SNAT table id" in check(SnatEntry(), {**base, "snat_table_id": "ngw-0123abcd",
                                                   "source_cidr": "192.168.0.0/24"})[1]["snat_table_id"]
     # still unknown in a preview (the SDK's example passes nat_gateway.snat_table_ids and eip.ip_address)
@@ -57,15 +65,35 @@ def test_snat_entry_errors_name_the_field():
 
 def test_snat_ip_and_source_against_the_gateway():
     bound = {"203.0.113.10": "eip-00000001"}
-    assert str(model.check_snat_ip("s", "203.0.113.10", bound, "ngw-00000001")) == "203.0.113.10"
+    assert model.check_snat_ip("s", "203.0.113.10", bound, "ngw-00000001") == (ipaddress.IPv4Address("203.0.113.10"),)
     with pytest.raises(ValidationError, match=r"snat_ip: 203\.0\.113\.11 is not an EIP bound to NAT gateway ngw-"):
         model.check_snat_ip("s", "203.0.113.11", bound, "ngw-00000001")
+    with pytest.raises(ValidationError, match=r"snat_ip: 203\.0\.113\.11 is not an EIP bound to NAT gateway ngw-"):
+        model.check_snat_ip("s", "203.0.113.10,203.0.113.11", bound, "ngw-00000001")  # a pool: every member bound
     with pytest.raises(ValidationError, match=r"source_cidr: 10\.0\.0\.0/24 is not inside the VPC"):
         model.check_source_cidr("s", "10.0.0.0/24", ipaddress.IPv4Network("192.168.0.0/16"))
     rule = model.SnatRule("snat-00000001", ipaddress.IPv4Network("192.168.1.0/24"),
-                          ipaddress.IPv4Address("203.0.113.10"), "vsw-00000001")
+                          (ipaddress.IPv4Address("203.0.113.10"),), "vsw-00000001")
     assert model.SnatRule.parse(rule.comment()) == rule and len(rule.comment()) <= model.COMMENT_MAX
     assert 'snat to 203.0.113.10 comment "snat-00000001' in model.add_rule_text(rule)
+    assert not rule.pool and rule.snat_ip == "203.0.113.10"
+
+
+def test_a_snat_pool_spreads_connections_over_its_eips_legs():
+    a, b = ipaddress.IPv4Address("203.0.113.10"), ipaddress.IPv4Address("203.0.113.11")
+    rule = model.SnatRule("snat-00000002", ipaddress.IPv4Network("192.168.1.0/24"), (a, b))
+    assert rule.pool and rule.snat_ip == "203.0.113.10,203.0.113.11"
+    assert model.SnatRule.parse(rule.comment()) == rule
+    text = model.add_rule_text(rule, {a: 10005, b: 10007})
+    # a new connection takes one leg's table as its mark; its packets carry it; the SNAT takes that leg's address
+    assert "ip saddr 192.168.1.0/24 ct state new ct mark set numgen random mod 2 map { 0 : 10005, 1 : 10007 }" in text
+    assert "ip saddr 192.168.1.0/24 ct direction original ct mark != 0 meta mark set ct mark" in text
+    assert 'oifname "eip-*" snat ip to ct mark map { 10005 : 203.0.113.10, 10007 : 203.0.113.11 }' in text
+    assert text.count(f'comment "{rule.comment()}"') == 3
+    with pytest.raises(ValueError, match="a leg per address"):
+        model.add_rule_text(rule, {a: 10005})
+    # the DNAT replies' mark is not copied onto packets coming in by a leg (a pool's replies go to the VPC)
+    assert 'ct direction reply ct mark != 0 iifname != "eip-*" meta mark set ct mark' in model.dnat_chains_text()
 
 
 def test_an_eip_bound_to_a_nat_gateway_by_its_id_alone():
