@@ -87,15 +87,19 @@ class Stack:
     def round(self) -> dict[str, float]:
         subprocess.run(["pulumi", "stack", "init", self.lab, "--non-interactive"], cwd=self.tree, env=self.env,
                        capture_output=True, text=True, timeout=TIMEOUT, check=True)
+        destroyed = False
         try:
             up = self.pulumi("up", "--yes")
-            return {"up_s": round(up, 3), "destroy_s": round(self.pulumi("destroy", "--yes"), 3)}
+            destroy = self.pulumi("destroy", "--yes")
+            destroyed = True
+            return {"up_s": round(up, 3), "destroy_s": round(destroy, 3)}
         finally:
-            self.remove()
+            self.remove(destroyed)
 
-    def remove(self) -> None:
-        with contextlib.suppress(Exception):
-            self.pulumi("destroy", "--yes")
+    def remove(self, destroyed: bool) -> None:
+        if not destroyed:
+            with contextlib.suppress(Exception):
+                self.pulumi("destroy", "--yes")
         with contextlib.suppress(Exception):
             self.pulumi("stack", "rm", "--yes", "--force")
         self.settings.unlink(missing_ok=True)
@@ -107,8 +111,8 @@ def measure(rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="acklab-bench-up-") as tmp:
         base_tree, backend = Path(tmp) / "baseline", Path(tmp) / "backend"
         (backend / "home").mkdir(parents=True)
-        worktree(base_tree)
         try:
+            worktree(base_tree)
             trees = {"plugin": (PROJECT, False), "dynamic": (base_tree, True)}
             for i in range(rounds):
                 order = ["plugin", "dynamic"] if i % 2 == 0 else ["dynamic", "plugin"]

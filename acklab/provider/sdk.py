@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -29,7 +30,7 @@ from typing import Any
 
 from pulumi import _types
 
-from netns.kernel.files import write_json
+from netns.kernel.files import write_atomic
 
 PACKAGE = "alicloud"
 
@@ -95,14 +96,33 @@ def names_file() -> Path:
     return Path(sys.prefix) / "share" / "acklab" / f"pulumi_alicloud-{version()}-names.json"
 
 
-@cache
+_entries: dict[str, Any] | None = None  # the file's entries once read (under the lock: one dict per process)
+
+
+def _header() -> dict[str, Any]:
+    """What the names depend on: the SDK's version and the Pulumi SDK's (whose helpers turn Python names into wire
+    names); a file written for others is read anew."""
+    return {"format": NAMES_FORMAT, "sdk": version(), "pulumi": importlib.metadata.version("pulumi")}
+
+
 def _names() -> dict[str, Any]:
-    """The names file's entries (empty when it is missing, unreadable or of another format)."""
-    try:
-        data = json.loads(names_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data.get("entries", {}) if data.get("format") == NAMES_FORMAT else {}
+    """The names file's entries (empty when it is missing, unreadable or written for another SDK or format)."""
+    global _entries
+    with _names_lock:
+        if _entries is None:
+            try:
+                data = json.loads(names_file().read_text())
+            except (OSError, ValueError):
+                data = {}
+            _entries = data.get("entries", {}) if {k: data.get(k) for k in _header()} == _header() else {}
+        return _entries
+
+
+def _forget() -> None:
+    """Read the file again at the next use (tests; ``main``)."""
+    global _entries
+    with _names_lock:
+        _entries = None
 
 
 def _remembered(key: str, read: Callable[[], Any]) -> Any:
@@ -117,10 +137,11 @@ def _remembered(key: str, read: Callable[[], Any]) -> Any:
 
 
 def _save(entries: dict[str, Any]) -> None:
-    """Write the whole file anew, atomically. Plugins writing at once may each drop the other's newest entry; it
-    is read again next time. A file that cannot be written only costs time."""
+    """Write the whole file anew, atomically, in the SDK's own order (a reader gets the names in the order the SDK
+    declares them, as when it reads the SDK). Plugins writing at once may each drop the other's newest entry; it is
+    read again next time. A file that cannot be written only costs time."""
     with contextlib.suppress(OSError):
-        write_json(names_file(), {"format": NAMES_FORMAT, "sdk": version(), "entries": entries}, indent=None)
+        write_atomic(names_file(), json.dumps({**_header(), "entries": entries}))
 
 
 # --- resources and types ---------------------------------------------------------------------------------------
@@ -181,9 +202,15 @@ def nested_to_python(module_name: str, class_name: str, value: dict) -> dict:
 
 
 def main() -> None:
-    """Fill the names file with every resource the plugin implements (the set-up runs this once per SDK)."""
+    """Write the names file anew with every resource the plugin implements (the set-up runs this): entries of an
+    older reading go. Data sources' result types and nested argument types are added at their first use."""
     from acklab.provider.server import implemented
 
+    global _entries
+    with _names_lock:
+        _entries = {}
+    for f in (resource_schema, output_type_names, input_type_names):
+        f.cache_clear()
     for token in sorted(implemented().kinds):
         resource_schema(token)
     print(f"{names_file()}: {len(_names())} entries")

@@ -276,7 +276,8 @@ def package_schema() -> dict[str, Any]:
 def main() -> None:
     """Serve on a loopback port and tell the engine which one (the first line of output is all it reads)."""
     engine.set_address(sys.argv[1:])  # the engine's address, for warnings in its log
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=_GRPC_CHANNEL_OPTIONS)
+    executor = futures.ThreadPoolExecutor(max_workers=WORKERS)
+    server = grpc.server(executor, options=_GRPC_CHANNEL_OPTIONS)
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(AlicloudProvider(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -285,13 +286,14 @@ def main() -> None:
         sys.stdout.flush()
         Thread(target=implemented, name="implemented", daemon=True).start()  # after the port: the engine waits for it
         Event().wait()
-    except KeyboardInterrupt:  # the engine's SIGINT when the deployment ends: every call has returned by then
+    except KeyboardInterrupt:  # the engine's SIGINT: the deployment ended (or was cancelled)
         server.stop(0)
+        # A call still running (a cancelled deployment) finishes its kernel work, its record and its rollback.
+        executor.shutdown(wait=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        # Out now: an orderly interpreter exit joins gRPC's worker threads and tears every module down, about
-        # 60 ms that the engine waits for twice per `pulumi up`. Nothing is left to write: records and the
-        # timings file are written and closed by the calls themselves.
+        # Then out at once: an orderly interpreter exit tears every module down, about 60 ms that the engine
+        # waits for twice per `pulumi up`. Nothing is left to write: the calls wrote and closed their files.
         os._exit(0)
 
 

@@ -14,7 +14,7 @@ import pytest
 from acklab.provider import sdk, server
 
 PROJECT = Path(__file__).resolve().parents[2]
-CACHED = (sdk._names, sdk.resource_schema, sdk.output_type_names, sdk.input_type_names)
+CACHED = (sdk.resource_schema, sdk.output_type_names, sdk.input_type_names)
 
 
 @pytest.fixture
@@ -22,14 +22,13 @@ def names_file(monkeypatch, tmp_path):
     """A names file of the test's own, every cached read forgotten before and after."""
     path = tmp_path / "share" / "names.json"
     monkeypatch.setattr(sdk, "names_file", lambda: path)
-    for f in CACHED:
-        f.cache_clear()
+    _forget()
     yield path
-    for f in CACHED:
-        f.cache_clear()
+    _forget()
 
 
 def _forget() -> None:
+    sdk._forget()
     for f in CACHED:
         f.cache_clear()
 
@@ -38,12 +37,13 @@ def test_names_are_read_from_the_sdk_once_then_from_the_file(names_file, monkeyp
     token = "alicloud:ecs/instance:Instance"
     first = sdk.resource_schema(token)
     written = json.loads(names_file.read_text())
-    assert written["format"] == sdk.NAMES_FORMAT and written["sdk"] == sdk.version()
+    assert written["format"] == sdk.NAMES_FORMAT and written["sdk"] == sdk.version() and written["pulumi"]
     assert written["entries"][f"resource {token}"]["inputs"]["private_ip"] == "privateIp"
 
     _forget()
     monkeypatch.setattr(sdk, "_import", lambda name: pytest.fail(f"imported {name}: the file has the names"))
     assert sdk.resource_schema(token) == first
+    assert list(sdk.resource_schema(token).inputs) == list(first.inputs)  # the SDK's own order, kept
     assert first.required == ()  # every ecs.Instance argument is optional in the SDK
     assert first.wire_to_py["vswitchId"] == "vswitch_id"
 
@@ -62,6 +62,9 @@ def test_a_file_of_another_format_or_unreadable_is_read_anew(names_file):
     stale = {"resource alicloud:vpc/network:Network": {"inputs": {}, "outputs": {}, "required": ["x"]}}
     names_file.write_text(json.dumps({"format": sdk.NAMES_FORMAT + 1, "entries": stale}))
     assert "cidr_block" in sdk.resource_schema("alicloud:vpc/network:Network").inputs
+    _forget()  # written for another Pulumi SDK: read anew too
+    names_file.write_text(json.dumps({**sdk._header(), "pulumi": "0.0.1", "entries": stale}))
+    assert "cidr_block" in sdk.resource_schema("alicloud:vpc/network:Network").inputs
     _forget()
     names_file.write_text("{half a file")
     assert sdk.resource_schema("alicloud:vpc/network:Network").required == ()
@@ -70,13 +73,17 @@ def test_a_file_of_another_format_or_unreadable_is_read_anew(names_file):
 
 def test_every_kind_s_names_equal_the_sdk_s(names_file):
     """The set-up's fill (python -m acklab.provider.sdk) gives what reading the SDK gives, kind by kind."""
+    names_file.parent.mkdir(parents=True)
+    names_file.write_text(json.dumps({**sdk._header(), "entries": {"resource alicloud:old/gone:Gone": {}}}))
     sdk.main()
     _forget()
+    assert "resource alicloud:old/gone:Gone" not in json.loads(names_file.read_text())["entries"]  # written anew
     for token in server.KINDS:
         schema = sdk.resource_schema(token)
         read = sdk._read_resource(token)
-        assert (schema.inputs, schema.outputs, list(schema.required)) == (
-            read["inputs"], read["outputs"], read["required"]), token
+        # equal, in the same order (a Diff lists changed arguments in the schema's order)
+        assert (list(schema.inputs.items()), list(schema.outputs.items()), list(schema.required)) == (
+            list(read["inputs"].items()), list(read["outputs"].items()), read["required"]), token
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
