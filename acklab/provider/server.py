@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from functools import cache, wraps
-from threading import Event, Lock, Thread
+from threading import Lock, Thread
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -285,7 +285,11 @@ def main() -> None:
         sys.stdout.write(f"{port}\n")
         sys.stdout.flush()
         Thread(target=implemented, name="implemented", daemon=True).start()  # after the port: the engine waits for it
-        Event().wait()
+        # Woken every 0.1 s, not parked on a lock: the kernel hands the engine's SIGINT to any thread of the process
+        # (gRPC's, most often), and Python raises KeyboardInterrupt only when the main thread next runs; a main thread
+        # asleep on a lock for good never would (the engine then waits out its cool-down and kills the plugin).
+        while True:
+            time.sleep(0.1)
     except KeyboardInterrupt:  # the engine's SIGINT: the deployment ended (or was cancelled)
         server.stop(0)
         # A call still running (a cancelled deployment) finishes its kernel work, its record and its rollback.
