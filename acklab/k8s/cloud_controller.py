@@ -510,7 +510,7 @@ class Controller:
         self.work()
 
     def _resync(self) -> None:
-        while not self.stopping.wait(RESYNC):
+        while not informer.pause(self.stopping, RESYNC):
             if self.cloud_routes:  # a route removed behind the controller's back is made again
                 self.queue.add(ROUTES)
             with contextlib.suppress(Exception):

@@ -108,6 +108,22 @@ class WorkQueue:
             self._cond.notify_all()
 
 
+SIGNAL_SLICE = 1.0  # seconds: the longest a main thread sleeps at a time (see ``pause``)
+
+
+def pause(stopping: threading.Event, seconds: float) -> bool:
+    """``stopping.wait(seconds)`` for a process's main thread, in slices of at most ``SIGNAL_SLICE``: the kernel may
+    hand a SIGTERM to any thread (a watch's, a C library's), and Python runs the handler (which sets ``stopping``)
+    only when the main thread next runs; one long sleep would keep it waiting until the caller's SIGKILL."""
+    deadline = time.monotonic() + seconds
+    while not stopping.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        stopping.wait(min(left, SIGNAL_SLICE))
+    return True
+
+
 def wait_synced(synced: Iterable[threading.Event], stopping: threading.Event) -> None:
     """Until every watch has listed once (a reconcile from a partial list would drop what the rest holds), or
     ``stopping``."""

@@ -422,7 +422,7 @@ class Controller:
         self.work()
 
     def _resync(self) -> None:
-        while not self.stopping.wait(RESYNC):
+        while not informer.pause(self.stopping, RESYNC):
             self.queue.add(SYNC)
 
 

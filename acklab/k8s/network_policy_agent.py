@@ -232,7 +232,7 @@ class Agent:
                 self._pause(failures, f"first apply failed: {exc!r}")
 
     def _resync(self) -> None:
-        while not self.stopping.wait(RESYNC):
+        while not informer.pause(self.stopping, RESYNC):
             self.queue.add(RESYNC_KEY)
 
     def run(self, ready_file: Path | None = None) -> None:

@@ -441,7 +441,7 @@ class NodeAgent:
                     log.warning("node %s: heartbeat: %s", self.name, exc)
             except Exception:
                 log.exception("node %s: heartbeat failed", self.name)
-            self.stop.wait(kubelet.RENEW_SECONDS)
+            informer.pause(self.stop, kubelet.RENEW_SECONDS)
 
     # pods: the watch -----------------------------------------------------------------------------------------
     def _watch_pods(self) -> None:
