@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -276,6 +277,10 @@ def package_schema() -> dict[str, Any]:
 def main() -> None:
     """Serve on a loopback port and tell the engine which one (the first line of output is all it reads)."""
     engine.set_address(sys.argv[1:])  # the engine's address, for warnings in its log
+    # The engine ends the plugin with SIGINT. Python raises KeyboardInterrupt for it only if SIGINT was not ignored
+    # when the process started, and a shell starts background jobs (`make up &`, a CI runner) with SIGINT ignored,
+    # which the engine and then the plugin inherit: the engine would wait out its 5 s cool-down and kill it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     executor = futures.ThreadPoolExecutor(max_workers=WORKERS)
     server = grpc.server(executor, options=_GRPC_CHANNEL_OPTIONS)
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(AlicloudProvider(), server)

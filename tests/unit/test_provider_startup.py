@@ -135,17 +135,23 @@ def _tgkill(pid: int, tid: int, sig: int) -> None:
         raise OSError(ctypes.get_errno(), "tgkill")
 
 
-@pytest.mark.parametrize("to", ["process", "another thread"])
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job (and it is inherited)
+
+
+@pytest.mark.parametrize("to", ["process", "another thread", "process started with SIGINT ignored"])
 def test_the_plugin_exits_at_once_on_the_engine_s_sigint(to):
     """The engine's SIGINT ends the plugin with status 0, also when the kernel hands it to a thread other than the
-    main one (gRPC's): Python acts on it only when the main thread runs, so that one must not sleep for good."""
+    main one (gRPC's: Python acts on it only when the main thread runs, so that one must not sleep for good) and
+    when the plugin was started with SIGINT ignored (an engine run in the background passes that on)."""
     if to == "another thread" and os.uname().machine not in TGKILL:
         pytest.skip(f"tgkill's number on {os.uname().machine} is not known here")
     plugin = subprocess.Popen([str(Path(sys.executable).parent / "pulumi-resource-alicloud"), "127.0.0.1:1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_ignore_sigint if "ignored" in to else None)
     try:
         assert plugin.stdout.readline().strip().isdigit()  # its port: serving
-        if to == "process":
+        if to != "another thread":
             plugin.send_signal(signal.SIGINT)
         else:
             tasks = Path(f"/proc/{plugin.pid}/task")
