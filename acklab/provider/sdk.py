@@ -4,11 +4,11 @@ output names (Python ↔ wire), and which arguments it requires.
 Reading them from the SDK installed beside the plugin (rather than from a copy) keeps the plugin true to what
 programs send: every input the SDK can send is known, every output the SDK resolves is returned.
 
-What is read is kept in ``<venv>/share/acklab/pulumi_alicloud-<version>-names.json`` (``NAMES``): importing the
-SDK's modules costs the plugin ~0.1 s at its first Check of a kind (``ecs.Instance`` alone ~70 ms), and the engine
-starts the plugin anew for every preview and twice per ``pulumi up``. The file belongs to the installed SDK
-version (names change only with it); a name missing from it is read from the SDK and added. ``python -m
-acklab.provider.sdk`` fills it for everything the plugin implements (the set-up runs it).
+What is read is kept in ``<venv>/share/acklab/pulumi_alicloud-<version>-names.json`` (``names_file``): importing
+the SDK's modules costs the plugin ~0.1 s at its first Check of a kind (``ecs.Instance`` alone ~70 ms), and the
+engine starts the plugin anew for every preview and twice per ``pulumi up``. The file names the SDK and Pulumi SDK
+versions it was read from (a file for others is read anew); a name missing from it is read from the SDK and added.
+``python -m acklab.provider.sdk`` writes it anew with every resource the plugin implements (the set-up runs it).
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class NatGateway:
         index = leg.index_in(self.namespace)
         if index is None:
             return  # never plugged, or the leg died with the namespace
-        _ip(self.namespace, [_mark_line("del", model.leg_table(index))], tolerant=True)  # the DNAT replies' rule
+        _ip(self.namespace, [_mark_line("del", model.leg_table(index))], tolerant=True)  # its fwmark rule
         leg.unplug(self.namespace, address, LEG_ROUTING, (address,))
 
     # -- SNAT entries --
@@ -260,20 +260,27 @@ class NatGateway:
             return "source_vswitch_id", net
         return "source_cidr", model.check_source_cidr(resource, source_cidr, vpc_cidr)
 
-    def _leg_table(self, address: ipaddress.IPv4Address) -> int | None:
+    def _leg_tables(self) -> dict[str, int]:
+        """EIP address → its leg's table, from one dump of the gateway's links."""
         with self.namespace.ipr() as ipr:
-            for link in ipr.get_links():
-                if parse_alias(link.get("IFLA_IFALIAS")).get("ip") == str(address) and \
-                        (link.get("ifname") or "").startswith("eip-"):
-                    return model.leg_table(link["index"])
-        return None
+            return {parse_alias(link.get("IFLA_IFALIAS")).get("ip", ""): model.leg_table(link["index"])
+                    for link in ipr.get_links() if (link.get("ifname") or "").startswith("eip-")}
+
+    def _leg_table(self, address: ipaddress.IPv4Address) -> int | None:
+        return self._leg_tables().get(str(address))
 
     def _legs(self, rule: model.SnatRule) -> dict[ipaddress.IPv4Address, int]:
-        legs = {address: self._leg_table(address) for address in rule.snat_ips}
-        missing = [str(a) for a, table in legs.items() if table is None]
+        """The leg table of each of the entry's addresses (all must be plugged)."""
+        tables = self._leg_tables()
+        missing = [str(a) for a in rule.snat_ips if str(a) not in tables]
         if missing:
             raise LabError(f"NAT gateway {self.ngw_id}: no leg carries {', '.join(missing)}")
-        return {a: t for a, t in legs.items() if t is not None}
+        return {a: tables[str(a)] for a in rule.snat_ips}
+
+    def _ensure_mark_rule(self, table: int) -> None:
+        """A leg's ``fwmark`` rule (shared by its DNAT entries and the SNAT pools using it): once, not twice."""
+        _ip(self.namespace, [_mark_line("del", table)], tolerant=True)
+        _ip(self.namespace, [_mark_line("add", table)])
 
     def _apply(self, router: VpcRouter, rule: model.SnatRule) -> None:
         """The gateway's rules, then the router's: nothing reaches the gateway that cannot leave. One EIP: the source's
@@ -282,8 +289,7 @@ class NatGateway:
         if rule.pool:
             _nft(self.namespace, model.dnat_chains_text())  # its ``replies`` rule leaves the pool's replies alone
             for table in legs.values():
-                _ip(self.namespace, [_mark_line("del", table)], tolerant=True)  # shared: no duplicate
-                _ip(self.namespace, [_mark_line("add", table)])
+                self._ensure_mark_rule(table)
             _nft(self.namespace, model.add_rule_text(rule, legs))
         else:
             _nft(self.namespace, model.add_rule_text(rule))
@@ -310,7 +316,6 @@ class NatGateway:
                        for comment, h in self._comments(chain) if comment.split()[:1] == [rule.entry_id])
         if text:
             _nft(self.namespace, text)
-
 
     # -- DNAT (forward) entries --
 
@@ -364,8 +369,7 @@ class NatGateway:
         table = self._leg_table(rule.external_ip)
         if table is None:
             raise LabError(f"NAT gateway {self.ngw_id}: no leg carries {rule.external_ip}")
-        _ip(self.namespace, [_mark_line("del", table)], tolerant=True)  # shared by the leg's entries: no duplicate
-        _ip(self.namespace, [_mark_line("add", table)])
+        self._ensure_mark_rule(table)
         _nft(self.namespace, model.dnat_chains_text() + model.add_forward_text(rule, table))
         if not self._replies_routed(router, rule.internal_ip):
             _ip(router.namespace, [_rule_line("add", ipaddress.IPv4Network(f"{rule.internal_ip}/32"), self.table,
