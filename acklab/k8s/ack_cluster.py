@@ -54,7 +54,7 @@ class ClusterFacts:
     name: str = ""
     vswitch_ids: tuple[str, ...] = ()  # the control plane's (the first) and the nodes' vSwitches
     nat: cluster_nat.ClusterNat | None = None  # what new_nat_gateway made
-    datapath: str = "terway-eniip"  # the network add-on: terway-eniip, or flannel (vpc-route, ACK's Flannel)
+    datapath: str = "terway-eniip"  # the network add-on: terway-eniip, terway-eni, or flannel (vpc-route)
     pod_cidr: str = ""  # flannel's
     node_cidr_mask: int = 24  # flannel's
     api_slb_id: str = ""  # the API server's SLB (``api_endpoint``), its id chosen before it is made

@@ -26,7 +26,7 @@ from acklab.k8s import cloud_controller, cluster_dns, flannel, ingress_api, netw
 from acklab.k8s.ipam import TerwayConfig
 from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
-from acklab.k8s.plan import CIDR_DATAPATHS, DATAPATHS, Network, Node
+from acklab.k8s.plan import CIDR_DATAPATHS, DATAPATHS, EXCLUSIVE_ENI, Network, Node
 from acklab.k8s.pods import NodeNetwork, load_records
 from netns.kernel.namespace import Namespace
 from netns.model.control_plane import PodNetwork
@@ -229,7 +229,7 @@ def node_agent_config(spec: NodeSpec) -> NodeAgentConfig:
     plan_node = Node(spec.name, spec.netns, spec.ip, None, "eth1", str(cidr[-3]), ())
     terway = TerwayConfig(node_vswitch.router.vpc_id, spec.pod_vswitch_ids, spec.security_groups,
                           spec.min_pool_size, spec.max_pool_size)
-    return NodeAgentConfig(spec.lab, identity, plan_node, terway=terway, dns=dns)
+    return NodeAgentConfig(spec.lab, identity, plan_node, spec.network.datapath, terway=terway, dns=dns)
 
 
 def cluster_cidr(spec: NodeSpec) -> str:
@@ -243,7 +243,8 @@ def cluster_cidr(spec: NodeSpec) -> str:
 
 
 def install_node(spec: NodeSpec) -> NodeResult:
-    """The node agent, kube-proxy and the NetworkPolicy agent on one node, against the lab's control plane."""
+    """The node agent, kube-proxy and the NetworkPolicy agent (none with terway-eni, as on ACK) on one node,
+    against the lab's control plane."""
     if spec.proxy_mode not in PROXY_MODES:
         raise LabError(f"node {spec.name}: kube-proxy mode {spec.proxy_mode!r} is not one of {', '.join(PROXY_MODES)}")
     planes = control_planes(spec.lab)
@@ -263,6 +264,8 @@ def install_node(spec: NodeSpec) -> NodeResult:
     if proxy.started is not None:
         changes.append(f"kube-proxy ({proxy.mode}) started")
     datapath = spec.network.datapath  # pods matched by veth (Terway's routed ones) or by address (a bridge's)
+    if datapath == EXCLUSIVE_ENI:  # as on ACK: exclusive-ENI pods' traffic bypasses the node, no NetworkPolicy
+        return NodeResult(spec.name, tuple(changes))
     before = network_policy_agent.NetworkPolicyAgent(spec.lab, spec.name, spec.netns, datapath).pid()
     if network_policy_agent.install(spec.lab, spec.name, spec.netns, datapath) != before:  # after kube-proxy
         changes.append("NetworkPolicy agent started")

@@ -1,5 +1,6 @@
-"""Pod addressing, pure: a pod CIDR per node (VPC-route and VXLAN modes), host-local allocation inside it, and
-ENI secondary-IP pools (Terway ENI multi-IP). Allocation is stable: a pod keeps its address while it exists.
+"""Pod addressing, pure: a pod CIDR per node (VPC-route and VXLAN modes), host-local allocation inside it,
+ENI secondary-IP pools (Terway ENI multi-IP) and ENIs of their own (Terway's exclusive ENI mode). Allocation is
+stable: a pod keeps its address while it exists.
 """
 
 from __future__ import annotations
@@ -172,16 +173,19 @@ class TerwayConfig:
     security_groups: tuple[str, ...]
     min_pool_size: int = 0
     max_pool_size: int = 5
+    # eni-config's service_cidr: an exclusive-ENI pod reaches Services through its veth1 to the node
+    service_cidr: str = "172.21.0.0/20"
 
     def to_dict(self) -> dict[str, Any]:
         return {"vpc_id": self.vpc_id, "pod_vswitch_ids": list(self.pod_vswitch_ids),
                 "security_groups": list(self.security_groups), "min_pool_size": self.min_pool_size,
-                "max_pool_size": self.max_pool_size}
+                "max_pool_size": self.max_pool_size, "service_cidr": self.service_cidr}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> TerwayConfig:
         return TerwayConfig(data["vpc_id"], tuple(data["pod_vswitch_ids"]), tuple(data["security_groups"]),
-                            int(data.get("min_pool_size", 0)), int(data.get("max_pool_size", 5)))
+                            int(data.get("min_pool_size", 0)), int(data.get("max_pool_size", 5)),
+                            data.get("service_cidr", "172.21.0.0/20"))
 
 
 class NoFreeAddress(Exception):
@@ -193,6 +197,7 @@ class TerwayEni:
     eni_id: str
     ifname: str  # its device in the node (eth1, eth2, ...)
     secondary: tuple[str, ...]  # the secondary IPs assigned to it: Terway's pod addresses
+    primary: str = ""  # its primary address: the pod's in exclusive ENI mode
 
 
 class EniBackend(Protocol):
@@ -206,6 +211,8 @@ class EniBackend(Protocol):
     def assign(self, eni_id: str, count: int) -> tuple[str, ...]: ...
 
     def unassign(self, eni_id: str, ips: Sequence[str]) -> None: ...
+
+    def delete_eni(self, eni_id: str) -> None: ...
 
 
 @dataclass
@@ -295,3 +302,78 @@ class TerwayEniPool(_CoolingAddresses):
 
 def _suppress_quota() -> contextlib.suppress:
     return contextlib.suppress(NoFreeAddress)  # a warm pool short of its target at the quota is not an error
+
+
+@dataclass
+class TerwayExclusivePool(_CoolingAddresses):
+    """Terway's exclusive ENI mode (``terway-eni``): every pod gets an ENI of its own, whose primary address is the
+    pod's; the node datapath moves the ENI's device into the pod.
+
+    A free ENI (the warm pool) is used first; else a new one is made, up to the instance type's secondary ENIs
+    (ENIs - 1: the primary ENI stays the node's); past it ``NoFreeAddress`` says why. A pod's ENI comes back to
+    the pool when it goes; beyond ``max_pool_size`` free ones are deleted, and ``warm`` makes ENIs up to
+    ``min_pool_size`` free ones (the watermarks of Terway's pool, counted in ENIs here)."""
+
+    backend: EniBackend
+    quota: Any  # netns.model.instance_types.EniQuota
+    min_pool_size: int = 0
+    max_pool_size: int = 5
+    held: dict[str, str] = field(default_factory=dict)  # pod key → address (its ENI's primary)
+    released: dict[str, float] = field(default_factory=dict)  # address → when its ENI was given back
+    enis: list[TerwayEni] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.enis = list(self.backend.enis())
+
+    def free(self) -> list[str]:
+        taken = set(self.held.values())
+        return [eni.primary for eni in self.enis if eni.primary not in taken]
+
+    def eni_of(self, address: str) -> TerwayEni:
+        return next(eni for eni in self.enis if eni.primary == address)
+
+    def interface_of(self, address: str) -> str:
+        """The ENI device (in the node, while no pod holds it) whose primary address is ``address``."""
+        return self.eni_of(address).ifname
+
+    def allocate(self, key: str) -> str:
+        if key in self.held:
+            return self.held[key]
+        if not self.free():
+            self._grow(1)
+        return self._take(key, self.free(), Addr)
+
+    def release(self, key: str, now: float) -> None:
+        super().release(key, now)
+        self.trim()
+
+    def resync(self) -> None:
+        """The node's ENIs read again: an ENI whose device went with its pod's namespace (deleted behind the lab's
+        back) is gone, and so is its pod's hold on the address (the pod is made again with another ENI)."""
+        self.enis = list(self.backend.enis())
+        primaries = {eni.primary for eni in self.enis}
+        self.held = {key: address for key, address in self.held.items() if address in primaries}
+
+    def warm(self) -> None:
+        """Free ENIs up to ``min_pool_size`` (as far as the quota lets)."""
+        missing = self.min_pool_size - len(self.free())
+        if missing > 0:
+            with _suppress_quota():
+                self._grow(missing)
+
+    def trim(self) -> None:
+        """Delete free ENIs beyond ``max_pool_size``: the most recently given back go first (those given back
+        longest ago are the ones the next pods take)."""
+        free = sorted(self.free(), key=lambda a: (self.released.get(a, float("-inf")), Addr(a)))
+        for address in free[max(self.max_pool_size, self.min_pool_size):]:
+            eni = self.eni_of(address)
+            self.backend.delete_eni(eni.eni_id)
+            self.enis.remove(eni)
+            self.released.pop(address, None)
+
+    def _grow(self, count: int) -> None:
+        for _ in range(count):
+            if len(self.enis) >= self.quota.pod_enis:
+                raise NoFreeAddress(f"no free ENI: {self.quota.describe()} ({self.quota.pod_enis} secondary ENIs "
+                                    "for pods in exclusive ENI mode, all in use)")
+            self.enis.append(self.backend.create_eni())

@@ -41,9 +41,10 @@ from acklab.k8s.ipam import (
     PodAddressPool,
     TerwayConfig,
     TerwayEniPool,
+    TerwayExclusivePool,
 )
 from acklab.k8s.model import Pod, Probe
-from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement, node_from_dict
+from acklab.k8s.plan import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement, node_from_dict
 from netns.kernel import netns_etc, process
 from netns.kernel.files import read_text, write_atomic
 from netns.kernel.namespace import NETNS_DIR, end_processes
@@ -199,22 +200,29 @@ class NodeAgent:
         self.mtu = 1500
         self.node_uid = ""
 
-    def _terway_pool(self, terway: TerwayConfig) -> TerwayEniPool:
-        """Terway's live pool on the node's instance; the Node's allocatable pods become the type's quota."""
+    def _terway_pool(self, terway: TerwayConfig) -> TerwayEniPool | TerwayExclusivePool:
+        """Terway's live pool on the node's instance (shared ENIs' secondary IPs, or exclusive ENIs); the Node's
+        allocatable pods become the type's quota."""
         from acklab.k8s.terway import LiveEniBackend
 
         quota = eni_quota(self.identity.instance_type)
         if quota is None:
             raise LabError(f"node {self.name}: the ENI quota of instance type {self.identity.instance_type} is "
                            "not known to the lab (netns/model/instance_types.py); Terway will not guess it")
-        self.identity = replace(self.identity, max_pods=quota.max_pods)
         backend = LiveEniBackend(self.config.lab, self.identity.instance_id, self.name, terway)
+        if self.config.datapath == EXCLUSIVE_ENI:
+            self.identity = replace(self.identity, max_pods=quota.pod_enis)
+            return TerwayExclusivePool(backend, quota, terway.min_pool_size, terway.max_pool_size,
+                                       released=self._load_released())
+        self.identity = replace(self.identity, max_pods=quota.max_pods)
         return TerwayEniPool(backend, quota, terway.min_pool_size, terway.max_pool_size,
                              released=self._load_released())
 
     def _start_terway(self) -> None:
-        """Before the datapath: the warm pool filled, and at least one Terway ENI attached, whose table the
-        node's base datapath is built on (the configured ``eni_ifname``, eth1)."""
+        """Before the datapath: the warm pool filled, and (shared ENIs) at least one Terway ENI attached, whose
+        table the node's base datapath is built on (the configured ``eni_ifname``, eth1)."""
+        if isinstance(self.pool, TerwayExclusivePool):
+            self.pool.warm()
         if not isinstance(self.pool, TerwayEniPool):
             return
         self.pool.warm()
@@ -224,7 +232,9 @@ class NodeAgent:
     def _node_network(self) -> Any:
         from acklab.k8s.pods import NodeNetwork  # pyroute2 only in the agent process, not in the installer
 
-        network = Network(self.config.lab, self.config.datapath, (self.node, *self.peers), self.config.cluster_cidr)
+        service_cidr = self.config.terway.service_cidr if self.config.terway is not None else None
+        network = Network(self.config.lab, self.config.datapath, (self.node, *self.peers), self.config.cluster_cidr,
+                          service_cidr)
         return NodeNetwork(network, self.node)
 
     # Flannel ---------------------------------------------------------------------------------------------------
@@ -529,7 +539,7 @@ class NodeAgent:
             return
         for placement in placements:  # before the namespace: nothing run in the pod sees it without its DNS
             self._write_resolv_conf(placement.pod)
-        if isinstance(self.pool, TerwayEniPool):
+        if isinstance(self.pool, TerwayEniPool | TerwayExclusivePool):
             self.pool.warm()  # Terway refills its pool to the low watermark after taking from it
         self._ensure_eni_tables()  # an ENI attached for these pods needs its table before their rules
         records = self.network.ensure_pods(placements)
@@ -571,6 +581,9 @@ class NodeAgent:
             block = ipaddress.IPv4Network(self.node.pod_cidr)
             mtu = ipam.overlay_mtu(self.mtu) if self.config.datapath == "vxlan" else self.mtu
             return Placement(pod, self.name, ip, block.prefixlen, str(ipam.bridge_gateway(block)), mtu)
+        if isinstance(self.pool, TerwayExclusivePool):  # its own ENI; the gateway is its vSwitch's, on link
+            return Placement(pod, self.name, ip, 32, str(self.node.eni_gateway), self.mtu,
+                             {"eni": self.pool.interface_of(ip)})
         extra = {"eni": self.pool.interface_of(ip)} if isinstance(self.pool, TerwayEniPool) else {}
         return Placement(pod, self.name, ip, 32, TERWAY_GATEWAY, self.mtu, extra)
 
@@ -582,6 +595,8 @@ class NodeAgent:
             self.records.pop(record.pod.key, None)
         self._serve()  # first: the pod agent's sockets keep the namespaces alive
         self.network.remove_pods(everything)
+        if repaired and isinstance(self.pool, TerwayExclusivePool):
+            self.pool.resync()  # an exclusive ENI whose pod namespace was deleted went with it
         for record in records:
             key = record.pod.key
             self.pool.release(key, now)
@@ -589,7 +604,7 @@ class NodeAgent:
             self.reported.pop(key, None)
             self.ending.pop(key, None)
             log.info("pod %s: removed from %s", key, self.name)
-        if isinstance(self.pool, EniAddressPool | HostLocalPool | TerwayEniPool):
+        if isinstance(self.pool, EniAddressPool | HostLocalPool | TerwayEniPool | TerwayExclusivePool):
             write_atomic(self._released_file(), json.dumps(self.pool.released, sort_keys=True))
 
     def _serve(self) -> None:

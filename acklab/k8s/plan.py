@@ -5,6 +5,8 @@ Datapaths (``acklab:datapath`` in the stack config):
   from a pod vSwitch; pods are plumbed with Terway's routed veth and policy routing.
 - ``vpc-route``: what ACK calls Flannel — a pod CIDR per node, host-local IPAM, one VPC route entry per node.
 - ``vxlan``: community Flannel VXLAN — the same pod CIDRs carried between nodes in VXLAN (VNI 1, port 8472).
+- ``terway-eni``: Terway's exclusive ENI mode — each pod's eth0 is an ENI of its own, made by the node agent
+  (live IPAM only: no file-driven plan), and a veth to the node carries its Service traffic.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from acklab.k8s import ipam
 from acklab.k8s.model import Cluster, Pod, schedule
 from netns.model.errors import ValidationError
 
-DATAPATHS = ("terway-eniip", "vpc-route", "vxlan")
+DATAPATHS = ("terway-eniip", "vpc-route", "vxlan", "terway-eni")
 CIDR_DATAPATHS = ("vpc-route", "vxlan")
+EXCLUSIVE_ENI = "terway-eni"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Network:
     datapath: str
     nodes: tuple[Node, ...]
     cluster_cidr: str | None = None
+    service_cidr: str | None = None  # terway-eni: routed to the node through each pod's veth1
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -65,6 +69,9 @@ def check_network(network: Network) -> None:
         raise ValidationError(where, "datapath", f"{network.datapath!r} must be one of {', '.join(DATAPATHS)}")
     if not network.nodes:
         raise ValidationError(where, "nodes", "no ECS instance carries the Kubernetes node tag (ack.aliyun.com)")
+    if network.datapath == EXCLUSIVE_ENI:
+        raise ValidationError(where, "datapath", "terway-eni makes an ENI per pod through the API's node agent "
+                              "(a cluster of cs.ManagedKubernetes or the cluster playbook), not from a pod plan")
     if network.datapath in CIDR_DATAPATHS:
         if not network.cluster_cidr:
             raise ValidationError(where, "pod_cidr", f"is required for the {network.datapath} datapath")

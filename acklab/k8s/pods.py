@@ -25,7 +25,7 @@ from acklab.k8s import ipam
 from acklab.k8s.agent import AgentHandle, k8s_dir
 from acklab.k8s.ingress import is_controller_pod
 from acklab.k8s.model import Pod
-from acklab.k8s.plan import CIDR_DATAPATHS, Network, Node, Placement
+from acklab.k8s.plan import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement
 from netns.kernel import netlink, netns_etc
 from netns.kernel import rules as netfilter
 from netns.kernel.files import write_json
@@ -59,6 +59,12 @@ RETURN_PATH_CHAIN = "ACKLAB-PRIMARY-ENI"
 ENOENT, ESRCH = 2, 3
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"  # Terway/Calico: every host-side veth of a routed pod has this MAC
 LOOPBACK_INDEX = 1  # lo is always the first interface of a namespace
+# Terway's exclusive ENI mode: the pod's ENI is its eth0; ``veth1`` (the same address) leads to the node for
+# Services and the node's own traffic, and the node masquerades everything it sends on (Terway's policy
+# container), so that replies to Service traffic come back through the node, not to the pod's ENI.
+EXCLUSIVE_VETH = "veth1"
+TERWAY_MASQ_CHAIN = "terway-masq"
+ONLINK = 4  # RTNH_F_ONLINK
 
 
 def host_ifname(namespace: str, name: str) -> str:
@@ -88,15 +94,17 @@ class PodRecord:
     host_ifname: str
     datapath: str
     node_netns: str = ""  # where the host veth is, so the pod can be removed even after its node left
+    eni: str = ""  # terway-eni: the pod's ENI's device name in the node, where it goes back when the pod goes
 
     def to_dict(self) -> dict:
-        return {"pod": self.pod.to_dict(), "node": self.node, "ip": self.ip, "netns": self.netns,
+        data = {"pod": self.pod.to_dict(), "node": self.node, "ip": self.ip, "netns": self.netns,
                 "host_ifname": self.host_ifname, "datapath": self.datapath, "node_netns": self.node_netns}
+        return {**data, "eni": self.eni} if self.eni else data
 
     @staticmethod
     def from_dict(data: dict) -> PodRecord:
         return PodRecord(Pod.from_dict(data["pod"]), data["node"], data["ip"], data["netns"], data["host_ifname"],
-                         data["datapath"], data.get("node_netns", ""))
+                         data["datapath"], data.get("node_netns", ""), data.get("eni", ""))
 
 
 def _records_dir(lab: str) -> Path:
@@ -218,6 +226,8 @@ class NodeNetwork:
             self._ensure_ip_masq()
         if self.network.datapath == "terway-eniip":
             self._ensure_eni_table()
+        if self.network.datapath == EXCLUSIVE_ENI:
+            self._ensure_terway_masq()
         base.parent.mkdir(parents=True, exist_ok=True)
         base.write_text(fingerprint)
         return True
@@ -289,6 +299,17 @@ class NodeNetwork:
         if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
             self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
 
+    def _ensure_terway_masq(self) -> None:
+        """Terway's exclusive ENI mode: everything the node sends on is masqueraded (its policy container's
+        ``terway-masq``), so that Service and NodePort traffic it forwarded to a pod is answered through it."""
+        chain = TERWAY_MASQ_CHAIN
+        rules = f"*nat\n:{chain} - [0:0]\n-F {chain}\n-A {chain} -j MASQUERADE\nCOMMIT\n"
+        netfilter.iptables_restore(self.namespace, rules, f"node {self.node.name}: the terway-masq rules",
+                                   noflush=True)
+        jump = ["POSTROUTING", "!", "-o", "lo", "-j", TERWAY_MASQ_CHAIN]
+        if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
+            self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
+
     def eni_table(self, ipr: IPRoute, ifname: str | None = None) -> int:
         """The table of a pod ENI (the node's configured one unless ``ifname``: Terway's live IPAM spreads pods
         over several ENIs, and a pod's traffic leaves through the ENI that holds its address)."""
@@ -347,8 +368,9 @@ class NodeNetwork:
 
     def _record(self, placement: Placement) -> PodRecord:
         pod = placement.pod
+        eni = placement.extra.get("eni", "") if self.network.datapath == EXCLUSIVE_ENI else ""
         return PodRecord(pod, placement.node, placement.ip, pod_netns_name(self.lab, pod.namespace, pod.name),
-                         host_ifname(pod.namespace, pod.name), self.network.datapath, self.node.netns)
+                         host_ifname(pod.namespace, pod.name), self.network.datapath, self.node.netns, eni)
 
     def ensure_pod(self, placement: Placement) -> PodRecord:
         return self.ensure_pods([placement])[0]
@@ -368,7 +390,10 @@ class NodeNetwork:
                 links = {link.get("ifname") for link in node_ipr.get_links()}
                 bridge = None if routed else index_of(node_ipr, BRIDGE)
                 for record, placement in zip(records, placements, strict=True):
-                    self._plumb(node_ipr, rules, record, placement, links, bridge)
+                    if self.network.datapath == EXCLUSIVE_ENI:
+                        self._plumb_exclusive(node_ipr, record, placement)
+                    else:
+                        self._plumb(node_ipr, rules, record, placement, links, bridge)
                     _save_record(self.lab, record)
         except Exception:
             self.remove_pods(records)
@@ -413,6 +438,55 @@ class NodeNetwork:
                 pod.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=eth0, scope=253)
             pod.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0)
 
+    def _plumb_exclusive(self, ipr: IPRoute, record: PodRecord, placement: Placement) -> None:
+        """Terway's exclusive ENI: the ENI's device moves into the pod as eth0 (its primary address as /32, the
+        vSwitch's gateway on link as the default route); a veth (``cali…`` on the node, ``veth1`` in the pod, with
+        the pod's address too) carries the Service CIDR and the node's own address through the node."""
+        pod_ns = Namespace(record.netns)
+        eni = index_of(ipr, record.eni)
+        if eni is not None:  # else moved already (a repair)
+            ipr.link("set", index=eni, state="down")
+            ipr.link("set", index=eni, net_ns_fd=pod_ns.name)
+        if index_of(ipr, record.host_ifname) is None:
+            ipr.link("add", ifname=record.host_ifname, kind="veth", mtu=placement.mtu, address=HOST_VETH_MAC,
+                     peer={"ifname": EXCLUSIVE_VETH, "net_ns_fd": pod_ns.name, "mtu": placement.mtu})
+        host = index_of(ipr, record.host_ifname)
+        ipr.link("set", index=host, state="up")
+        ipr.route("replace", dst=f"{record.ip}/32", oif=host, scope=253)
+        with pod_ns.ipr() as pod:
+            pod.link("set", index=LOOPBACK_INDEX, state="up")
+            if index_of(pod, record.eni) is not None:
+                pod.link("set", index=index_of(pod, record.eni), ifname="eth0")
+            eth0 = index_of(pod, "eth0")
+            if eth0 is None:
+                raise LabError(f"pod {record.pod.key}: the device {record.eni} of its ENI is gone")
+            unless_exists(pod.addr, "add", index=eth0, address=record.ip, prefixlen=32)
+            pod.link("set", index=eth0, state="up")
+            pod.route("replace", dst="0.0.0.0/0", gateway=placement.gateway, oif=eth0, flags=ONLINK)
+            veth = index_of(pod, EXCLUSIVE_VETH)
+            unless_exists(pod.addr, "add", index=veth, address=record.ip, prefixlen=32)
+            pod.link("set", index=veth, state="up")
+            pod.neigh("replace", dst=TERWAY_GATEWAY, lladdr=HOST_VETH_MAC, ifindex=veth, state="permanent")
+            pod.route("replace", dst=f"{TERWAY_GATEWAY}/32", oif=veth, scope=253)
+            via_node = [self.network.service_cidr, f"{self.node.ip}/32"]
+            for block in filter(None, via_node):
+                pod.route("replace", dst=block, gateway=TERWAY_GATEWAY, oif=veth, flags=ONLINK)
+
+    def _return_enis(self, records: list[PodRecord]) -> None:
+        """Exclusive ENIs go back to the node under their own name before their pods' namespaces go (a deleted
+        namespace would take the device, and with it the ENI's vSwitch port)."""
+        for record in records:
+            pod_ns = Namespace(record.netns)
+            if record.datapath != EXCLUSIVE_ENI or not record.eni or not pod_ns.exists():
+                continue
+            with pod_ns.ipr() as pod:
+                eth0 = index_of(pod, "eth0")
+                if eth0 is None:
+                    continue
+                pod.link("set", index=eth0, state="down")
+                pod.link("set", index=eth0, ifname=record.eni)
+                pod.link("set", index=eth0, net_ns_fd=self.node.netns)
+
     def remove_pod(self, record: PodRecord) -> None:
         self.remove_pods([record])
 
@@ -421,6 +495,7 @@ class NodeNetwork:
         with them), Terway's rules, their namespaces (one ``ip -batch``), their ``/etc/netns`` folders and records."""
         _kill_in([Namespace(r.netns) for r in records])
         if self.namespace.exists() and records:
+            self._return_enis(records)
             with self.namespace.ipr() as ipr:
                 for record in records:
                     index = index_of(ipr, record.host_ifname)

@@ -1,10 +1,11 @@
 """Terway's ENI IP management on the lab's cloud: the node agent's ``EniBackend`` on the provider's realization
 (``netns/realize/network_interface.py``), as Terway calls the ECS API (CreateNetworkInterface,
-AttachNetworkInterface, AssignPrivateIpAddresses, UnassignPrivateIpAddresses).
+AttachNetworkInterface, AssignPrivateIpAddresses, UnassignPrivateIpAddresses; in exclusive ENI mode also
+DetachNetworkInterface and DeleteNetworkInterface).
 
 ENIs made here carry ``owner=terway``: they are in no Pulumi state (as on ACK), ``acklab status`` shows them,
 and they go with their instance (``EcsInstance.delete``) and with the lab's namespaces (``acklab clean``).
-The pure decisions (warm pool, quota) are ``acklab.k8s.ipam.TerwayEniPool``.
+The pure decisions (warm pool, quota) are ``acklab.k8s.ipam.TerwayEniPool`` and ``TerwayExclusivePool``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class LiveEniBackend:
 
     def enis(self) -> list[TerwayEni]:
         """The instance's attached Terway ENIs, in device order (read from the ports' facts)."""
-        found = [(int(f["device"]), TerwayEni(eni_id, f"eth{f['device']}", alias_addresses(f)))
+        found = [(int(f["device"]), TerwayEni(eni_id, f"eth{f['device']}", alias_addresses(f), f["ip"]))
                  for vswitch in self._vswitches() for eni_id, f in vswitch.enis().items()
                  if f.get("owner") == TERWAY_OWNER and f.get("instance") == self.instance_id and f.get("device")]
         return [eni for _, eni in sorted(found)]
@@ -53,17 +54,23 @@ class LiveEniBackend:
     def create_eni(self) -> TerwayEni:
         eni = NetworkInterface(self.lab, self._new_id())
         resource = f"terway ENI of {self.node_name}"
-        eni.create(self._vswitches()[0], resource, None, (), 0, self.config.security_groups,
-                   f"{self.node_name}-terway", owner=TERWAY_OWNER)
+        state = eni.create(self._vswitches()[0], resource, None, (), 0, self.config.security_groups,
+                           f"{self.node_name}-terway", owner=TERWAY_OWNER)
         try:
             ifname = eni.attach(Namespace(netns_name(self.lab, self.instance_id)), self.instance_id, resource)
         except Exception:
             eni.delete()  # an ENI Terway could not attach is not left behind
             raise
-        return TerwayEni(eni.eni_id, ifname, ())
+        return TerwayEni(eni.eni_id, ifname, (), state.primary_ip)
 
     def assign(self, eni_id: str, count: int) -> tuple[str, ...]:
         return NetworkInterface(self.lab, eni_id).assign_ips(count, f"terway ENI {eni_id} of {self.node_name}")
 
     def unassign(self, eni_id: str, ips: Sequence[str]) -> None:
         NetworkInterface(self.lab, eni_id).unassign_ips(list(ips))
+
+    def delete_eni(self, eni_id: str) -> None:
+        """Detach (its device back from the node, if there) and delete: the port goes, the address with it."""
+        eni = NetworkInterface(self.lab, eni_id)
+        eni.detach(Namespace(netns_name(self.lab, self.instance_id)))
+        eni.delete()

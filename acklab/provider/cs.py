@@ -33,7 +33,9 @@ _OUTPUTS = "pulumi_alicloud.cs.outputs"
 KUBERNETES_VERSION = "1.37.2"  # the control plane's binaries (scripts/build-kube.sh)
 ACK_VERSION = f"{KUBERNETES_VERSION}-aliyun.1"  # how ACK spells its versions
 NETWORK_PLUGINS = ("terway-eniip", "terway-eni", "flannel")  # ACK's network add-ons; one per cluster
-SUPPORTED_NETWORKS = {"terway-eniip": "terway-eniip", "flannel": "vpc-route"}  # add-on → acklab's datapath
+# add-on → acklab's datapath
+SUPPORTED_NETWORKS = {"terway-eniip": "terway-eniip", "terway-eni": "terway-eni", "flannel": "vpc-route"}
+TERWAY = ("terway-eniip", "terway-eni")  # pods take addresses of pod_vswitch_ids
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_api
 DNS_ADDON = "coredns"  # every cluster runs CoreDNS (acklab/k8s/cluster_dns.py), asked for or not
@@ -169,6 +171,9 @@ class ManagedKubernetes(Kind):
         if inputs.get("proxy_mode") == "ipvs":
             engine.warn(ctx.urn, f"{ctx.label}: proxy_mode ipvs: kube-proxy runs in iptables mode (this kernel has "
                                  "no IPVS)")
+        if network_plugin(inputs) == "terway-eni":
+            engine.warn(ctx.urn, f"{ctx.label}: terway-eni: pods with an exclusive ENI are not subject to "
+                                 "NetworkPolicy (as on ACK): their traffic does not pass through the node")
 
     def _outputs(self, ctx: Context, cluster_id: str, inputs: dict[str, Any], vpc_id: str) -> dict[str, Any]:
         from acklab.k8s import ack_cluster, api_endpoint
@@ -229,19 +234,18 @@ def _fail(label: str, field: str, reason: str) -> None:
 
 
 def _check_network(label: str, inputs: dict[str, Any]) -> None:
-    """One network add-on: terway-eniip with pod_vswitch_ids, or flannel with pod_cidr (and node_cidr_mask)."""
+    """One network add-on: terway-eniip or terway-eni with pod_vswitch_ids, or flannel with pod_cidr (and
+    node_cidr_mask)."""
     plugin = network_plugin(inputs)
-    runs = " or ".join(SUPPORTED_NETWORKS)
+    runs = ", ".join(SUPPORTED_NETWORKS)
     if plugin is None:
         _fail(label, "addons", f"no network plug-in: acklab runs {runs} (an add-on by that name)")
-    if plugin not in SUPPORTED_NETWORKS:
-        _fail(label, "addons", f"network plug-in {plugin!r} is not supported by acklab yet; use {runs}")
     value = inputs.get
-    if plugin == "terway-eniip":
+    if plugin in TERWAY:
         if known(value("pod_vswitch_ids")) and not value("pod_vswitch_ids"):
-            _fail(label, "pod_vswitch_ids", "is required by terway-eniip: Terway takes pod addresses from them")
+            _fail(label, "pod_vswitch_ids", f"is required by {plugin}: Terway takes pod addresses from them")
         if known(value("pod_cidr")) and value("pod_cidr"):
-            _fail(label, "pod_cidr", "is flannel's; with terway-eniip pods take addresses of pod_vswitch_ids")
+            _fail(label, "pod_cidr", f"is flannel's; with {plugin} pods take addresses of pod_vswitch_ids")
         return
     if known(value("pod_cidr")):
         _check_pod_cidr(label, value("pod_cidr"), None)

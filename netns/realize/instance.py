@@ -245,8 +245,8 @@ class EcsInstance:
     def _release_terway_enis(self, opened: dict[VpcRouter, tuple[IPRoute, list[socket.socket]]],
                              ) -> tuple[EniPort, dict[str, str]] | None:
         """ENIs Terway made for this instance are in no Pulumi state: they go with it, as on ACK (created with
-        "release with instance"). Their device is in the namespace, so the port goes with it; its facts and
-        bindings are taken off first (under the lab lock, held by the caller).
+        "release with instance"). Their facts and bindings are taken off, then the port is deleted (its device,
+        in the namespace or in a pod's, goes with it), under the lab lock, held by the caller.
 
         Answers the instance's own primary port and its facts, seen in the same look at the routers' ports (as
         ``find_port(..., with_vswitch=False)`` would answer them)."""
@@ -262,6 +262,8 @@ class EcsInstance:
                     port = EniPort(router, eni_id)
                     port.unbind({**facts, "vswitch": vswitch_id or ""}, going=True, ipset=ipset)
                     port.forget(ipr)
+                    with contextlib.suppress(netlink.NetlinkError):  # its device may be in a pod (exclusive ENI)
+                        ipr.link("del", ifname=eni_id)
         return own
 
     def _remove(self, port: EniPort, facts: dict[str, str], ipr: IPRoute | None = None,

@@ -18,7 +18,7 @@ from netns.model.errors import NotFoundError, ValidationError
 from netns.model.names import netns_name
 from netns.realize import alias_addresses, lab_lock, pack_addresses, words
 from netns.realize.eni import EniPort, alias, check_groups, claim, deliver_secondary, find_port, find_primary_port
-from netns.realize.vpc import VSwitch, routers
+from netns.realize.vpc import VpcRouter, VSwitch, routers
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class NetworkInterface:
                 raise ValidationError(resource, "instance_id",
                                       f"{instance_id} is in VPC {primary[0].router.vpc_id}, the ENI in "
                                       f"{port.router.vpc_id}")
-            device = _next_device(instance_ns)
+            device = _next_device(instance_ns, _devices_of(port.router, instance_id))
             ifname = f"eth{device}"
             with port.router.namespace.ipr() as ipr:
                 ipr.link("set", ifname=self.parked, net_ns_fd=instance_ns.name)
@@ -171,11 +171,18 @@ class NetworkInterface:
             Veth(port.router.namespace, self.eni_id, port.router.namespace, self.parked).remove()
 
 
-def _next_device(instance_ns: Namespace) -> int:
+def _devices_of(router: VpcRouter, instance_id: str) -> set[int]:
+    """The device numbers the instance's attached ENIs (all in its VPC) hold, wherever their device is now: in
+    exclusive ENI mode Terway moves it into a pod, and back to the instance when the pod goes."""
+    return {int(facts["device"]) for vswitch in router.vswitches() for facts in vswitch.enis().values()
+            if facts.get("instance") == instance_id and facts.get("device")}
+
+
+def _next_device(instance_ns: Namespace, held: set[int]) -> int:
     with instance_ns.ipr() as ipr:
         names = {link.get("ifname") for link in ipr.get_links()}
     device = 1
-    while f"eth{device}" in names:
+    while f"eth{device}" in names or device in held:
         device += 1
     return device
 

@@ -315,7 +315,7 @@ import pulumi_alicloud as alicloud
 vpc = alicloud.vpc.Network("vpc", cidr_block="10.4.0.0/16")
 vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id="cn-hangzhou-a")
 alicloud.cs.ManagedKubernetes("k8s", worker_vswitch_ids=[vswitch.id], pod_vswitch_ids=[vswitch.id],
-                              service_cidr="10.96.0.0/12", addons=[{"name": "terway-eni"}])
+                              service_cidr="10.96.0.0/12", pod_cidr="10.244.0.0/16", addons=[{"name": "terway-eni"}])
 """
 
 BAD_POOL = """
@@ -331,7 +331,7 @@ def test_what_the_lab_cannot_run_fails_the_preview_naming_the_field(lab, program
     text = preview.stdout + preview.stderr
     assert preview.returncode != 0
     assert "service_cidr: '10.96.0.0/12': acklab's control plane serves ACK's default 172.21.0.0/20 only" in text
-    assert "addons: network plug-in 'terway-eni' is not supported by acklab yet; use terway-eniip or flannel" in text
+    assert "pod_cidr: is flannel's; with terway-eni pods take addresses of pod_vswitch_ids" in text
     (stack.project / "__main__.py").write_text(BAD_POOL)  # the engine stops at the first resource that fails
     preview = stack.run("preview", check=False)
     assert preview.returncode != 0

@@ -194,7 +194,21 @@ def test_plan_per_datapath_and_network_errors():
              cluster, {})
     with pytest.raises(ValidationError, match=r"node node-a: secondary ENI: terway-eniip needs"):
         plan(Network("l", "terway-eniip", nodes), cluster, {})
+    with pytest.raises(ValidationError, match=r"cluster of lab l: datapath: terway-eni makes an ENI per pod through "
+                                              r"the API's node agent"):
+        plan(Network("l", "terway-eni", eni), cluster, {})
     with pytest.raises(ValidationError, match=r"node node-a: pods: no free pod address left for shop/web-"):
         small = tuple(Node(n.name, n.netns, n.ip, None, "eth1", "192.168.3.253", (f"192.168.3.{i}0",))
                       for i, n in enumerate(nodes, start=1))
         plan(Network("l", "terway-eniip", small), cluster, {})
+
+
+def test_a_pod_record_keeps_its_exclusive_eni_and_older_records_read_back():
+    from acklab.k8s.model import Pod
+    from acklab.k8s.pods import PodRecord
+
+    pod = Pod("default", "web", {"app": "web"}, ())
+    record = PodRecord(pod, "node-1", "192.168.3.7", "acklab-x-pod", "cali0123", "terway-eni", "acklab-x-n1", "eth2")
+    assert PodRecord.from_dict(record.to_dict()) == record
+    shared = PodRecord(pod, "node-1", "192.168.3.7", "acklab-x-pod", "cali0123", "terway-eniip", "acklab-x-n1")
+    assert "eni" not in shared.to_dict() and PodRecord.from_dict(shared.to_dict()) == shared

@@ -49,8 +49,12 @@ def test_a_terway_cluster_passes_with_acks_defaults():
 def test_cluster_errors_name_the_field():
     assert "172.21.0.0/20 only" in failures(ManagedKubernetes(), {**CLUSTER, "service_cidr": "10.96.0.0/12"})[
         "service_cidr"]
-    eni = failures(ManagedKubernetes(), {**CLUSTER, "addons": [{"name": "terway-eni"}]})
-    assert eni["addons"] == "network plug-in 'terway-eni' is not supported by acklab yet; use terway-eniip or flannel"
+    exclusive = {**CLUSTER, "addons": [{"name": "terway-eni"}]}
+    assert failures(ManagedKubernetes(), exclusive) == {}
+    assert failures(ManagedKubernetes(), {**exclusive, "pod_vswitch_ids": []})["pod_vswitch_ids"] == (
+        "is required by terway-eni: Terway takes pod addresses from them")
+    assert "with terway-eni pods take addresses" in failures(ManagedKubernetes(), {
+        **exclusive, "pod_cidr": "10.244.0.0/16"})["pod_cidr"]
     assert "no network plug-in" in failures(ManagedKubernetes(), {**CLUSTER, "addons": [{"name": "csi-plugin"}]})[
         "addons"]
     assert "is required by terway-eniip" in failures(ManagedKubernetes(), {**CLUSTER, "pod_vswitch_ids": []})[

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from acklab.k8s import kubelet
-from acklab.k8s.ipam import NoFreeAddress, TerwayConfig, TerwayEni, TerwayEniPool
+from acklab.k8s.ipam import NoFreeAddress, TerwayConfig, TerwayEni, TerwayEniPool, TerwayExclusivePool
 from acklab.k8s.model import Container, Pod
 from netns.model.instance_types import QUOTAS, EniQuota, eni_quota
 
@@ -20,15 +20,22 @@ class FakeEcs:
     enis_made: list[TerwayEni] = field(default_factory=list)
     next_host: int = 10
     calls: list[tuple] = field(default_factory=list)
+    made: int = 0
 
     def enis(self) -> list[TerwayEni]:
         return list(self.enis_made)
 
     def create_eni(self) -> TerwayEni:
-        eni = TerwayEni(f"eni-{len(self.enis_made) + 1}", f"eth{len(self.enis_made) + 1}", ())
+        self.made += 1
+        number = self.made
+        eni = TerwayEni(f"eni-{number}", f"eth{number}", (), f"10.0.1.{number}")
         self.enis_made.append(eni)
         self.calls.append(("create",))
         return eni
+
+    def delete_eni(self, eni_id: str) -> None:
+        self.enis_made = [e for e in self.enis_made if e.eni_id != eni_id]
+        self.calls.append(("delete", eni_id))
 
     def assign(self, eni_id: str, count: int) -> tuple[str, ...]:
         ips = tuple(str(ipaddress.IPv4Address("10.0.0.0") + self.next_host + i) for i in range(count))
@@ -123,3 +130,49 @@ def test_a_pod_without_an_address_is_pending_with_a_warning_event():
     event = kubelet.sandbox_event(pod, "node-1", 0.0, "no free address: x")
     assert event["reason"] == "FailedCreatePodSandBox" and event["type"] == "Warning"
     assert event["involvedObject"]["uid"] == "u1" and "no free address: x" in event["message"]
+
+
+# --- exclusive ENI mode (terway-eni) ----------------------------------------------------------------------------
+
+def test_exclusive_mode_gives_each_pod_an_eni_whose_primary_address_is_the_pods():
+    ecs = FakeEcs()
+    pool = TerwayExclusivePool(ecs, SMALL, min_pool_size=0, max_pool_size=0)
+    first, second = pool.allocate("default/a"), pool.allocate("default/b")
+    assert (first, second) == ("10.0.1.1", "10.0.1.2")
+    assert (pool.interface_of(first), pool.interface_of(second)) == ("eth1", "eth2")
+    assert pool.allocate("default/a") == first and [c[0] for c in ecs.calls] == ["create", "create"]
+    assert SMALL.pod_enis == 2  # the primary ENI stays the node's: 2 exclusive pods on 3 ENIs
+    with pytest.raises(NoFreeAddress, match=r"no free ENI: instance type ecs.test.small allows 3 ENIs.* \(2 "
+                                            r"secondary ENIs for pods in exclusive ENI mode, all in use"):
+        pool.allocate("default/c")
+
+
+def test_exclusive_enis_given_back_are_kept_to_max_pool_size_then_deleted():
+    ecs = FakeEcs()
+    pool = TerwayExclusivePool(ecs, SMALL, min_pool_size=0, max_pool_size=1)
+    a = pool.allocate("default/a")
+    pool.allocate("default/b")
+    pool.release("default/a", 1.0)
+    assert pool.free() == [a] and ("delete", "eni-1") not in ecs.calls  # kept: the warm pool's one
+    pool.release("default/b", 2.0)
+    assert ("delete", "eni-2") in ecs.calls and pool.free() == [a]  # the most recently given back goes
+    assert pool.allocate("default/c") == a  # the pool's ENI is used before a new one is made
+    assert [c[0] for c in ecs.calls].count("create") == 2
+
+
+def test_exclusive_warm_pool_makes_enis_ahead_within_the_quota():
+    ecs = FakeEcs()
+    pool = TerwayExclusivePool(ecs, SMALL, min_pool_size=5, max_pool_size=5)
+    pool.warm()
+    assert len(pool.free()) == SMALL.pod_enis  # short of 5 at the quota: no error
+    assert TerwayExclusivePool(ecs, SMALL).free() == pool.free()  # read back after a restart
+
+
+def test_exclusive_resync_drops_a_hold_whose_eni_went_with_its_pod():
+    ecs = FakeEcs()
+    pool = TerwayExclusivePool(ecs, SMALL, max_pool_size=0)
+    gone, kept = pool.allocate("default/gone"), pool.allocate("default/kept")
+    ecs.enis_made = [e for e in ecs.enis_made if e.primary != gone]  # its namespace (and device) deleted
+    pool.resync()
+    assert pool.held == {"default/kept": kept}
+    assert pool.allocate("default/gone") == "10.0.1.3"  # a new ENI
