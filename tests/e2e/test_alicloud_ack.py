@@ -17,7 +17,7 @@ import pytest
 from acklab.k8s import ack_cluster
 from acklab.recover import checkpoint_ids
 from netns.kernel.namespace import Namespace, list_namespaces
-from netns.model.names import mark
+from netns.model.names import mark, pod_netns_name
 from netns.realize import state_dir
 from netns.realize.cleanup import prune_lab
 from netns.realize.control_plane import control_planes
@@ -308,6 +308,57 @@ def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tm
     stack.run("destroy", "--yes")
     assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
     assert not list(state_dir(lab).glob("k8s/ccm/routes/*"))
+
+
+EXCLUSIVE_ENI_PROGRAM = """
+import pulumi
+import pulumi_alicloud as alicloud
+
+zones = alicloud.get_zones(available_resource_creation="VSwitch")
+vpc = alicloud.vpc.Network("vpc", vpc_name="ack-eni", cidr_block="10.4.0.0/16")
+vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id=zones.zones[0].id)
+pod_vswitch = alicloud.vpc.Switch("pod-vswitch", cidr_block="10.4.32.0/20", vpc_id=vpc.id, zone_id=zones.zones[0].id)
+k8s = alicloud.cs.ManagedKubernetes("k8s",
+    name_prefix="ack-eni",
+    worker_vswitch_ids=[vswitch.id],
+    pod_vswitch_ids=[pod_vswitch.id],
+    new_nat_gateway=False,
+    addons=[{"name": "terway-eni"}])
+pool = alicloud.cs.NodePool("default", node_pool_name="default", cluster_id=k8s.id, vswitch_ids=[vswitch.id],
+                            instance_types=["ecs.g7.large"], desired_size=2)
+credential = alicloud.cs.get_cluster_credential_output(cluster_id=pool.cluster_id)
+pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
+"""
+
+
+def test_a_terway_eni_cluster_gives_each_pod_an_eni_of_its_own(lab, program_stack, tmp_path, root_unchanged):
+    """Terway's exclusive ENI mode from the add-on's name: allocatable pods are the ENIs a node has for pods, each
+    pod's address is an ENI's primary one in the pod vSwitch, a LoadBalancer Service answers from the lab's
+    internet, and destroy leaves nothing (the ENIs in pods included)."""
+    stack = program_stack(EXCLUSIVE_ENI_PROGRAM)
+    up = stack.run("up", "--yes")
+    assert "terway-eni: pods with an exclusive ENI are not subject to NetworkPolicy" in up.stdout + up.stderr
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    kubectl = Kubectl(kubeconfig)
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    assert len(kubectl.ready_nodes()) == 2 and {n["status"]["allocatable"]["pods"] for n in nodes} == {"2"}
+    kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
+    wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]
+             .get("loadBalancer", {}).get("ingress"), "the Service's external IP", timeout=30)
+    address = json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]["ip"]
+    wait_for(lambda: (http_get(f"{mark(lab)}internet", address, 80, "/hostname") or "").startswith("web-"),
+             "a pod answering through the SLB", timeout=45)
+    pods = json.loads(kubectl("get", "pods", "-o", "json"))["items"]
+    for pod in pods:
+        ip = pod["status"]["podIP"]
+        netns = Namespace(pod_netns_name(lab, "default", pod["metadata"]["name"]))
+        eth0 = json.loads(netns.run(["ip", "-4", "-j", "address", "show", "eth0"]).stdout)[0]
+        assert ip.startswith("10.4.3") and [a["local"] for a in eth0["addr_info"]] == [ip]
+
+    stack.run("destroy", "--yes")
+    assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
 
 
 BAD_CLUSTER = """
