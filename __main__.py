@@ -7,9 +7,9 @@ pod datapath needs from the cloud. `acklab:cluster` says who builds the pods:
 
 - ``api`` (the default): `ansible-playbook cluster.yml` runs a control plane and a node agent per node, the
   workloads come through the API (`kubectl apply`); Terway's agent makes the pods' ENIs (in the pod vSwitch and
-  security group this program exports), or, with Flannel (vpc-route, vxlan), the controller-manager gives each Node
-  a block of `acklab:podCidr` and the cloud controller routes it in the VPC (vpc-route); the cloud controller makes
-  the LoadBalancer Services' SLBs.
+  security group this program exports; with `terway-eni`, Terway's exclusive ENI mode, an ENI per pod), or, with
+  Flannel (vpc-route, vxlan), the controller-manager gives each Node a block of `acklab:podCidr` and the cloud
+  controller routes it in the VPC (vpc-route); the cloud controller makes the LoadBalancer Services' SLBs.
 - ``playbook`` (the first wave's): `ansible-playbook site.yml` builds the pods of the manifests folder; this program
   declares the pod ENIs (Terway) or a route entry per node's block (vpc-route) and plays ACK's CCM for
   LoadBalancer Services.
@@ -30,13 +30,18 @@ from netns.model.names import netns_name
 from netns.realize.control_plane import control_planes
 
 config = pulumi.Config("acklab")
-# terway-eniip (ACK's default, this lab's too) | vpc-route (ACK's "Flannel") | vxlan (community Flannel) | none
+# terway-eniip (ACK's default, this lab's too) | terway-eni (Terway's exclusive ENI mode) | vpc-route (ACK's
+# "Flannel") | vxlan (community Flannel) | none
 datapath = config.get("datapath") or "terway-eniip"
 datapath = None if datapath == "none" else datapath
+TERWAY = ("terway-eniip", "terway-eni")
 # api: a control plane, workloads through kubectl | playbook: pods from the manifests folder (ansible/site.yml)
 cluster = config.get("cluster") or "api"
 if cluster not in ("api", "playbook"):
     raise ValueError(f"acklab:cluster: {cluster!r} is not one of api, playbook")
+if datapath == "terway-eni" and cluster == "playbook":
+    raise ValueError("acklab:datapath: terway-eni makes an ENI per pod through the API's node agent; it needs "
+                     "acklab:cluster api")
 # A lab built the other way is not switched (both would build pods on the same nodes): refused before anything
 # changes, from what the kernel holds (a control plane; pods the playbook made, which carry no API uid).
 if cluster == "playbook" and control_planes(pulumi.get_stack()):
@@ -57,7 +62,9 @@ services = load_manifests(manifests).services if playbook_pods and Path(manifest
 service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 IMAGE = "ubuntu_22_04_x64_20G_alibase_20240101.vhd"  # kept, not realized: an instance is a namespace
-POD_VSWITCH_CIDR = "192.168.3.0/24"  # terway-eniip
+POD_VSWITCH_CIDR = "192.168.3.0/24"  # terway-eniip, terway-eni
+# ACK's exclusive ENI nodes need instance types with more than 6 ENIs: one pod per ENI but the primary (7 here)
+NODE_TYPE = "ecs.g7.4xlarge" if datapath == "terway-eni" else "ecs.g7.large"
 
 
 def namespace(cloud_id: pulumi.Output[str]) -> pulumi.Output[str]:
@@ -75,7 +82,7 @@ zone_i = alicloud.vpc.Switch("vsw-i", vpc_id=network.id, cidr_block="192.168.2.0
 # Security groups (for the acceptance matrix, tests/acceptance): ecs-3 and, with Terway, the pods' ENIs are
 # filtered; the nodes' primary ENIs are in no group, unfiltered (a lab convenience). Basic groups: members reach
 # each other, all egress is allowed, other ingress needs a rule.
-pod_sources = POD_VSWITCH_CIDR if datapath == "terway-eniip" else pod_cidr  # the source ecs-3 sees from pods
+pod_sources = POD_VSWITCH_CIDR if datapath in TERWAY else pod_cidr  # the source ecs-3 sees from pods
 ecs_group = alicloud.ecs.SecurityGroup("sg-ecs", vpc_id=network.id, security_group_name="acklab-ecs")
 for rule_name, protocol, ports, cidr in (("nodes", "all", "-1/-1", "192.168.1.0/24"),  # the nodes reach ecs-3
                                          ("pods-tcp", "tcp", "80/80", pod_sources),  # pods reach its TCP port 80
@@ -88,7 +95,8 @@ def instance(name: str, vswitch: alicloud.vpc.Switch, private_ip: str,
              groups: list[pulumi.Output[str]] | None = None) -> alicloud.ecs.Instance:
     """An ECS instance named like its resource (the inventory's host name); the nodes carry ACK's tag."""
     return alicloud.ecs.Instance(name, instance_name=name, vswitch_id=vswitch.id, private_ip=private_ip,
-                                 instance_type="ecs.g7.large", image_id=IMAGE, security_groups=groups,
+                                 instance_type=NODE_TYPE if name in NODES else "ecs.g7.large", image_id=IMAGE,
+                                 security_groups=groups,
                                  tags=NODE_TAGS if datapath and name in NODES else None)
 
 
@@ -119,8 +127,9 @@ elif datapath in ("vpc-route", "vxlan"):
                                     nexthop_id=instances[name].id)
     kubernetes = {"datapath": datapath, "cluster": cluster, "pod_cidr": pod_cidr,
                   "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
-elif datapath == "terway-eniip":
+elif datapath in TERWAY:
     # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
+    # (exclusive ENI mode: an ENI of the pod vSwitch per pod)
     pod_vswitch = alicloud.vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block=POD_VSWITCH_CIDR,
                                       zone_id="cn-hangzhou-h", vswitch_name="acklab-vsw-pods-h")
     # the pods' ENIs: the nodes' vSwitch and SLBs (Alibaba's SLBs reach backends from 100.64.0.0/10) reach every

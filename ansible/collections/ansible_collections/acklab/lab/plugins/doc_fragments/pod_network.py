@@ -8,11 +8,12 @@ class ModuleDocFragment:
 options:
   datapath:
     description:
-      - The network plug-in. C(terway-eniip) (ACK's default) puts pods on the lab's ENIs; C(vpc-route) (what ACK
-        calls Flannel) gives each Node a block of O(pod_cidr), which the cloud controller routes in the VPC;
-        C(vxlan) (community Flannel) carries the same blocks between nodes in VXLAN.
+      - The network plug-in. C(terway-eniip) (ACK's default) puts pods on the lab's ENIs; C(terway-eni)
+        (Terway's exclusive ENI mode) gives each pod an ENI of its own; C(vpc-route) (what ACK calls Flannel)
+        gives each Node a block of O(pod_cidr), which the cloud controller routes in the VPC; C(vxlan) (community
+        Flannel) carries the same blocks between nodes in VXLAN.
     type: str
-    choices: [terway-eniip, vpc-route, vxlan]
+    choices: [terway-eniip, terway-eni, vpc-route, vxlan]
     default: terway-eniip
   pod_cidr:
     description: Flannel's cluster CIDR (the controller-manager cuts it into one block per Node); required for

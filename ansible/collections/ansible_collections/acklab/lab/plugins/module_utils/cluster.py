@@ -14,7 +14,8 @@ LAB_ARGS: dict[str, dict[str, Any]] = {
 
 
 POD_NETWORK_ARGS: dict[str, dict[str, Any]] = {  # doc fragment acklab.lab.pod_network
-    "datapath": {"type": "str", "choices": ["terway-eniip", "vpc-route", "vxlan"], "default": "terway-eniip"},
+    "datapath": {"type": "str", "choices": ["terway-eniip", "terway-eni", "vpc-route", "vxlan"],
+                 "default": "terway-eniip"},
     "pod_cidr": {"type": "str"},
     "node_cidr_mask": {"type": "int", "default": 24},
 }

@@ -128,7 +128,7 @@ def main() -> None:
     )
     install = installer(module)
     p = module.params
-    if p["state"] == "present" and p["datapath"] == "terway-eniip" and not p["pod_vswitch_ids"]:
+    if p["state"] == "present" and p["datapath"] in ("terway-eniip", "terway-eni") and not p["pod_vswitch_ids"]:
         module.fail_json(msg="pod_vswitch_ids: at least one pod vSwitch is needed (Terway makes the pods' ENIs there)")
 
     def present() -> dict:
