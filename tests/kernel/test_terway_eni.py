@@ -3,7 +3,7 @@ each) installed as the cluster's Ansible roles and ``cs.ManagedKubernetes`` inst
 workloads applied with kubectl. Each pod's eth0 is an ENI of its own, so the VPC reaches it straight with the
 client's address kept; Services go through its veth1 and the node's kube-proxy, with the node masquerading as
 Terway's policy container does; past the quota (the Node's allocatable pods) a pod waits for the scheduler; ENIs
-given back return to their node.
+given back return to their node; a restarted agent adopts its pods; a leaving node takes its ENIs.
 
 One cluster for the module; tests run in file order.
 """
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from acklab.k8s.cluster_install import NodeSpec, PodNetworkSpec, install_control_plane, install_node
+from acklab.k8s.cluster_install import NodeSpec, PodNetworkSpec, install_control_plane, install_node, remove_node
 from acklab.k8s.network_policy_agent import NetworkPolicyAgent
+from acklab.k8s.node_agent import node_agent_pid, stop_node_agent
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, pod_netns_name
 from netns.model.security_group import Group
@@ -218,3 +219,23 @@ def test_past_the_quota_a_pod_waits_and_enis_given_back_return_to_their_node(clu
         assert f"eth{facts['device']}" in links(node.netns), facts
     wait_for(lambda: [n.name for n in list_namespaces(mark(cluster.lab)) if "-pod-" in n.name] == [
         cluster.netns_of(cluster.running()[0])], "the deleted pods' namespaces to go", timeout=20)
+
+
+def test_a_restarted_agent_adopts_its_pod_and_a_leaving_node_takes_its_enis(cluster):
+    pod = cluster.running()[0]
+    ip, name = pod["status"]["podIP"], pod["metadata"]["name"]
+    node = next(n for n in cluster.nodes if n.name == pod["spec"]["nodeName"])
+    before = node_agent_pid(cluster.lab, node.name)
+    stop_node_agent(cluster.lab, node.name, keep_files=True)
+    install_node(node)  # the agent again: it finds the pod on its ENI and keeps it (no new sandbox)
+    assert node_agent_pid(cluster.lab, node.name) not in (None, before)
+    wait_for(lambda: http_get(cluster.client.namespace.name, ip, 80, "/hostname") == name, "the pod answering")
+    assert [p["status"]["podIP"] for p in cluster.running()] == [ip]
+    assert links(cluster.netns_of(pod))["eth0"]["addr_info"][0]["local"] == ip
+
+    remove_node(cluster.lab, node.name, node.netns, node.ip)  # drained: the pod's ENI back on the node first
+    assert not Namespace(cluster.netns_of(pod)).exists()
+    mine = [f for f in cluster.terway_enis().values() if f["instance"] == node.instance_id]
+    assert mine and all(f"eth{f['device']}" in links(node.netns) for f in mine)
+    EcsInstance(cluster.lab, node.instance_id, f"eni-{node.instance_id[2:]}").delete()
+    assert not [f for f in cluster.terway_enis().values() if f["instance"] == node.instance_id]
