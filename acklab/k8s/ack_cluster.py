@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import api_endpoint, ccm, cloud_controller, cluster_install, cluster_nat, ingress_api
+from acklab.k8s import api_endpoint, ccm, cloud_controller, cluster_install, cluster_nat, ingress_api, ipam
 from acklab.k8s.cluster_install import core_api
 from netns.kernel.files import read_json, write_json
 from netns.kernel.namespace import Namespace
@@ -301,13 +301,21 @@ def _plug_nodes(spec: PoolSpec, vswitch_ids: list[str]) -> list[PoolNode]:
     return made
 
 
+def pool_network(spec: PoolSpec, cluster: ClusterFacts) -> cluster_install.PodNetworkSpec:
+    """The cluster's network plug-in, or Terway's exclusive ENI mode for a pool labelled for it (its new nodes; as
+    on ACK a node keeps the mode it joined with)."""
+    if ipam.exclusive_pool(spec.labels) and cluster.datapath == "terway-eniip":
+        return cluster_install.PodNetworkSpec("terway-eni")
+    return cluster.network
+
+
 def _install(spec: PoolSpec, cluster: ClusterFacts, node: PoolNode) -> None:
     """The node agent (Terway's live IPAM in the cluster's pod vSwitches), upstream kube-proxy and the
     NetworkPolicy agent (Terway's policy enforcement, Felix-like, following the API)."""
     cluster_install.install_node(cluster_install.NodeSpec(
         spec.lab, node.name, node.instance_id, node_netns(spec.lab, node), node.ip, spec.instance_type,
         node.vswitch_id, cluster.pod_vswitch_ids, tuple(spec.security_groups), cluster.proxy_mode,
-        zone=node.zone, network=cluster.network))
+        zone=node.zone, network=pool_network(spec, cluster)))
 
 
 def _ready(node: Any) -> bool:

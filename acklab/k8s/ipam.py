@@ -188,6 +188,16 @@ class TerwayConfig:
                             data.get("service_cidr", "172.21.0.0/20"))
 
 
+# Terway's exclusive ENI mode per node pool (Terway >= 1.11, ACK's way today): the pool's nodes carry this label
+EXCLUSIVE_ENI_LABEL, EXCLUSIVE_ENI_ONLY = "k8s.aliyun.com/exclusive-mode-eni-type", "eniOnly"
+EXCLUSIVE_MIN_ENIS = 7  # ACK: such nodes need an instance type with more than 6 ENIs
+
+
+def exclusive_pool(labels: Mapping[str, Any]) -> bool:
+    """Whether a node pool's labels ask for Terway's exclusive ENI mode."""
+    return labels.get(EXCLUSIVE_ENI_LABEL) == EXCLUSIVE_ENI_ONLY
+
+
 class NoFreeAddress(Exception):
     """The node's quota of ENIs and IPs is used up: the pod waits (Pending, ContainerCreating) until one frees."""
 

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from acklab.k8s import ipam
 from acklab.provider import engine, sdk
 from acklab.provider.base import Context, Diff, Kind, first, given, problems
 from acklab.provider.config import ProviderConfig
@@ -299,6 +300,8 @@ class NodePool(Kind):
         types = value("instance_types")
         if known(types) and types:
             checks.append(lambda: _check_instance_type(label, types[0]))
+            if known(value("labels")):
+                checks.append(lambda: _check_exclusive_pool(label, types[0], value("labels") or []))
         size = value("desired_size")
         if known(size) and not (isinstance(size, int | float) and 0 <= size <= 20):
             checks.append(lambda: _fail(label, "desired_size", f"{size!r}: 0 to 20 nodes in a lab"))
@@ -316,6 +319,9 @@ class NodePool(Kind):
         groups = inputs.get("security_group_ids") or [g for g in (inputs.get("security_group_id"),
                                                                   cluster.security_group_id) if g][:1]
         labels = {item["key"]: item.get("value") or "" for item in inputs.get("labels") or []}
+        if ipam.exclusive_pool(labels) and cluster.datapath not in TERWAY:
+            raise ValidationError(ctx.label, "labels", f"{ipam.EXCLUSIVE_ENI_LABEL}: exclusive ENI mode is "
+                                                       f"Terway's; cluster {cluster_id} runs flannel")
         taints = tuple({"key": t["key"], "value": t.get("value") or "", "effect": t.get("effect") or "NoSchedule"}
                        for t in inputs.get("taints") or [])
         return ack_cluster.PoolSpec(ctx.lab, cluster_id, pool_id, tuple(inputs["vswitch_ids"]),
@@ -362,6 +368,17 @@ def _check_instance_type(label: str, name: Any) -> None:
     if isinstance(name, str) and known(name) and eni_quota(name) is None:
         _fail(label, "instance_types", f"{name!r}: its ENI quota is not known to the lab "
                                        "(netns/model/instance_types.py), and Terway's pod addresses follow from it")
+
+
+def _check_exclusive_pool(label: str, name: Any, labels: list[Any]) -> None:
+    """ACK's exclusive ENI node pools (the label ``k8s.aliyun.com/exclusive-mode-eni-type: eniOnly``) need an
+    instance type with more than 6 ENIs."""
+    wanted = {item.get("key"): item.get("value") for item in labels if isinstance(item, dict) and known(item)}
+    quota = eni_quota(name) if isinstance(name, str) and known(name) else None
+    if quota is not None and ipam.exclusive_pool(wanted) and quota.enis < ipam.EXCLUSIVE_MIN_ENIS:
+        _fail(label, "instance_types", f"{name!r} allows {quota.enis} ENIs; an exclusive ENI node pool "
+                                       f"({ipam.EXCLUSIVE_ENI_LABEL}: {ipam.EXCLUSIVE_ENI_ONLY}) "
+                                       "needs more than 6")
 
 
 def _check_taints(label: str, taints: list[Any]) -> None:

@@ -361,6 +361,72 @@ def test_a_terway_eni_cluster_gives_each_pod_an_eni_of_its_own(lab, program_stac
     assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
 
 
+MIXED_POOLS_PROGRAM = """
+import pulumi
+import pulumi_alicloud as alicloud
+
+zones = alicloud.get_zones(available_resource_creation="VSwitch")
+vpc = alicloud.vpc.Network("vpc", cidr_block="10.4.0.0/16")
+vswitch = alicloud.vpc.Switch("vswitch", cidr_block="10.4.0.0/24", vpc_id=vpc.id, zone_id=zones.zones[0].id)
+pod_vswitch = alicloud.vpc.Switch("pod-vswitch", cidr_block="10.4.32.0/20", vpc_id=vpc.id, zone_id=zones.zones[0].id)
+k8s = alicloud.cs.ManagedKubernetes("k8s", worker_vswitch_ids=[vswitch.id], pod_vswitch_ids=[pod_vswitch.id],
+                                    new_nat_gateway=False, addons=[{"name": "terway-eniip"}])
+shared = alicloud.cs.NodePool("shared", cluster_id=k8s.id, vswitch_ids=[vswitch.id], instance_types=["ecs.g7.large"],
+                              desired_size=1)
+exclusive = alicloud.cs.NodePool("exclusive", cluster_id=k8s.id, vswitch_ids=[vswitch.id],
+                                 instance_types=["ecs.g7.4xlarge"], desired_size=1,
+                                 labels=[{"key": "k8s.aliyun.com/exclusive-mode-eni-type", "value": "eniOnly"}])
+credential = alicloud.cs.get_cluster_credential_output(cluster_id=exclusive.cluster_id)
+pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
+"""
+
+PINNED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned, namespace: default, labels: {app: web}}
+spec:
+  nodeSelector: {k8s.aliyun.com/exclusive-mode-eni-type: eniOnly}
+  containers:
+  - name: netexec
+    image: registry.k8s.io/e2e-test-images/agnhost:2.47
+    args: [netexec, --http-port=80]
+    ports: [{containerPort: 80}]
+"""
+
+
+def test_a_node_pool_labelled_for_exclusive_enis_runs_beside_a_shared_one(lab, program_stack, tmp_path,
+                                                                         root_unchanged):
+    """ACK's exclusive ENI node pools (Terway >= 1.11): a terway-eniip cluster whose pool labelled
+    ``k8s.aliyun.com/exclusive-mode-eni-type: eniOnly`` gives its pods ENIs of their own (allocatable pods: its
+    ENIs - 1), while the other pool's pods share ENIs; pods of both answer each other."""
+    stack = program_stack(MIXED_POOLS_PROGRAM)
+    stack.run("up", "--yes")
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    kubectl = Kubectl(kubeconfig)
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    allocatable = {("eniOnly" if n["metadata"]["labels"].get("k8s.aliyun.com/exclusive-mode-eni-type") else "shared"):
+                   n["status"]["allocatable"]["pods"] for n in nodes}
+    assert allocatable == {"eniOnly": "7", "shared": "10"}
+    kubectl("apply", "-f", "-", stdin=PINNED + "---" + WORKLOAD.split("---")[0])
+    wait_for(lambda: len([p for p in json.loads(kubectl("get", "pods", "-o", "json"))["items"]
+                          if p["status"].get("phase") == "Running"]) == 3, "3 pods running", timeout=40)
+    pods = {p["metadata"]["name"]: p for p in json.loads(kubectl("get", "pods", "-o", "json"))["items"]}
+    pinned = Namespace(pod_netns_name(lab, "default", "pinned"))
+    assert "veth1" in pinned.run(["ip", "-o", "link"]).stdout  # exclusive: eth0 is its ENI, veth1 to the node
+    for name, pod in pods.items():
+        if name == "pinned":
+            continue
+        netns = pod_netns_name(lab, "default", name)
+        assert (http_get(netns, pods["pinned"]["status"]["podIP"], 80, "/hostname")) == "pinned"
+        if pod["spec"]["nodeName"] != pods["pinned"]["spec"]["nodeName"]:  # a shared-ENI pod: no veth1
+            assert "veth1" not in Namespace(netns).run(["ip", "-o", "link"]).stdout
+
+    stack.run("destroy", "--yes")
+    assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
+
+
 BAD_CLUSTER = """
 import pulumi_alicloud as alicloud
 vpc = alicloud.vpc.Network("vpc", cidr_block="10.4.0.0/16")

@@ -114,6 +114,24 @@ def test_node_pool_errors_name_the_field():
     assert "auto scaling" in failures(NodePool(), {**POOL, "scaling_config": {"min_size": 1}})["scaling_config"]
 
 
+def test_an_exclusive_eni_node_pool_needs_more_than_six_enis_and_a_terway_cluster():
+    from acklab.k8s import ack_cluster
+    from acklab.k8s.ipam import EXCLUSIVE_ENI_LABEL
+
+    exclusive = {**POOL, "labels": [{"key": EXCLUSIVE_ENI_LABEL, "value": "eniOnly"}]}
+    assert failures(NodePool(), exclusive)["instance_types"] == (
+        "'ecs.g7.large' allows 3 ENIs; an exclusive ENI node pool (k8s.aliyun.com/exclusive-mode-eni-type: "
+        "eniOnly) needs more than 6")
+    assert failures(NodePool(), {**exclusive, "instance_types": ["ecs.g7.4xlarge"]}) == {}
+    assert failures(NodePool(), {**POOL, "labels": [{"key": EXCLUSIVE_ENI_LABEL, "value": "other"}]}) == {}
+    spec = ack_cluster.PoolSpec("l", "c01234567", "np1", ("vsw-0000000a",), "ecs.g7.4xlarge", (),
+                                {EXCLUSIVE_ENI_LABEL: "eniOnly"})
+    terway = ack_cluster.ClusterFacts("c01234567", "vpc-1", ("vsw-0000000c",), "iptables")
+    assert ack_cluster.pool_network(spec, terway).datapath == "terway-eni"
+    plain = ack_cluster.PoolSpec("l", "c01234567", "np2", ("vsw-0000000a",), "ecs.g7.large", ())
+    assert ack_cluster.pool_network(plain, terway).datapath == "terway-eniip"
+
+
 def test_kubernetes_version_answers_the_labs_one():
     found = get_kubernetes_version(ProviderConfig(), {"clusterType": "ManagedKubernetes"}, None)
     assert [m["version"] for m in found["metadatas"]] == ["1.37.2-aliyun.1"]
