@@ -43,6 +43,27 @@ spec:
 """
 
 
+def web_deployment(replicas: int, namespace: str = "default", port: int = 80) -> str:
+    """A Deployment ``web`` of agnhost netexec pods (label app=web) serving HTTP on ``port``."""
+    return textwrap.dedent(f"""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: web, namespace: {namespace}}}
+        spec:
+          replicas: {replicas}
+          selector: {{matchLabels: {{app: web}}}}
+          template:
+            metadata: {{labels: {{app: web}}}}
+            spec:
+              terminationGracePeriodSeconds: 1
+              containers:
+              - name: netexec
+                image: registry.k8s.io/e2e-test-images/agnhost:2.47
+                args: [netexec, --http-port={port}]
+                ports: [{{containerPort: {port}}}]
+        """)
+
+
 def pinned_pod(name: str, node: str) -> str:
     return textwrap.dedent(f"""
         ---
@@ -78,6 +99,18 @@ def build_vpc(lab: str):
     nodes[1].create(sw_h, "192.168.1.11", "node-2", "node-2", (NODE_SG,))
     ecs3.create(sw_i, "192.168.2.10", "ecs-3", "ecs-3", (ECS_SG,))
     return router, nodes, ecs3
+
+
+def terway_vpc(lab: str, vpc_id: str, node_vswitch_id: str, pod_vswitch_id: str, group_id: str) -> tuple:
+    """A VPC 10.0.0.0/16 with a node vSwitch 10.0.16.0/24, a pod vSwitch 10.0.0.0/22 (zone cn-hangzhou-h) and a
+    basic group with intra-group access: what a Terway cluster needs. Returns (router, node vSwitch)."""
+    router = VpcRouter(lab, vpc_id)
+    router.create(N("10.0.0.0/16"))
+    sg.create_group(lab, Group(group_id, vpc_id, "normal", "Accept"))
+    nodes = VSwitch(router, node_vswitch_id)
+    nodes.create(N("10.0.16.0/24"), "cn-hangzhou-h", "nodes")
+    VSwitch(router, pod_vswitch_id).create(N("10.0.0.0/22"), "cn-hangzhou-h", "pods")
+    return router, nodes
 
 
 POD_VSWITCH_CIDR = "192.168.3.0/24"

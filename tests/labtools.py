@@ -9,7 +9,8 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from netns.kernel.namespace import Namespace
 from netns.realize import cleanup
@@ -46,6 +47,19 @@ def root_netns_state() -> dict[str, object]:
             "nft": read(["nft", "list", "ruleset"]),
             "sysctls": read(["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding",
                              "net.ipv4.conf.all.rp_filter"])}
+
+
+def require_cluster_tools(tools: Iterable[str]) -> None:
+    """Skip unless the Kubernetes (and CoreDNS) binaries are in the venv and this runs as root."""
+    import pytest
+
+    bin_dir = Path(sys.executable).parent
+    missing = [t for t in tools if not (bin_dir / t).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not in {bin_dir}: run scripts/build-kube.sh and scripts/build-coredns.sh "
+                    "(make test does)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: builds network namespaces")
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

@@ -225,8 +225,25 @@ class EniBackend(Protocol):
     def delete_eni(self, eni_id: str) -> None: ...
 
 
+class _Watermarks:
+    """Terway's low watermark, shared by both modes: ``warm`` fills the pool to ``min_pool_size`` free addresses
+    (free ENIs in exclusive mode), as far as the quota lets."""
+
+    min_pool_size: int
+
+    def free(self) -> list[str]: ...
+
+    def _grow(self, count: int) -> None: ...
+
+    def warm(self) -> None:
+        missing = self.min_pool_size - len(self.free())
+        if missing > 0:
+            with _suppress_quota():
+                self._grow(missing)
+
+
 @dataclass
-class TerwayEniPool(_CoolingAddresses):
+class TerwayEniPool(_Watermarks, _CoolingAddresses):
     """Terway ENI multi-IP IPAM: pod addresses are secondary IPs assigned on demand on the node's Terway ENIs.
 
     A free address (the warm pool) is used first; else one more IP is assigned to an ENI with room; else a new
@@ -272,12 +289,6 @@ class TerwayEniPool(_CoolingAddresses):
         self.trim()
 
     # watermarks --------------------------------------------------------------------------------------------------
-    def warm(self) -> None:
-        """Fill the warm pool up to ``min_pool_size`` free addresses (as far as the quota lets)."""
-        missing = self.min_pool_size - len(self.free())
-        if missing > 0:
-            with _suppress_quota():
-                self._grow(missing)
 
     def trim(self) -> None:
         """Unassign free addresses beyond ``max_pool_size``: the ones released longest ago go last (they cool
@@ -315,7 +326,7 @@ def _suppress_quota() -> contextlib.suppress:
 
 
 @dataclass
-class TerwayExclusivePool(_CoolingAddresses):
+class TerwayExclusivePool(_Watermarks, _CoolingAddresses):
     """Terway's exclusive ENI mode (``terway-eni``): every pod gets an ENI of its own, whose primary address is the
     pod's; the node datapath moves the ENI's device into the pod.
 
@@ -364,12 +375,6 @@ class TerwayExclusivePool(_CoolingAddresses):
         primaries = {eni.primary for eni in self.enis}
         self.held = {key: address for key, address in self.held.items() if address in primaries}
 
-    def warm(self) -> None:
-        """Free ENIs up to ``min_pool_size`` (as far as the quota lets)."""
-        missing = self.min_pool_size - len(self.free())
-        if missing > 0:
-            with _suppress_quota():
-                self._grow(missing)
 
     def trim(self) -> None:
         """Delete free ENIs beyond ``max_pool_size``: the most recently given back go first (those given back

@@ -126,6 +126,25 @@ class Kubectl:
                       if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]))
 
 
+def outputs_and_kubectl(stack, tmp_path: Path) -> tuple[dict, Kubectl]:
+    """The stack's outputs (secrets shown) and kubectl on the kubeconfig it exports."""
+    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(out["kubeconfig"])
+    return out, Kubectl(kubeconfig)
+
+
+def serve_web_through_slb(kubectl: Kubectl, lab: str) -> str:
+    """WORKLOAD's Deployment and LoadBalancer Service applied; its external IP once a pod answers through it."""
+    kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
+    wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]
+             .get("loadBalancer", {}).get("ingress"), "the Service's external IP", timeout=30)
+    address = json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]["ip"]
+    wait_for(lambda: (http_get(f"{mark(lab)}internet", address, 80, "/hostname") or "").startswith("web-"),
+             "a pod answering through the SLB", timeout=45)
+    return address
+
+
 def _timings(path: Path) -> dict[str, float]:
     """Seconds the plugin spent creating each kind (ACKLAB_PROVIDER_TIMINGS)."""
     found: dict[str, float] = {}
@@ -145,11 +164,8 @@ def test_ack_cluster_program_nodes_loadbalancer_scale_destroy(lab, program_stack
           f"creates: {_timings(tmp_path / 'timings.jsonl')}")
     assert "csi-plugin accepted and ignored" in up.stdout, up.stdout[-3000:]
     assert "kube-proxy runs in iptables mode" in up.stdout
-    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
+    out, kubectl = outputs_and_kubectl(stack, tmp_path)
     assert out["api_server_intranet"].startswith("https://10.4.0.") and out["cluster_id"].startswith("c")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    kubectl = Kubectl(kubeconfig)
     assert len(kubectl.ready_nodes()) == 2  # the pool answers when its nodes are Ready
     print(kubectl("get", "nodes"))
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
@@ -262,10 +278,7 @@ def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tm
     and removes routes; destroy leaves nothing."""
     stack = program_stack(FLANNEL_PROGRAM)
     stack.run("up", "--yes")
-    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    kubectl = Kubectl(kubeconfig)
+    out, kubectl = outputs_and_kubectl(stack, tmp_path)
     vpc = Namespace(f"{mark(lab)}{out['vpc_id']}")
 
     def blocks() -> dict[str, str]:
@@ -283,16 +296,11 @@ def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tm
     assert out["api_server_intranet"] == f"https://{out['slb_intranet']}:6443"
     node_ns = f"{mark(lab)}{kubectl.ready_nodes()[0]}"
     version = subprocess.run(["ip", "netns", "exec", node_ns, str(VENV / "bin" / "kubectl"), "--kubeconfig",
-                              str(kubeconfig), "--server", out["api_server_intranet"], "get", "--raw", "/version"],
-                             capture_output=True, text=True, timeout=30)
+                              str(kubectl.kubeconfig), "--server", out["api_server_intranet"], "get", "--raw",
+                              "/version"], capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and '"gitVersion"' in version.stdout, version.stderr
     wait_for(lambda: vpc_routes() == set(blocks().values()), "a VPC route per node's block", timeout=20)
-    kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
-    wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]
-             .get("loadBalancer", {}).get("ingress"), "the Service's external IP", timeout=30)
-    address = json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]["ip"]
-    wait_for(lambda: (http_get(f"{mark(lab)}internet", address, 80, "/hostname") or "").startswith("web-"),
-             "a pod answering through the SLB", timeout=45)
+    serve_web_through_slb(kubectl, lab)
     pod_ips = [p["status"].get("podIP") for p in json.loads(kubectl("get", "pods", "-o", "json"))["items"]]
     assert pod_ips and all(ip and ip.startswith("172.20.") for ip in pod_ips), pod_ips
 
@@ -338,18 +346,10 @@ def test_a_terway_eni_cluster_gives_each_pod_an_eni_of_its_own(lab, program_stac
     stack = program_stack(EXCLUSIVE_ENI_PROGRAM)
     up = stack.run("up", "--yes")
     assert "terway-eni: pods with an exclusive ENI are not subject to NetworkPolicy" in up.stdout + up.stderr
-    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    kubectl = Kubectl(kubeconfig)
+    _, kubectl = outputs_and_kubectl(stack, tmp_path)
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     assert len(kubectl.ready_nodes()) == 2 and {n["status"]["allocatable"]["pods"] for n in nodes} == {"2"}
-    kubectl("apply", "-f", "-", stdin=WORKLOAD.split("---")[0] + "---" + WORKLOAD.split("---")[1])
-    wait_for(lambda: json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]
-             .get("loadBalancer", {}).get("ingress"), "the Service's external IP", timeout=30)
-    address = json.loads(kubectl("get", "service", "web", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]["ip"]
-    wait_for(lambda: (http_get(f"{mark(lab)}internet", address, 80, "/hostname") or "").startswith("web-"),
-             "a pod answering through the SLB", timeout=45)
+    serve_web_through_slb(kubectl, lab)
     pods = json.loads(kubectl("get", "pods", "-o", "json"))["items"]
     for pod in pods:
         ip = pod["status"]["podIP"]
@@ -401,10 +401,7 @@ def test_a_node_pool_labelled_for_exclusive_enis_runs_beside_a_shared_one(lab, p
     ENIs - 1), while the other pool's pods share ENIs; pods of both answer each other."""
     stack = program_stack(MIXED_POOLS_PROGRAM)
     stack.run("up", "--yes")
-    out = json.loads(stack.run("stack", "output", "--json", "--show-secrets").stdout)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(out["kubeconfig"])
-    kubectl = Kubectl(kubeconfig)
+    _, kubectl = outputs_and_kubectl(stack, tmp_path)
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     allocatable = {("eniOnly" if n["metadata"]["labels"].get("k8s.aliyun.com/exclusive-mode-eni-type") else "shared"):
                    n["status"]["allocatable"]["pods"] for n in nodes}

@@ -59,9 +59,7 @@ def test_make_up_with_flannel_gives_nodes_blocks_and_pods_their_addresses(datapa
     default = DefaultLab(lab, tmp_path)
     down_done = False
     try:
-        for args in (["stack", "init", lab], ["config", "set", "acklab:datapath", datapath, "--stack", lab]):
-            subprocess.run(["pulumi", *args], cwd=PROJECT, env=default.env, capture_output=True, timeout=60,
-                           check=True)
+        default.configure(datapath=datapath)
         start = time.monotonic()
         up = default.make("up")
         print(f"\nmake up ({datapath}): {time.monotonic() - start:.1f}s")

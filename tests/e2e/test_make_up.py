@@ -43,6 +43,13 @@ class DefaultLab(AckLab):
         self.env["ACKLAB_MANIFESTS"] = str(PROJECT / "labs" / "default" / "k8s")
         self.kubeconfig = kubeconfig_path(lab)
 
+    def configure(self, **settings: str) -> None:
+        """A new stack of the lab with ``acklab:<key>`` settings (before `make up`)."""
+        commands = [["stack", "init", self.lab]]
+        commands += [["config", "set", f"acklab:{key}", value, "--stack", self.lab] for key, value in settings.items()]
+        for args in commands:
+            subprocess.run(["pulumi", *args], cwd=PROJECT, env=self.env, capture_output=True, timeout=60, check=True)
+
     def stack_types(self) -> list[str]:
         result = subprocess.run(["pulumi", "stack", "export", "--stack", self.lab], cwd=PROJECT, env=self.env,
                                 capture_output=True, text=True, timeout=60, check=True)

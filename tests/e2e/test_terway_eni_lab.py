@@ -6,7 +6,6 @@ its own, the VPC's ecs-3 and the lab's internet reaching them, `make down` leavi
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,9 +27,7 @@ def test_make_up_with_terway_eni_gives_each_pod_an_eni(lab, tmp_path: Path, root
     default = DefaultLab(lab, tmp_path)
     down_done = False
     try:
-        for args in (["stack", "init", lab], ["config", "set", "acklab:datapath", "terway-eni", "--stack", lab]):
-            subprocess.run(["pulumi", *args], cwd=PROJECT, env=default.env, capture_output=True, timeout=60,
-                           check=True)
+        default.configure(datapath="terway-eni")
         start = time.monotonic()
         up = default.make("up")
         print(f"\nmake up (terway-eni): {time.monotonic() - start:.1f}s")

@@ -27,12 +27,10 @@ from acklab.k8s.cluster_install import NodeSpec, install_control_plane, install_
 from netns.kernel import process
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, pod_netns_name
-from netns.model.security_group import Group
 from netns.realize import control_plane as cp
-from netns.realize import security_group as sg
 from netns.realize.instance import EcsInstance
-from netns.realize.vpc import VpcRouter, VSwitch
-from tests.labtools import clean_lab, new_lab, wait_for
+from tests.k8stools import terway_vpc, web_deployment
+from tests.labtools import clean_lab, new_lab, require_cluster_tools, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -50,21 +48,7 @@ apiVersion: v1
 kind: Namespace
 metadata: {{name: {NS}}}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: netexec
-        image: registry.k8s.io/e2e-test-images/agnhost:2.47
-        args: [netexec, --http-port=80]
-        ports: [{{containerPort: 80}}]
+{web_deployment(2, NS)}
 ---
 apiVersion: v1
 kind: Service
@@ -182,20 +166,10 @@ def rss_mib(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def cluster():
-    missing = [t for t in TOOLS if not (VENV_BIN / t).exists()]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not in {VENV_BIN}: run scripts/build-kube.sh and scripts/build-coredns.sh "
-                    "(make test does)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root: builds network namespaces")
+    require_cluster_tools(TOOLS)
     lab = new_lab()
     try:
-        router = VpcRouter(lab, VPC)
-        router.create(N("10.0.0.0/16"))
-        sg.create_group(lab, Group(GROUP, VPC, "normal", "Accept"))
-        nodes_vsw = VSwitch(router, NODE_VSW)
-        nodes_vsw.create(N("10.0.16.0/24"), "cn-hangzhou-h", "nodes")
-        VSwitch(router, POD_VSW).create(N("10.0.0.0/22"), "cn-hangzhou-h", "pods")
+        _, nodes_vsw = terway_vpc(lab, VPC, NODE_VSW, POD_VSW, GROUP)
         instance = EcsInstance(lab, "i-0000d501", "eni-0000d501")
         instance.create(nodes_vsw, "10.0.16.10", "node-1", "node-1", (GROUP,))
         spec = NodeSpec(lab, "node-1", instance.instance_id, instance.namespace.name, "10.0.16.10", "ecs.g7.xlarge",

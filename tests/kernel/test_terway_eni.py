@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,13 +24,11 @@ from acklab.k8s.network_policy_agent import NetworkPolicyAgent
 from acklab.k8s.node_agent import node_agent_pid, stop_node_agent
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, pod_netns_name
-from netns.model.security_group import Group
 from netns.realize import control_plane as cp
-from netns.realize import security_group as sg
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
-from tests.k8stools import http_get
-from tests.labtools import clean_lab, new_lab, wait_for
+from tests.k8stools import http_get, terway_vpc, web_deployment
+from tests.labtools import clean_lab, new_lab, require_cluster_tools, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -43,22 +40,7 @@ VPC, NODE_VSW, POD_VSW, CLIENT_VSW, GROUP = "vpc-0000e501", "vsw-0000e50a", "vsw
 NODE_IPS = ("10.0.16.10", "10.0.16.11")
 CLIENT_IP = "10.0.32.10"
 
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: default}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: netexec
-        image: registry.k8s.io/e2e-test-images/agnhost:2.47
-        args: [netexec, --http-port=80]
-        ports: [{containerPort: 80}]
+WEB = web_deployment(4) + """
 ---
 apiVersion: v1
 kind: Service
@@ -108,20 +90,10 @@ def addresses(link: dict) -> set[str]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    missing = [t for t in TOOLS if not (VENV_BIN / t).exists()]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not in {VENV_BIN}: run scripts/build-kube.sh and scripts/build-coredns.sh "
-                    "(make test does)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root: builds network namespaces")
+    require_cluster_tools(TOOLS)
     lab = new_lab()
     try:
-        router = VpcRouter(lab, VPC)
-        router.create(N("10.0.0.0/16"))
-        sg.create_group(lab, Group(GROUP, VPC, "normal", "Accept"))
-        nodes_vsw = VSwitch(router, NODE_VSW)
-        nodes_vsw.create(N("10.0.16.0/24"), "cn-hangzhou-h", "nodes")
-        VSwitch(router, POD_VSW).create(N("10.0.0.0/22"), "cn-hangzhou-h", "pods")
+        router, nodes_vsw = terway_vpc(lab, VPC, NODE_VSW, POD_VSW, GROUP)
         client_vsw = VSwitch(router, CLIENT_VSW)
         client_vsw.create(N("10.0.32.0/24"), "cn-hangzhou-h", "clients")
         client = EcsInstance(lab, "i-0000e509", "eni-0000e509")
