@@ -14,8 +14,11 @@ servers; the SLB's address becomes the Service's ``status.loadBalancer.ingress``
 - ``...-persistence-timeout``: source-address persistence of tcp and udp listeners (seconds).
 
 ``spec.loadBalancerSourceRanges`` becomes a whitelist ACL on the listeners (kube-proxy enforces the same ranges
-for traffic that reaches the nodes for the LB address). Left out: ENI backends (pods attached directly, ACK's
-Terway option), reusing an existing SLB by id, HTTPS listeners from certificate ids, SCTP ports.
+for traffic that reaches the nodes for the LB address). ``service.beta.kubernetes.io/backend-type: eni`` (ACK's
+option for Terway clusters; ``ecs``, the nodes, is the default here) attaches the pods themselves: each ready
+endpoint's address on the ENI that holds it (``ServerIp``), each listener's backend port the endpoints' target port,
+no NodePort hop (:func:`eni_backends`). Left out: reusing an existing SLB by id, HTTPS listeners from certificate
+ids, SCTP ports.
 
 More annotations for the controller on the API (``acklab/k8s/cloud_controller.py``): health checks
 (``...-health-check-flag``, ``-type``, ``-uri``, ``-connect-port``, ``-domain``, ``-httpcode``, ``-interval``,
@@ -69,6 +72,8 @@ BACKEND_LABEL = PREFIX + "backend-label"
 DRAIN = PREFIX + "connection-drain"
 DRAIN_TIMEOUT = PREFIX + "connection-drain-timeout"
 PROXY_PROTOCOL = PREFIX + "proxy-protocol"
+BACKEND_TYPE = "service.beta.kubernetes.io/backend-type"
+BACKEND_TYPES = ("ecs", "eni")
 SCHEDULERS = ("rr", "wrr", "wlc")
 LISTENER_PROTOCOLS = ("tcp", "udp", "http")
 # a listener protocol → the Service port protocol it forwards to (its NodePort's)
@@ -84,7 +89,9 @@ _HEALTH_INTS = {HEALTH_PORT: ("health_check_connect_port", 1, 65535), HEALTH_INT
 class LbListener:
     port: int
     protocol: str  # tcp | udp | http
-    node_port: int
+    node_port: int  # 0: none allocated (ENI backends need none)
+    port_name: str = ""  # the Service port's name: its EndpointSlice ports carry it (ENI backends)
+    target_port: int = 0  # a numeric targetPort (0: named, resolved from the EndpointSlices)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class LbSpec:
     drain_timeout: int = 0  # connection drain of the tcp and udp listeners (0: off)
     health_check_node_port: int = 0  # externalTrafficPolicy Local: kube-proxy's per-Service health port
     proxy_protocol: bool = False  # a PROXY v2 header on the tcp listeners
+    backend_type: str = "ecs"  # ecs: the Nodes, on NodePorts; eni: the pods, on their ENIs
 
     @property
     def key(self) -> str:
@@ -131,20 +139,23 @@ def _protocol_ports(where: str, text: str) -> dict[tuple[int, str], str]:
     return out
 
 
-def _listeners(where: str, ports: list[Mapping[str, Any]], protocols: dict[tuple[int, str], str]
-               ) -> tuple[LbListener, ...]:
-    """A listener per Service port, of the annotation's protocol or the port's own, to the port's NodePort."""
+def _listeners(where: str, ports: list[Mapping[str, Any]], protocols: dict[tuple[int, str], str],
+               eni: bool = False) -> tuple[LbListener, ...]:
+    """A listener per Service port, of the annotation's protocol or the port's own, to the port's NodePort (with
+    ENI backends: to the pods' target port)."""
     listeners = []
     for i, port in enumerate(ports):
         kind = str(port.get("protocol", "TCP"))
         if kind not in ("TCP", "UDP"):
             raise ValidationError(where, f"spec.ports[{i}].protocol", f"{kind}: acklab's SLB has tcp, udp and http "
                                   "listeners (no SCTP)")
-        if not port.get("nodePort"):
+        if not port.get("nodePort") and not eni:
             raise ValidationError(where, f"spec.ports[{i}].nodePort", "is not allocated (allocateLoadBalancerNodePorts"
-                                  " false needs ENI backends, which acklab does not build)")
+                                  f" false needs ENI backends: {BACKEND_TYPE}: eni)")
         number = int(port["port"])
-        listeners.append(LbListener(number, protocols.get((number, kind), kind.lower()), int(port["nodePort"])))
+        target = port.get("targetPort", number)
+        listeners.append(LbListener(number, protocols.get((number, kind), kind.lower()), int(port.get("nodePort") or 0),
+                                    str(port.get("name") or ""), target if isinstance(target, int) else 0))
     for number, kind in sorted(set(protocols) - {(x.port, PORT_PROTOCOL[x.protocol]) for x in listeners}):
         if any(x.port == number for x in listeners):  # e.g. udp:53 for a TCP port 53
             raise ValidationError(where, _field(PROTOCOL_PORT), f"{protocols[(number, kind)]}:{number} needs a "
@@ -173,8 +184,12 @@ def load_balancer_spec(service: Mapping[str, Any]) -> LbSpec | None:
     persistence = str(notes.get(PERSISTENCE, "0"))
     if not persistence.isdigit() or int(persistence) > 3600:
         raise ValidationError(where, f"metadata.annotations[{PERSISTENCE}]", f"{persistence!r} is not 0-3600")
+    backend_type = str(notes.get(BACKEND_TYPE, "ecs"))
+    if backend_type not in BACKEND_TYPES:
+        raise ValidationError(where, _field(BACKEND_TYPE), f"{backend_type!r} is not ecs or eni")
+    eni = backend_type == "eni"
     protocols = _protocol_ports(where, str(notes.get(PROTOCOL_PORT, "")))
-    listeners = _listeners(where, list(spec.get("ports") or []), protocols)
+    listeners = _listeners(where, list(spec.get("ports") or []), protocols, eni)
     if int(persistence) and any(lst.protocol == "http" for lst in listeners):
         raise ValidationError(where, f"metadata.annotations[{PERSISTENCE}]", "is for tcp and udp listeners only")
     proxy = _on_off(where, notes, PROXY_PROTOCOL) == "on"
@@ -192,8 +207,8 @@ def load_balancer_spec(service: Mapping[str, Any]) -> LbSpec | None:
                 uid=str(meta.get("uid") or ""), health=_health(where, notes), acl=acl,
                 vswitch_id=notes.get(VSWITCH) or None, backend_label=_labels(where, notes.get(BACKEND_LABEL, "")),
                 drain_timeout=_drain(where, notes),
-                health_check_node_port=int(spec.get("healthCheckNodePort") or 0) if local else 0,
-                proxy_protocol=proxy)
+                health_check_node_port=int(spec.get("healthCheckNodePort") or 0) if local and not eni else 0,
+                proxy_protocol=proxy, backend_type=backend_type)
     check_listeners(lb)
     return lb
 
@@ -393,11 +408,12 @@ def acl_of(lb_id: str) -> str:
     return "acl-" + lb_id.partition("-")[2]
 
 
-def listener_args(lb: LbSpec, listener: LbListener, acl_id: str | None = None) -> dict[str, Any]:
+def listener_args(lb: LbSpec, listener: LbListener, acl_id: str | None = None,
+                  backend_port: int | None = None) -> dict[str, Any]:
     """``slb.Listener`` arguments (netns/model/slb.py's names) of one Service port. ``acl_id``: the SLB's own
-    ACL for ``loadBalancerSourceRanges``."""
+    ACL for ``loadBalancerSourceRanges``; ``backend_port``: the pods' port (ENI backends), else the NodePort."""
     args: dict[str, Any] = {"frontend_port": listener.port, "protocol": listener.protocol,
-                            "backend_port": listener.node_port, "scheduler": lb.scheduler}
+                            "backend_port": backend_port or listener.node_port, "scheduler": lb.scheduler}
     if lb.persistence_timeout:
         args["persistence_timeout"] = lb.persistence_timeout
     layer4 = listener.protocol in ("tcp", "udp")
@@ -426,7 +442,9 @@ def check_listeners(lb: LbSpec) -> None:
     from netns.model import slb as model
 
     for listener in lb.listeners:
-        model.parse_listener(f"Service {lb.key}", PLACEHOLDER_LB, listener_args(lb, listener, acl_of(PLACEHOLDER_LB)))
+        port = listener.target_port or 1 if lb.backend_type == "eni" else None  # (a named one: known later)
+        model.parse_listener(f"Service {lb.key}", PLACEHOLDER_LB,
+                             listener_args(lb, listener, acl_of(PLACEHOLDER_LB), port))
 
 
 @dataclass(frozen=True)
@@ -454,9 +472,11 @@ class Step:
 
 
 def decide(lb: LbSpec | None, servers: tuple[str, ...], actual: ActualLb | None,
-           vswitch_id: str | None = None) -> list[Step]:
+           vswitch_id: str | None = None, backend_ports: Mapping[int, int] | None = None) -> list[Step]:
     """The steps from ``actual`` to ``lb`` with ``servers`` as backends (``lb`` None: the Service wants no SLB).
-    An SLB whose address type or vSwitch must change is made anew (its address is its namespace's leg)."""
+    An SLB whose address type or vSwitch must change is made anew (its address is its namespace's leg).
+    ``backend_ports``: ENI backends' port per Service port; a listener whose port is not known yet (a named target
+    port, no endpoint) is left as it is."""
     if lb is None:
         return [] if actual is None else [Step("delete")]
     steps: list[Step] = []
@@ -474,11 +494,50 @@ def decide(lb: LbSpec | None, servers: tuple[str, ...], actual: ActualLb | None,
         steps.append(Step("acl", entries))
     if actual.backends != servers:
         steps.append(Step("backends", servers))
-    wanted = {(x.protocol, x.port): listener_args(lb, x, acl_of(actual.lb_id or PLACEHOLDER_LB) if entries else None)
-              for x in lb.listeners}
+    eni = lb.backend_type == "eni"
+    ports = backend_ports or {}
+    wanted = {(x.protocol, x.port): listener_args(lb, x, acl_of(actual.lb_id or PLACEHOLDER_LB) if entries else None,
+                                                  ports.get(x.port))
+              for x in lb.listeners if not eni or x.port in ports}
+    for x in lb.listeners:  # an ENI listener whose port is not known yet: kept as it is, not deleted
+        if eni and x.port not in ports and (x.protocol, x.port) in actual.listeners:
+            wanted[(x.protocol, x.port)] = dict(actual.listeners[(x.protocol, x.port)])
     # the ones going first: a port may move from tcp to http
     steps += [Step("delete_listener", key) for key in sorted(actual.listeners) if key not in wanted]
     steps += [Step("put_listener", args) for key, args in sorted(wanted.items()) if actual.listeners.get(key) != args]
     if not entries and actual.acl_entries is not None:
         steps.append(Step("drop_acl"))  # after the listeners stopped using it
     return steps
+
+
+# --- ENI backends (service.beta.kubernetes.io/backend-type: eni) ---------------------------------------------------
+
+def eni_server(eni_id: str, ip: str) -> str:
+    """An ENI backend as ``decide`` compares them: the ENI and the address on it (``ServerIp``)."""
+    return f"{eni_id}/{ip}"
+
+
+def parse_server(server: str) -> tuple[str, str | None]:
+    """(server id, address or None) of a ``decide`` backend: an ECS or control plane id, or an ENI backend."""
+    server_id, _, ip = server.partition("/")
+    return server_id, ip or None
+
+
+def eni_backends(lb: LbSpec, slices: Iterable[Mapping[str, Any]], eni_of: Mapping[str, str]
+                 ) -> tuple[tuple[str, ...], dict[int, int]]:
+    """The Service's ENI backends and each Service port's backend port, from its EndpointSlices: every ready
+    endpoint address held by an ENI (``eni_of``: address → ENI id; others, e.g. pods on a Flannel bridge, are left
+    out), and per listener the port its slices give for the Service port's name (else a numeric targetPort)."""
+    servers: set[str] = set()
+    ports: dict[int, int] = {x.port: x.target_port for x in lb.listeners if x.target_port}
+    by_name = {x.port_name: x.port for x in lb.listeners}
+    for piece in slices:
+        for endpoint in piece.get("endpoints") or ():
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            servers.update(eni_server(eni_of[a], a) for a in endpoint.get("addresses") or () if a in eni_of)
+        for port in piece.get("ports") or ():
+            name = str(port.get("name") or "")
+            if name in by_name and port.get("port"):
+                ports[by_name[name]] = int(port["port"])
+    return tuple(sorted(servers)), ports

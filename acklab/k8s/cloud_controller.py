@@ -1,8 +1,9 @@
 """acklab's cloud controller manager on the API: Services of type LoadBalancer → SLBs, as ACK's CCM does.
 
 One process per lab, in the control plane's namespace (removing that namespace ends it), the client
-``system:cloud-controller-manager`` (a ClusterRole of its own, applied by :func:`ensure`). It watches Services and
-Nodes (list, then watch from the list's resourceVersion; a 410 Gone lists again), puts Service keys on a work
+``system:cloud-controller-manager`` (a ClusterRole of its own, applied by :func:`ensure`). It watches Services,
+Nodes and EndpointSlices (these for ENI backends: ``service.beta.kubernetes.io/backend-type: eni``; list, then watch
+from the list's resourceVersion; a 410 Gone lists again), puts Service keys on a work
 queue and reconciles each one level-triggered: the wanted SLB (``ccm.load_balancer_spec`` + the Nodes' ECS ids)
 against what the realizations hold (``netns/realize/slb.py``), then ``ccm.decide``'s steps through those
 realizations (each takes the lab lock itself). The Service gets ``status.loadBalancer.ingress[].ip``.
@@ -47,7 +48,7 @@ from netns.kernel.files import read_json, write_atomic, write_if_changed, write_
 from netns.model import slb as model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import new_id
-from netns.realize import slb
+from netns.realize import alias_addresses, slb
 from netns.realize.eni import find_primary_port
 from netns.realize.route_entry import RouteEntry
 from netns.realize.vpc import VpcRouter, VSwitch, find_vswitch, routers
@@ -67,6 +68,7 @@ rules:
   - {{apiGroups: [""], resources: [services/status], verbs: [get, patch, update]}}
   - {{apiGroups: [""], resources: [nodes], verbs: [get, list, watch]}}
   - {{apiGroups: [""], resources: [nodes/status], verbs: [patch]}}
+  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}}
   - {{apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch, update]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -185,6 +187,17 @@ def ecs_by_ip(lab: str) -> dict[str, str]:
     return found
 
 
+def eni_of_address(lab: str) -> dict[str, str]:
+    """Address → the ENI holding it (its primary or a secondary IP): where an ENI backend's ``ServerIp`` is."""
+    found = {}
+    for router in routers(lab):
+        for vswitch in router.vswitches():
+            for eni_id, facts in vswitch.enis().items():
+                if eni_id.startswith("eni-") and "ip" in facts:
+                    found.update(dict.fromkeys((facts["ip"], *alias_addresses(facts)), eni_id))
+    return found
+
+
 def vswitch_of(lab: str, instance: str) -> VSwitch | None:
     """The vSwitch of an ECS's primary ENI (an intranet SLB takes its address on the nodes' vSwitch)."""
     for router in routers(lab):
@@ -202,7 +215,9 @@ def read_actual(lab: str, lb_id: str) -> ccm.ActualLb | None:
     servers = slb.backend_servers(lab, lb_id)
     acl = slb.acl(lab, ccm.acl_of(lb_id))
     return ccm.ActualLb(lb_id, state.name, state.address, state.address_type, state.vswitch_id, listeners,
-                        None if servers is None else tuple(sorted(s["server_id"] for s in servers)),
+                        None if servers is None else tuple(sorted(
+                            ccm.eni_server(s["server_id"], s["ip"]) if s.get("ip") else s["server_id"]
+                            for s in servers)),
                         None if acl is None else tuple(sorted(acl["entries"])))
 
 
@@ -235,7 +250,11 @@ def apply_step(lab: str, lb_id: str, lb: ccm.LbSpec, step: ccm.Step, vswitch: VS
     elif step.op == "drop_acl":
         slb.delete_acl(lab, ccm.acl_of(lb_id))
     elif step.op == "backends":
-        slb.put_backend_servers(lab, lb_id, tuple(model.BackendRef(sid) for sid in step.value), resource)
+        refs = []
+        for server in step.value:
+            server_id, ip = ccm.parse_server(server)
+            refs.append(model.BackendRef(server_id, type="eni" if ip else "ecs", ip=ip))
+        slb.put_backend_servers(lab, lb_id, tuple(refs), resource)
     elif step.op == "delete_listener":
         slb.delete_listener(lab, lb_id, *step.value)
     elif step.op == "put_listener":
@@ -279,7 +298,8 @@ class Controller:
         self.failures: dict[str, int] = {}
         self.refused: dict[str, tuple[str, str]] = {}  # key → (resourceVersion, reason) already told in an Event
         self.stopping = threading.Event()
-        self.synced = {"services": threading.Event(), "nodes": threading.Event()}
+        self.slices: dict[str, dict[str, dict[str, Any]]] = {}  # Service key → its EndpointSlices (ENI backends)
+        self.synced = {"services": threading.Event(), "nodes": threading.Event(), "endpointslices": threading.Event()}
         self.cloud_routes = bool((read_json(settings_path(lab)) or {}).get("configure_cloud_routes"))
 
     # -- API helpers (raw dicts: the pure code reads the API's camelCase) --
@@ -350,6 +370,28 @@ class Controller:
         if self.cloud_routes and (kind == "DELETED" or old is None or _route_facts(old) != _route_facts(node)):
             self.queue.add(ROUTES)
 
+    def _on_slices(self, items: list[dict[str, Any]]) -> None:
+        slices: dict[str, dict[str, dict[str, Any]]] = {}
+        for piece in items:
+            key = _slice_owner(piece)
+            if key is not None:
+                slices.setdefault(key, {})[piece["metadata"]["name"]] = piece
+        self.slices = slices
+        self._all_services()
+
+    def _on_slice(self, kind: str, piece: dict[str, Any]) -> None:
+        key = _slice_owner(piece)
+        if key is None:
+            return
+        own = dict(self.slices.get(key) or {})  # a copy: the worker reads the dict it replaces
+        if kind == "DELETED":
+            own.pop(piece["metadata"]["name"], None)
+        else:
+            own[piece["metadata"]["name"]] = piece
+        self.slices[key] = own
+        if key in self.lb_keys:
+            self.queue.add(key)
+
     def _all_services(self) -> None:
         for key in list(self.lb_keys):
             self.queue.add(key)
@@ -392,18 +434,21 @@ class Controller:
 
     def _ensure(self, svc: dict[str, Any], lb: ccm.LbSpec, record: Record) -> None:
         # a copy: the Nodes' watch thread changes the dict meanwhile
-        servers = ccm.backend_servers(lb, list(self.nodes.values()), ecs_by_ip(self.lab))
+        nodes = ccm.backend_servers(lb, list(self.nodes.values()), ecs_by_ip(self.lab))
+        servers, ports = nodes, None
+        if lb.backend_type == "eni":
+            servers, ports = ccm.eni_backends(lb, (self.slices.get(lb.key) or {}).values(), eni_of_address(self.lab))
         vswitch = None
         if lb.address_type == "intranet":
             if lb.vswitch_id:
                 vswitch = find_vswitch(self.lab, lb.vswitch_id)
-            elif servers:
-                vswitch = vswitch_of(self.lab, servers[0])
+            elif nodes:
+                vswitch = vswitch_of(self.lab, nodes[0])
             if vswitch is None:
                 raise NotFoundError(f"Service {lb.key}: an intranet SLB needs a vSwitch: no node has an ECS yet "
                                     f"and {ccm.VSWITCH} is not set")
         actual = read_actual(self.lab, record.lb_id)
-        steps = ccm.decide(lb, servers, actual, vswitch.vswitch_id if vswitch else None)
+        steps = ccm.decide(lb, servers, actual, vswitch.vswitch_id if vswitch else None, ports)
         for step in steps:
             apply_step(self.lab, record.lb_id, lb, step, vswitch)
         state = slb.SlbInstance(self.lab, record.lb_id).read()
@@ -498,8 +543,13 @@ class Controller:
                 self.queue.done(key)
 
     def run(self, ready_file: Path | None = None) -> None:
+        from kubernetes import client
+
+        discovery = client.DiscoveryV1Api(self.api.api_client)
         watches = [("services", self.api.list_service_for_all_namespaces, self._on_services, self._on_service),
-                   ("nodes", self.api.list_node, self._on_nodes, self._on_node)]
+                   ("nodes", self.api.list_node, self._on_nodes, self._on_node),
+                   ("endpointslices", discovery.list_endpoint_slice_for_all_namespaces, self._on_slices,
+                    self._on_slice)]
         for what, call, on_list, on_event in watches:
             threading.Thread(target=self._list_and_watch, args=(what, call, on_list, on_event), daemon=True,
                              name=f"watch {what}").start()
@@ -517,6 +567,13 @@ class Controller:
                 self._on_services(self._raw(self.api.list_service_for_all_namespaces).get("items") or [])
 
 
+def _slice_owner(piece: dict[str, Any]) -> str | None:
+    """The key of the Service an EndpointSlice is for (its ``kubernetes.io/service-name`` label)."""
+    meta = piece.get("metadata") or {}
+    name = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+    return f"{meta.get('namespace')}/{name}" if name else None
+
+
 # --- the process: one per lab, in the control plane's namespace ------------------------------------------------
 
 @dataclass(frozen=True)
@@ -526,7 +583,7 @@ class CloudController(ClusterController):
     stem: ClassVar[str] = "ccm"
     user: ClassVar[str] = USER
     rbac: ClassVar[str] = RBAC
-    listed: ClassVar[str] = "Services and Nodes"
+    listed: ClassVar[str] = "Services, Nodes and EndpointSlices"
 
     @property
     def folder(self) -> Path:

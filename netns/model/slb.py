@@ -134,6 +134,12 @@ class BackendRef:
     weight: int = 100
     port: int | None = None
     type: str = "ecs"
+    ip: str | None = None  # an ENI's address to forward to (ServerIp: a secondary IP, a pod's); None: its primary
+
+    @property
+    def server_name(self) -> str:
+        """Unique per backend address: several pods' secondary IPs on one ENI are several servers."""
+        return f"{self.server_id}_{self.ip}" if self.ip else self.server_id
 
 
 @dataclass(frozen=True)

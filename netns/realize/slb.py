@@ -55,7 +55,7 @@ from netns.model import slb as model
 from netns.model import slb_l4 as l4
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import is_cluster_id, mark, netns_name
-from netns.realize import format_alias, lab_lock, parse_alias, slb_l4, state_dir
+from netns.realize import alias_addresses, format_alias, lab_lock, parse_alias, slb_l4, state_dir
 from netns.realize.eni import claim
 from netns.realize.vpc import VpcRouter, VSwitch, routers
 
@@ -586,7 +586,7 @@ def plan(lab: str, lb_id: str, resource: str = "") -> tuple[model.LoadBalancerPl
             port = ref.port or listener.backend_port
             if port is None:
                 raise ValidationError(where, "backend_port", f"no port for backend {ref.server_id}")
-            servers.append(model.Server(ref.server_id, ip, port, ref.weight))
+            servers.append(model.Server(ref.server_name, ref.ip or ip, port, ref.weight))
         entries: tuple[str, ...] = ()
         if listener.acl_id:
             acl = read_json(_acl_path(lab, listener.acl_id))
@@ -739,18 +739,30 @@ def listener_args(lab: str, lb_id: str, protocol: str, port: int) -> dict[str, A
 
 
 def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) -> None:
-    """An early, clear error for an unknown server (the re-sync checks again, under the lock)."""
+    """An early, clear error for an unknown server or an address its ENI does not hold (the re-sync checks the
+    servers again, under the lock)."""
+    refs = list(refs)
     known = _server_index(lab)
+    held = _eni_addresses(lab) if any(r.ip for r in refs) else {}
     for ref in refs:
         if ref.server_id not in known:
             raise NotFoundError(f"{resource}: server_id: {ref.server_id} is not an ECS instance or ENI of lab {lab}")
+        if ref.ip and ref.ip not in held.get(ref.server_id, ()):
+            raise ValidationError(resource, "server_ip", f"{ref.ip} is not an address of {ref.server_id}")
+
+
+def _eni_addresses(lab: str) -> dict[str, set[str]]:
+    """ENI id → its primary and secondary addresses."""
+    return {port: {facts["ip"], *alias_addresses(facts)} for router in routers(lab) for vswitch in router.vswitches()
+            for port, facts in vswitch.enis().items() if port.startswith("eni-") and "ip" in facts}
 
 
 def put_backend_servers(lab: str, lb_id: str, refs: tuple[model.BackendRef, ...], resource: str) -> None:
     _check_servers(lab, refs, resource)
     if not SlbInstance(lab, lb_id).namespace.exists():
         raise NotFoundError(f"{resource}: load_balancer_id: SLB {lb_id} does not exist")
-    data = {"servers": [{"server_id": r.server_id, "weight": r.weight, "type": r.type} for r in refs]}
+    data = {"servers": [{"server_id": r.server_id, "weight": r.weight, "type": r.type, **({"ip": r.ip} if r.ip else {})}
+                        for r in refs]}
     _update(lab, _backends_path(lab, lb_id), lambda _old: (data, [lb_id]), resource)
 
 

@@ -394,6 +394,20 @@ spec:
 """
 
 
+ENI_BACKED = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-eni
+  namespace: default
+  annotations: {service.beta.kubernetes.io/backend-type: eni}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+"""
+
+
 def test_a_node_pool_labelled_for_exclusive_enis_runs_beside_a_shared_one(lab, program_stack, tmp_path,
                                                                          root_unchanged):
     """ACK's exclusive ENI node pools (Terway >= 1.11): a terway-eniip cluster whose pool labelled
@@ -419,6 +433,23 @@ def test_a_node_pool_labelled_for_exclusive_enis_runs_beside_a_shared_one(lab, p
         assert (http_get(netns, pods["pinned"]["status"]["podIP"], 80, "/hostname")) == "pinned"
         if pod["spec"]["nodeName"] != pods["pinned"]["spec"]["nodeName"]:  # a shared-ENI pod: no veth1
             assert "veth1" not in Namespace(netns).run(["ip", "-o", "link"]).stdout
+
+    # ACK's ENI backends: the SLB forwards to the pods themselves (a shared ENI's secondary IP, an exclusive ENI)
+    kubectl("apply", "-f", "-", stdin=ENI_BACKED)
+    wait_for(lambda: json.loads(kubectl("get", "service", "web-eni", "-o", "json"))["status"]
+             .get("loadBalancer", {}).get("ingress"), "the ENI-backed Service's external IP", timeout=30)
+    address = json.loads(kubectl("get", "service", "web-eni", "-o", "json"))["status"]["loadBalancer"]["ingress"][0]
+    answered: dict[str, str] = {}
+
+    def every_pod_with_the_clients_address() -> bool:
+        body = http_get(f"{mark(lab)}internet", address["ip"], 80, "/hostname")
+        if body:
+            answered[body] = http_get(f"{mark(lab)}internet", address["ip"], 80, "/clientip") or ""
+        return set(pods) <= set(answered)
+
+    wait_for(every_pod_with_the_clients_address, "every pod answering through the ENI-backed SLB", timeout=45)
+    clients = {seen.split(":")[0] for seen in answered.values() if seen}
+    assert clients and all(c.startswith("203.0.113.") for c in clients), answered  # no node in between
 
     stack.run("destroy", "--yes")
     assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []

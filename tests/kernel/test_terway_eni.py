@@ -19,15 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from acklab.k8s import cloud_controller
 from acklab.k8s.cluster_install import NodeSpec, PodNetworkSpec, install_control_plane, install_node, remove_node
 from acklab.k8s.network_policy_agent import NetworkPolicyAgent
 from acklab.k8s.node_agent import node_agent_pid, stop_node_agent
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, pod_netns_name
 from netns.realize import control_plane as cp
+from netns.realize import slb
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
-from tests.k8stools import http_get, terway_vpc, web_deployment
+from tests.k8stools import allow, http_get, terway_vpc, web_deployment
 from tests.labtools import clean_lab, new_lab, require_cluster_tools, wait_for
 
 pytestmark = pytest.mark.kernel
@@ -211,3 +213,55 @@ def test_a_restarted_agent_adopts_its_pod_and_a_leaving_node_takes_its_enis(clus
     assert mine and all(f"eth{f['device']}" in links(node.netns) for f in mine)
     EcsInstance(cluster.lab, node.instance_id, f"eni-{node.instance_id[2:]}").delete()
     assert not [f for f in cluster.terway_enis().values() if f["instance"] == node.instance_id]
+
+
+ENI_BACKED = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-eni
+  namespace: default
+  annotations: {service.beta.kubernetes.io/backend-type: eni}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 80}]
+"""
+
+
+def test_an_eni_backed_load_balancer_reaches_the_pods_straight_with_the_clients_address(cluster):
+    """ACK's ``backend-type: eni``: the SLB's backends are the pods' ENIs at their own port, no NodePort; an
+    internet client's address reaches the pod; backends follow ``kubectl scale``."""
+    wait_for(lambda: len(cluster.running()) == 1, "the web pod on the node left", timeout=40)
+    # the pods' ENIs are in the group: it admits the SLB's clients and its health checks (100.64.0.0/10), as
+    # docs/slb.md says for any backend in a group
+    allow(cluster.lab, GROUP, "sgr-0000e501", "tcp", 80, "203.0.113.0/24")
+    allow(cluster.lab, GROUP, "sgr-0000e502", "tcp", 80, "100.64.0.0/10")
+    cluster.kubectl("apply", "-f", "-", stdin=ENI_BACKED)
+
+    def address() -> str:
+        ingress = json.loads(cluster.kubectl("get", "service", "web-eni", "-o", "json"))["status"]
+        return ((ingress.get("loadBalancer") or {}).get("ingress") or [{}])[0].get("ip", "")
+
+    wait_for(address, "the Service's external IP", timeout=30)
+    internet = f"{mark(cluster.lab)}internet"
+
+    def backends() -> set[str]:
+        lb_id = next(r.lb_id for r in cloud_controller.load_records(cluster.lab).values() if r.name == "web-eni")
+        return {f"{s['server_id']}/{s.get('ip')}" for s in slb.backend_servers(cluster.lab, lb_id) or []}
+
+    def pods_as_backends() -> bool:
+        enis = {f["ip"]: e for e, f in cluster.terway_enis().items()}
+        return backends() == {f"{enis[p['status']['podIP']]}/{p['status']['podIP']}" for p in cluster.running()}
+
+    wait_for(pods_as_backends, "the pod's ENI as the SLB's backend", timeout=20)
+    wait_for(lambda: http_get(internet, address(), 80, "/clientip"), "an answer through the SLB", timeout=30)
+    seen = http_get(internet, address(), 80, "/clientip") or ""
+    assert seen.split(":")[0].startswith("203.0.113."), seen  # the internet client itself, no node in between
+    cluster.kubectl("scale", "deployment", "web", "--replicas=2")
+    wait_for(lambda: len(cluster.running()) == 2 and pods_as_backends(), "both pods as backends", timeout=40)
+    names = {p["metadata"]["name"] for p in cluster.running()}
+    answered: set[str] = set()
+    wait_for(lambda: names <= (answered.add(http_get(internet, address(), 80, "/hostname") or "") or answered),
+             "both pods answering through the SLB", timeout=30)

@@ -134,3 +134,56 @@ def test_queue_delays_and_wakes_a_waiting_worker():
     begin = time.monotonic()
     assert queue.get(2.0) == "b" and time.monotonic() - begin < 0.9  # woken by add, not by "a" coming due
     assert queue.get(2.0) == "a"
+
+
+# --- ENI backends (service.beta.kubernetes.io/backend-type: eni) --------------------------------------------------
+
+def eni_service(target="http", node_port=None, **notes):
+    svc = service(annotations={ccm.BACKEND_TYPE: "eni", **notes})
+    svc["spec"]["ports"] = [{"name": "web", "port": 80, "targetPort": target, "protocol": "TCP",
+                             **({"nodePort": node_port} if node_port else {})}]
+    return svc
+
+
+def endpoint_slice(*endpoints, port=8080, name="web"):
+    return {"endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in endpoints],
+            "ports": [{"name": name, "port": port, "protocol": "TCP"}]}
+
+
+def test_eni_backends_are_the_ready_pods_on_their_enis_at_the_target_port():
+    lb = ccm.load_balancer_spec(eni_service())  # no NodePort needed (allocateLoadBalancerNodePorts: false)
+    assert lb.backend_type == "eni" and lb.listeners[0].node_port == 0
+    held = {"10.0.0.5": "eni-00000001", "10.0.0.6": "eni-00000001", "10.0.0.9": "eni-00000002"}
+    slices = [endpoint_slice(("10.0.0.5", True), ("10.0.0.6", False)),
+              endpoint_slice(("10.0.0.9", True), ("172.20.0.7", True))]  # a bridge pod: on no ENI
+    servers, ports = ccm.eni_backends(lb, slices, held)
+    assert servers == ("eni-00000001/10.0.0.5", "eni-00000002/10.0.0.9") and ports == {80: 8080}
+    steps = ccm.decide(lb, servers, None, None, ports)
+    assert [s.op for s in steps] == ["create", "backends", "put_listener"]
+    assert steps[2].value["backend_port"] == 8080 and "health_check_connect_port" not in steps[2].value
+    assert ccm.parse_server(servers[0]) == ("eni-00000001", "10.0.0.5") and ccm.parse_server("i-1") == ("i-1", None)
+
+
+def test_a_named_target_port_without_endpoints_makes_no_listener_yet_and_keeps_one_made():
+    lb = ccm.load_balancer_spec(eni_service())
+    servers, ports = ccm.eni_backends(lb, [], {})
+    assert (servers, ports) == ((), {})
+    assert [s.op for s in ccm.decide(lb, servers, None, None, ports)] == ["create", "backends"]
+    made = actual(lb, ("eni-00000001/10.0.0.5",), listeners={("tcp", 80): ccm.listener_args(lb, lb.listeners[0],
+                                                                                           backend_port=8080)})
+    assert [s.op for s in ccm.decide(lb, servers, made, None, ports)] == ["backends"]  # the listener stays
+    numeric = ccm.load_balancer_spec(eni_service(target=8081))
+    assert ccm.eni_backends(numeric, [], {}) == ((), {80: 8081})
+
+
+def test_a_bad_backend_type_and_a_missing_node_port_name_the_annotation():
+    import pytest
+
+    from netns.model.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"backend-type\]: 'pods' is not ecs or eni"):
+        ccm.load_balancer_spec(eni_service(**{ccm.BACKEND_TYPE: "pods"}))
+    plain = service()
+    plain["spec"]["ports"][0].pop("nodePort")
+    with pytest.raises(ValidationError, match=r"nodePort: is not allocated .*/backend-type: eni"):
+        ccm.load_balancer_spec(plain)
