@@ -480,12 +480,12 @@ class NodeNetwork:
             if record.datapath != EXCLUSIVE_ENI or not record.eni or not pod_ns.exists():
                 continue
             with pod_ns.ipr() as pod:
-                eth0 = index_of(pod, "eth0")
-                if eth0 is None:
+                device = index_of(pod, "eth0") or index_of(pod, record.eni)  # (not renamed yet: a failed plumb)
+                if device is None:
                     continue
-                pod.link("set", index=eth0, state="down")
-                pod.link("set", index=eth0, ifname=record.eni)
-                pod.link("set", index=eth0, net_ns_fd=self.node.netns)
+                pod.link("set", index=device, state="down")
+                pod.link("set", index=device, ifname=record.eni)
+                pod.link("set", index=device, net_ns_fd=self.node.netns)
 
     def remove_pod(self, record: PodRecord) -> None:
         self.remove_pods([record])
