@@ -160,15 +160,24 @@ _SERVER_ID = re.compile(r"^(i|eni)-[0-9a-f]{8}$")
 
 
 def parse_backend(resource: str, field_prefix: str, server_id: object, weight: object = 100,
-                  port: object = None, type: object = "ecs") -> BackendRef:
+                  port: object = None, type: object = "ecs", ip: object = None) -> BackendRef:
     if not isinstance(server_id, str) or not _SERVER_ID.match(server_id):
         raise ValidationError(resource, f"{field_prefix}server_id",
                               f"{server_id!r} is not an ECS instance id (i-…) or ENI id (eni-…)")
     kind = _choice(resource, f"{field_prefix}type", type, SERVER_TYPES)
     if (kind == "ecs") != server_id.startswith("i-"):
         raise ValidationError(resource, f"{field_prefix}type", f"{kind!r} does not match server_id {server_id}")
+    if ip not in (None, ""):
+        if kind != "eni":
+            raise ValidationError(resource, f"{field_prefix}server_ip", "is for ENI backends (type eni): an address "
+                                  "the ENI holds")
+        try:
+            ip = str(ipaddress.IPv4Address(ip))  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            raise ValidationError(resource, f"{field_prefix}server_ip", f"{ip!r} is not an IPv4 address") from None
     return BackendRef(server_id, _int(resource, f"{field_prefix}weight", weight, 0, 100),
-                      None if port is None else _int(resource, f"{field_prefix}port", port, 1, 65535), kind)
+                      None if port is None else _int(resource, f"{field_prefix}port", port, 1, 65535), kind,
+                      ip or None)  # type: ignore[arg-type]
 
 
 def parse_backend_servers(resource: str, servers: object) -> tuple[BackendRef, ...]:
@@ -183,8 +192,8 @@ def parse_backend_servers(resource: str, servers: object) -> tuple[BackendRef, .
         if unknown:
             raise ValidationError(resource, f"backend_servers[{n}]", f"unknown keys {sorted(unknown)}")
         refs.append(parse_backend(resource, f"backend_servers[{n}].", item.get("server_id"),
-                                  item.get("weight", 100), None, item.get("type", "ecs")))
-    ids = [r.server_id for r in refs]
+                                  item.get("weight", 100), None, item.get("type", "ecs"), item.get("server_ip")))
+    ids = [r.server_name for r in refs]  # one ENI may be listed once per address it holds (server_ip)
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ValidationError(resource, "backend_servers", f"{', '.join(dupes)} listed twice")

@@ -326,6 +326,15 @@ def test_internet_slb_is_reached_from_the_sealed_internet_and_proxies_from_100_6
     assert not Namespace(internet).exists()  # the last internet SLB takes the segment with it
 
 
+def test_an_eni_backend_with_its_address_takes_the_traffic(site):
+    eni = model.BackendRef("eni-00000002", type="eni", ip="192.168.1.12")  # b2's ENI, at its (primary) address
+    realize.put_backend_servers(site.lab, LB, (eni,), "test")
+    site.listen(80, "http")
+    assert backend_of(site.get("c1", 80)) == "b2"
+    assert realize.backend_servers(site.lab, LB) == [{"server_id": "eni-00000002", "weight": 100, "type": "eni",
+                                                      "ip": "192.168.1.12"}]
+
+
 def test_status_shows_backend_health_per_listener(site):
     site.set_backends({"b1": 100, "b2": 100})
     site.listen(80)
@@ -345,6 +354,9 @@ def test_status_shows_backend_health_per_listener(site):
 def test_bad_input_changes_nothing(site):
     with pytest.raises(NotFoundError, match="i-0000000f"):
         realize.put_backend_servers(site.lab, LB, (model.BackendRef("i-0000000f"),), "test")
+    with pytest.raises(ValidationError, match=r"server_ip: 192\.168\.1\.99 is not an address of eni-00000001"):
+        realize.put_backend_servers(site.lab, LB, (model.BackendRef("eni-00000001", type="eni", ip="192.168.1.99"),),
+                                    "test")
     site.set_backends({"b1": 100})
     site.listen(80, "http")
     config = site.lb.config_path.read_text()

@@ -147,6 +147,11 @@ def test_drain_defaults_off_and_takes_its_timeout():
     ([{"server_id": "i-00000001", "type": "eni"}], "backend_servers[0].type", "does not match"),
     ([{"server_id": "i-00000001"}, {"server_id": "i-00000001"}], "backend_servers", "listed twice"),
     ([{"server_id": "i-00000001", "port": 80}], "backend_servers[0]", "unknown keys"),
+    ([{"server_id": "i-00000001", "server_ip": "10.0.0.5"}], "backend_servers[0].server_ip", "for ENI backends"),
+    ([{"server_id": "eni-00000001", "type": "eni", "server_ip": "10.0.0.300"}], "backend_servers[0].server_ip",
+     "not an IPv4 address"),
+    ([{"server_id": "eni-00000001", "type": "eni", "server_ip": "10.0.0.5"},
+      {"server_id": "eni-00000001", "type": "eni", "server_ip": "10.0.0.5"}], "backend_servers", "listed twice"),
 ])
 def test_bad_backend_servers(servers, field, reason):
     with pytest.raises(ValidationError) as err:
@@ -317,3 +322,11 @@ def test_haproxy_connects_to_backends_from_the_slbs_100_64_address():
     with_leg = model.render_config(model.LoadBalancerPlan(LB, "192.168.1.100", "/run/x", (plan,), "100.64.0.2"))
     assert "    source 100.64.0.2" in with_leg.split("defaults", 1)[1].split("frontend", 1)[0]
     assert "source" not in _plan(plan)  # no leg yet: the kernel picks the address
+
+
+def test_an_eni_is_a_backend_once_per_address_it_holds():
+    refs = model.parse_backend_servers("b", [{"server_id": "eni-00000001", "type": "eni", "server_ip": "10.0.0.5"},
+                                             {"server_id": "eni-00000001", "type": "eni", "server_ip": "10.0.0.6"},
+                                             {"server_id": "eni-00000002", "type": "eni"}])
+    assert [(r.server_name, r.ip) for r in refs] == [("eni-00000001_10.0.0.5", "10.0.0.5"),
+                                                     ("eni-00000001_10.0.0.6", "10.0.0.6"), ("eni-00000002", None)]
