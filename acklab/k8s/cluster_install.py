@@ -192,7 +192,7 @@ class NodeSpec:
     ip: str  # the primary ENI's address
     instance_type: str  # Terway's quota: ENIs per instance, IPs per ENI
     vswitch_id: str  # the node's vSwitch: its zone and VPC
-    pod_vswitch_ids: tuple[str, ...]  # where Terway makes the pods' ENIs (the first one, as ack_cluster does)
+    pod_vswitch_ids: tuple[str, ...]  # where Terway makes the pods' ENIs (those of the node's zone)
     security_groups: tuple[str, ...]  # the pods' ENIs' groups
     proxy_mode: str = "iptables"
     min_pool_size: int = MIN_POOL_SIZE
@@ -212,9 +212,9 @@ class NodeResult:
 
 
 def node_agent_config(spec: NodeSpec) -> NodeAgentConfig:
-    """The node agent's configuration: Terway ENIs in the first pod vSwitch (gateway: its last-but-two address,
-    Alibaba's) or Flannel's block (the Node's podCIDR), ACK's identity (zone, instance type, providerID), the
-    cluster's DNS for the pods' resolv.conf."""
+    """The node agent's configuration: Terway ENIs in the pod vSwitches (the first one's gateway, its last-but-two
+    address, Alibaba's, as the node's default) or Flannel's block (the Node's podCIDR), ACK's identity (zone,
+    instance type, providerID), the cluster's DNS for the pods' resolv.conf."""
     node_vswitch = find_vswitch(spec.lab, spec.vswitch_id)
     zone = spec.zone or node_vswitch.zone_id() or ""
     identity = NodeIdentity(spec.name, spec.instance_id, zone, spec.instance_type, spec.ip)

@@ -169,7 +169,7 @@ class TerwayConfig:
     """Terway's share of a node agent's configuration (eni-config on ACK)."""
 
     vpc_id: str
-    pod_vswitch_ids: tuple[str, ...]  # where Terway makes ENIs (the first one; ACK picks by free addresses)
+    pod_vswitch_ids: tuple[str, ...]  # where Terway makes ENIs: those of the node's zone, the most free first
     security_groups: tuple[str, ...]
     min_pool_size: int = 0
     max_pool_size: int = 5
@@ -208,6 +208,7 @@ class TerwayEni:
     ifname: str  # its device in the node (eth1, eth2, ...)
     secondary: tuple[str, ...]  # the secondary IPs assigned to it: Terway's pod addresses
     primary: str = ""  # its primary address: the pod's in exclusive ENI mode
+    gateway: str = ""  # its vSwitch's gateway ("": the node's configured pod vSwitch's)
 
 
 class EniBackend(Protocol):

@@ -209,7 +209,7 @@ class NodeAgent:
         if quota is None:
             raise LabError(f"node {self.name}: the ENI quota of instance type {self.identity.instance_type} is "
                            "not known to the lab (netns/model/instance_types.py); Terway will not guess it")
-        backend = LiveEniBackend(self.config.lab, self.identity.instance_id, self.name, terway)
+        backend = LiveEniBackend(self.config.lab, self.identity.instance_id, self.name, terway, self.identity.zone)
         if self.config.datapath == EXCLUSIVE_ENI:
             self.identity = replace(self.identity, max_pods=quota.pod_enis)
             return TerwayExclusivePool(backend, quota, terway.min_pool_size, terway.max_pool_size,
@@ -227,7 +227,10 @@ class NodeAgent:
             return
         self.pool.warm()
         if not self.pool.enis:
-            self.pool.enis.append(self.pool.backend.create_eni())
+            try:
+                self.pool.enis.append(self.pool.backend.create_eni())
+            except NoFreeAddress as exc:  # no pod vSwitch in its zone: the node runs, its pods wait with an Event
+                log.warning("node %s: %s", self.name, exc)
 
     def _node_network(self) -> Any:
         from acklab.k8s.pods import NodeNetwork  # pyroute2 only in the agent process, not in the installer
@@ -328,7 +331,7 @@ class NodeAgent:
         if isinstance(self.pool, TerwayEniPool):
             for eni in self.pool.enis:
                 if eni.ifname not in self.eni_tables:
-                    self.network.ensure_eni(eni.ifname)
+                    self.network.ensure_eni(eni.ifname, eni.gateway)
                     self.eni_tables.add(eni.ifname)
 
     def _released_file(self) -> Path:
@@ -582,8 +585,9 @@ class NodeAgent:
             mtu = ipam.overlay_mtu(self.mtu) if self.config.datapath == "vxlan" else self.mtu
             return Placement(pod, self.name, ip, block.prefixlen, str(ipam.bridge_gateway(block)), mtu)
         if isinstance(self.pool, TerwayExclusivePool):  # its own ENI; the gateway is its vSwitch's, on link
-            return Placement(pod, self.name, ip, 32, str(self.node.eni_gateway), self.mtu,
-                             {"eni": self.pool.interface_of(ip)})
+            eni = self.pool.eni_of(ip)
+            return Placement(pod, self.name, ip, 32, eni.gateway or str(self.node.eni_gateway), self.mtu,
+                             {"eni": eni.ifname})
         extra = {"eni": self.pool.interface_of(ip)} if isinstance(self.pool, TerwayEniPool) else {}
         return Placement(pod, self.name, ip, 32, TERWAY_GATEWAY, self.mtu, extra)
 

@@ -224,7 +224,7 @@ class NodeNetwork:
             self._ensure_vxlan()
         if self.network.datapath == "vpc-route":
             self._ensure_ip_masq()
-        if self.network.datapath == "terway-eniip":
+        if self.network.datapath == "terway-eniip" and self._has_eni():  # (else it comes with the first ENI)
             self._ensure_eni_table()
         if self.network.datapath == EXCLUSIVE_ENI:
             self._ensure_terway_masq()
@@ -299,6 +299,10 @@ class NodeNetwork:
         if self.namespace.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode != 0:
             self.namespace.run(["iptables", "-t", "nat", "-A", *jump])
 
+    def _has_eni(self) -> bool:
+        with self.namespace.ipr() as ipr:
+            return index_of(ipr, self.node.eni_ifname) is not None
+
     def _ensure_terway_masq(self) -> None:
         """Terway's exclusive ENI mode: everything the node sends on is masqueraded (its policy container's
         ``terway-masq``), so that Service and NodePort traffic it forwarded to a pod is answered through it."""
@@ -319,18 +323,20 @@ class NodeNetwork:
             raise LabError(f"node {self.node.name}: no secondary ENI {ifname} in {self.node.netns}")
         return ENI_TABLE_BASE + index
 
-    def ensure_eni(self, ifname: str) -> None:
-        """Another pod ENI's table and return path (an ENI Terway attached after the node started)."""
-        self._ensure_eni_table(ifname)
+    def ensure_eni(self, ifname: str, gateway: str = "") -> None:
+        """Another pod ENI's table and return path (an ENI Terway attached after the node started; ``gateway``: its
+        vSwitch's, when it is another pod vSwitch than the node's configured one)."""
+        self._ensure_eni_table(ifname, gateway)
 
-    def _ensure_eni_table(self, ifname: str | None = None) -> None:
+    def _ensure_eni_table(self, ifname: str | None = None, gateway: str = "") -> None:
         ifname = ifname or self.node.eni_ifname
         self.namespace.sysctl(f"net.ipv4.neigh.{ifname}.proxy_delay", 0)
         with self.namespace.ipr() as ipr:
             index = index_of(ipr, ifname)
             table = self.eni_table(ipr, ifname)
             ipr.link("set", index=index, state="up")
-            ipr.route("replace", dst="0.0.0.0/0", gateway=self.node.eni_gateway, oif=index, flags=4, table=table)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway or self.node.eni_gateway, oif=index, flags=4,
+                      table=table)
             # Terway: the node itself reaches the pod vSwitch through its primary ENI and the VPC, like any
             # other VPC address; the ENI's connected route would send the node's own (and its NAT'd, e.g.
             # NodePort reply) traffic out of the pod ENI with a source that is not the ENI's.

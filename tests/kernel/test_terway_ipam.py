@@ -112,12 +112,17 @@ def cluster():
     try:
         router, nodes, _ = k.build_vpc(lab)
         VSwitch(router, "vsw-0000000c").create(POD_VSWITCH, "cn-hangzhou-h", "vsw-pods")
+        # two more pod vSwitches Terway must pass over: one of another zone, one of the node's zone with fewer free
+        # addresses (Terway makes a node's ENIs in its zone, in the pod vSwitch with the most free addresses)
+        VSwitch(router, "vsw-0000000d").create(ipaddress.IPv4Network("192.168.4.0/24"), "cn-hangzhou-i", "pods-i")
+        VSwitch(router, "vsw-0000000e").create(ipaddress.IPv4Network("192.168.5.0/28"), "cn-hangzhou-h", "pods-h2")
         plane = cp.ControlPlane(lab, "c0000000e")
         plane.ensure(VSwitch(router, "vsw-0000000a"))
         instance = nodes[0]
         node = Node("node-1", instance.namespace.name, "192.168.1.10", None, "eth1", str(POD_VSWITCH[-3]), ())
         identity = NodeIdentity("node-1", instance.instance_id, "cn-hangzhou-h", "ecs.g7.large", node.ip)
-        terway = TerwayConfig(router.vpc_id, ("vsw-0000000c",), (k.NODE_SG,), MIN_POOL, MAX_POOL)
+        terway = TerwayConfig(router.vpc_id, ("vsw-0000000d", "vsw-0000000e", "vsw-0000000c"), (k.NODE_SG,),
+                              MIN_POOL, MAX_POOL)
         config = NodeAgentConfig(lab, identity, node, terway=terway)
         ensure_node_agent(config, plane.client_kubeconfig("system:node:node-1", ("system:nodes",)))
         yield Cluster(lab, router, instance, nodes[1].namespace.name)
@@ -214,6 +219,12 @@ def test_the_waiting_pod_starts_when_an_address_frees_and_scale_down_releases_ad
     # (of the 10 the quota allowed) went back to the vSwitch
     wait_for(lambda: 3 + MIN_POOL <= assigned() <= 3 + MAX_POOL, "secondary IPs released", timeout=15)
     print(f"\nafter scale-down: {assigned()} secondary IPs assigned for 3 pods")
+
+
+def test_enis_are_made_in_the_nodes_zone_in_the_pod_vswitch_with_the_most_free_addresses(cluster):
+    for other in ("vsw-0000000d", "vsw-0000000e"):
+        assert not [f for f in VSwitch(cluster.router, other).enis().values() if f.get("owner") == "terway"], other
+    assert len(cluster.terway_enis()) == 2  # both in vsw-0000000c (the tests before checked their pods answer)
 
 
 def test_terway_enis_go_with_their_instance(cluster):
