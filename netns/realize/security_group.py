@@ -146,6 +146,10 @@ def _apply_locked(router: VpcRouter) -> None:
     text = compile_ruleset(groups, profiles_of(enis))
     applied = _applied_path(router, inode)
     if not (applied.exists() and applied.read_text() == text):
+        # forgotten first: a process killed between the restore and the write below must not leave a record of
+        # the old text while the kernel holds the new one (the next apply would skip its restore, and the sets
+        # only the new text uses could not be destroyed: "in use by a kernel component")
+        applied.unlink(missing_ok=True)
         rules.iptables_restore(router.namespace, text, f"security groups of {router.vpc_id}")
         write_atomic(applied, text)
     _destroy_unused_sets(router, set(contents))
