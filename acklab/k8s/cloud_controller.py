@@ -48,7 +48,7 @@ from netns.kernel.files import read_json, write_atomic, write_if_changed, write_
 from netns.model import slb as model
 from netns.model.errors import LabError, NotFoundError, ValidationError
 from netns.model.names import new_id
-from netns.realize import alias_addresses, slb
+from netns.realize import slb
 from netns.realize.eni import find_primary_port
 from netns.realize.route_entry import RouteEntry
 from netns.realize.vpc import VpcRouter, VSwitch, find_vswitch, routers
@@ -189,13 +189,7 @@ def ecs_by_ip(lab: str) -> dict[str, str]:
 
 def eni_of_address(lab: str) -> dict[str, str]:
     """Address → the ENI holding it (its primary or a secondary IP): where an ENI backend's ``ServerIp`` is."""
-    found = {}
-    for router in routers(lab):
-        for vswitch in router.vswitches():
-            for eni_id, facts in vswitch.enis().items():
-                if eni_id.startswith("eni-") and "ip" in facts:
-                    found.update(dict.fromkeys((facts["ip"], *alias_addresses(facts)), eni_id))
-    return found
+    return {address: eni_id for eni_id, held in slb.eni_addresses(lab).items() for address in held}
 
 
 def vswitch_of(lab: str, instance: str) -> VSwitch | None:

@@ -743,7 +743,7 @@ def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) ->
     servers again, under the lock)."""
     refs = list(refs)
     known = _server_index(lab)
-    held = _eni_addresses(lab) if any(r.ip for r in refs) else {}
+    held = eni_addresses(lab) if any(r.ip for r in refs) else {}
     for ref in refs:
         if ref.server_id not in known:
             raise NotFoundError(f"{resource}: server_id: {ref.server_id} is not an ECS instance or ENI of lab {lab}")
@@ -751,8 +751,8 @@ def _check_servers(lab: str, refs: Iterable[model.BackendRef], resource: str) ->
             raise ValidationError(resource, "server_ip", f"{ref.ip} is not an address of {ref.server_id}")
 
 
-def _eni_addresses(lab: str) -> dict[str, set[str]]:
-    """ENI id → its primary and secondary addresses."""
+def eni_addresses(lab: str) -> dict[str, set[str]]:
+    """ENI id → its primary and secondary addresses: what an ENI backend's ``ServerIp`` may be."""
     return {port: {facts["ip"], *alias_addresses(facts)} for router in routers(lab) for vswitch in router.vswitches()
             for port, facts in vswitch.enis().items() if port.startswith("eni-") and "ip" in facts}
 
