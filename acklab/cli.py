@@ -1,4 +1,4 @@
-"""``acklab``: status, wait, graph, exec, logs, clean and bench for the labs on this machine.
+"""``acklab``: status, wait, graph, exec, kubectl, logs, clean and bench for the labs on this machine.
 
 Exit codes: 0 success; 1 failure (a lab or object not found, a kernel or tool error; ``exec`` returns the
 command's own exit code); 2 usage or validation error (bad arguments, an invalid lab name).
@@ -32,6 +32,7 @@ EPILOG = """examples:
   acklab status --lab t1 --json      another lab, for scripts
   acklab wait --lab t1 --timeout 120 until every SLB listener and pod of lab t1 answers (make up's last step)
   kubectl --kubeconfig "$(acklab kubeconfig)" get nodes   the lab's API server, from the host (loopback port)
+  acklab kubectl get pods -A -o wide  the same, shorter: kubectl with the lab's kubeconfig
   acklab exec ecs-1 -- ping -c1 192.168.2.10
   acklab exec demo/web-0 -- ip addr   a pod, as namespace/name
   acklab clean --lab t1              remove every namespace (and process in it) of lab t1
@@ -133,6 +134,21 @@ def seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, 0 or more")
     return value
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    """kubectl (the one built with the control plane) with the lab's kubeconfig, as ``kind``'s contexts save typing;
+    its exit code is kubectl's."""
+    from netns.realize import control_plane
+
+    path = control_plane.kubeconfig_path(args.lab)
+    if not path.exists():
+        print(f"acklab kubectl: lab {args.lab} has no Kubernetes control plane (no {path})", file=sys.stderr)
+        return EXIT_FAILURE
+    arguments = args.arguments[1:] if args.arguments[:1] == ["--"] else args.arguments
+    kubectl = control_plane.binary("kubectl")
+    os.execv(kubectl, [kubectl, "--kubeconfig", str(path), *arguments])
+    return EXIT_FAILURE  # not reached
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -279,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument("--merge", metavar="FILE", help="also merge its context into FILE, e.g. ~/.kube/config")
     kubeconfig.set_defaults(func=cmd_kubeconfig)
 
+    kubectl = sub.add_parser("kubectl", help="kubectl with the lab's kubeconfig (acklab kubectl get pods -A); "
+                             "options before the subcommand go after --: acklab kubectl -- -n demo get pods")
+    kubectl.add_argument("arguments", nargs=argparse.REMAINDER)
+    kubectl.set_defaults(func=cmd_kubectl)
+
     run = sub.add_parser("exec", help="run a command in an ECS (name or id), pod (namespace/name) or VPC router")
     run.add_argument("target")
     run.add_argument("command", nargs=argparse.REMAINDER)
@@ -319,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--args '10 --repeats 1 --skip-pulumi' for ecs_scale")
     bench.set_defaults(func=cmd_bench)
 
-    for p in (status, wait, kubeconfig, run, clean, recover, picture, logs):
+    for p in (status, wait, kubeconfig, kubectl, run, clean, recover, picture, logs):
         p.add_argument("--lab", default=default_lab(), help="lab (Pulumi stack) name, default: %(default)s")
     return parser
 

@@ -219,3 +219,20 @@ def test_doc_check_parses_console_blocks_and_normalizes_volatile_parts(tmp_path)
     assert normalize("ecs-1  i-0a1b2c3d  acklab-x-pod-0123456789  eth0@if12  192.168.3.14  time 0ms\n\n") == [
         "ecs-1 i-… acklab-x-pod-… eth0@if… 192.168.3.… time … s"]
     assert normalize('  ecs_i_77d45733["ecs-1"]') == ['ecs_i_…["ecs-1"]']
+
+
+def test_cli_kubectl_runs_kubectl_with_the_labs_kubeconfig(tmp_path, monkeypatch, capsys):
+    from netns.realize import control_plane
+
+    kubeconfig = tmp_path / "kubeconfig"
+    monkeypatch.setattr(control_plane, "kubeconfig_path", lambda lab: kubeconfig)
+    assert cli.main(["kubectl", "--lab", "nocluster", "get", "nodes"]) == cli.EXIT_FAILURE
+    assert "lab nocluster has no Kubernetes control plane" in capsys.readouterr().err
+    kubeconfig.write_text("apiVersion: v1\n")
+    calls = []
+    monkeypatch.setattr(control_plane, "binary", lambda name: f"/bin/{name}")
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: calls.append((path, argv)))
+    cli.main(["kubectl", "--lab", "lab1", "--", "-n", "demo", "get", "pods"])
+    cli.main(["kubectl", "--lab", "lab1", "get", "pods", "-A"])
+    assert calls == [("/bin/kubectl", ["/bin/kubectl", "--kubeconfig", str(kubeconfig), "-n", "demo", "get", "pods"]),
+                     ("/bin/kubectl", ["/bin/kubectl", "--kubeconfig", str(kubeconfig), "get", "pods", "-A"])]
