@@ -1,244 +1,124 @@
-"""Ingress on the real kernel: nginx in two ingress-nginx controller pods (kube-system), configured from
-networking.k8s.io/v1 Ingresses, proxying to backend pods; requests from an ECS in another vSwitch.
+"""Ingress scenarios on the real kernel, through the Kubernetes API with kubectl only: ACK's
+nginx-ingress-controller add-on (controller pods in kube-system, the ``nginx-ingress-lb`` LoadBalancer Service whose
+SLB acklab's cloud controller makes) and the ingress controller on the API configure nginx in the controller pods
+from Ingresses, IngressClasses, Services, EndpointSlices and Secrets applied with kubectl; upstream kube-proxy runs
+on the nodes (tests/apilab.py).
 
 Scenarios: the Kubernetes docs' path table against real nginx, Exact/Prefix precedence, hosts and one-label
 wildcards, default backends and 404, ingress classes, TLS a client verifies (SNI) with the HTTP → HTTPS redirect,
-service port by name, X-Forwarded-For/Proto, spread over replicas, invalid Ingress rejected with the running
-configuration kept, idempotent sync, and scaling the backend under a request loop with zero failed requests.
+service port by name, X-Forwarded-For/Proto, spread over replicas, an invalid Ingress rejected (an Event) with the
+running configuration kept, a graceful reload for a new Ingress, and ``nginx -t`` refusing a Secret whose key does
+not match its certificate. How the controller follows the API (scaling without a reload, status, Events, its
+ConfigMap, deletion) is tests/kernel/test_ingress_api.py's.
 
-Entry points (``entry``, every scenario runs through each): an ECS of the VPC talking to the controller pods' IPs
-directly, and a client on the lab's internet through an internet SLB → NodePort → kube-proxy → controller pods (the
-controllers' Service of type LoadBalancer, as ACK deploys ingress-nginx; the SLB is realized directly here, as
-the program's CCM part would make it).
+Entry points (``entry``, every scenario runs through each): an ECS of the VPC (ecs-3, another vSwitch) talking to
+the controller pods' IPs directly, and a client on the lab's internet through the add-on's SLB → NodePort →
+kube-proxy → controller pods (``externalTrafficPolicy: Local``: no masquerade, nginx sees the internet client).
+
+Backends a-d are pods applied with kubectl that answer every path with their name (tests/slbtools.HttpBackend on
+port 9000 inside the pod's network namespace, undeclared: Services target it by number); their declared port
+"agent" (8080) is the pod agent's agnhost netexec (/hostname, /header?key=), as the Deployment web's pods.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-import subprocess
-import threading
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import yaml
 
-from acklab.k8s import apiserver
+from acklab.k8s import ingress_api
 from acklab.k8s import ingress_controller as ctl
-from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
-from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
-from acklab.k8s.model import parse_documents
-from acklab.k8s.pods import load_records
+from acklab.k8s.certs import Ca, mint_ca, mint_certificate, tls_secret
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
-from netns.model.errors import LabError, ValidationError
 from netns.model.security_group import parse_rule
 from netns.realize import security_group as sg
 from netns.realize import slb as slb_realize
+from netns.realize.slb import InternetSegment
+from tests import apilab
 from tests import k8stools as k
-from tests.labtools import clean_lab, new_lab, wait_for
-from tests.slbtools import HttpBackend, http_get
+from tests.ingresstools import (
+    DOCS_TABLE,
+    ECS3,
+    backend,
+    curl_https,
+    docs_table_ingresses,
+    get,
+    ingress,
+    ns,
+    rule,
+    service,
+    who,
+)
+from tests.slbtools import HttpBackend
 
 pytestmark = pytest.mark.kernel
 
-ECS3 = "192.168.2.10"
-# Pods answering every path with their name (HttpBackend on port 9000, undeclared: Services target it by
-# number); their declared port "agent" (8080) is the pod agent's (netexec: /hostname, /header?key=).
-BACKENDS = ("a", "b", "c", "d")
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"
+BACKENDS = {"a": "node-1", "b": "node-2", "c": "node-1", "d": "node-2"}
+WEB_REPLICAS = 3
+LB = ("kube-system", ingress_api.PUBLISH_SERVICE.split("/")[1])
+STATUS = ctl.Options().status
+DEADLINE = 60.0  # for what the controller, the node agents and the SLB's health checks do asynchronously
+REFUSED = "nginx -t refused the configuration, the running one is kept"
 
 
-def ns(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
+def __getattr__(name: str) -> Any:
+    """tests/kernel/test_ingress_annotations.py still builds the file-driven lab (now tests/ingress_filelab.py) and
+    imports its ``Lab`` and ``manifests`` from here: handed over on demand, so this module does not load it."""
+    if name in ("Lab", "manifests"):
+        from tests import ingress_filelab
 
-def controller_deployment(replicas: int = 2) -> dict:
-    labels = {"app": "ingress-nginx"}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "nginx-ingress-controller", "namespace": "kube-system"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                         "name": "nginx-ingress-controller",
-                         "image": "registry.k8s.io/ingress-nginx/controller:v1.11.2",
-                         "ports": [{"name": "http", "containerPort": 80},
-                                   {"name": "https", "containerPort": 443}]}]}}}}
+        return getattr(ingress_filelab, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def backend_pod(name: str, node: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "demo",
+                                                             "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{
+                "name": "netexec", "image": AGNHOST, "args": ["netexec", "--http-port=8080"],
+                "ports": [{"name": "agent", "containerPort": 8080}]}]}}
 
 
 def web_deployment(replicas: int) -> dict:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "demo"},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
-                         "name": "netexec", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                         "name": "netexec", "image": AGNHOST, "args": ["netexec", "--http-port=8080"],
                          "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
 
 
-def backend_pod(name: str, node: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "demo",
-                                                             "labels": {"app": name}},
-            "spec": {"nodeName": node, "containers": [{"name": "echo", "image": "echo",
-                                                       "ports": [{"name": "agent", "containerPort": 8080}]}]}}
-
-
-def service(name: str, ports: list[dict], cluster_ip: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
-            "spec": {"clusterIP": cluster_ip, "selector": {"app": name}, "ports": ports}}
-
-
-def backend(svc: str, port: int | str = 80) -> dict:
-    return {"service": {"name": svc, "port": {"number": port} if isinstance(port, int) else {"name": port}}}
-
-
-def rule(host: str | None, *paths: tuple[str, str, str] | tuple[str, str, str, int | str]) -> dict:
-    r: dict = {"http": {"paths": [{"path": p[0], "pathType": p[1], "backend": backend(*p[2:])} for p in paths]}}
-    if host:
-        r["host"] = host
-    return r
-
-
-def ingress(name: str, rules: list | None = None, default: dict | None = None, tls: list | None = None,
-            cls: str = "nginx") -> dict:
-    spec: dict = {"ingressClassName": cls}
-    if rules:
-        spec["rules"] = rules
-    if default:
-        spec["defaultBackend"] = default
-    if tls:
-        spec["tls"] = tls
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name, "namespace": "demo"},
-            "spec": spec}
-
-
-# The Kubernetes docs' table (kind, paths → backends a, b, c in order; request; expected backend, d = default)
-DOCS_TABLE = [
-    ("Prefix", ["/"], "/anything", "a"),
-    ("Exact", ["/foo"], "/foo", "a"),
-    ("Exact", ["/foo"], "/bar", "d"),
-    ("Exact", ["/foo"], "/foo/", "d"),
-    ("Exact", ["/foo/"], "/foo", "d"),
-    ("Prefix", ["/foo"], "/foo", "a"),
-    ("Prefix", ["/foo"], "/foo/", "a"),
-    ("Prefix", ["/foo/"], "/foo", "a"),
-    ("Prefix", ["/foo/"], "/foo/", "a"),
-    ("Prefix", ["/aaa/bb"], "/aaa/bbb", "d"),
-    ("Prefix", ["/aaa/bbb"], "/aaa/bbb", "a"),
-    ("Prefix", ["/aaa/bbb/"], "/aaa/bbb", "a"),
-    ("Prefix", ["/aaa/bbb"], "/aaa/bbb/", "a"),
-    ("Prefix", ["/aaa/bbb"], "/aaa/bbb/ccc", "a"),
-    ("Prefix", ["/aaa/bbb"], "/aaabbb", "d"),
-    ("Prefix", ["/", "/aaa"], "/aaa/ccc", "b"),
-    ("Prefix", ["/", "/aaa", "/aaa/bbb"], "/aaa/bbb", "c"),
-    ("Prefix", ["/", "/aaa", "/aaa/bbb"], "/ccc", "a"),
-    ("Prefix", ["/aaa"], "/ccc", "d"),
-]
-
-
-def manifests(web_replicas: int, secret: dict, extra: tuple[dict, ...] = ()) -> list[dict]:
-    docs = [ns("demo"), ns("kube-system"),
-            {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},
-             "spec": {"controller": "k8s.io/ingress-nginx"}},
-            controller_deployment(), web_deployment(web_replicas), secret, CONTROLLER_LB,
-            service("web", [{"name": "http", "port": 80, "targetPort": "http"}], "172.21.0.10")]
-    for i, (name, node) in enumerate(zip(BACKENDS, ("node-1", "node-2", "node-1", "node-2"), strict=True)):
+def workloads(secret: dict) -> list[dict]:
+    """What the user applies: backends, their Services, the TLS Secret, another controller's IngressClass and the
+    Ingresses (the add-on's IngressClass ``nginx`` is ACK's)."""
+    docs = [ns("demo"), secret, web_deployment(WEB_REPLICAS),
+            service("web", [{"name": "http", "port": 80, "targetPort": "http"}]),
+            {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "alb"},
+             "spec": {"controller": "ingress.k8s.alibabacloud/alb"}}]  # ACK's ALB Ingress controller, not ours
+    for name, node in BACKENDS.items():
         docs.append(backend_pod(name, node))
         docs.append(service(name, [{"name": "plain", "port": 80, "targetPort": 9000},
-                                   {"name": "named", "port": 8000, "targetPort": "agent"}], f"172.21.0.{20 + i}"))
-    for n, (kind, paths, _, _) in enumerate(DOCS_TABLE):
-        docs.append(ingress(f"docs-{n}", [rule(f"r{n}.paths.test", *[(p, kind, s) for p, s in zip(paths, "abc",
-                                                                                                  strict=False)])],
-                            default=backend("d")))
-    docs += [
-        ingress("mixed", [rule("mixed.test", ("/foo", "Prefix", "a"), ("/foo", "Exact", "b"))]),
-        ingress("hosts", [rule("*.wild.test", ("/", "Prefix", "a")), rule("x.wild.test", ("/", "Prefix", "b")),
-                          rule("named.test", ("/", "Prefix", "a", "named")),
-                          rule("spread.test", ("/", "Prefix", "web"))]),
-        ingress("catch-all", default=backend("c")),
-        ingress("other-class", [rule("other.test", ("/", "Prefix", "b"))], cls="alb"),
-        ingress("secure", [rule("secure.test", ("/", "Prefix", "a"))],
-                tls=[{"hosts": ["secure.test"], "secretName": "secure-tls"}]),
-        *extra,
-    ]
-    return docs
+                                   {"name": "named", "port": 8000, "targetPort": "agent"}]))
+    return [*docs, *docs_table_ingresses(),
+            ingress("mixed", [rule("mixed.test", ("/foo", "Prefix", "a"), ("/foo", "Exact", "b"))]),
+            ingress("hosts", [rule("*.wild.test", ("/", "Prefix", "a")), rule("x.wild.test", ("/", "Prefix", "b")),
+                              rule("named.test", ("/", "Prefix", "a", "named")),
+                              rule("spread.test", ("/", "Prefix", "web"))]),
+            ingress("catch-all", default=backend("c")),
+            ingress("other-class", [rule("other.test", ("/", "Prefix", "b"))], cls="alb"),
+            ingress("secure", [rule("secure.test", ("/", "Prefix", "a"))],
+                    tls=[{"hosts": ["secure.test"], "secretName": "secure-tls"}])]
 
 
-def apply(network, docs: list[dict]) -> list[str]:
-    """What the playbook does: drain (sync), converge the pods, kube-proxy's rules, sync again."""
-    cluster = parse_documents([(d, "test.yaml") for d in docs])
-    changes = ctl.sync(network.lab, cluster)
-    changes += k.converge(network, yaml.safe_dump_all(docs))
-    services = apiserver.with_status(cluster.services, apiserver.allocate(network.lab, cluster.services))
-    pods = cluster_pods(network.lab)
-    for node in network.nodes:
-        sync_node(network.lab, node.name, node.netns, services, pods, node.ip, k.POD_VSWITCH_CIDR)
-    changes += ctl.sync(network.lab, cluster)
-    return changes
-
-
-CONTROLLER_LB = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ingress-lb", "namespace": "kube-system"},
-                 "spec": {"type": "LoadBalancer", "selector": {"app": "ingress-nginx"},
-                          "ports": [{"name": "http", "port": 80, "targetPort": "http"},
-                                    {"name": "https", "port": 443, "targetPort": "https"}]}}
-SLB_ID = "lb-0000e001"
-
-
-class Lab:
-    def __init__(self, name: str, extra: tuple[dict, ...] = ()) -> None:
-        self.name = name
-        self.extra = extra  # more manifests (tests/kernel/test_ingress_annotations.py)
-        self.backends: list[HttpBackend] = []
-        self.network, self.nodes, self.ecs3 = k.build_cluster(self.name, "terway-eniip")
-        for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):  # the ECS's vSwitch may reach pods
-            k.allow(self.name, k.NODE_SG, rule_id, "tcp", port, "192.168.2.0/24")
-        self.ca = mint_ca()
-        cert, key = mint_certificate(self.ca, ["secure.test"])
-        self.secret = tls_secret("demo", "secure-tls", cert, key)
-        self.changes = apply(self.network, manifests(3, self.secret, extra))
-        for name in BACKENDS:
-            record = self.pod(name)
-            self.backends.append(HttpBackend(record.netns, name, 9000))
-        self.slb_address = self._slb()
-
-    def _slb(self) -> str:
-        """An internet SLB in front of the controllers' LoadBalancer Service: a tcp listener per port to its
-        NodePort on both nodes, which admit on node ports the SLB's health checks from 100.64.0.0/10 and the
-        clients themselves (a tcp listener forwards in the kernel: the node sees the client's own address)."""
-        for rule_id, cidr in (("sgr-0000e001", "100.64.0.0/10"), ("sgr-0000e002", str(slb_model.INTERNET))):
-            sg.add_rule(self.name, k.NODE_SG, parse_rule("test", rule_id, type="ingress", ip_protocol="tcp",
-                                                         port_range="30000/32767", cidr_ip=cidr))
-        allocations = apiserver.allocate(self.name, [CONTROLLER_LB])
-        lb = slb_realize.SlbInstance(self.name, SLB_ID)
-        address = lb.create("internet", None, None, "test slb", "ingress")
-        refs = tuple(slb_model.BackendRef(i.instance_id, 100) for i in self.nodes)
-        slb_realize.put_backend_servers(self.name, SLB_ID, refs, "test backends")
-        for port in (80, 443):
-            node_port = allocations.node_ports[f"kube-system/ingress-lb:{'http' if port == 80 else 'https'}/TCP"]
-            args = {"frontend_port": port, "protocol": "tcp", "backend_port": node_port, "health_check_interval": 1,
-                    "health_check_timeout": 1, "healthy_threshold": 2, "unhealthy_threshold": 2}
-            slb_realize.put_listener(self.name, slb_model.parse_listener("test listener", SLB_ID, args), args,
-                                     "test listener")
-
-        def healthy() -> bool:
-            rows = [r for listener in lb.backend_health().values() for r in listener]
-            return len(rows) == 4 and all(r["status"] == "normal" for r in rows)
-
-        wait_for(healthy, "both nodes healthy behind the SLB on 80 and 443", timeout=30)
-        return address
-
-    def pod(self, name: str):
-        return next(r for r in load_records(self.name).values() if r.pod.name == name)
-
-    def controllers(self):
-        return ctl.controller_pods(self.name)
-
-@pytest.fixture(scope="module")
-def ilab():
-    name = new_lab()
-    lab = None
-    try:
-        lab = Lab(name)
-        yield lab
-    finally:  # also when building the lab failed half-way
-        for backend in lab.backends if lab else ():
-            backend.kill()
-        clean_lab(name)
+def dump(*docs: dict) -> str:
+    return yaml.safe_dump_all(docs)
 
 
 class Entry(list):
@@ -249,38 +129,122 @@ class Entry(list):
         self.sources = sources
 
 
+@dataclass
+class IngressLab:
+    api: apilab.ApiLab
+    ca: Ca
+    secret: dict
+    slb_address: str = ""
+    backends: list[HttpBackend] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.api.lab
+
+    def controllers(self) -> list[Any]:
+        """The controller pods' records (made by the node agents), in key order."""
+        return ctl.controller_pods(self.name)
+
+    def nginx(self) -> dict[str, ctl.NginxPod]:
+        return {r.pod.key: ctl.NginxPod(self.name, r) for r in self.controllers()}
+
+    def generations(self) -> dict[str, str | None]:
+        return {key: nginx.generation(STATUS) for key, nginx in self.nginx().items()}
+
+    def log(self) -> str:
+        """The ingress controller's output: what it did to each nginx, and why it could not."""
+        path = ingress_api.IngressController(self.name).log
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def entries(self) -> dict[str, Entry]:
+        return {
+            "vpc-ecs-to-pod-ips": Entry([(self.api.netns["ecs-3"], r.ip) for r in self.controllers()], {ECS3}),
+            # SLB (kernel DNAT, client kept) → NodePort → kube-proxy (externalTrafficPolicy Local: no masquerade)
+            "internet-via-slb": Entry([(InternetSegment(self.name).namespace.name, self.slb_address)],
+                                      {str(a) for a in slb_model.INTERNET_CLIENTS}),
+        }
+
+    def everywhere(self, host: str, path: str) -> set[str | None]:
+        """Who answers ``host``/``path`` through every controller pod and entry point."""
+        return {who(get(client, address, host, path)) for entry in self.entries().values()
+                for client, address in entry}
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[apilab.ApiLab]:
+    yield from apilab.lab_fixture("terway-eniip", ingress_addon=True)
+
+
+@pytest.fixture(scope="module")
+def ilab(api: apilab.ApiLab) -> Iterator[IngressLab]:
+    # What a user's security groups admit: the ECS's vSwitch to the pods' 80/443, and on the nodes' NodePorts the
+    # SLB's health checks (100.64.0.0/10) and its clients (a tcp listener forwards in the kernel, keeping them).
+    for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):
+        k.allow(api.lab, k.NODE_SG, rule_id, "tcp", port, "192.168.2.0/24")
+    for rule_id, cidr in (("sgr-0000e001", "100.64.0.0/10"), ("sgr-0000e002", str(slb_model.INTERNET))):
+        sg.add_rule(api.lab, k.NODE_SG, parse_rule("test", rule_id, type="ingress", ip_protocol="tcp",
+                                                   port_range="30000/32767", cidr_ip=cidr))
+    ca = mint_ca()
+    cert, key = mint_certificate(ca, ["secure.test"])
+    lab = IngressLab(api, ca, tls_secret("demo", "secure-tls", cert, key))
+    try:
+        api.apply(dump(*workloads(lab.secret)))
+        api.wait_running(len(BACKENDS) + WEB_REPLICAS, "demo")
+        api.wait_running(2, "kube-system", "app=ingress-nginx")
+        for name in BACKENDS:
+            lab.backends.append(HttpBackend(api.pod_netns(f"demo/{name}"), name, 9000))
+
+        def slb_address() -> str | None:
+            found = api.get_json("service", LB[1], "-n", LB[0]).get("status", {}).get("loadBalancer", {})
+            lab.slb_address = (found.get("ingress") or [{}])[0].get("ip") or ""
+            return lab.slb_address
+
+        api.timings["add-on's SLB address"] = apilab.until(slb_address, "the add-on's SLB address", DEADLINE)
+
+        def checks_follow_the_controllers() -> bool:
+            # a backend is "normal" until its first checks; with externalTrafficPolicy Local a node without a
+            # controller pod drops the traffic, so wait until the checks took such a node out (80 and 443)
+            hosts = {apilab.NODES[r.node][0] for r in lab.controllers()}
+            rows = [row for lb in slb_realize.slbs(api.lab) for rows in lb.backend_health().values() for row in rows]
+            return len(rows) == 2 * len(apilab.NODES) and all(
+                (row["status"] == "normal") == (row["server_id"] in hosts) for row in rows)
+
+        api.timings["SLB health settled"] = apilab.until(
+            checks_follow_the_controllers, "the SLB's checks to follow the controller pods", DEADLINE, 0.2)
+        # served through both controller pods and the SLB
+        api.timings["Ingresses served"] = apilab.until(lambda: lab.everywhere("r0.paths.test", "/x") == {"a"},
+                                                       "r0.paths.test through every entry point", DEADLINE, 0.2)
+        yield lab
+    finally:
+        for server in lab.backends:
+            server.kill()
+
+
 @pytest.fixture(params=["vpc-ecs-to-pod-ips", "internet-via-slb"])
-def entry(request, ilab):
-    if request.param == "vpc-ecs-to-pod-ips":
-        return Entry([(ilab.ecs3.namespace.name, c.ip) for c in ilab.controllers()], {ECS3})
-    # SLB (kernel DNAT, client kept) → NodePort → kube-proxy (masquerade, externalTrafficPolicy Cluster): nginx
-    # sees a node
-    nodes = {n.ip for n in ilab.network.nodes}
-    return Entry([(slb_realize.InternetSegment(ilab.name).namespace.name, ilab.slb_address)], nodes)
+def entry(request, ilab: IngressLab) -> Entry:
+    return ilab.entries()[request.param]
 
 
-def get(client: str, address: str, host: str, path: str, headers: dict | None = None):
-    return http_get(client, address, 80, path, headers={"Host": host, **(headers or {})})
-
-
-def who(answer) -> str | None:
-    if answer is None:
-        return None
-    return answer[1].split()[0] if answer[0] == 200 else str(answer[0])
-
-
-def test_controller_pods_run_nginx_and_the_agent_leaves_their_ports(ilab):
+def test_the_addon_runs_nginx_in_its_pods_behind_the_slb(ilab):
     controllers = ilab.controllers()
-    assert len(controllers) == 2 and {c.node for c in controllers} == {"node-1", "node-2"}
-    assert sum("nginx started" in c for c in ilab.changes) == 2
+    assert len(controllers) == 2
     for record in controllers:
-        nginx = ctl.NginxPod(ilab.name, record)
-        pid = nginx.pid()
+        pid = ctl.NginxPod(ilab.name, record).pid()
         assert pid is not None and pid in Namespace(record.netns).pids()
         listening = Namespace(record.netns).run(["ss", "-Hltnp"]).stdout
         assert "0.0.0.0:80 " in listening and "0.0.0.0:443 " in listening and "nginx" in listening
-        assert "python" not in listening  # not the pod agent
-        assert (nginx.folder / "nginx.conf").read_text().startswith("# acklab ingress-nginx")
+        assert "python" not in listening  # the node agent left the controller pods' ports to nginx
+    assert ipaddress.IPv4Address(ilab.slb_address) in slb_model.INTERNET
+
+    def statuses() -> dict[str, list[str]]:
+        return {i["metadata"]["name"]: [a.get("ip") for a in ((i.get("status") or {}).get("loadBalancer") or {})
+                                        .get("ingress") or []]
+                for i in ilab.api.get_json("ingress", "-n", "demo")["items"]}
+
+    # the publish Service has an address: every served Ingress says it (ingress-nginx's --publish-service)
+    apilab.until(lambda: all(v == [ilab.slb_address] for n, v in statuses().items() if n != "other-class"),
+                 "every served Ingress's status to name the SLB's address", DEADLINE, 0.2)
+    assert statuses()["other-class"] == []  # another controller's Ingress: not ours to speak for
 
 
 @pytest.mark.parametrize(("row", "case"), list(enumerate(DOCS_TABLE)))
@@ -309,11 +273,6 @@ def test_exact_beats_prefix_hosts_wildcards_default_backend_and_classes(ilab, en
         assert xff is not None and xff.group(1) in entry.sources
 
 
-def curl_https(client: str, address: str, host: str, cafile: str, path: str = "/") -> subprocess.CompletedProcess:
-    return Namespace(client).run(["curl", "-sS", "--max-time", "5", "--cacert", cafile, "--resolve",
-                                  f"{host}:443:{address}", f"https://{host}{path}"], check=False)
-
-
 def test_tls_with_a_certificate_the_client_verifies(ilab, entry, tmp_path):
     cafile = tmp_path / "ca.pem"
     cafile.write_text(ilab.ca.cert_pem)
@@ -330,8 +289,8 @@ def test_tls_with_a_certificate_the_client_verifies(ilab, entry, tmp_path):
 
 
 def test_requests_spread_over_replicas(ilab, entry):
-    web = sorted(r.pod.name for r in load_records(ilab.name).values() if r.pod.name.startswith("web-"))
-    assert len(web) == 3
+    web = sorted(key.split("/", 1)[1] for key in ilab.api.running("demo", "app=web"))
+    assert len(web) == WEB_REPLICAS
     for client, address in entry:
         seen = [who(get(client, address, "spread.test", "/hostname")) for _ in range(12)]
         counts = {name: seen.count(name) for name in web}
@@ -342,123 +301,79 @@ def test_requests_spread_over_replicas(ilab, entry):
         assert set(seen) == set(web) and max(counts.values()) - min(counts.values()) <= balancers, counts
 
 
-def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab, entry):
-    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
+def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab):
+    before = ilab.generations()
     bad = ingress("bad", [rule("bad.test", ("/x;return 200", "Prefix", "a"))])
-    cluster = parse_documents([(d, "t") for d in manifests(3, ilab.secret, (bad,))])
-    with pytest.raises(ValidationError) as err:
-        ctl.sync(ilab.name, cluster)
-    assert err.value.resource == "Ingress 'demo/bad'" and err.value.field == "spec.rules[0].http.paths[0].path"
-    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
-    assert after == before and None not in after.values()
-    for client, address in entry:
-        assert who(get(client, address, "mixed.test", "/foo")) == "b"
-    # a second sync of the good manifests changes nothing
-    good = parse_documents([(d, "t") for d in manifests(3, ilab.secret)])
-    assert ctl.sync(ilab.name, good) == []
+    ilab.api.apply(dump(bad))  # the API takes the path; nginx could not: the controller refuses the Ingress
 
+    def rejected() -> list[dict]:
+        return [e for e in ilab.api.get_json("events", "-n", "demo", "--field-selector",
+                                             "involvedObject.name=bad,involvedObject.kind=Ingress")["items"]
+                if e["reason"] == ingress_api.REJECTED]
 
-def test_ingress_change_reloads_gracefully_and_is_verified(ilab, entry):
-    controller = ilab.controllers()[0]
-    nginx = ctl.NginxPod(ilab.name, controller)
-    master = nginx.pid()
-    workers = nginx.workers(master)
-    assert len(workers) == os.cpu_count()  # worker_processes auto
-    added = ingress("added", [rule("added.test", ("/", "Prefix", "b"))])
-    changes = ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret, (added,))]))
-    assert len(changes) == 2 and all("nginx reloaded" in c for c in changes)
-    assert nginx.pid() == master  # same master, new workers; the old ones accept no more connections
-    assert not set(nginx.workers(master)) & set(workers)
-    assert not any(ctl.still_accepting(w) for w in workers)
-    for client, address in entry:
-        assert who(get(client, address, "added.test", "/")) == "b"
-    ctl.sync(ilab.name, parse_documents([(d, "t") for d in manifests(3, ilab.secret)]))
-    for client, address in entry:
-        assert who(get(client, address, "added.test", "/")) == "c"  # gone again: the catch-all
-
-
-def test_scaling_the_backend_under_a_request_loop_fails_no_request(ilab, entry):
-    stop = threading.Event()
-    results: list[str | None] = []
-
-    def loop() -> None:
-        n = 0
-        while not stop.is_set():
-            client, address = entry[n % len(entry)]
-            n += 1
-            results.append(who(get(client, address, "spread.test", "/hostname")))
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    client, address = entry[0]  # and wrk over kept-alive connections
-    wrk = subprocess.Popen(["nsenter", f"--net=/run/netns/{client}", "wrk", "-t1", "-c4", "-d8s", "-H",
-                            "Host: spread.test", f"http://{address}/hostname"], stdout=subprocess.PIPE, text=True)
-    workers = {c.pod.key: ctl.NginxPod(ilab.name, c).workers(ctl.NginxPod(ilab.name, c).pid())
-               for c in ilab.controllers()}
     try:
-        time.sleep(0.5)
-        up = apply(ilab.network, manifests(5, ilab.secret))
-        assert sum("endpoints updated without a reload" in c for c in up) == 2 and "reloaded" not in str(up)
-        time.sleep(0.5)
-        down = apply(ilab.network, manifests(1, ilab.secret))
-        assert any("removed" in c for c in down) and "reloaded" not in str(down)
-        # drained before the pods went: the first sync already took them out of nginx
-        assert all("endpoints updated" in c for c in down[:2]) and "removed" in " ".join(down[2:])
-        time.sleep(0.5)
+        apilab.until(rejected, "a Rejected Event on the bad Ingress", DEADLINE, 0.2)
+        (event,) = rejected()
+        assert event["type"] == "Warning" and "spec.rules[0].http.paths[0].path" in event["message"]
+        assert ilab.generations() == before and None not in before.values()  # nothing reloaded
+        for entry in ilab.entries().values():
+            for client, address in entry:
+                assert who(get(client, address, "mixed.test", "/foo")) == "b"
+                assert who(get(client, address, "bad.test", "/x;return%20200")) == "c"  # not served: the catch-all
     finally:
-        stop.set()
-        thread.join(timeout=10)
-        wrk_out = wrk.communicate(timeout=30)[0]
-    failed = [r for r in results if r is None or not r.startswith("web-")]
-    web = sorted(r.pod.name for r in load_records(ilab.name).values() if r.pod.name.startswith("web-"))
-    assert len(results) > 50 and failed == [], (len(results), failed[:5])
-    assert len(set(results)) >= 5  # requests reached the added pods too
-    assert set(results[-5:]) == set(web) and len(web) == 1
-    assert "requests in" in wrk_out and "Non-2xx" not in wrk_out and "Socket errors" not in wrk_out, wrk_out
-    assert workers == {c.pod.key: ctl.NginxPod(ilab.name, c).workers(ctl.NginxPod(ilab.name, c).pid())
-                       for c in ilab.controllers()}  # the same worker processes throughout: no reload
+        ilab.api.delete(dump(bad))
 
 
-def test_nginx_t_refusal_keeps_the_running_config(ilab, entry):
-    """A certificate whose key does not match passes rendering but not ``nginx -t``: nothing is swapped."""
-    before = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
+def test_a_new_ingress_reloads_nginx_gracefully(ilab):
+    nginx = ilab.nginx()
+    masters = {key: pod.pid() for key, pod in nginx.items()}
+    workers = {key: pod.workers(masters[key]) for key, pod in nginx.items()}
+    assert all(len(w) == os.cpu_count() for w in workers.values())  # worker_processes auto
+    reloads = {key: ilab.log().count(f"ingress pod {key}: nginx reloaded") for key in nginx}
+    added = ingress("added", [rule("added.test", ("/", "Prefix", "b"))])
+    ilab.api.apply(dump(added))
+    try:
+        # the controller says so once nginx serves the new generation and no old worker accepts any more
+        apilab.until(lambda: all(ilab.log().count(f"ingress pod {key}: nginx reloaded") > n
+                                 for key, n in reloads.items()), "both controller pods' nginx reloaded", DEADLINE)
+        for key, pod in nginx.items():
+            assert pod.pid() == masters[key]  # same master, new workers; the old ones accept no more connections
+            assert not set(pod.workers(masters[key])) & set(workers[key])
+            assert not any(ctl.still_accepting(w) for w in workers[key])
+        assert ilab.everywhere("added.test", "/") == {"b"}
+    finally:
+        ilab.api.delete(dump(added))
+    apilab.until(lambda: ilab.everywhere("added.test", "/") == {"c"}, "added.test gone: the catch-all", DEADLINE)
+
+
+def test_nginx_t_refusal_keeps_the_running_config(ilab, tmp_path):
+    """A certificate whose key does not match passes rendering but not ``nginx -t``: nothing is swapped, the
+    controller retries, and serves again once the Secret is right."""
+    before = ilab.generations()
+    refusals = {key: ilab.log().count(f"ingress pod {key}: {REFUSED}") for key in before}
     cert, _ = mint_certificate(ilab.ca, ["secure.test"])
     _, other_key = mint_certificate(ilab.ca, ["secure.test"])
-    mismatched = tls_secret("demo", "secure-tls", cert, other_key)
-    cluster = parse_documents([(d, "t") for d in manifests(3, mismatched)])
-    with pytest.raises(LabError, match="nginx -t refused the configuration, the running one is kept"):
-        ctl.sync(ilab.name, cluster)
-    after = {c.pod.key: ctl.NginxPod(ilab.name, c).generation(ctl.Options().status) for c in ilab.controllers()}
-    assert after == before
-    for controller in ilab.controllers():
-        folder = ctl.NginxPod(ilab.name, controller).folder
-        assert not (folder / "nginx.conf.new").exists() and before[controller.pod.key] in (
-            folder / "nginx.conf").read_text()
-    for client, address in entry:
-        assert who(get(client, address, "mixed.test", "/foo")) == "b"
-
-
-def test_watch_applies_manifest_changes_and_survives_bad_ones(ilab, entry, tmp_path, capsys):
-    folder = tmp_path / "k8s"
-    folder.mkdir()
-    docs = manifests(3, ilab.secret)
-    (folder / "lab.yaml").write_text(yaml.safe_dump_all(docs))
-    ctl.watch(ilab.name, folder, interval=0, rounds=1)
-    assert capsys.readouterr().out == ""  # the same configuration: nothing reloaded
-    watched = ingress("watched", [rule("watched.test", ("/", "Prefix", "d"))])
-    (folder / "lab.yaml").write_text(yaml.safe_dump_all([*docs, watched]))
-    ctl.watch(ilab.name, folder, interval=0, rounds=1)
-    assert capsys.readouterr().out.count("nginx reloaded") == 2
-    for client, address in entry:
-        assert who(get(client, address, "watched.test", "/")) == "d"
-    (folder / "lab.yaml").write_text(yaml.safe_dump_all([*docs, watched, ingress("x", [rule("BAD", ("/", "Prefix",
-                                                                                                   "a"))])]))
-    ctl.watch(ilab.name, folder, interval=0, rounds=1)
-    # the invalid Ingress alone is left out (reported); the others are served
-    assert "Ingress rejected, not served: Ingress 'demo/x'" in capsys.readouterr().err
-    for client, address in entry:
-        assert who(get(client, address, "watched.test", "/")) == "d"
-    (folder / "lab.yaml").write_text(yaml.safe_dump_all(docs))
-    ctl.watch(ilab.name, folder, interval=0, rounds=1)
-    for client, address in entry:
-        assert who(get(client, address, "watched.test", "/")) == "c"
+    ilab.api.apply(dump(tls_secret("demo", "secure-tls", cert, other_key)))
+    after = ingress("after", [rule("after.test", ("/", "Prefix", "d"))])
+    try:
+        apilab.until(lambda: all(ilab.log().count(f"ingress pod {key}: {REFUSED}") > n
+                                 for key, n in refusals.items()), "nginx -t to refuse in both controller pods",
+                     DEADLINE)
+        assert ilab.generations() == before
+        cafile = tmp_path / "ca.pem"
+        cafile.write_text(ilab.ca.cert_pem)
+        for key, pod in ilab.nginx().items():
+            assert not (pod.folder / "nginx.conf.new").exists() and before[key] in (
+                pod.folder / "nginx.conf").read_text()
+        for entry in ilab.entries().values():
+            for client, address in entry:
+                assert who(get(client, address, "mixed.test", "/foo")) == "b"
+                ok = curl_https(client, address, "secure.test", str(cafile))  # still the matching pair
+                assert ok.returncode == 0 and ok.stdout.startswith("a "), ok.stderr
+    finally:
+        ilab.api.apply(dump(ilab.secret))
+    ilab.api.apply(dump(after))  # the controller has not given up: the next change is served
+    try:
+        apilab.until(lambda: ilab.everywhere("after.test", "/") == {"d"}, "after.test served", DEADLINE)
+    finally:
+        ilab.api.delete(dump(after))
