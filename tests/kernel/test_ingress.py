@@ -17,7 +17,8 @@ kube-proxy → controller pods (``externalTrafficPolicy: Local``: no masquerade,
 
 Backends a-d are pods applied with kubectl that answer every path with their name (tests/slbtools.HttpBackend on
 port 9000 inside the pod's network namespace, undeclared: Services target it by number); their declared port
-"agent" (8080) is the pod agent's agnhost netexec (/hostname, /header?key=), as the Deployment web's pods.
+"agent" (8080) is the pod agent's agnhost netexec (/hostname, /header?key=), as the Deployment web's pods. The lab
+is tests/ingresstools.ingress_lab, shared with tests/kernel/test_ingress_annotations.py.
 """
 
 from __future__ import annotations
@@ -26,148 +27,50 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import yaml
 
 from acklab.k8s import ingress_api
 from acklab.k8s import ingress_controller as ctl
-from acklab.k8s.certs import Ca, mint_ca, mint_certificate, tls_secret
+from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
-from netns.model.security_group import parse_rule
-from netns.realize import security_group as sg
-from netns.realize import slb as slb_realize
-from netns.realize.slb import InternetSegment
 from tests import apilab
-from tests import k8stools as k
 from tests.ingresstools import (
+    DEADLINE,
     DOCS_TABLE,
-    ECS3,
-    backend,
+    WEB_REPLICAS,
+    Entry,
+    IngressLab,
+    base_workloads,
     curl_https,
     docs_table_ingresses,
+    dump,
     get,
     ingress,
-    ns,
+    ingress_lab,
     rule,
-    service,
     who,
 )
-from tests.slbtools import HttpBackend
 
 pytestmark = pytest.mark.kernel
 
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"
-BACKENDS = {"a": "node-1", "b": "node-2", "c": "node-1", "d": "node-2"}
-WEB_REPLICAS = 3
-LB = ("kube-system", ingress_api.PUBLISH_SERVICE.split("/")[1])
-STATUS = ctl.Options().status
-DEADLINE = 60.0  # for what the controller, the node agents and the SLB's health checks do asynchronously
 REFUSED = "nginx -t refused the configuration, the running one is kept"
 
 
-
-def __getattr__(name: str) -> Any:
-    """tests/kernel/test_ingress_annotations.py still builds the file-driven lab (now tests/ingress_filelab.py) and
-    imports its ``Lab`` and ``manifests`` from here: handed over on demand, so this module does not load it."""
-    if name in ("Lab", "manifests"):
-        from tests import ingress_filelab
-
-        return getattr(ingress_filelab, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-def backend_pod(name: str, node: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "demo",
-                                                             "labels": {"app": name}},
-            "spec": {"nodeName": node, "containers": [{
-                "name": "netexec", "image": AGNHOST, "args": ["netexec", "--http-port=8080"],
-                "ports": [{"name": "agent", "containerPort": 8080}]}]}}
-
-
-def web_deployment(replicas: int) -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
-                         "name": "netexec", "image": AGNHOST, "args": ["netexec", "--http-port=8080"],
-                         "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
-
-
 def workloads(secret: dict) -> list[dict]:
-    """What the user applies: backends, their Services, the TLS Secret, another controller's IngressClass and the
-    Ingresses (the add-on's IngressClass ``nginx`` is ACK's)."""
-    docs = [ns("demo"), secret, web_deployment(WEB_REPLICAS),
-            service("web", [{"name": "http", "port": 80, "targetPort": "http"}]),
+    """What the user applies: the shared backends, Services, TLS Secret, catch-all and secure.test
+    (``ingresstools.base_workloads``), another controller's IngressClass and the scenarios' Ingresses (the add-on's
+    IngressClass ``nginx`` is ACK's)."""
+    return [*base_workloads(secret),
             {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "alb"},
-             "spec": {"controller": "ingress.k8s.alibabacloud/alb"}}]  # ACK's ALB Ingress controller, not ours
-    for name, node in BACKENDS.items():
-        docs.append(backend_pod(name, node))
-        docs.append(service(name, [{"name": "plain", "port": 80, "targetPort": 9000},
-                                   {"name": "named", "port": 8000, "targetPort": "agent"}]))
-    return [*docs, *docs_table_ingresses(),
+             "spec": {"controller": "ingress.k8s.alibabacloud/alb"}},  # ACK's ALB Ingress controller, not ours
+            *docs_table_ingresses(),
             ingress("mixed", [rule("mixed.test", ("/foo", "Prefix", "a"), ("/foo", "Exact", "b"))]),
             ingress("hosts", [rule("*.wild.test", ("/", "Prefix", "a")), rule("x.wild.test", ("/", "Prefix", "b")),
                               rule("named.test", ("/", "Prefix", "a", "named")),
                               rule("spread.test", ("/", "Prefix", "web"))]),
-            ingress("catch-all", default=backend("c")),
-            ingress("other-class", [rule("other.test", ("/", "Prefix", "b"))], cls="alb"),
-            ingress("secure", [rule("secure.test", ("/", "Prefix", "a"))],
-                    tls=[{"hosts": ["secure.test"], "secretName": "secure-tls"}])]
-
-
-def dump(*docs: dict) -> str:
-    return yaml.safe_dump_all(docs)
-
-
-class Entry(list):
-    """(client netns, address) pairs that reach the ingress controllers, and the client addresses nginx sees."""
-
-    def __init__(self, pairs: list[tuple[str, str]], sources: set[str]) -> None:
-        super().__init__(pairs)
-        self.sources = sources
-
-
-@dataclass
-class IngressLab:
-    api: apilab.ApiLab
-    ca: Ca
-    secret: dict
-    slb_address: str = ""
-    backends: list[HttpBackend] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.api.lab
-
-    def controllers(self) -> list[Any]:
-        """The controller pods' records (made by the node agents), in key order."""
-        return ctl.controller_pods(self.name)
-
-    def nginx(self) -> dict[str, ctl.NginxPod]:
-        return {r.pod.key: ctl.NginxPod(self.name, r) for r in self.controllers()}
-
-    def generations(self) -> dict[str, str | None]:
-        return {key: nginx.generation(STATUS) for key, nginx in self.nginx().items()}
-
-    def log(self) -> str:
-        """The ingress controller's output: what it did to each nginx, and why it could not."""
-        path = ingress_api.IngressController(self.name).log
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def entries(self) -> dict[str, Entry]:
-        return {
-            "vpc-ecs-to-pod-ips": Entry([(self.api.netns["ecs-3"], r.ip) for r in self.controllers()], {ECS3}),
-            # SLB (kernel DNAT, client kept) → NodePort → kube-proxy (externalTrafficPolicy Local: no masquerade)
-            "internet-via-slb": Entry([(InternetSegment(self.name).namespace.name, self.slb_address)],
-                                      {str(a) for a in slb_model.INTERNET_CLIENTS}),
-        }
-
-    def everywhere(self, host: str, path: str) -> set[str | None]:
-        """Who answers ``host``/``path`` through every controller pod and entry point."""
-        return {who(get(client, address, host, path)) for entry in self.entries().values()
-                for client, address in entry}
+            ingress("other-class", [rule("other.test", ("/", "Prefix", "b"))], cls="alb")]
 
 
 @pytest.fixture(scope="module")
@@ -177,47 +80,7 @@ def api() -> Iterator[apilab.ApiLab]:
 
 @pytest.fixture(scope="module")
 def ilab(api: apilab.ApiLab) -> Iterator[IngressLab]:
-    # What a user's security groups admit: the ECS's vSwitch to the pods' 80/443, and on the nodes' NodePorts the
-    # SLB's health checks (100.64.0.0/10) and its clients (a tcp listener forwards in the kernel, keeping them).
-    for rule_id, port in (("sgr-00000080", 80), ("sgr-00000443", 443)):
-        k.allow(api.lab, k.NODE_SG, rule_id, "tcp", port, "192.168.2.0/24")
-    for rule_id, cidr in (("sgr-0000e001", "100.64.0.0/10"), ("sgr-0000e002", str(slb_model.INTERNET))):
-        sg.add_rule(api.lab, k.NODE_SG, parse_rule("test", rule_id, type="ingress", ip_protocol="tcp",
-                                                   port_range="30000/32767", cidr_ip=cidr))
-    ca = mint_ca()
-    cert, key = mint_certificate(ca, ["secure.test"])
-    lab = IngressLab(api, ca, tls_secret("demo", "secure-tls", cert, key))
-    try:
-        api.apply(dump(*workloads(lab.secret)))
-        api.wait_running(len(BACKENDS) + WEB_REPLICAS, "demo")
-        api.wait_running(2, "kube-system", "app=ingress-nginx")
-        for name in BACKENDS:
-            lab.backends.append(HttpBackend(api.pod_netns(f"demo/{name}"), name, 9000))
-
-        def slb_address() -> str | None:
-            found = api.get_json("service", LB[1], "-n", LB[0]).get("status", {}).get("loadBalancer", {})
-            lab.slb_address = (found.get("ingress") or [{}])[0].get("ip") or ""
-            return lab.slb_address
-
-        api.timings["add-on's SLB address"] = apilab.until(slb_address, "the add-on's SLB address", DEADLINE)
-
-        def checks_follow_the_controllers() -> bool:
-            # a backend is "normal" until its first checks; with externalTrafficPolicy Local a node without a
-            # controller pod drops the traffic, so wait until the checks took such a node out (80 and 443)
-            hosts = {apilab.NODES[r.node][0] for r in lab.controllers()}
-            rows = [row for lb in slb_realize.slbs(api.lab) for rows in lb.backend_health().values() for row in rows]
-            return len(rows) == 2 * len(apilab.NODES) and all(
-                (row["status"] == "normal") == (row["server_id"] in hosts) for row in rows)
-
-        api.timings["SLB health settled"] = apilab.until(
-            checks_follow_the_controllers, "the SLB's checks to follow the controller pods", DEADLINE, 0.2)
-        # served through both controller pods and the SLB
-        api.timings["Ingresses served"] = apilab.until(lambda: lab.everywhere("r0.paths.test", "/x") == {"a"},
-                                                       "r0.paths.test through every entry point", DEADLINE, 0.2)
-        yield lab
-    finally:
-        for server in lab.backends:
-            server.kill()
+    yield from ingress_lab(api, workloads, ("r0.paths.test", "/x", "a"))
 
 
 @pytest.fixture(params=["vpc-ecs-to-pod-ips", "internet-via-slb"])
