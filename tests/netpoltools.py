@@ -1,49 +1,69 @@
 """NetworkPolicy truth tables on the kernel: namespaces x, y, z with pods a, b, c (labels pod=a..c, ns=x..z),
 each serving TCP and UDP on 80 and 81 with named ports (``serve-80-tcp`` ...), like the upstream netpol e2e.
 
-A matrix probes every (source pod, destination pod) pair at once (threads, short timeouts) and is compared with
-the reference evaluator's matrix and, for key cases, with hand-written expectations.
+The kernel tests drive a lab's API server (``tests.apilab``) with kubectl only: the pods and the policies go in
+with ``kubectl apply``, the nodes' NetworkPolicy agents enforce them. A matrix probes every (source pod,
+destination pod) pair at once (threads, short timeouts) and is compared with the reference evaluator's matrix,
+over the pods and Namespaces as the API shows them, and, for key cases, with hand-written expectations.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
 from acklab.k8s import netpol_kernel
-from acklab.k8s.model import parse_documents
-from acklab.k8s.network_policy import Endpoint, allowed, parse_policies
-from acklab.k8s.pods import load_records
+from acklab.k8s.network_policy import Endpoint, Policy, allowed, compile_node, parse_policies
+from acklab.k8s.network_policy_api import endpoint_from_pod
 from netns.kernel.namespace import Namespace
-from tests import k8stools as k
+from tests.apilab import ApiLab, until
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 NODE_OF = {"a": "node-1", "b": "node-2", "c": "node-1"}  # same-node and cross-node pairs in every matrix
+NODES = ("node-1", "node-2")
 PAIRS = [(f"{s}/{p}", f"{t}/{q}") for s in NAMESPACES for p in PODS for t in NAMESPACES for q in PODS]
+KEYS = [f"{n}/{p}" for n in NAMESPACES for p in PODS]
+TCP_TIMEOUT, UDP_TIMEOUT = 0.4, 0.6  # a matrix waits this long for its blocked pairs; a slow allowed one: probed again
 
 
-def base_manifests(namespace_labels: dict[str, dict[str, str]] | None = None,
-                   pod_labels: dict[str, dict[str, str]] | None = None) -> str:
-    """The x/y/z namespaces and their pods; ``pod_labels`` ("x/b" → labels) replaces some pods' labels."""
-    docs = []
+def base_objects() -> list[dict[str, Any]]:
+    """The x/y/z Namespaces and their pods, pinned to their nodes (``NODE_OF``); the pod agent answers on every
+    declared containerPort (TCP: connect and HTTP, UDP: ``hostname``)."""
+    docs: list[dict[str, Any]] = []
     for ns in NAMESPACES:
-        labels = {"ns": ns, **(namespace_labels or {}).get(ns, {})}
-        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"ns": ns}}})
         for pod in PODS:
             ports = [{"name": f"serve-{n}-{proto.lower()}", "containerPort": n, "protocol": proto}
                      for n in (80, 81) for proto in ("TCP", "UDP")]
             docs.append({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"name": pod, "namespace": ns,
-                                      "labels": (pod_labels or {}).get(f"{ns}/{pod}", {"pod": pod})},
+                         "metadata": {"name": pod, "namespace": ns, "labels": {"pod": pod}},
                          "spec": {"nodeName": NODE_OF[pod],
                                   "containers": [{"name": "agnhost", "image": "agnhost", "ports": ports}]}})
-    return yaml.safe_dump_all(docs)
+    return docs
+
+
+def json_stream(docs: Iterable[dict[str, Any]]) -> str:
+    """Manifests for ``kubectl apply -f -`` as JSON documents: kubectl's YAML 1.1 would read ``y`` (the
+    namespace, a label value) as true, where PyYAML, which parsed them, reads the string."""
+    return "".join(f"---\n{json.dumps(d)}\n" for d in docs)
+
+
+def manifests(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def ident(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
 def policy(text: str) -> str:
@@ -51,6 +71,8 @@ def policy(text: str) -> str:
 
 
 def probe(netns: str, address: str, protocol: str, port: int, timeout: float = 0.6) -> bool:
+    """Whether a new connection (TCP) or a request (UDP: the pod agent answers ``hostname``) gets through. A
+    blocked probe takes the whole timeout; an allowed one on the lab's veths takes milliseconds."""
     kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
     s = Namespace(netns).socket(socket.AF_INET, kind)
     s.settimeout(timeout)
@@ -68,42 +90,116 @@ def probe(netns: str, address: str, protocol: str, port: int, timeout: float = 0
 
 @dataclass
 class Harness:
-    lab: str
-    network: k.Network
-    namespace_labels: dict[str, dict[str, str]] | None = None
-    pod_labels: dict[str, dict[str, str]] | None = None
-    records: dict = field(default_factory=dict)  # the pods' records, read once they are made
+    """The truth-table pods in a lab driven by its API server. Pods and policies go in with kubectl only; the
+    nodes' NetworkPolicy agents enforce them. To know when both agents have caught up, the nodes' rules are
+    compared (read only) with what the compiler makes of the same policies over the pods as the API shows them;
+    then the matrix is probed."""
 
-    def setup_pods(self) -> list[str]:
-        changes = k.converge(self.network, base_manifests(pod_labels=self.pod_labels))
-        self.records = dict(load_records(self.lab))
-        return changes
+    api: ApiLab
+    netns: dict[str, str] = field(default_factory=dict)  # pod key → its network namespace (the node agent's record)
+    ips: dict[str, str] = field(default_factory=dict)  # pod key → its address, as the API shows it
+    held: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)  # the policies applied
+    _endpoints: list[Endpoint] | None = None  # the pods as the API showed them last (read again after a change)
 
-    def cluster(self, policies: str):
-        docs = yaml.load_all(base_manifests(self.namespace_labels, self.pod_labels) + policies,
-                             Loader=yaml.CSafeLoader)
-        return parse_documents([(d, "test.yaml") for d in docs])
+    @property
+    def datapath(self) -> str:
+        return self.api.datapath
 
-    def apply(self, policies: str) -> list[str]:
-        nodes = [(n.name, n.netns) for n in self.network.nodes]
-        return netpol_kernel.converge(self.lab, self.cluster(policies), nodes, self.network.datapath)
+    def setup_pods(self, timeout: float = 180.0) -> None:
+        """``kubectl apply`` of the Namespaces and pods; returns when all 27 are Running with their network."""
+        self.api.apply(json_stream(base_objects()))
+        running: dict[str, dict] = {}
 
-    def endpoints(self, cluster) -> dict[str, Endpoint]:
-        eps = netpol_kernel.endpoints_from_records(self.records.values(), cluster.namespace_labels)
-        return {e.key: e for e in eps}
+        def up() -> bool:
+            nonlocal running
+            running = self.api.running()
+            return set(KEYS) <= set(running)
 
-    def expected(self, policies: str, protocol: str, port: int) -> dict[tuple[str, str], bool]:
-        cluster = self.cluster(policies)
-        parsed = parse_policies(cluster.network_policies)
-        eps = self.endpoints(cluster)
-        return {(s, d): s == d or allowed(parsed, eps[s], eps[d], protocol, port) for s, d in PAIRS}
+        until(up, "the 27 pods of x, y, z Running", timeout, interval=0.5)
+        records = self.api.records()
+        self.ips = {key: running[key]["status"]["podIP"] for key in KEYS}
+        self.netns = {key: records[key].netns for key in KEYS}
+
+    def endpoints(self, fresh: bool = False) -> list[Endpoint]:
+        """Every pod of the cluster as policies see it (its Namespace's labels included), from one
+        ``kubectl get``; kept until a label changes."""
+        if fresh or self._endpoints is None:
+            items = self.api.get_json("namespaces,pods", "-A")["items"]
+            labels = {o["metadata"]["name"]: o["metadata"].get("labels") or {} for o in items
+                      if o["kind"] == "Namespace"}
+            found = (endpoint_from_pod(o, labels) for o in items if o["kind"] == "Pod")
+            self._endpoints = sorted((e for e in found if e is not None), key=lambda e: e.key)
+        return self._endpoints
+
+    def set_policies(self, text: str) -> list[dict[str, Any]]:
+        """The cluster holds exactly the policies of ``text`` (YAML): those applied before and not in it deleted,
+        these applied (created, or updated in place); the two kubectl at once (they touch different objects).
+        Returns the manifests applied."""
+        wanted = manifests(text)
+        stale = [d for key, d in self.held.items() if key not in {ident(w) for w in wanted}]
+        self.held = {ident(d): d for d in wanted} | {ident(d): d for d in stale}  # until deleted
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            calls = []
+            if stale:
+                calls.append(pool.submit(self.api.delete, json_stream(
+                    {"apiVersion": d["apiVersion"], "kind": d["kind"],
+                     "metadata": {k: v for k, v in d["metadata"].items() if k in ("name", "namespace")}}
+                    for d in stale)))
+            if wanted:
+                calls.append(pool.submit(self.api.apply, json_stream(wanted)))
+            for call in calls:
+                call.result()
+        self.held = {ident(d): d for d in wanted}
+        return wanted
+
+    def label(self, *args: str) -> None:
+        """``kubectl label --overwrite``: a Namespace's or a pod's labels, as a user changes them."""
+        self.api.kubectl("label", "--overwrite", *args)
+        self._endpoints = None
+
+    def lagging(self, policies: list[Policy], endpoints: list[Endpoint]) -> list[str]:
+        """The nodes whose kernel does not yet carry what the compiler makes of ``policies`` over ``endpoints``
+        (chains with their rule counts, and their texts as the agent recorded them; sets; the jump). The agent
+        records after the conntrack sweep: a node that is not lagging has finished its apply."""
+        late = []
+        for node in NODES:
+            ruleset = compile_node(policies, endpoints, node, self.datapath == "terway-eniip")
+            applied = netpol_kernel.read_applied(Namespace(self.api.netns[node]))
+            if netpol_kernel.plan_update(ruleset, applied, netpol_kernel._recorded(self.api.lab, node)):
+                late.append(node)
+        return late
 
     def matrix(self, protocol: str, port: int) -> dict[tuple[str, str], bool]:
-        records = self.records
+        timeout = TCP_TIMEOUT if protocol == "TCP" else UDP_TIMEOUT
         with ThreadPoolExecutor(max_workers=len(PAIRS)) as pool:
-            futures = {(s, d): pool.submit(probe, records[s].netns, records[d].ip, protocol, port)
+            futures = {(s, d): pool.submit(probe, self.netns[s], self.ips[d], protocol, port, timeout)
                        for s, d in PAIRS}
             return {pair: f.result() for pair, f in futures.items()}
+
+    def settle(self, docs: list[dict[str, Any]], protocol: str, port: int, timeout: float = 30.0
+               ) -> dict[tuple[str, str], bool]:
+        """Poll until both nodes enforce ``docs`` (the policies applied) and the probed matrix equals the
+        evaluator's over the pods as the API shows them; returns that matrix."""
+        policies = parse_policies(docs)
+        endpoints = self.endpoints()
+        begin = read = time.monotonic()
+        while True:
+            late = self.lagging(policies, endpoints)
+            if late:
+                why = f"{', '.join(late)} not enforcing the policies applied"
+            else:
+                eps = {e.key: e for e in endpoints}
+                expected = {(s, d): s == d or allowed(policies, eps[s], eps[d], protocol, port) for s, d in PAIRS}
+                got = self.matrix(protocol, port)
+                if got == expected:
+                    return expected
+                why = f"{protocol}/{port} probed:\n{show(got)}\nevaluator:\n{show(expected)}"
+            now = time.monotonic()
+            if now - begin > timeout:
+                raise AssertionError(f"not settled after {timeout:.0f} s: {why}")
+            if now - read > 3.0:  # behind for long: have the pods changed (a pod of another namespace)?
+                endpoints, read = self.endpoints(fresh=True), now
+            time.sleep(0.05)
 
 
 def show(matrix: dict[tuple[str, str], bool]) -> str:
