@@ -1,23 +1,30 @@
 """Throughput and latency of the pod datapaths, against node → node measured in the same run.
 
-For each datapath (Terway ENI multi-IP, VPC-route, VXLAN) a cluster is built on the kernel the way the kernel
-tests build it (`tests/k8stools.build_cluster`: VPC, two nodes and the datapath's cloud side, then the pods through
-the same `converge_node` the Ansible role calls; no Pulumi, which would only add set-up time). In it:
+For each datapath (Terway ENI multi-IP, VPC-route, VXLAN) a cluster is built on the kernel the way users run one
+now (`tests/apilab.api_lab`: the VPC with node-1, node-2 and ecs-3, then ``cluster_install``: a control plane of
+its own, acklab's cloud controller, on both nodes the node agent, upstream kube-proxy and the NetworkPolicy
+agent; no Pulumi, which would only add set-up time). Into it ``kubectl apply`` puts namespace ``demo``, pods a, b
+(``nodeName: node-1``) and c (``nodeName: node-2``), and the Service ``demo/iperf`` (``type: LoadBalancer``,
+selecting c): the API server allocates its ClusterIP and NodePorts, the EndpointSlice controller its endpoints,
+upstream kube-proxy programs both nodes, and the cloud controller makes its SLB (an internet SLB, both nodes as
+backend servers, a tcp listener per port to the port's NodePort) and writes the address to
+status.loadBalancer.ingress. The nodes' security group admits the SLBs' health checks (100.64.0.0/10) and the
+internet clients (a tcp listener forwards in the kernel, keeping the client's address), as ACK documents. In it:
 
 - node → node (ECS → ECS on one vSwitch through the VPC's fabric): the baseline;
 - pod → pod on the same node, pod → pod on the other node;
-- pod → ClusterIP: pod a (node-1) to the ClusterIP of a Service selecting pod c (node-2), through kube-proxy's
-  iptables rules (``kube_proxy_sync.sync_node`` on both nodes, as `tests/kernel/test_services.py` applies them);
-- client → SLB → pod: the same Service is ``type: LoadBalancer``; the SLB ACK's CCM makes for it (``ccm``: an
-  internet SLB, both nodes as backend servers, a tcp listener per port to the port's NodePort) is built directly on
-  the kernel; the client is the lab's sealed internet namespace. The tcp listener forwards in the kernel (nftables
-  DNAT in the VPC router, as Alibaba's LVS-based layer 4): this row has its own expectation (``EXPECTED``: the
-  issue's ≥ 0.8x of the direct path), not the 10% tolerance.
+- pod → ClusterIP: pod a (node-1) to the Service's ClusterIP, through upstream kube-proxy's iptables rules;
+- client → SLB → pod: the lab's sealed internet namespace to the address in status.loadBalancer.ingress. The tcp
+  listener forwards in the kernel (nftables DNAT in the VPC router, as Alibaba's LVS-based layer 4): this row has
+  its own expectation (``EXPECTED``: the issue's ≥ 0.8x of the direct path), not the 10% tolerance.
 
-The SLB's tcp listener for iperf3 checks its backends' health on the NodePort of the agent's HTTP port
-(``health_check_connect_port``): a health-check connection to the iperf3 server while it sets a test up would
-abort that test. With ``ACKLAB_SLB_L4_TCP=haproxy`` (the old userspace path) every run through the SLB counts
-HAProxy's new sessions: iperf3's control and data connections (>= 2) must both have gone through it.
+The SLB's tcp listener for iperf3 checks its backends' health on the pod agent's NodePort, not iperf3's: a
+health-check connection to the iperf3 server while it sets a test up would abort that test. That is ACK's
+annotation ``service.beta.kubernetes.io/alibaba-cloud-loadbalancer-health-check-connect-port`` (the CCM's
+health settings are per Service, for every listener), so the http port's NodePort is fixed in the manifest
+(``HTTP_NODE_PORT``) to be known when the Service is applied. With ``ACKLAB_SLB_L4_TCP=haproxy`` (the old
+userspace path) every run through the SLB counts HAProxy's new sessions: iperf3's control and data connections
+(>= 2) must both have gone through it.
 
 Each pair: one iperf3 TCP stream (`iperf3 -J`, 1 s omitted, then ``--seconds``), repeated ``--repeats`` times with
 all clusters built first and the runs interleaved over every datapath and pair, the median reported;
@@ -35,6 +42,7 @@ Writes reports/bench/netperf.{json,md,png}. Run as root: `make bench` or `python
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -43,26 +51,18 @@ import re
 import socket
 import statistics
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
-from acklab.k8s import apiserver, ccm
-from acklab.k8s.kube_proxy_sync import cluster_pods, sync_node
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network
-from acklab.k8s.pods import load_records, start_iperf3, stop_iperf3
-from bench.ecs_scale import REPORT_DIR, git_commit, new_lab
+from acklab.k8s import ccm, cloud_controller
+from acklab.k8s.pods import start_iperf3, stop_iperf3
+from bench.ecs_scale import REPORT_DIR, git_commit
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
-from netns.model.security_group import parse_rule
-from netns.realize import security_group as sg
 from netns.realize import slb as slb_realize
-from netns.realize.cleanup import clean_lab
+from tests import apilab
 from tests import k8stools as k
 
 DATAPATHS = ("terway-eniip", "vpc-route", "vxlan")
@@ -79,28 +79,48 @@ EXPECTED = {SLB: 0.8}
 DIRECT = {CLUSTER_IP: "pod→pod other node", SLB: "pod→pod other node"}
 REQUESTS = 100  # connect + GET per request-time figure
 IPERF3_PORT, HTTP_PORT = 5201, 8080
-LB_ID = "lb-0000be01"
-SLB_SG_RULE = "sgr-0000be01"
+HTTP_NODE_PORT = 30080  # the Service's http NodePort, fixed: every listener's health checks go there
+NS, SERVICE_NAME = "demo", "iperf"
+SLB_SG_RULES = {"sgr-0000be01": slb_model.SLB_LEG_RANGE, "sgr-0000be02": slb_model.INTERNET}
+READY_TIMEOUT = 90.0  # pods Running, the SLB's address, the Service served through kube-proxy and the SLB
 OFFLOADS = ("tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload",
             "tx-checksumming", "rx-checksumming")
-MANIFEST = textwrap.dedent("""
-    apiVersion: v1
-    kind: Namespace
-    metadata: {name: demo}
-    """) + k.pinned_pod("a", "node-1") + k.pinned_pod("b", "node-1") + k.pinned_pod("c", "node-2")
+# pods a, b on node-1 and c on node-2: the pod agent answers on the declared containerPorts (iperf3's server is
+# started in the pod's namespace on demand, not declared: the agent would take its port)
+MANIFEST = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+""" + "".join(f"""
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: netexec
+    image: registry.k8s.io/e2e-test-images/agnhost:2.47
+    args: [netexec, --http-port={HTTP_PORT}, --udp-port=8081]
+    ports: [{{containerPort: {HTTP_PORT}}}, {{containerPort: 8081, protocol: UDP}}]
+""" for name, node in (("a", "node-1"), ("b", "node-1"), ("c", "node-2")))
 # one Service for both Service rows: a LoadBalancer Service has a ClusterIP and NodePorts too
-SERVICE = textwrap.dedent(f"""
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: iperf, namespace: demo}}
-    spec:
-      type: LoadBalancer
-      selector: {{app: c}}
-      ports:
-      - {{name: iperf3, port: {IPERF3_PORT}, targetPort: {IPERF3_PORT}}}
-      - {{name: http, port: 80, targetPort: {HTTP_PORT}}}
-    """)
+SERVICE = f"""
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {SERVICE_NAME}
+  namespace: {NS}
+  annotations: {{{ccm.HEALTH_PORT}: "{HTTP_NODE_PORT}"}}
+spec:
+  type: LoadBalancer
+  selector: {{app: c}}
+  ports:
+  - {{name: iperf3, port: {IPERF3_PORT}, targetPort: {IPERF3_PORT}}}
+  - {{name: http, port: 80, targetPort: {HTTP_PORT}, nodePort: {HTTP_NODE_PORT}}}
+"""
 
 
 @dataclass
@@ -133,21 +153,27 @@ class Result:
     passed: bool = False
 
 
-def build(lab: str, datapath: str) -> dict[str, Pair]:
-    """The datapath's cluster with pods a, b on node-1 and c on node-2, the Service and its SLB; the pairs."""
-    network, nodes, _ = k.build_cluster(lab, datapath)
-    if datapath == "vpc-route":  # routed pod blocks are not group members: ACK's rule for the pod CIDR
-        k.allow(lab, k.NODE_SG, "sgr-0000000f", "all", -1, "10.244.0.0/16")
-    k.converge(network, MANIFEST)
-    pods = {r.pod.name: r for r in load_records(lab).values()}
-    a, b, c = pods["a"], pods["b"], pods["c"]
-    node1, node2 = (n.namespace.name for n in nodes)
+def build(cluster: apilab.ApiLab) -> dict[str, Pair]:
+    """Pods a, b on node-1 and c on node-2 and the Service, applied with kubectl into the cluster; the pairs."""
+    lab, datapath = cluster.lab, cluster.datapath
+    # the nodes' group admits the SLBs' health checks and proxies (100.64.0.0/10), as the default program's rule
+    # does, and the internet clients themselves: a tcp listener forwards in the kernel, keeping their address
+    for rule_id, cidr in SLB_SG_RULES.items():
+        k.allow(lab, k.NODE_SG, rule_id, "all", -1, str(cidr))
+    begin = time.monotonic()
+    cluster.apply(MANIFEST + SERVICE)
+    cluster.wait_running(3, NS, timeout=READY_TIMEOUT)
+    cluster.timings["pods and Service applied → pods Running"] = round(time.monotonic() - begin, 1)
+    records = cluster.records()
+    a, b, c = (records[f"{NS}/{name}"] for name in "abc")
+    if (a.node, b.node, c.node) != ("node-1", "node-1", "node-2"):
+        raise RuntimeError(f"pods not where nodeName put them: a {a.node}, b {b.node}, c {c.node}")
+    node1, node2 = cluster.netns["node-1"], cluster.netns["node-2"]
     node_dev = {"terway-eniip": "eth1", "vpc-route": "eth0", "vxlan": "flannel.1"}[datapath]
-    cluster_ip, vip = services(lab, network, datapath, [n.instance_id for n in nodes])
-    lb = slb_realize.SlbInstance(lab, LB_ID)
+    cluster_ip, vip, lb = service(cluster, node1)
     across = {"pod eth0": (a.netns, "eth0"), f"node {node_dev}": (node1, node_dev)}
     return {
-        BASELINE: Pair(node1, node2, "192.168.1.11", {"node eth0": (node1, "eth0")}),
+        BASELINE: Pair(node1, node2, cluster.node_ips["node-2"], {"node eth0": (node1, "eth0")}),
         "pod→pod same node": Pair(a.netns, b.netns, b.ip, {"pod eth0": (a.netns, "eth0")},
                                   http=(b.ip, HTTP_PORT)),
         "pod→pod other node": Pair(a.netns, c.netns, c.ip, across, http=(c.ip, HTTP_PORT)),
@@ -160,48 +186,34 @@ def build(lab: str, datapath: str) -> dict[str, Pair]:
     }
 
 
-def services(lab: str, network: Network, datapath: str, instance_ids: list[str]) -> tuple[str, str]:
-    """The Service (kube-proxy rules on both nodes) and the SLB the CCM makes for it; (ClusterIP, SLB address)."""
-    cluster = parse_documents([(d, "netperf.yaml") for d in yaml.safe_load_all(MANIFEST + SERVICE)])
-    allocations = apiserver.allocate(lab, cluster.services)
-    (lb_spec,) = ccm.load_balancers(apiserver.with_status(cluster.services, allocations))
-    lb = slb_realize.SlbInstance(lab, LB_ID)
-    vip = lb.create(lb_spec.address_type, None, None, f"slb.ApplicationLoadBalancer {lb_spec.resource_name}",
-                    lb_spec.lb_name)
-    # the status.loadBalancer.ingress the CCM writes back: kube-proxy short-circuits the address on the nodes
-    resolved = apiserver.with_status(cluster.services, allocations, {lb_spec.key: vip})
-    pods = cluster_pods(lab)
-    cidr = k.POD_VSWITCH_CIDR if datapath == "terway-eniip" else "10.244.0.0/16"  # kube-proxy --cluster-cidr
-    for node in network.nodes:
-        sync_node(lab, node.name, node.netns, resolved, pods, node.ip, cidr)
-    # the nodes' group admits the SLBs' health checks and proxies (100.64.0.0/10), as the default program's rule
-    # does, and the internet clients themselves: a tcp listener forwards in the kernel, keeping their address
-    for rule_id, cidr in ((SLB_SG_RULE, slb_model.SLB_LEG_RANGE), (SLB_SG_RULE[:-1] + "2", slb_model.INTERNET)):
-        sg.add_rule(lab, k.NODE_SG, parse_rule("netperf", rule_id, type="ingress", ip_protocol="all",
-                                               port_range="-1/-1", cidr_ip=str(cidr)))
-    refs = tuple(slb_model.BackendRef(i, 100) for i in instance_ids)
-    slb_realize.put_backend_servers(lab, LB_ID, refs, "netperf backends")
-    http_node_port = next(lst.node_port for lst in lb_spec.listeners if lst.port == 80)
-    for listener in lb_spec.listeners:
-        # iperf3's listener is health-checked on the agent's NodePort: a check connection reaching the iperf3
-        # server while it sets a test up would abort the test
-        args = {"frontend_port": listener.port, "protocol": listener.protocol, "backend_port": listener.node_port,
-                "scheduler": lb_spec.scheduler, "health_check_connect_port": http_node_port}
-        parsed = slb_model.parse_listener(f"slb.Listener {lb_spec.resource_name}-{listener.port}", LB_ID, args)
-        slb_realize.put_listener(lab, parsed, args, f"slb.Listener {lb_spec.resource_name}-{listener.port}")
-    cluster_ip = resolved[0]["spec"]["clusterIP"]
-    internet = slb_realize.InternetSegment(lab).namespace.name
-    for netns, address in ((network.nodes[0].netns, cluster_ip), (internet, vip)):
-        wait_until(lambda n=netns, ip=address: request_us(n, ip, 80, 1) is not None, f"{address}:80 from {netns}")
-    return cluster_ip, vip
+def service(cluster: apilab.ApiLab, node_netns: str) -> tuple[str, str, slb_realize.SlbInstance]:
+    """The Service as the cluster serves it: (its ClusterIP, the SLB address the cloud controller wrote to
+    status.loadBalancer.ingress, that SLB), once kube-proxy serves the ClusterIP and the SLB its listener."""
+    begin = time.monotonic()
+    address: list[str] = []
 
+    def ingress() -> bool:
+        status = cluster.get_json("service", SERVICE_NAME, "-n", NS).get("status") or {}
+        address[:] = [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or () if i.get("ip")]
+        return bool(address)
 
-def wait_until(ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not served within {timeout:.0f}s")
-        time.sleep(0.2)
+    apilab.until(ingress, f"the SLB's address in {NS}/{SERVICE_NAME}'s status.loadBalancer.ingress", READY_TIMEOUT,
+                 interval=0.2)
+    cluster.timings["Service → status.loadBalancer.ingress"] = round(time.monotonic() - begin, 1)
+    vip, cluster_ip = address[0], cluster.cluster_ip(NS, SERVICE_NAME)
+    node_ports = cluster.node_ports(NS, SERVICE_NAME)
+    if node_ports.get("http") != HTTP_NODE_PORT:
+        raise RuntimeError(f"{NS}/{SERVICE_NAME}: http NodePort {node_ports.get('http')}, not {HTTP_NODE_PORT}")
+    (lb_id,) = [r.lb_id for r in cloud_controller.load_records(cluster.lab).values()
+                if r.key == f"{NS}/{SERVICE_NAME}"]
+    lb = slb_realize.SlbInstance(cluster.lab, lb_id)
+    internet = slb_realize.InternetSegment(cluster.lab).namespace.name
+    # the SLB spreads connections over both nodes: a few requests through it, so both have kube-proxy's rules
+    for netns, ip, count in ((node_netns, cluster_ip, 1), (internet, vip, 4)):
+        apilab.until(lambda n=netns, i=ip, c=count: request_us(n, i, 80, c) is not None, f"{ip}:80 from {netns}",
+                     READY_TIMEOUT, interval=0.2)
+    cluster.timings["Service → served via ClusterIP and SLB"] = round(time.monotonic() - begin, 1)
+    return cluster_ip, vip, lb
 
 
 def slb_sessions(lb: slb_realize.SlbInstance, port: int) -> int:
@@ -272,18 +284,21 @@ def _has_ethtool() -> bool:
 
 def measure(datapaths: tuple[str, ...], seconds: int, repeats: int) -> tuple[list[Result], dict]:
     """Every datapath's cluster at once; the runs interleaved over all of them, so a burst of load on the shared
-    machine hits every datapath and pair alike."""
-    labs = {datapath: new_lab() for datapath in datapaths}
-    servers: list[tuple[str, str]] = []
-    try:
+    machine hits every datapath and pair alike. The iperf3 servers stop, then every lab is removed (also on a
+    failure: the ExitStack unwinds the servers before the clusters)."""
+    with contextlib.ExitStack() as stack:
+        clusters: dict[str, apilab.ApiLab] = {}
         pairs = {}
-        for datapath, lab in labs.items():
-            print(f"building the {datapath} cluster (lab {lab}) ...", flush=True)
-            pairs[datapath] = build(lab, datapath)
-        for datapath, lab in labs.items():
+        for datapath in datapaths:
+            print(f"building the {datapath} cluster ...", flush=True)
+            cluster = clusters[datapath] = stack.enter_context(apilab.api_lab(datapath))
+            print(f"  lab {cluster.lab}: cluster installed in {cluster.timings['cluster installed']} s; applying "
+                  f"the pods and {NS}/{SERVICE_NAME} ...", flush=True)
+            pairs[datapath] = build(cluster)
+        for datapath, cluster in clusters.items():
             for server in {pair.server for pair in pairs[datapath].values()}:
-                start_iperf3(lab, server)
-                servers.append((lab, server))
+                start_iperf3(cluster.lab, server)
+                stack.callback(stop_iperf3, cluster.lab, server)
         results = {(dp, path): Result(dp, path) for dp in datapaths for path in pairs[dp]}
         for repeat in range(repeats):
             for (datapath, path), result in results.items():
@@ -293,11 +308,6 @@ def measure(datapaths: tuple[str, ...], seconds: int, repeats: int) -> tuple[lis
         settings = {dp: {f"{path}: {label}": interface_settings(netns, device)
                          for path, pair in pairs[dp].items() for label, (netns, device) in pair.interfaces.items()}
                     for dp in datapaths}
-    finally:
-        for lab, server in servers:
-            stop_iperf3(lab, server)
-        for lab in labs.values():
-            clean_lab(lab)
     return judge(list(results.values())), settings
 
 
