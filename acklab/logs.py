@@ -2,11 +2,11 @@
 
 Known kinds: HAProxy of each SLB (``slb/<lb id>/*.log``), user data of each ECS (``<instance>.user-data.log``),
 the pod agent of each node (``k8s/<node>.agent.log``); with a control plane, its components
-(``cp/<cluster>/<component>.log``: etcd, kube-apiserver, ...; owner: the component), and per node the node agent
-(``k8s/<node>.node-agent.log``), kube-proxy (``k8s/kube-proxy/<node>/``) and the NetworkPolicy agent
-(``k8s/network-policy-agent/<node>/``), the cloud controller (``k8s/ccm/``). Any other ``*.log`` (nginx of an
-Ingress, ...) is listed under the folder it is in, so logs that later parts of a lab write show up without a
-change here.
+(``cp/<cluster>/<component>.log``: etcd, kube-apiserver, ...; ``cp/<cluster>/coredns/``; owner: the component),
+and per node the node agent (``k8s/<node>.node-agent.log``), kube-proxy (``k8s/kube-proxy/<node>/``) and the
+NetworkPolicy agent (``k8s/network-policy-agent/<node>/``), the cloud controller (``k8s/ccm/``). Any other ``*.log``
+(nginx of an Ingress, ...) is listed under the folder it is in, so logs that later parts of a lab write show up
+without a change here.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def classify(root: Path, path: Path) -> LogFile:
         return LogFile(path, "user-data", name.removesuffix(".user-data.log"))
     if parts[0] == "cp" and len(parts) == 3:
         return LogFile(path, "control-plane", name.removesuffix(".log"))
+    if parts[0] == "cp" and len(parts) == 4:  # a cluster add-on with a folder of its own: CoreDNS
+        return LogFile(path, "control-plane", parts[2])
     if parts[0] == "k8s" and name.endswith(".node-agent.log"):
         return LogFile(path, "node-agent", name.removesuffix(".node-agent.log"))
     if parts[0] == "k8s" and name.endswith(".agent.log"):

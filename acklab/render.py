@@ -102,8 +102,9 @@ def status_text(view: dict) -> str:
         for lsn in lb.get("listeners", []):
             name = f"{lb.get('name') or lb['id']} {lsn['protocol']}:{lsn['frontend_port']}"
             backends = lsn.get("backends") or [{"server_id": "-", "port": "-", "status": "-"}]
-            listeners += [[name, lsn["scheduler"], f"{names.get(b['server_id'], b['server_id'])}:{b['port']}",
-                           b["server_id"], b["status"]] for b in backends]
+            rows = [[name, lsn["scheduler"], f"{names.get(b['server_id'], b['server_id'])}:{b['port']}",
+                     b["server_id"], b["status"]] for b in backends]
+            listeners += sorted(rows, key=lambda row: row[2])  # by backend name: not the order nodes joined in
     section(["LISTENER", "SCHEDULER", "BACKEND", "SERVER ID", "STATUS"], listeners)
     for key in sorted(set(view) - KNOWN):
         items = view[key]

@@ -294,9 +294,13 @@ def _deployment(doc: Mapping[str, Any], source: str) -> Deployment:
     return Deployment(namespace, name, replicas, match, Pod(namespace, name, labels, ports, node))
 
 
+# What every API server has from its start (kube-apiserver's system namespaces): manifests use them undeclared.
+BUILT_IN_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+
+
 def parse_documents(docs: Iterable[tuple[Any, str]]) -> Cluster:
     """Build a cluster from (document, source) pairs; raise the first ValidationError met."""
-    namespaces = {"default": "built in"}
+    namespaces = dict.fromkeys(BUILT_IN_NAMESPACES, "built in")
     namespace_labels: dict[str, dict[str, str]] = {}
     pods: dict[str, Pod] = {}
     deployments: dict[str, Deployment] = {}

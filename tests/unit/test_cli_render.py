@@ -162,16 +162,18 @@ def test_logs_are_classified_by_where_they_are(tmp_path):
 def test_logs_of_an_api_driven_cluster_are_classified_by_daemon(tmp_path):
     """The control plane's components, and per node its agent, kube-proxy and NetworkPolicy agent: found by the
     names users know (``acklab logs kube-apiserver``, ``acklab logs ecs-1 --kind kube-proxy``)."""
-    for rel in ("cp/c00000001/kube-apiserver.log", "cp/c00000001/etcd.log", "k8s/ecs-1.node-agent.log",
+    for rel in ("cp/c00000001/kube-apiserver.log", "cp/c00000001/etcd.log", "cp/c00000001/coredns/coredns.log",
+                "k8s/ecs-1.node-agent.log",
                 "k8s/kube-proxy/ecs-1/kube-proxy.log", "k8s/network-policy-agent/ecs-1/agent.log", "k8s/ccm/ccm.log"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("line\n")
     every = [logs.classify(tmp_path, p) for p in tmp_path.rglob("*.log")]
-    assert {f.describe() for f in every} == {"control-plane kube-apiserver", "control-plane etcd", "node-agent ecs-1",
+    assert {f.describe() for f in every} == {"control-plane kube-apiserver", "control-plane etcd",
+                                            "control-plane coredns", "node-agent ecs-1",
                                             "kube-proxy ecs-1", "policy-agent ecs-1", "cloud-controller ccm"}
     assert {f.kind for f in logs.select(every, {"ecs-1"}, None)} == {"node-agent", "kube-proxy", "policy-agent"}
     assert [f.owner for f in logs.select(every, {"kube-apiserver"}, None)] == ["kube-apiserver"]
-    assert len(logs.select(every, {"c00000001"}, "control-plane")) == 2  # the cluster id: a folder on the path
+    assert len(logs.select(every, {"c00000001"}, "control-plane")) == 3  # the cluster id: a folder on the path
     assert set(logs.KINDS) >= {f.kind for f in every}
 
 

@@ -54,7 +54,8 @@ def docs(text: str) -> list[tuple[object, str]]:
 
 def test_parse_namespaces_pods_deployments_and_keeps_services():
     cluster = parse_documents(docs(MANIFESTS))
-    assert cluster.namespaces == ("default", "shop")
+    # the API server's own namespaces are there without a manifest, as on any cluster
+    assert cluster.namespaces == ("default", "kube-node-lease", "kube-public", "kube-system", "shop")
     pods = cluster.all_pods()
     assert pods[0].key == "default/client"
     web = [p for p in pods if p.owner == "Deployment/web"]
