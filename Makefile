@@ -94,27 +94,21 @@ vagrant-check: setup-test
 	$(PYTEST) tests/unit/test_vagrantfile.py -q
 
 # The tutorials' lab (docs/tutorials/): labs/tutorial's program (the default lab + web servers, a security group,
-# an SLB) as stack $(TUTORIAL_LAB), then the file-driven playbook (acklab:cluster playbook) with the default lab's
-# pods. ALLOW_PODS=true adds the
+# an SLB) as stack $(TUTORIAL_LAB), built as `make up` builds a lab (scripts/up.sh: the cluster on its API server,
+# cluster.yml, then `kubectl apply` of the tutorial's manifests, then the waits). ALLOW_PODS=true adds the
 # security-group rule for pods; DATAPATH=vpc-route|vxlan picks another pod datapath (for a new lab).
 TUTORIAL_LAB ?= $(or $(ACKLAB_LAB),tutorial)
 ALLOW_PODS ?= false
-# MANIFESTS=DIR: the playbook applies the Kubernetes manifests of DIR instead (tutorials that change them)
-MANIFESTS ?= $(CURDIR)/labs/tutorial/k8s
 .PHONY: tutorial tutorial-down graph
 tutorial: setup
 	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null 2>&1 && \
-	  pulumi config set acklab:allowPods $(ALLOW_PODS) --stack $(TUTORIAL_LAB) && \
-	  pulumi config set acklab:cluster playbook --stack $(TUTORIAL_LAB) && \
-	  $(if $(DATAPATH),pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB) &&) \
-	  acklab recover --lab $(TUTORIAL_LAB) && pulumi up --yes --skip-preview --stack $(TUTORIAL_LAB)
-	cd ansible && ACKLAB_LAB=$(TUTORIAL_LAB) ACKLAB_PROJECT=$(CURDIR)/labs/tutorial \
-	  ACKLAB_MANIFESTS=$(MANIFESTS) ansible-playbook site.yml
-	$(if $(filter false,$(WAIT)),,acklab wait --lab $(TUTORIAL_LAB))
+	  pulumi config set acklab:allowPods $(ALLOW_PODS) --stack $(TUTORIAL_LAB) \
+	  $(if $(DATAPATH),&& pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB))
+	cd labs/tutorial && CLUSTER=api ACKLAB_MANIFESTS=$(realpath labs/tutorial/k8s) WAIT=$(WAIT) \
+	  $(CURDIR)/scripts/up.sh $(TUTORIAL_LAB)
 
 tutorial-down: setup
-	-cd labs/tutorial && acklab recover --lab $(TUTORIAL_LAB) && pulumi destroy --yes --stack $(TUTORIAL_LAB)
-	acklab clean --lab $(TUTORIAL_LAB)
+	cd labs/tutorial && $(CURDIR)/scripts/down.sh $(TUTORIAL_LAB)
 
 # The default lab's picture, from a real lab: make up, then acklab graph as SVG (docs/img/default-lab.svg, on the
 # README) and as Mermaid text (docs/img/default-lab.mmd, and in README.md between its markers).

@@ -6,7 +6,9 @@
   (so pods, which have addresses of the pod vSwitch, need a rule: stack setting ``acklab:allowPods true``);
 - SLB ``lb`` (intranet, 192.168.2.100) with a TCP listener 80 → 8080 in front of web-1 and web-2.
 
-Built by ``make tutorial`` (stack ``$ACKLAB_LAB``, default ``tutorial``); see docs/tutorials/.
+Built by ``make tutorial`` (stack ``$ACKLAB_LAB``, default ``tutorial``) the way ``make up`` builds a lab: this
+program, then the cluster on its API server (``cluster.yml``) and ``kubectl apply`` of ``k8s/`` (the default lab's
+manifests); see docs/tutorials/.
 """
 
 import os
@@ -16,7 +18,7 @@ from pathlib import Path
 import pulumi
 import pulumi_alicloud as alicloud
 
-# the default lab, with the default lab's manifests (its LoadBalancer Services get SLBs from that program)
+# the default lab, with the default lab's manifests (read by the program only with acklab:cluster playbook)
 os.environ.setdefault("ACKLAB_MANIFESTS", str(Path(__file__).resolve().parent / "k8s"))
 lab = runpy.run_path(str(Path(__file__).resolve().parents[2] / "__main__.py"))
 config = pulumi.Config("acklab")

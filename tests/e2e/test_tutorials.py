@@ -9,8 +9,9 @@ name (and writes back as the doc's name in the output), with a private Pulumi ba
 
 Volatile parts are normalized on both sides before comparing (``normalize``): random cloud ids (``i-1a2b3c4d``
 → ``i-…``), pod namespace hashes, interface indexes (``eth0@if7``), addresses on the Terway pod vSwitch
-192.168.3.0/24 (they depend on which node's ENI was created first), durations, runs of blanks. A command whose
-output does not match yet is run again for up to ``SETTLE`` seconds (health checks, agents coming up).
+192.168.3.0/24 (they depend on which node's ENI was created first) and in Flannel's node blocks, durations, runs
+of blanks. A command whose output does not match yet is run again for up to ``SETTLE`` seconds (health checks,
+agents coming up).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ VOLATILE = [
     (re.compile(r"\bpod-[0-9a-f]{10}\b"), "pod-…"),
     (re.compile(r"@if\d+\b"), "@if…"),
     (re.compile(r"\b192\.168\.3\.\d+\b"), "192.168.3.…"),
+    # Flannel's blocks: the controller-manager hands out blocks of 10.244.0.0/16 to the Nodes in the order they
+    # register (both nodes join at once); a pod's address, to the order its node's pods were made
+    (re.compile(r"\b10\.244\.\d+\.\d+\b"), "10.244.…"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|s)\b"), "… s"),
     (re.compile(r"[ \t]+"), " "),
 ]
