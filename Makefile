@@ -21,8 +21,8 @@ help:
 	@echo "make down   the cluster down (cluster.yml), pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up (with the tests' extras and the Kubernetes binaries), then lint and every test"
 	@echo "make bench  set up, then the benchmarks (ECS, the plugin, pods, SLB, kube-proxy rules, NetworkPolicy, make up) against same-run baselines or the issues' targets"
-	@echo "make ssh-up the lab (make up), then sshd in every node, the playbook again over SSH from the controller"
-	@echo "make test-ssh  set up, then the SSH-mode test (playbook over ssh, testinfra ssh backend); part of make test"
+	@echo "make ssh-up the lab as make up builds it, but the nodes join over SSH: the control plane from the host, sshd in every node, cluster.yml's nodes from the controller"
+	@echo "make test-ssh  set up, then the SSH-mode test (cluster.yml's nodes over ssh, testinfra ssh backend); part of make test"
 	@echo "make acceptance  set up, then the connectivity matrix (testinfra) on a default lab of its own, then the slow scenarios (tutorials)"
 	@echo "make graph  make up, then redraw the default lab's picture (docs/img/default-lab.svg, README's Mermaid)"
 	@echo "make tutorial  the tutorials' lab (docs/tutorials): ACKLAB_LAB=name, ALLOW_PODS=true, DATAPATH=vxlan"
@@ -80,12 +80,11 @@ BENCHES := ecs_scale provider_scale default_lab_up pods_scale slb_wrk kube_proxy
 bench: setup-test
 	@status=0; for b in $(BENCHES); do $(VENV)/bin/python -m bench.$$b || { echo "bench.$$b: target missed or failed"; status=1; }; done; exit $$status
 
-# SSH mode (docs/vagrant.md): every node namespace runs sshd; the playbook runs from the controller namespace.
-# (the file-driven playbook: cluster.yml over SSH is not done yet)
+# SSH mode (docs/vagrant.md): every node namespace runs sshd; the nodes' part of cluster.yml runs from the
+# controller namespace over SSH (on each node, reaching the API server through the VPC). The control plane, ACK's
+# managed part, is built from the host first (scripts/up.sh with NODES=ssh), then the manifests and the waits.
 ssh-up: setup
-	CLUSTER=playbook WAIT=$(WAIT) scripts/up.sh $(LAB)
-	$(VENV)/bin/python -m acklab.sshmode up --lab $(LAB)
-	cd ansible && $(VENV)/bin/python -m acklab.sshmode exec --lab $(LAB) -- $(VENV)/bin/ansible-playbook site.yml
+	CLUSTER=api NODES=ssh WAIT=$(WAIT) scripts/up.sh $(LAB)
 
 test-ssh: setup-test
 	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py tests/kernel/test_pod_plan_as_data.py -q

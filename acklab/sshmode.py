@@ -12,8 +12,15 @@ it to the host. The playbook and testinfra run inside the controller namespace
 The host's own sshd, its config and its port 22 are never touched: each sshd here is started with ``-f``
 pointing at the lab's file, inside a lab namespace, and is tracked by its pidfile.
 
-    python -m acklab.sshmode up --lab L      # after `make up LAB=L`: management segment, keys, sshd per node
-    python -m acklab.sshmode exec --lab L -- ansible-playbook site.yml   (with ACKLAB_CONNECTION=ssh)
+The playbook is the API way's ``cluster.yml``, its nodes' part only: the control plane (ACK's managed part) is
+built from the host (``cluster.yml --tags control_plane``; its kubeconfig's relay is on the host's loopback, which
+the controller namespace cannot see). Over ssh the ``k8s_node`` role runs on each node, inside its namespace, and
+reaches the API server through the VPC (``api_endpoint: vpc``). ``make ssh-up`` does it all
+(``NODES=ssh scripts/up.sh``).
+
+    python -m acklab.sshmode up --lab L      # after the control plane (or `make up LAB=L`): segment, keys, sshds
+    (cd ansible && python -m acklab.sshmode exec --lab L -- ansible-playbook cluster.yml --limit k8s_nodes)
+                                             # ACKLAB_CONNECTION=ssh is set; a second run: changed=0
     python -m acklab.sshmode down --lab L    # sshds, controller namespace, keys (acklab clean does it too)
 """
 

@@ -11,7 +11,10 @@
 # 2. The stack's `kubernetes` output says who builds the pods:
 #    - api: `ansible-playbook cluster.yml` (control plane, node agents, kube-proxy, the policy agent), then
 #      `kubectl apply` of the lab's manifests folder (the stack's `acklab:manifests`, else ACKLAB_MANIFESTS, else
-#      labs/<lab>/k8s when it exists: the program's own order);
+#      labs/<lab>/k8s when it exists: the program's own order). NODES=ssh (`make ssh-up`): the control plane from
+#      the host (`cluster.yml --tags control_plane`: ACK's managed part is not on the user's hosts), then SSH mode
+#      (`python -m acklab.sshmode up`: sshd per node) and the nodes' part over SSH from the controller namespace
+#      (`cluster.yml --limit k8s_nodes`: the k8s_node role runs on each node, reaching the API server in the VPC);
 #    - playbook: `ansible-playbook site.yml` builds the manifests' pods (the first wave's way; vpc-route, vxlan).
 # KUBERNETES=false stops after step 1 (the cloud only). WAIT=false skips waiting (api: scripts/cluster-wait.py:
 # Nodes and workloads Ready, every Ingress and LoadBalancer Service answering from the lab's internet; then, both
@@ -46,7 +49,14 @@ manifests=$(pulumi config get acklab:manifests --stack "$lab" 2>/dev/null || tru
 manifests=${manifests:-${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}}
 case "$cluster" in
   api)
-    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
+    if [ "${NODES:-host}" = ssh ]; then
+      (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml --tags control_plane)
+      ACKLAB_PROJECT=$project "$python" -m acklab.sshmode up --lab "$lab"
+      (cd "$here/ansible" && ACKLAB_PROJECT=$project "$python" -m acklab.sshmode exec --lab "$lab" -- \
+        "$here/.venv/bin/ansible-playbook" cluster.yml --limit k8s_nodes)
+    else
+      (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
+    fi
     kubeconfig=$(acklab kubeconfig --lab "$lab")
     if [ -d "$manifests" ]; then
       kubectl --kubeconfig "$kubeconfig" apply -f "$manifests"
@@ -57,6 +67,9 @@ case "$cluster" in
     fi
     ;;
   playbook)
+    if [ "${NODES:-host}" = ssh ]; then
+      echo "scripts/up.sh: NODES=ssh needs the API way (acklab:cluster api), not the playbook's" >&2; exit 1
+    fi
     (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ACKLAB_MANIFESTS=$manifests ansible-playbook site.yml)
     ;;
   "") ;;  # no Kubernetes in this lab (acklab:datapath none)

@@ -9,6 +9,12 @@ and ``k8s_node`` (``ansible/cluster.yml``) and, through them, the shape ``ack_cl
   kube-proxy and the NetworkPolicy agent, in that order (the policy agent's FORWARD jump goes before kube-proxy's).
 - ``remove_node`` / ``remove_control_plane``: the reverse (the nodes' instances stay: they are the stack's).
 
+The node's installer acts as the cluster's admin for a few calls (Flannel's RBAC, the NetworkPolicy agent's
+definitions, the drain and the Node's deletion). ``api_endpoint`` says how it reaches the API server: ``host``
+(the default: the caller is the host, ``delegate_to: localhost``, ``cs.NodePool``) through the lab's kubeconfig on
+the host's loopback relay; ``vpc`` (the caller runs inside the node's namespace, as on a separate host: SSH mode)
+through the control plane's address in its vSwitch, port 6443, as the node's own agents do (``admin_kubeconfig``).
+
 Each returns what it started or changed, so a caller (an Ansible module) reports ``changed`` truthfully: every
 installer underneath is idempotent and leaves a running component with the same configuration alone.
 """
@@ -20,6 +26,7 @@ import ipaddress
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from acklab.k8s import cloud_controller, cluster_dns, flannel, ingress_api, network_policy_agent, proxy_daemon
@@ -28,6 +35,7 @@ from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
 from acklab.k8s.plan import CIDR_DATAPATHS, DATAPATHS, EXCLUSIVE_ENI, Network, Node
 from acklab.k8s.pods import NodeNetwork, load_records
+from netns.kernel.files import write_if_changed
 from netns.kernel.namespace import Namespace
 from netns.model.control_plane import PodNetwork
 from netns.model.errors import LabError, NotFoundError, ValidationError
@@ -47,6 +55,10 @@ from netns.realize.vpc import find_vswitch
 MIN_POOL_SIZE, MAX_POOL_SIZE = 0, 5
 PROXY_MODES = ("iptables", "nftables")
 DRAIN_TIMEOUT = 20.0  # a drained node's agent removes its pods' namespaces within this
+# How a node's installer reaches the API server as the admin: the host's loopback relay, or the VPC.
+API_ENDPOINTS = ("host", "vpc")
+ADMIN_USER, ADMIN_GROUPS = "kubernetes-admin", ("system:masters",)  # the host kubeconfig's identity
+VPC_ADMIN_KUBECONFIG = "admin-vpc.kubeconfig"  # in the control plane's folder (mode 700), removed with it
 
 
 # --- the control plane and the cluster-wide controllers ------------------------------------------------------------
@@ -242,21 +254,62 @@ def cluster_cidr(spec: NodeSpec) -> str:
     return str(cidr)
 
 
-def install_node(spec: NodeSpec) -> NodeResult:
+def admin_kubeconfig(lab: str, api_endpoint: str = "host") -> Path | None:
+    """The admin's kubeconfig file for ``api_endpoint``; None when the lab has no control plane (or, ``vpc``, when
+    it has no address in a vSwitch).
+
+    ``host``: the lab's kubeconfig (server: the relay on the host's 127.0.0.1, which a node's namespace cannot
+    see). ``vpc``: a kubeconfig for an in-VPC client (``ControlPlane.client_kubeconfig``: the control plane's
+    vSwitch address, port 6443, the lab's CA) as the admin (``kubernetes-admin`` in ``system:masters``), kept in
+    the control plane's folder, so a caller inside a node's namespace reaches the API server the way a node does.
+    """
+    if api_endpoint not in API_ENDPOINTS:
+        raise LabError(f"api_endpoint {api_endpoint!r} is not one of {', '.join(API_ENDPOINTS)}")
+    planes = control_planes(lab)
+    if not planes:
+        return None
+    if api_endpoint == "host":
+        path = kubeconfig_path(lab)
+        return path if path.exists() else None
+    plane = planes[0]
+    if not plane.namespace.exists():
+        return None
+    try:
+        text = plane.client_kubeconfig(ADMIN_USER, ADMIN_GROUPS)
+    except (LabError, OSError):
+        return None
+    path = plane.root / VPC_ADMIN_KUBECONFIG
+    write_if_changed(path, text, 0o600)
+    return path
+
+
+def _vpc_admin(lab: str, api_endpoint: str) -> Path | None:
+    """The in-VPC admin kubeconfig for ``vpc`` (None without a reachable control plane); None for ``host``,
+    whose callers use the lab's kubeconfig on the host exactly as before."""
+    if api_endpoint not in API_ENDPOINTS:
+        raise LabError(f"api_endpoint {api_endpoint!r} is not one of {', '.join(API_ENDPOINTS)}")
+    return admin_kubeconfig(lab, "vpc") if api_endpoint == "vpc" else None
+
+
+def install_node(spec: NodeSpec, api_endpoint: str = "host") -> NodeResult:
     """The node agent, kube-proxy and the NetworkPolicy agent (none with terway-eni, as on ACK) on one node,
-    against the lab's control plane."""
+    against the lab's control plane; ``api_endpoint``: how this caller reaches the API server as the admin
+    (``host`` or ``vpc``, see the module's docstring)."""
     if spec.proxy_mode not in PROXY_MODES:
         raise LabError(f"node {spec.name}: kube-proxy mode {spec.proxy_mode!r} is not one of {', '.join(PROXY_MODES)}")
     planes = control_planes(spec.lab)
     if not planes:
         raise NotFoundError(f"lab {spec.lab} has no Kubernetes control plane: install it first (role control_plane)")
+    admin = _vpc_admin(spec.lab, api_endpoint)  # None: the host's kubeconfig, as always
+    if api_endpoint == "vpc" and admin is None:
+        raise NotFoundError(f"lab {spec.lab}: its control plane has no address in a vSwitch, which a node reaches")
     changes: list[str] = []
     before = node_agent_pid(spec.lab, spec.name)
     kubeconfig = planes[0].client_kubeconfig(f"system:node:{spec.name}", ("system:nodes",))
     flannel_kubeconfig = None
     if spec.network.flannel:  # Flannel's identity reads every Node (VXLAN's peers); a node reads its own only
         with file_lock(planes[0].root / "flannel.lock"):  # nodes join in parallel: one apply of the role at a time
-            kubectl_apply(spec.lab, flannel.RBAC, "Flannel's RBAC")
+            kubectl_apply(spec.lab, flannel.RBAC, "Flannel's RBAC", admin)
         flannel_kubeconfig = planes[0].client_kubeconfig(flannel.USER)
     if ensure_node_agent(node_agent_config(spec), kubeconfig, flannel_kubeconfig) != before:
         changes.append("node agent started")
@@ -267,18 +320,22 @@ def install_node(spec: NodeSpec) -> NodeResult:
     if datapath == EXCLUSIVE_ENI:  # as on ACK: exclusive-ENI pods' traffic bypasses the node, no NetworkPolicy
         return NodeResult(spec.name, tuple(changes))
     before = network_policy_agent.NetworkPolicyAgent(spec.lab, spec.name, spec.netns, datapath).pid()
-    if network_policy_agent.install(spec.lab, spec.name, spec.netns, datapath) != before:  # after kube-proxy
+    if network_policy_agent.install(spec.lab, spec.name, spec.netns, datapath,
+                                    admin_kubeconfig=admin) != before:  # after kube-proxy
         changes.append("NetworkPolicy agent started")
     return NodeResult(spec.name, tuple(changes))
 
 
-def remove_node(lab: str, name: str, netns: str, ip: str = "") -> NodeResult:
+def remove_node(lab: str, name: str, netns: str, ip: str = "", api_endpoint: str = "host") -> NodeResult:
     """The node leaves the cluster: drained (cordoned, its pods deleted, until its agent removed their namespaces),
     its components stopped, pods the agent left removed (it was gone, or the drain timed out), its Node object
-    deleted. The instance itself is the caller's (the stack's, or a node pool's, which deletes it next)."""
+    deleted. The instance itself is the caller's (the stack's, or a node pool's, which deletes it next).
+    ``api_endpoint``: how this caller reaches the API server (``host`` or ``vpc``)."""
     changes: list[str] = []
+    admin = _vpc_admin(lab, api_endpoint)  # None: the host's kubeconfig, as always
+    reachable = api_endpoint == "host" or admin is not None  # vpc without a control plane: nothing to tell it
     agent_running = node_agent_pid(lab, name) is not None and Namespace(netns).exists()
-    drained = drain(lab, name, DRAIN_TIMEOUT if agent_running else 0.0)
+    drained = drain(lab, name, DRAIN_TIMEOUT if agent_running else 0.0, admin) if reachable else 0
     if drained:
         changes.append(f"{drained} pod(s) drained")
     if agent_running:
@@ -297,30 +354,32 @@ def remove_node(lab: str, name: str, netns: str, ip: str = "") -> NodeResult:
         node = Node(name, netns, ip)
         NodeNetwork(Network(lab, "terway-eniip", (node,)), node).remove_pods(left)
         changes.append(f"{len(left)} pod namespace(s) removed")
-    if _delete_node_object(lab, name):
+    if reachable and _delete_node_object(lab, name, admin):
         changes.append("Node deleted")
     return NodeResult(name, tuple(changes))
 
 
-def core_api(lab: str) -> Any:
-    """The admin's CoreV1Api (the installer acts for the cluster's owner, as ACK's console does)."""
+def core_api(lab: str, kubeconfig: Path | None = None) -> Any:
+    """The admin's CoreV1Api (the installer acts for the cluster's owner, as ACK's console does), through the lab's
+    kubeconfig on the host, or ``kubeconfig`` (``admin_kubeconfig(lab, "vpc")``)."""
     from kubernetes import client, config
 
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig_path(lab))))
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig or kubeconfig_path(lab))))
 
 
-def drain(lab: str, name: str, timeout: float) -> int:
+def drain(lab: str, name: str, timeout: float, kubeconfig: Path | None = None) -> int:
     """Cordon the node and delete its pods (deleted, not evicted: no PodDisruptionBudget exists in the lab yet),
     then wait up to ``timeout`` until its agent removed their namespaces; how many pods were deleted. Nothing when
-    the control plane is gone or does not answer."""
+    the control plane is gone or does not answer. ``kubeconfig``: the admin's (default the host's)."""
     from kubernetes.client.rest import ApiException
     from kubernetes.config import ConfigException
     from urllib3.exceptions import HTTPError
 
-    if existing_cluster_id(lab) is None or not kubeconfig_path(lab).exists():
+    kubeconfig = kubeconfig or kubeconfig_path(lab)
+    if existing_cluster_id(lab) is None or not kubeconfig.exists():
         return 0
     try:
-        core = core_api(lab)
+        core = core_api(lab, kubeconfig)
         with contextlib.suppress(ApiException):  # a Node already deleted: its pods are still deleted below
             core.patch_node(name, {"spec": {"unschedulable": True}})
         pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
@@ -335,10 +394,11 @@ def drain(lab: str, name: str, timeout: float) -> int:
     return len(pods)
 
 
-def _delete_node_object(lab: str, name: str) -> bool:
-    if existing_cluster_id(lab) is None or not kubeconfig_path(lab).exists():
+def _delete_node_object(lab: str, name: str, kubeconfig: Path | None = None) -> bool:
+    kubeconfig = kubeconfig or kubeconfig_path(lab)
+    if existing_cluster_id(lab) is None or not kubeconfig.exists():
         return False
-    result = subprocess.run([binary("kubectl"), "--kubeconfig", str(kubeconfig_path(lab)), "delete", "node", name,
+    result = subprocess.run([binary("kubectl"), "--kubeconfig", str(kubeconfig), "delete", "node", name,
                              "--ignore-not-found", "--wait=false"], capture_output=True, text=True, timeout=60,
                             check=False)
     return result.returncode == 0 and bool(result.stdout.strip())

@@ -336,15 +336,17 @@ class NetworkPolicyAgent:
         self.ready_file.unlink(missing_ok=True)
 
 
-def install_definitions(lab: str) -> None:
-    """Calico's policy resources (as CRDs) and the agents' ClusterRole, applied once per lab by the admin; waits
+def install_definitions(lab: str, kubeconfig: Path | None = None) -> None:
+    """Calico's policy resources (as CRDs) and the agents' ClusterRole, applied once per lab by the admin (through
+    the lab's kubeconfig on the host, or ``kubeconfig``: an admin's reaching the API server in the VPC); waits
     until the CRDs are served."""
     from netns.realize.control_plane import binary, kubeconfig_path, kubectl_apply
 
-    kubectl = [binary("kubectl"), "--kubeconfig", str(kubeconfig_path(lab))]
+    kubeconfig = kubeconfig or kubeconfig_path(lab)
+    kubectl = [binary("kubectl"), "--kubeconfig", str(kubeconfig)]
     # nodes are installed in parallel: one kubectl apply at a time (two creates of one object race)
     with file_lock(agents_dir(lab) / "definitions.lock"):
-        kubectl_apply(lab, CRDS + "---\n" + RBAC, "the NetworkPolicy agent's definitions")
+        kubectl_apply(lab, CRDS + "---\n" + RBAC, "the NetworkPolicy agent's definitions", kubeconfig)
         crds = ["crd/networkpolicies.projectcalico.org", "crd/globalnetworkpolicies.projectcalico.org"]
         result = subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", *crds],
                                 capture_output=True, text=True, timeout=90)
@@ -352,15 +354,17 @@ def install_definitions(lab: str) -> None:
             raise LabError(f"lab {lab}: Calico's CRDs not established: {result.stderr.strip()}")
 
 
-def install(lab: str, node: str, netns: str, datapath: str = "terway-eniip", timeout: float = 60.0) -> int:
+def install(lab: str, node: str, netns: str, datapath: str = "terway-eniip", timeout: float = 60.0,
+            admin_kubeconfig: Path | None = None) -> int:
     """The entry point for ``cs.NodePool`` (``ack_cluster._install``), tests and an Ansible role: ``node``'s agent
-    runs against the lab's control plane. Returns its PID."""
+    runs against the lab's control plane. ``admin_kubeconfig``: the definitions' (default the host's). Returns its
+    PID."""
     from netns.realize.control_plane import control_planes
 
     planes = control_planes(lab)
     if not planes:
         raise NotFoundError(f"lab {lab} has no Kubernetes control plane for the NetworkPolicy agent to watch")
-    install_definitions(lab)
+    install_definitions(lab, admin_kubeconfig)
     return NetworkPolicyAgent(lab, node, netns, datapath).ensure(planes[0].client_kubeconfig(USER), timeout)
 
 

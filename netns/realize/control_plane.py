@@ -96,10 +96,12 @@ def kubeconfig_path(lab: str) -> Path:
     return state_dir(check_lab(lab)) / "kubeconfig"
 
 
-def kubectl_apply(lab: str, text: str, what: str) -> str:
-    """``kubectl apply`` of ``text`` as the lab's admin (its kubeconfig on the host); kubectl's output (a line per
-    object: created, configured or unchanged). ``what`` names the manifests in the error."""
-    result = subprocess.run([binary("kubectl"), "--kubeconfig", str(kubeconfig_path(lab)), "apply", "-f", "-"],
+def kubectl_apply(lab: str, text: str, what: str, kubeconfig: Path | None = None) -> str:
+    """``kubectl apply`` of ``text`` as the lab's admin (its kubeconfig on the host, or ``kubeconfig``: an admin's
+    with another server, as a node inside the VPC reaches it); kubectl's output (a line per object: created,
+    configured or unchanged). ``what`` names the manifests in the error."""
+    config = kubeconfig or kubeconfig_path(lab)
+    result = subprocess.run([binary("kubectl"), "--kubeconfig", str(config), "apply", "-f", "-"],
                             input=text, capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
         raise LabError(f"lab {lab}: kubectl apply of {what} failed: {result.stderr.strip()}")

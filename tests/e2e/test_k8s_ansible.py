@@ -41,14 +41,15 @@ def recap(output: str) -> dict[str, int]:
     return totals
 
 
-def lab_stack(lab: str, tmp_path: Path, datapath: str):
+def lab_stack(lab: str, tmp_path: Path, datapath: str, cluster: str = "playbook"):
     """The default program on a stack of its own, with the given datapath, its pods built by site.yml (the
-    file-driven playbook: `acklab:cluster playbook`; `make up`'s API-driven way is tests/e2e/test_make_up.py's)."""
+    file-driven playbook: `acklab:cluster playbook`; `make up`'s API-driven way is tests/e2e/test_make_up.py's),
+    or with ``cluster="api"`` by cluster.yml and the API (tests/e2e/test_ssh_mode.py)."""
     project = temp_project(tmp_path, (PROJECT / "__main__.py").read_text())
     stack = Stack(project, lab, tmp_path)
     stack.init()
     stack.run("config", "set", "acklab:datapath", datapath)
-    stack.run("config", "set", "acklab:cluster", "playbook")
+    stack.run("config", "set", "acklab:cluster", cluster)
     return stack
 
 

@@ -60,3 +60,39 @@ def test_plan_travels_as_data():
     assert placement_from_dict(placement_to_dict(placement)) == placement
     node = node_from_dict({"name": "ecs-1", "netns": "acklab-a-i-1", "ip": "192.168.1.10", "eni_ips": ["1.2.3.4"]})
     assert node.eni_ifname == "eth1" and node.eni_ips == ("1.2.3.4",)
+
+
+def test_k8s_node_role_runs_on_the_controller_for_netns_and_on_the_node_over_ssh(tmp_path):
+    """The role's defaults: delegated to localhost with the host's kubeconfig for the netns connection; on the
+    node itself, reaching the API server through the VPC, over ssh (SSH mode). Nothing is connected to."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = Path(__file__).resolve().parents[2]
+    (tmp_path / "inventory.yml").write_text(
+        "k8s_nodes:\n  hosts:\n"
+        "    by-netns: {ansible_connection: acklab.lab.netns}\n"
+        "    by-ssh: {ansible_connection: ssh, ansible_host: 198.18.0.250}\n")
+    where = "{{ 'localhost' if k8s_node_on_controller | bool else inventory_hostname }}"
+    (tmp_path / "play.yml").write_text(f"""
+- name: Where the k8s_node role's module runs
+  hosts: k8s_nodes
+  gather_facts: false
+  vars_files: [{project}/ansible/roles/k8s_node/defaults/main.yml]
+  tasks:
+    - name: Report (on this machine, whatever the host's connection)
+      ansible.builtin.debug:
+        msg: "where={where} endpoint={{{{ k8s_node_api_endpoint }}}}"
+      delegate_to: localhost
+""")
+    env = {"PATH": "/usr/bin:/bin", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "HOME": str(tmp_path),
+           "ANSIBLE_COLLECTIONS_PATH": str(project / "ansible" / "collections")}
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "inventory.yml", "play.yml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "where=localhost endpoint=host" in result.stdout
+    assert "where=by-ssh endpoint=vpc" in result.stdout
+    tasks = (project / "ansible/roles/k8s_node/tasks/main.yml").read_text()
+    assert "delegate_to: \"{{ 'localhost' if k8s_node_on_controller | bool else inventory_hostname }}\"" in tasks
+    assert 'api_endpoint: "{{ k8s_node_api_endpoint }}"' in tasks

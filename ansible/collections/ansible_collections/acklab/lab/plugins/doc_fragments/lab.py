@@ -22,4 +22,6 @@ notes:
     to the interpreter running Ansible).
   - It runs on the machine that holds the lab's namespaces (C(delegate_to) C(localhost) from a node's play), in
     the root network namespace, which it only reads; the components start inside the lab's namespaces.
+    M(acklab.lab.k8s_node) may instead run on the node itself, inside the node's namespace (SSH mode, Ansible's
+    C(ssh) connection), with its option C(api_endpoint=vpc).
 """

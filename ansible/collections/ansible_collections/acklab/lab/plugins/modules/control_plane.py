@@ -20,6 +20,9 @@ description:
     Reports a change only when it started a component or applied an object.
   - With O(state=absent), stops the controllers, deletes the SLBs the cloud controller made and removes the
     control plane (run it after the nodes' M(acklab.lab.k8s_node) with O(state=absent)).
+  - Runs on the host, in its network namespace (the relay of the lab's kubeconfig listens on its loopback); it
+    fails at once elsewhere, e.g. in SSH mode's controller namespace, where only the nodes' part of
+    C(cluster.yml) runs (C(--limit k8s_nodes)).
 author: acklab
 version_added: 0.2.0
 extends_documentation_fragment:
@@ -77,6 +80,7 @@ from ansible_collections.acklab.lab.plugins.module_utils.cluster import (
     LAB_ARGS,
     POD_NETWORK_ARGS,
     installer,
+    named_network_namespace,
     pod_network,
     run,
 )
@@ -91,6 +95,12 @@ def main() -> None:
     )
     install = installer(module)
     p = module.params
+    inside = named_network_namespace()
+    if inside is not None:
+        module.fail_json(msg=f"the control plane (ACK's managed part) is installed from the host, whose loopback "
+                             f"holds the lab's kubeconfig relay, not from network namespace {inside} (SSH mode's "
+                             "controller?): run cluster.yml from the host, and over SSH only its nodes' part "
+                             "(--limit k8s_nodes)")
 
     def present() -> dict:
         result = install.install_control_plane(p["lab"], p["vswitch_id"], p["cluster_id"], p["ingress_addon"],

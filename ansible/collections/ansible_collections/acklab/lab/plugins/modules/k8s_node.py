@@ -18,6 +18,8 @@ description:
     runs with the same configuration is left alone, so the task reports a change only when it started one.
   - With O(state=absent), drains the node (cordoned, its pods deleted until the agent removed their namespaces),
     stops the three and deletes the C(Node) object; the instance stays.
+  - A few calls act as the cluster's admin (Flannel's RBAC, the NetworkPolicy agent's definitions, the drain, the
+    C(Node)'s deletion); O(api_endpoint) says how the module reaches the API server for them.
 author: acklab
 version_added: 0.2.0
 extends_documentation_fragment:
@@ -68,6 +70,17 @@ options:
     description: Terway's warm pool, maximum free addresses.
     type: int
     default: 5
+  api_endpoint:
+    description:
+      - How the module reaches the API server as the admin.
+      - C(host) when it runs on the controller (C(delegate_to) C(localhost), the M(acklab.lab.netns) connection),
+        through the lab's kubeconfig, whose server is the relay on the host's 127.0.0.1.
+      - C(vpc) when it runs on the node itself (Ansible's C(ssh) connection, SSH mode, inside the node's
+        namespace, which cannot see the host's loopback), through the control plane's address in its vSwitch,
+        port 6443, as the node's agents reach it (an in-VPC admin kubeconfig kept in the control plane's folder).
+    type: str
+    choices: [host, vpc]
+    default: host
 """
 
 EXAMPLES = r"""
@@ -83,6 +96,17 @@ EXAMPLES = r"""
     pod_vswitch_ids: ["{{ acklab_kubernetes.pod_vswitch }}"]
     security_groups: "{{ security_groups }}"
   delegate_to: localhost
+
+- name: Join the cluster from the node itself (SSH mode), reaching the API server through the VPC
+  acklab.lab.k8s_node:
+    lab: "{{ acklab_lab }}"
+    name: "{{ inventory_hostname }}"
+    netns: "{{ acklab_netns }}"
+    instance_id: "{{ instance_id }}"
+    private_ip: "{{ private_ip }}"
+    vswitch_id: "{{ vswitch_id }}"
+    pod_vswitch_ids: ["{{ acklab_kubernetes.pod_vswitch }}"]
+    api_endpoint: vpc
 """
 
 RETURN = r"""
@@ -121,6 +145,7 @@ def main() -> None:
             "proxy_mode": {"type": "str", "choices": ["iptables", "nftables"], "default": "iptables"},
             "min_pool_size": {"type": "int", "default": 0},
             "max_pool_size": {"type": "int", "default": 5},
+            "api_endpoint": {"type": "str", "choices": ["host", "vpc"], "default": "host"},
             **POD_NETWORK_ARGS,
         },
         required_if=[("state", "present", PRESENT), *FLANNEL_REQUIRES],
@@ -136,10 +161,11 @@ def main() -> None:
                                 p["instance_type"], p["vswitch_id"], tuple(p["pod_vswitch_ids"] or ()),
                                 tuple(p["security_groups"]), p["proxy_mode"], p["min_pool_size"], p["max_pool_size"],
                                 network=pod_network(install, p))
-        return {"changes": install.install_node(spec).changes}
+        return {"changes": install.install_node(spec, p["api_endpoint"]).changes}
 
     def absent() -> dict:
-        return {"changes": install.remove_node(p["lab"], p["name"], p["netns"], p["private_ip"] or "").changes}
+        return {"changes": install.remove_node(p["lab"], p["name"], p["netns"], p["private_ip"] or "",
+                                               p["api_endpoint"]).changes}
 
     run(module, present if p["state"] == "present" else absent)
 
