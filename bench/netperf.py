@@ -91,20 +91,8 @@ MANIFEST = f"""
 apiVersion: v1
 kind: Namespace
 metadata: {{name: {NS}}}
-""" + "".join(f"""
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: netexec
-    image: registry.k8s.io/e2e-test-images/agnhost:2.47
-    args: [netexec, --http-port={HTTP_PORT}, --udp-port=8081]
-    ports: [{{containerPort: {HTTP_PORT}}}, {{containerPort: 8081, protocol: UDP}}]
-""" for name, node in (("a", "node-1"), ("b", "node-1"), ("c", "node-2")))
+""" + "".join(k.pinned_pod(name, node, NS, HTTP_PORT)
+                for name, node in (("a", "node-1"), ("b", "node-1"), ("c", "node-2")))
 # one Service for both Service rows: a LoadBalancer Service has a ClusterIP and NodePorts too
 SERVICE = f"""
 ---

@@ -46,15 +46,10 @@ def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0, interv
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@dataclass
-class ApiLab:
-    lab: str
-    datapath: str
-    netns: dict[str, str]  # node (and ecs-3) → its namespace
-    node_ips: dict[str, str]
-    timings: dict[str, float] = field(default_factory=dict)
+class Kubectl:
+    """kubectl as the lab's admin (its kubeconfig on the host's loopback), for any test's lab object with ``lab``."""
 
-    # --- the API --------------------------------------------------------------------------------------------------
+    lab: str
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(VENV_BIN / "kubectl"), "--kubeconfig", str(cp.kubeconfig_path(self.lab)),
@@ -77,6 +72,15 @@ class ApiLab:
         from kubernetes import config
 
         return config.new_client_from_config(config_file=str(cp.kubeconfig_path(self.lab)))
+
+
+@dataclass
+class ApiLab(Kubectl):
+    lab: str
+    datapath: str
+    netns: dict[str, str]  # node (and ecs-3) → its namespace
+    node_ips: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
 
     # --- pods -----------------------------------------------------------------------------------------------------
 

@@ -64,18 +64,21 @@ def web_deployment(replicas: int, namespace: str = "default", port: int = 80) ->
         """)
 
 
-def pinned_pod(name: str, node: str) -> str:
+def pinned_pod(name: str, node: str, namespace: str = "demo", http_port: int = 8080) -> str:
+    """An agnhost netexec Pod ``name`` (label app=name) on ``node``: HTTP on ``http_port``, UDP on 8081."""
     return textwrap.dedent(f"""
         ---
         apiVersion: v1
         kind: Pod
-        metadata: {{name: {name}, namespace: demo, labels: {{app: {name}}}}}
+        metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
         spec:
           nodeName: {node}
+          terminationGracePeriodSeconds: 1
           containers:
           - name: netexec
-            image: agnhost
-            ports: [{{containerPort: 8080}}, {{containerPort: 8081, protocol: UDP}}]
+            image: registry.k8s.io/e2e-test-images/agnhost:2.47
+            args: [netexec, --http-port={http_port}, --udp-port=8081]
+            ports: [{{containerPort: {http_port}}}, {{containerPort: 8081, protocol: UDP}}]
         """)
 
 

@@ -16,9 +16,7 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from netns.realize import control_plane as cp
 from netns.realize import slb
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
+from tests.apilab import Kubectl
 from tests.labtools import ProbeServer, clean_lab, new_lab
 
 pytestmark = pytest.mark.kernel
@@ -65,19 +64,9 @@ def poll(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE,
 
 
 @dataclass
-class Lab:
+class Lab(Kubectl):
     lab: str
     timings: dict[str, float] = field(default_factory=dict)
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(VENV_BIN / "kubectl"), "--kubeconfig", str(cp.kubeconfig_path(self.lab)),
-                                 *args], capture_output=True, text=True, timeout=30, input=stdin)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-        return result
-
-    def apply(self, manifest: str) -> None:
-        self.kubectl("apply", "-f", "-", stdin=textwrap.dedent(manifest))
 
     def service(self, name: str = "web") -> dict[str, Any] | None:
         found = self.kubectl("get", "service", name, "-n", NS, "-o", "json", check=False)

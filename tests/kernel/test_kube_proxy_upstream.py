@@ -18,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from netns.model.names import netns_name
 from netns.realize import control_plane as cp
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
+from tests.apilab import Kubectl
 from tests.labtools import ProbeServer, clean_lab, new_lab, root_netns_state
 
 pytestmark = pytest.mark.kernel
@@ -123,7 +123,7 @@ def poll(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) ->
 
 
 @dataclass
-class Cluster:
+class Cluster(Kubectl):
     lab: str
     plane: cp.ControlPlane
     state: cp.ControlPlaneState
@@ -131,16 +131,6 @@ class Cluster:
     host_before: dict[str, object]
     node_sysctls_before: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(VENV_BIN / "kubectl"), "--kubeconfig", str(cp.kubeconfig_path(self.lab)),
-                                 *args], capture_output=True, text=True, timeout=30, input=stdin)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-        return result
-
-    def apply(self, manifest: str) -> None:
-        self.kubectl("apply", "-f", "-", stdin=textwrap.dedent(manifest))
 
     def service(self, namespace: str, name: str) -> dict:
         return json.loads(self.kubectl("get", "service", name, "-n", namespace, "-o", "json").stdout)

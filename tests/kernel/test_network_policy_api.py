@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from netns.kernel.namespace import Namespace, alive
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VpcRouter, VSwitch
 from tests import k8stools as k
+from tests.apilab import Kubectl
 from tests.labtools import clean_lab, new_lab, wait_for
 
 pytestmark = pytest.mark.kernel
@@ -119,22 +118,12 @@ spec:
 
 
 @dataclass
-class Lab:
+class Lab(Kubectl):
     lab: str
     network: Network
     netns: dict[str, str] = field(default_factory=dict)  # pod key → its namespace
     ips: dict[str, str] = field(default_factory=dict)  # pod key → its address
     timings: dict[str, float] = field(default_factory=dict)
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(VENV_BIN / "kubectl"), "--kubeconfig", str(cp.kubeconfig_path(self.lab)),
-                                 *args], capture_output=True, text=True, timeout=30, input=stdin)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-        return result
-
-    def apply(self, manifest: str) -> None:
-        self.kubectl("apply", "-f", "-", stdin=textwrap.dedent(manifest))
 
     def passes(self, source: str, timeout: float = PROBE_TIMEOUT) -> bool:
         """A new connection from pod ``source`` to x/server:80 gets netexec's answer."""

@@ -69,20 +69,7 @@ spec:
         ports:
         - {{name: http, containerPort: 8080}}
         - {{name: udp, containerPort: 8081, protocol: UDP}}
-""" + "".join(f"""
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: netexec
-    image: registry.k8s.io/e2e-test-images/agnhost:2.47
-    args: [netexec, --http-port=8080, --udp-port=8081]
-    ports: [{{containerPort: 8080}}, {{containerPort: 8081, protocol: UDP}}]
-""" for name, node in (("a", "node-1"), ("b", "node-1"), ("c", "node-2")))
+""" + "".join(k.pinned_pod(name, node, NS) for name, node in (("a", "node-1"), ("b", "node-1"), ("c", "node-2")))
 
 # No clusterIP, no nodePort: the API server allocates them. ``lb``'s source range is pod a's address (known once a
 # runs). ``lb`` is a real ``type: LoadBalancer`` Service, not a ClusterIP one with spec.externalIPs: upstream
