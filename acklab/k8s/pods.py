@@ -118,6 +118,8 @@ def load_records(lab: str) -> dict[str, PodRecord]:
     for path in sorted(folder.glob("pod-*.json")) if folder.is_dir() else ():
         try:
             record = PodRecord.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:  # removed since the listing (another node's pod leaving): it is gone
+            continue
         except (json.JSONDecodeError, KeyError):
             continue
         records[record.pod.key] = record

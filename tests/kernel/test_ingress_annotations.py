@@ -425,7 +425,10 @@ def test_configmap_use_forwarded_headers_trusts_the_vpc_and_real_ip_follows(ilab
     try:
         apilab.until(lambda: trusted_by_every_pod("a"), "every controller pod to trust the VPC's X-Forwarded-For",
                      DEADLINE, 0.1)
-        assert all(ilab.log().count(f"ingress pod {key}: nginx reloaded") > n for key, n in reloads.items())
+        # the controller logs a reload once it verified the new workers, which may serve before the line is written
+        apilab.until(lambda: all(ilab.log().count(f"ingress pod {key}: nginx reloaded") > n
+                                 for key, n in reloads.items()), "a reload logged for every controller pod",
+                     DEADLINE, 0.1)
         for client, address in vpc:
             assert who(get(client, address, "trusted.test", "/")) == "403"  # no header: the ECS itself
             assert who(get(client, address, "trusted.test", "/", {"X-Forwarded-For": "203.0.113.78"})) == "403"
