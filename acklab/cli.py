@@ -111,12 +111,27 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def lab_kubeconfig(lab: str, command: str) -> Path | None:
+    """The lab's kubeconfig; None (said on stderr, for ``acklab COMMAND``) when the lab has no control plane."""
+    from netns.realize import control_plane
+
+    path = control_plane.kubeconfig_path(lab)
+    if not path.exists():
+        print(f"acklab {command}: lab {lab} has no Kubernetes control plane (no {path})", file=sys.stderr)
+        return None
+    return path
+
+
+def after_dashes(argv: list[str]) -> list[str]:
+    """A command line passed on (``exec``, ``kubectl``) without the ``--`` that separates it from acklab's."""
+    return argv[1:] if argv[:1] == ["--"] else argv
+
+
 def cmd_kubeconfig(args: argparse.Namespace) -> int:
     from netns.realize import control_plane
 
-    path = control_plane.kubeconfig_path(args.lab)
-    if not path.exists():
-        print(f"acklab kubeconfig: lab {args.lab} has no Kubernetes control plane (no {path})", file=sys.stderr)
+    path = lab_kubeconfig(args.lab, "kubeconfig")
+    if path is None:
         return EXIT_FAILURE
     if args.merge:  # only when asked: the user's kubeconfig is theirs
         control_plane.merge_kubeconfig(args.lab, Path(args.merge).expanduser())
@@ -141,18 +156,16 @@ def cmd_kubectl(args: argparse.Namespace) -> int:
     its exit code is kubectl's."""
     from netns.realize import control_plane
 
-    path = control_plane.kubeconfig_path(args.lab)
-    if not path.exists():
-        print(f"acklab kubectl: lab {args.lab} has no Kubernetes control plane (no {path})", file=sys.stderr)
+    path = lab_kubeconfig(args.lab, "kubectl")
+    if path is None:
         return EXIT_FAILURE
-    arguments = args.arguments[1:] if args.arguments[:1] == ["--"] else args.arguments
     kubectl = control_plane.binary("kubectl")
-    os.execv(kubectl, [kubectl, "--kubeconfig", str(path), *arguments])
+    os.execv(kubectl, [kubectl, "--kubeconfig", str(path), *after_dashes(args.arguments)])
     return EXIT_FAILURE  # not reached
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = after_dashes(args.command)
     if not command:
         print("acklab exec: no command given (acklab exec TARGET -- CMD ...)", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from acklab.k8s.pods import PodRecord, load_records
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VSwitch
 from tests import k8stools as k
-from tests.labtools import clean_lab, new_lab, require_cluster_tools
+from tests.labtools import clean_lab, new_lab, require_cluster_tools, wait_for
 
 VENV_BIN = Path(sys.executable).parent
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns")
@@ -37,13 +37,8 @@ NODES = {"node-1": ("i-00000001", "192.168.1.10"), "node-2": ("i-00000002", "192
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.05) -> float:
-    """Seconds until ``predicate`` holds (polled every ``interval``); fails after ``timeout``."""
-    begin = time.monotonic()
-    while time.monotonic() - begin < timeout:
-        if predicate():
-            return round(time.monotonic() - begin, 3)
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """``labtools.wait_for`` with the API tests' deadline (a pod's start, a controller's resync)."""
+    return wait_for(predicate, what, timeout, interval)
 
 
 class Kubectl:
@@ -66,12 +61,6 @@ class Kubectl:
 
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def client(self) -> Any:
-        """The admin's ApiClient (for the ``kubernetes`` package's typed APIs)."""
-        from kubernetes import config
-
-        return config.new_client_from_config(config_file=str(cp.kubeconfig_path(self.lab)))
 
 
 @dataclass

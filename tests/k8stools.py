@@ -43,23 +43,26 @@ spec:
 """
 
 
-def web_deployment(replicas: int, namespace: str = "default", port: int = 80) -> str:
-    """A Deployment ``web`` of agnhost netexec pods (label app=web) serving HTTP on ``port``."""
+def web_deployment(replicas: int, namespace: str = "default", port: int = 80, name: str = "web",
+                   grace: int = 1, args: tuple[str, ...] = ()) -> str:
+    """A Deployment ``name`` of agnhost netexec pods (label app=name) serving HTTP on ``port``; ``args``: more of
+    netexec's flags, ``grace``: the pods' terminationGracePeriodSeconds."""
+    flags = ", ".join((f"--http-port={port}", *args))
     return textwrap.dedent(f"""
         apiVersion: apps/v1
         kind: Deployment
-        metadata: {{name: web, namespace: {namespace}}}
+        metadata: {{name: {name}, namespace: {namespace}}}
         spec:
           replicas: {replicas}
-          selector: {{matchLabels: {{app: web}}}}
+          selector: {{matchLabels: {{app: {name}}}}}
           template:
-            metadata: {{labels: {{app: web}}}}
+            metadata: {{labels: {{app: {name}}}}}
             spec:
-              terminationGracePeriodSeconds: 1
+              terminationGracePeriodSeconds: {grace}
               containers:
               - name: netexec
                 image: registry.k8s.io/e2e-test-images/agnhost:2.47
-                args: [netexec, --http-port={port}]
+                args: [netexec, {flags}]
                 ports: [{{containerPort: {port}}}]
         """)
 

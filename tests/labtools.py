@@ -62,12 +62,13 @@ def require_cluster_tools(tools: Iterable[str]) -> None:
         pytest.skip("needs root: builds network namespaces")
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.05) -> float:
+    """Seconds until ``predicate`` holds (polled every ``interval``); fails after ``timeout``."""
+    begin = time.monotonic()
+    while time.monotonic() - begin < timeout:
         if predicate():
-            return
-        time.sleep(0.05)
+            return round(time.monotonic() - begin, 3)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 

@@ -283,14 +283,6 @@ def admin_kubeconfig(lab: str, api_endpoint: str = "host") -> Path | None:
     return path
 
 
-def _vpc_admin(lab: str, api_endpoint: str) -> Path | None:
-    """The in-VPC admin kubeconfig for ``vpc`` (None without a reachable control plane); None for ``host``,
-    whose callers use the lab's kubeconfig on the host exactly as before."""
-    if api_endpoint not in API_ENDPOINTS:
-        raise LabError(f"api_endpoint {api_endpoint!r} is not one of {', '.join(API_ENDPOINTS)}")
-    return admin_kubeconfig(lab, "vpc") if api_endpoint == "vpc" else None
-
-
 def install_node(spec: NodeSpec, api_endpoint: str = "host") -> NodeResult:
     """The node agent, kube-proxy and the NetworkPolicy agent (none with terway-eni, as on ACK) on one node,
     against the lab's control plane; ``api_endpoint``: how this caller reaches the API server as the admin
@@ -300,8 +292,8 @@ def install_node(spec: NodeSpec, api_endpoint: str = "host") -> NodeResult:
     planes = control_planes(spec.lab)
     if not planes:
         raise NotFoundError(f"lab {spec.lab} has no Kubernetes control plane: install it first (role control_plane)")
-    admin = _vpc_admin(spec.lab, api_endpoint)  # None: the host's kubeconfig, as always
-    if api_endpoint == "vpc" and admin is None:
+    admin = admin_kubeconfig(spec.lab, api_endpoint)  # host: the lab's kubeconfig (None: the callees' own default)
+    if admin is None and api_endpoint == "vpc":
         raise NotFoundError(f"lab {spec.lab}: its control plane has no address in a vSwitch, which a node reaches")
     changes: list[str] = []
     before = node_agent_pid(spec.lab, spec.name)
@@ -332,10 +324,9 @@ def remove_node(lab: str, name: str, netns: str, ip: str = "", api_endpoint: str
     deleted. The instance itself is the caller's (the stack's, or a node pool's, which deletes it next).
     ``api_endpoint``: how this caller reaches the API server (``host`` or ``vpc``)."""
     changes: list[str] = []
-    admin = _vpc_admin(lab, api_endpoint)  # None: the host's kubeconfig, as always
-    reachable = api_endpoint == "host" or admin is not None  # vpc without a control plane: nothing to tell it
+    admin = admin_kubeconfig(lab, api_endpoint)  # None: no control plane to tell (its pods and Node go with it)
     agent_running = node_agent_pid(lab, name) is not None and Namespace(netns).exists()
-    drained = drain(lab, name, DRAIN_TIMEOUT if agent_running else 0.0, admin) if reachable else 0
+    drained = drain(lab, name, DRAIN_TIMEOUT if agent_running else 0.0, admin) if admin else 0
     if drained:
         changes.append(f"{drained} pod(s) drained")
     if agent_running:
@@ -354,7 +345,7 @@ def remove_node(lab: str, name: str, netns: str, ip: str = "", api_endpoint: str
         node = Node(name, netns, ip)
         NodeNetwork(Network(lab, "terway-eniip", (node,)), node).remove_pods(left)
         changes.append(f"{len(left)} pod namespace(s) removed")
-    if reachable and _delete_node_object(lab, name, admin):
+    if admin and _delete_node_object(lab, name, admin):
         changes.append("Node deleted")
     return NodeResult(name, tuple(changes))
 

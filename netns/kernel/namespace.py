@@ -276,6 +276,21 @@ def end_processes(pids: list[int], grace: float = 3.0) -> None:
         _signal(pid, signal.SIGKILL)
 
 
+def own_name(netns_dir: str = NETNS_DIR) -> str | None:
+    """The name (``ip netns``) of the network namespace this process runs in, e.g. a lab node's or SSH mode's
+    controller; None for an unnamed one, such as the host's."""
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        entries = list(os.scandir(netns_dir))
+    except OSError:
+        return None
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if os.stat(entry.path).st_ino == own:
+                return entry.name
+    return None
+
+
 def list_namespaces(prefix: str) -> list[Namespace]:
     """Every named namespace whose name starts with ``prefix`` (must be non-empty)."""
     if not prefix:

@@ -33,7 +33,7 @@ from netns.kernel.namespace import Namespace
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VpcRouter, VSwitch
 from tests import k8stools as k
-from tests.labtools import clean_lab, new_lab
+from tests.labtools import clean_lab, new_lab, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -88,12 +88,7 @@ spec:
 
 def poll(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> float:
     """Seconds until ``predicate`` holds; fails after ``timeout``."""
-    begin = time.monotonic()
-    while time.monotonic() - begin < timeout:
-        if predicate():
-            return round(time.monotonic() - begin, 2)
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(predicate, what, timeout)
 
 
 def get(netns: str, address: str, host: str, path: str, timeout: float = 3.0) -> tuple[int, str] | None:

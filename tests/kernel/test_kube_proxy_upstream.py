@@ -34,7 +34,7 @@ from netns.realize import control_plane as cp
 from netns.realize.instance import EcsInstance
 from netns.realize.vpc import VpcRouter, VSwitch
 from tests.apilab import Kubectl
-from tests.labtools import ProbeServer, clean_lab, new_lab, root_netns_state
+from tests.labtools import ProbeServer, clean_lab, new_lab, root_netns_state, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -114,12 +114,7 @@ def tcp_outcome(netns: str, address: str, port: int, timeout: float = 1.0) -> st
 
 def poll(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> float:
     """Seconds until ``predicate`` holds; fails after ``timeout``."""
-    begin = time.monotonic()
-    while time.monotonic() - begin < timeout:
-        if predicate():
-            return time.monotonic() - begin
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(predicate, what, timeout)
 
 
 @dataclass

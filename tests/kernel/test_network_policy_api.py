@@ -138,12 +138,7 @@ class Lab(Kubectl):
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> float:
     """Seconds until ``predicate`` holds (polled); fails after ``timeout``."""
-    begin = time.monotonic()
-    while time.monotonic() - begin < timeout:
-        if predicate():
-            return round(time.monotonic() - begin, 2)
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(predicate, what, timeout, 0.02)
 
 
 def settled(lab: Lab, expected: dict[str, bool], timeout: float = 30.0) -> None:

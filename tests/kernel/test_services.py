@@ -412,24 +412,9 @@ def test_a_flushed_node_gets_its_rules_back_from_kube_proxys_canary_check(cluste
                              == 0 for table in ("mangle", "nat", "filter")), "the canary chains back", 5, 0.1)
 
 
-SCALED = f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: scaled, namespace: {NS}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: scaled}}}}
-  template:
-    metadata: {{labels: {{app: scaled}}}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      containers:
-      - name: netexec
-        image: registry.k8s.io/e2e-test-images/agnhost:2.47
-        # a pod deleted by a scale-down serves on for 5 s (agnhost's own flag; what a preStop sleep does in a
-        # user's pod): time for every kube-proxy to stop sending it new connections first
-        args: [netexec, --http-port=8080, --delay-shutdown=5]
-        ports: [{{containerPort: 8080}}]
+# a pod deleted by a scale-down serves on for 5 s (agnhost's own flag; what a preStop sleep does in a user's pod):
+# time for every kube-proxy to stop sending it new connections first
+SCALED = k.web_deployment(2, NS, 8080, name="scaled", grace=10, args=("--delay-shutdown=5",)) + f"""
 ---
 apiVersion: v1
 kind: Service

@@ -20,28 +20,21 @@ def test_a_created_or_configured_object_is_a_change():
 def test_a_node_reaches_the_api_server_from_the_host_or_through_the_vpc():
     import pytest
 
-    from acklab.k8s.cluster_install import API_ENDPOINTS, _vpc_admin, admin_kubeconfig
+    from acklab.k8s.cluster_install import API_ENDPOINTS, admin_kubeconfig
     from netns.model.errors import LabError
 
     assert API_ENDPOINTS == ("host", "vpc")
-    assert _vpc_admin("unitnoplane", "host") is None  # the host's kubeconfig, as before
     assert admin_kubeconfig("unitnoplane", "vpc") is None  # no control plane: nothing to reach
     assert admin_kubeconfig("unitnoplane", "host") is None
     with pytest.raises(LabError, match="api_endpoint 'loopback'"):
-        _vpc_admin("unitnoplane", "loopback")
+        admin_kubeconfig("unitnoplane", "loopback")
 
 
 def test_the_control_plane_module_knows_a_named_network_namespace(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from netns.kernel.namespace import own_name
 
-    path = Path(__file__).resolve().parents[2] / "ansible/collections/ansible_collections/acklab/lab/plugins" \
-        / "module_utils/cluster.py"
-    spec = importlib.util.spec_from_file_location("acklab_module_utils_cluster", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.named_network_namespace(str(tmp_path / "missing")) is None
+    assert own_name(str(tmp_path / "missing")) is None
     (tmp_path / "other").symlink_to("/proc/self/ns/pid")  # another kind of namespace: not ours
-    assert module.named_network_namespace(str(tmp_path)) is None
+    assert own_name(str(tmp_path)) is None
     (tmp_path / "acklab-lab1-mgmt").symlink_to("/proc/self/ns/net")  # as if /run/netns named ours
-    assert module.named_network_namespace(str(tmp_path)) == "acklab-lab1-mgmt"
+    assert own_name(str(tmp_path)) == "acklab-lab1-mgmt"

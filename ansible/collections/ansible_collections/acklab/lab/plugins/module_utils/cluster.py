@@ -3,7 +3,6 @@ its argument spec and one call into ``acklab.k8s.cluster_install``."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -37,23 +36,6 @@ def installer(module: Any) -> Any:
                              "(set ansible_python_interpreter to the project's .venv/bin/python)")
         raise  # fail_json exits; this only satisfies type checkers
     return cluster_install
-
-
-def named_network_namespace(netns_dir: str = "/run/netns") -> str | None:
-    """The named network namespace (``ip netns``) this process runs in, e.g. a lab's node or SSH mode's controller;
-    None in the host's own, where the lab's kubeconfig relay listens on 127.0.0.1."""
-    try:
-        own = os.stat("/proc/self/ns/net").st_ino
-        entries = list(os.scandir(netns_dir))
-    except OSError:
-        return None
-    for entry in entries:
-        try:
-            if os.stat(entry.path).st_ino == own:
-                return entry.name
-        except OSError:
-            continue
-    return None
 
 
 def run(module: Any, call: Callable[[], dict[str, Any]]) -> None:

@@ -80,7 +80,6 @@ from ansible_collections.acklab.lab.plugins.module_utils.cluster import (
     LAB_ARGS,
     POD_NETWORK_ARGS,
     installer,
-    named_network_namespace,
     pod_network,
     run,
 )
@@ -95,7 +94,9 @@ def main() -> None:
     )
     install = installer(module)
     p = module.params
-    inside = named_network_namespace()
+    from netns.kernel.namespace import own_name  # importable once installer() is: acklab's own tree
+
+    inside = own_name()  # the lab's kubeconfig relay listens on the host's loopback
     if inside is not None:
         module.fail_json(msg=f"the control plane (ACK's managed part) is installed from the host, whose loopback "
                              f"holds the lab's kubeconfig relay, not from network namespace {inside} (SSH mode's "
