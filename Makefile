@@ -17,7 +17,7 @@ PYTEST := $(VENV)/bin/pytest
 .PHONY: test-ssh ssh-up vagrant-check
 
 help:
-	@echo "make up     set up, pulumi up of the default lab, its cluster (cluster.yml), kubectl apply of its workloads, then wait until it serves (LAB=name, CLUSTER=playbook, WAIT=false)"
+	@echo "make up     set up, pulumi up of the default lab, its cluster (cluster.yml), kubectl apply of its workloads, then wait until it serves (LAB=name, WAIT=false)"
 	@echo "make down   the cluster down (cluster.yml), pulumi destroy of the lab, then acklab clean as a safety net"
 	@echo "make test   set up (with the tests' extras and the Kubernetes binaries), then lint and every test"
 	@echo "make bench  set up, then the benchmarks (ECS, the plugin, pods, SLB, kube-proxy rules, NetworkPolicy, make up) against same-run baselines or the issues' targets"
@@ -36,10 +36,9 @@ setup:
 setup-test:
 	@scripts/setup.sh test
 
-# CLUSTER=api|playbook: who builds the pods (the program's acklab:cluster; default api: a control plane, the
-# workloads through kubectl); KUBERNETES=false: the cloud only; WAIT=false returns once built (scripts/up.sh).
+# KUBERNETES=false: the cloud only; WAIT=false returns once built (scripts/up.sh).
 up: setup
-	CLUSTER=$(CLUSTER) KUBERNETES=$(KUBERNETES) WAIT=$(WAIT) scripts/up.sh $(LAB)
+	KUBERNETES=$(KUBERNETES) WAIT=$(WAIT) scripts/up.sh $(LAB)
 
 down: setup
 	scripts/down.sh $(LAB)
@@ -84,10 +83,10 @@ bench: setup-test
 # controller namespace over SSH (on each node, reaching the API server through the VPC). The control plane, ACK's
 # managed part, is built from the host first (scripts/up.sh with NODES=ssh), then the manifests and the waits.
 ssh-up: setup
-	CLUSTER=api NODES=ssh WAIT=$(WAIT) scripts/up.sh $(LAB)
+	NODES=ssh WAIT=$(WAIT) scripts/up.sh $(LAB)
 
 test-ssh: setup-test
-	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py tests/kernel/test_pod_plan_as_data.py -q
+	$(PYTEST) tests/e2e/test_ssh_mode.py tests/unit/test_sshmode.py -q
 
 vagrant-check: setup-test
 	$(PYTEST) tests/unit/test_vagrantfile.py -q
@@ -103,7 +102,7 @@ tutorial: setup
 	cd labs/tutorial && pulumi stack select --create $(TUTORIAL_LAB) >/dev/null 2>&1 && \
 	  pulumi config set acklab:allowPods $(ALLOW_PODS) --stack $(TUTORIAL_LAB) \
 	  $(if $(DATAPATH),&& pulumi config set acklab:datapath $(DATAPATH) --stack $(TUTORIAL_LAB))
-	cd labs/tutorial && CLUSTER=api ACKLAB_MANIFESTS=$(realpath labs/tutorial/k8s) WAIT=$(WAIT) \
+	cd labs/tutorial && ACKLAB_MANIFESTS=$(realpath labs/tutorial/k8s) WAIT=$(WAIT) \
 	  $(CURDIR)/scripts/up.sh $(TUTORIAL_LAB)
 
 tutorial-down: setup

@@ -3,31 +3,19 @@
 `import pulumi_alicloud as alicloud` is the real SDK; acklab's `alicloud` provider plugin (named in Pulumi.yaml)
 realizes its resources on the local kernel instead of in a region (docs/provider.md). With the stack setting
 `acklab:datapath`, ecs-1 and ecs-2 become Kubernetes nodes (tagged like ACK's nodes) and the program adds what the
-pod datapath needs from the cloud. `acklab:cluster` says who builds the pods:
-
-- ``api`` (the default): `ansible-playbook cluster.yml` runs a control plane and a node agent per node, the
-  workloads come through the API (`kubectl apply`); Terway's agent makes the pods' ENIs (in the pod vSwitch and
-  security group this program exports; with `terway-eni`, Terway's exclusive ENI mode, an ENI per pod), or, with
-  Flannel (vpc-route, vxlan), the controller-manager gives each Node a block of `acklab:podCidr` and the cloud
-  controller routes it in the VPC (vpc-route); the cloud controller makes the LoadBalancer Services' SLBs.
-- ``playbook`` (the first wave's): `ansible-playbook site.yml` builds the pods of the manifests folder; this program
-  declares the pod ENIs (Terway) or a route entry per node's block (vpc-route) and plays ACK's CCM for
-  LoadBalancer Services.
+pod datapath needs from the cloud; `ansible-playbook cluster.yml` (`make up`) then runs a control plane and a node
+agent per node, and the workloads come through the API (`kubectl apply`). Terway's agent makes the pods' ENIs (in
+the pod vSwitch and security group this program exports; with `terway-eni`, Terway's exclusive ENI mode, an ENI per
+pod), or, with Flannel (vpc-route, vxlan), the controller-manager gives each Node a block of `acklab:podCidr` and
+the cloud controller routes it in the VPC (vpc-route); the cloud controller makes the LoadBalancer Services' SLBs.
 """
-
-import ipaddress
-import os
-from pathlib import Path
 
 import pulumi
 import pulumi_alicloud as alicloud
 
-from acklab.k8s import ccm, ipam
-from acklab.k8s.model import load_manifests
+from acklab.k8s import ipam
 from acklab.k8s.pods import load_records
-from netns.model.addressing import gateway
 from netns.model.names import netns_name
-from netns.realize.control_plane import control_planes
 
 config = pulumi.Config("acklab")
 # terway-eniip (ACK's default, this lab's too) | terway-eni (Terway's exclusive ENI mode) | vpc-route (ACK's
@@ -35,31 +23,17 @@ config = pulumi.Config("acklab")
 datapath = config.get("datapath") or "terway-eniip"
 datapath = None if datapath == "none" else datapath
 TERWAY = ("terway-eniip", "terway-eni")
-# api: a control plane, workloads through kubectl | playbook: pods from the manifests folder (ansible/site.yml)
-cluster = config.get("cluster") or "api"
-if cluster not in ("api", "playbook"):
-    raise ValueError(f"acklab:cluster: {cluster!r} is not one of api, playbook")
-if datapath == "terway-eni" and cluster == "playbook":
-    raise ValueError("acklab:datapath: terway-eni makes an ENI per pod through the API's node agent; it needs "
-                     "acklab:cluster api")
-# A lab built the other way is not switched (both would build pods on the same nodes): refused before anything
-# changes, from what the kernel holds (a control plane; pods the playbook made, which carry no API uid).
-if cluster == "playbook" and control_planes(pulumi.get_stack()):
-    raise ValueError(f"acklab:cluster: playbook, but lab {pulumi.get_stack()} runs a cluster on its API server; "
-                     "take it down first (make down)")
-if cluster == "api" and any(not r.pod.uid for r in load_records(pulumi.get_stack()).values()):
-    raise ValueError(f"acklab:cluster: api, but lab {pulumi.get_stack()}'s pods were built by the playbook "
-                     "(site.yml); take it down first (make down), or set acklab:cluster playbook")
+# The first wave's `acklab:cluster playbook` (pods from a manifests folder, ansible/site.yml) is gone: every lab's
+# workloads come through its API server. A lab whose pods that way built is refused before anything changes.
+if (config.get("cluster") or "api") != "api":
+    raise ValueError(f"acklab:cluster: {config.get('cluster')!r}: the file-driven playbook way was removed; the "
+                     "cluster runs on its API server (acklab:cluster api, the default)")
+if any(not r.pod.uid for r in load_records(pulumi.get_stack()).values()):
+    raise ValueError(f"lab {pulumi.get_stack()}'s pods were built by the removed playbook way (site.yml); take it "
+                     "down first (make down)")
 pod_cidr = config.get("podCidr") or "10.244.0.0/16"  # vpc-route, vxlan
 node_cidr_mask = config.get_int("nodeCidrMask") or 24  # vpc-route, vxlan: each node's block
-pod_ips_per_node = config.get_int("podIpsPerNode") or 8  # terway-eniip: secondary IPs of each node's pod ENI
 NODES = ("ecs-1", "ecs-2")
-# The lab's Kubernetes manifests: LoadBalancer Services get an SLB each (this program plays ACK's CCM). They are
-# read and validated first, so a bad Service stops the program before anything is made.
-manifests = config.get("manifests") or os.environ.get("ACKLAB_MANIFESTS") or f"labs/{pulumi.get_stack()}/k8s"
-playbook_pods = datapath and cluster == "playbook"
-services = load_manifests(manifests).services if playbook_pods and Path(manifests).is_dir() else ()
-service_lbs = ccm.plan(pulumi.get_stack(), list(services))  # listeners forward to the allocated NodePorts
 NODE_TAGS = {"ack.aliyun.com": "c-acklab"}  # ACK tags its nodes' ECS instances with this key
 IMAGE = "ubuntu_22_04_x64_20G_alibase_20240101.vhd"  # kept, not realized: an instance is a namespace
 POD_VSWITCH_CIDR = "192.168.3.0/24"  # terway-eniip, terway-eni
@@ -114,21 +88,12 @@ pulumi.export("instances", {
     for name, inst in instances.items()
 })
 
-if datapath in ("vpc-route", "vxlan") and cluster == "api":
+if datapath in ("vpc-route", "vxlan"):
     # the controller-manager gives each Node its block; with vpc-route the cloud controller routes it in the VPC
     ipam.node_pod_cidrs(pod_cidr, NODES, node_cidr_mask)  # a bad CIDR or mask stops the program here
-    kubernetes = {"datapath": datapath, "cluster": cluster, "pod_cidr": pod_cidr, "node_cidr_mask": node_cidr_mask}
-elif datapath in ("vpc-route", "vxlan"):
-    node_cidrs = ipam.node_pod_cidrs(pod_cidr, NODES, node_cidr_mask)
-    if datapath == "vpc-route":  # the VPC delivers each node's pod CIDR to it
-        for name, cidr in node_cidrs.items():
-            alicloud.vpc.RouteEntry(f"pods-{name}", route_table_id=network.route_table_id,
-                                    destination_cidrblock=str(cidr), nexthop_type="Instance",
-                                    nexthop_id=instances[name].id)
-    kubernetes = {"datapath": datapath, "cluster": cluster, "pod_cidr": pod_cidr,
-                  "nodes": {name: {"pod_cidr": str(cidr)} for name, cidr in node_cidrs.items()}}
+    kubernetes = {"datapath": datapath, "cluster": "api", "pod_cidr": pod_cidr, "node_cidr_mask": node_cidr_mask}
 elif datapath in TERWAY:
-    # Terway ENI multi-IP: pods take secondary IPs of a secondary ENI per node, on a pod vSwitch of the zone
+    # Terway ENI multi-IP: pods take secondary IPs of ENIs Terway's agent attaches in a pod vSwitch of the zone
     # (exclusive ENI mode: an ENI of the pod vSwitch per pod)
     pod_vswitch = alicloud.vpc.Switch("vsw-pods-h", vpc_id=network.id, cidr_block=POD_VSWITCH_CIDR,
                                       zone_id="cn-hangzhou-h", vswitch_name="acklab-vsw-pods-h")
@@ -141,30 +106,10 @@ elif datapath in TERWAY:
                                              ("ecs-udp", "udp", "8081/8081", "192.168.2.0/24")):
         alicloud.ecs.SecurityGroupRule(f"sg-pods-{rule_name}", security_group_id=pod_group.id, type="ingress",
                                        ip_protocol=protocol, port_range=ports, cidr_ip=cidr)
-    if cluster == "api":
-        # Terway's agent on each node attaches ENIs in the pod vSwitch and this group as pods need addresses
-        # (Terway's eni_conf: vswitches, security_group_ids); they are the cluster's, not in this stack.
-        kubernetes = {"datapath": datapath, "cluster": cluster, "pod_vswitch_ids": [pod_vswitch.id],
-                      "pod_security_group_ids": [pod_group.id], "pod_cidr": POD_VSWITCH_CIDR}
-    else:
-        terway_nodes = {}
-        for name in NODES:
-            eni = alicloud.ecs.EcsNetworkInterface(f"{name}-pods", vswitch_id=pod_vswitch.id,
-                                                   secondary_private_ip_address_count=pod_ips_per_node,
-                                                   network_interface_name=f"{name}-pods",
-                                                   security_group_ids=[pod_group.id])
-            alicloud.ecs.EcsNetworkInterfaceAttachment(f"{name}-pods-attachment", network_interface_id=eni.id,
-                                                       instance_id=instances[name].id)
-            # What the SDK does not output, as Alibaba defines it: the node's first secondary ENI is the OS's
-            # eth1 (eth0 is the primary), and a vSwitch's gateway is its block's third-to-last address.
-            terway_nodes[name] = {"eni_id": eni.id, "eni_ifname": "eth1",
-                                  "eni_gateway": str(gateway(ipaddress.ip_network(POD_VSWITCH_CIDR))),
-                                  "eni_ips": eni.private_ip_addresses}
-        # pod_cidr: kube-proxy's --cluster-cidr in this mode is the pod vSwitch
-        kubernetes = {"datapath": datapath, "cluster": cluster, "pod_vswitch": pod_vswitch.id,
-                      "pod_cidr": POD_VSWITCH_CIDR, "nodes": terway_nodes}
+    # Terway's agent on each node attaches ENIs in the pod vSwitch and this group as pods need addresses (Terway's
+    # eni_conf: vswitches, security_group_ids); they are the cluster's, not in this stack.
+    kubernetes = {"datapath": datapath, "cluster": "api", "pod_vswitch_ids": [pod_vswitch.id],
+                  "pod_security_group_ids": [pod_group.id], "pod_cidr": POD_VSWITCH_CIDR}
 
-if playbook_pods:  # on the API, the cloud controller makes them
-    kubernetes["load_balancers"] = ccm.create(service_lbs, {n: instances[n] for n in NODES}, zone_h.id)
 if datapath:
     pulumi.export("kubernetes", kubernetes)

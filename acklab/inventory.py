@@ -177,7 +177,6 @@ def read_lab(lab: str) -> LabView:
     view.enis.sort(key=lambda e: (e.instance, e.device, e.id))
     view.pods = read_pods(lab)
     view.slbs = read_slbs(lab)
-    view.services = read_services(lab)
     _read_api(lab, view)
     return view
 
@@ -199,7 +198,7 @@ def _read_api(lab: str, view: LabView) -> None:
         on_kernel = kernel.get(f"{pod.namespace}/{pod.name}")
         pod.netns = on_kernel.netns if on_kernel is not None else "-"
     listed = {f"{p.namespace}/{p.name}" for p in pods}
-    # pods the kernel has and the API does not (made from manifest files, or left by a node agent): shown too
+    # pods the kernel has and the API does not (left by a node agent): shown too
     view.pods = pods + [dataclasses.replace(p, status="-") for key, p in sorted(kernel.items()) if key not in listed]
     view.services = sorted((service_view(obj) for obj in cluster.services), key=lambda s: (s.namespace, s.name))
 
@@ -244,13 +243,6 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
              for p in spec.get("ports") or ()]
     return ServiceView(str(meta.get("namespace") or "default"), str(meta["name"]), spec.get("type", "ClusterIP"),
                        str(spec.get("clusterIP") or ""), ports, ingress[0].get("ip"))
-
-
-def read_services(lab: str) -> list[ServiceView]:
-    """The Services as last programmed on the nodes (allocations and SLB address filled in)."""
-    from acklab.k8s.apiserver import load_services
-
-    return sorted((service_view(svc) for svc in load_services(lab)), key=lambda s: (s.namespace, s.name))
 
 
 def read_pods(lab: str) -> list[PodView]:

@@ -6,75 +6,57 @@
 # 1. `acklab recover` goes first, because a kill can leave the stack unreadable to every pulumi command: it clears
 #    a stale lock whose pulumi process is provably dead, repairs an interrupted checkpoint write, drops interrupted
 #    creates from the checkpoint and removes what they left in the kernel; then `pulumi up` completes the lab.
-#    CLUSTER=api|playbook sets the stack's `acklab:cluster` first (the program's default: api with Terway; the
-#    program refuses a lab whose pods were built the other way, before anything changes: `make down` it first).
-# 2. The stack's `kubernetes` output says who builds the pods:
-#    - api: `ansible-playbook cluster.yml` (control plane, node agents, kube-proxy, the policy agent), then
-#      `kubectl apply` of the lab's manifests folder (the stack's `acklab:manifests`, else ACKLAB_MANIFESTS, else
-#      labs/<lab>/k8s when it exists: the program's own order). NODES=ssh (`make ssh-up`): the control plane from
-#      the host (`cluster.yml --tags control_plane`: ACK's managed part is not on the user's hosts), then SSH mode
-#      (`python -m acklab.sshmode up`: sshd per node) and the nodes' part over SSH from the controller namespace
-#      (`cluster.yml --limit k8s_nodes`: the k8s_node role runs on each node, reaching the API server in the VPC);
-#    - playbook: `ansible-playbook site.yml` builds the manifests' pods (the first wave's way; vpc-route, vxlan).
-# KUBERNETES=false stops after step 1 (the cloud only). WAIT=false skips waiting (api: scripts/cluster-wait.py:
-# Nodes and workloads Ready, every Ingress and LoadBalancer Service answering from the lab's internet; then, both
-# modes, `acklab wait`).
+# 2. With a `kubernetes` output (the stack's nodes): `ansible-playbook cluster.yml` (control plane, node agents,
+#    kube-proxy, the policy agent), then `kubectl apply` of the lab's manifests folder (the stack's
+#    `acklab:manifests`, else ACKLAB_MANIFESTS, else labs/<lab>/k8s when it exists). NODES=ssh (`make ssh-up`): the
+#    control plane from the host (`cluster.yml --tags control_plane`: ACK's managed part is not on the user's
+#    hosts), then SSH mode (`python -m acklab.sshmode up`: sshd per node) and the nodes' part over SSH from the
+#    controller namespace (`cluster.yml --limit k8s_nodes`: the k8s_node role runs on each node, reaching the API
+#    server in the VPC).
+# KUBERNETES=false stops after step 1 (the cloud only). WAIT=false skips waiting (scripts/cluster-wait.py: Nodes
+# and workloads Ready, every Ingress and LoadBalancer Service answering from the lab's internet; then
+# `acklab wait`).
 set -euo pipefail
 lab=${1:?usage: scripts/up.sh LAB}
 here=$(cd "$(dirname "$0")/.." && pwd)
 project=$PWD  # the Pulumi project (the playbooks run from ansible/ and read the stack from here)
 python=$here/.venv/bin/python
 
-# the `cluster` field of the stack's `kubernetes` output ("" without one)
-built_by() {
+# "yes" when the stack has a `kubernetes` output (its nodes make a cluster), else ""
+has_kubernetes() {
   { pulumi stack output kubernetes --json --stack "$lab" 2>/dev/null || true; } | "$python" -c '
 import json, sys
 text = sys.stdin.read().strip()
-kubernetes = json.loads(text) if text else None
-print("" if not kubernetes else kubernetes.get("cluster", "playbook"))'
+print("yes" if text and json.loads(text) else "")'
 }
 
 acklab recover --lab "$lab"
 pulumi stack select --create "$lab"
-if [ -n "${CLUSTER:-}" ]; then
-  pulumi config set acklab:cluster "$CLUSTER" --stack "$lab"
-fi
 pulumi up --yes --skip-preview --stack "$lab"
 
 if [ "${KUBERNETES:-true}" = false ]; then
   exit 0
 fi
-cluster=$(built_by)
-manifests=$(pulumi config get acklab:manifests --stack "$lab" 2>/dev/null || true)
-manifests=${manifests:-${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}}
-case "$cluster" in
-  api)
-    if [ "${NODES:-host}" = ssh ]; then
-      (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml --tags control_plane)
-      ACKLAB_PROJECT=$project "$python" -m acklab.sshmode up --lab "$lab"
-      (cd "$here/ansible" && ACKLAB_PROJECT=$project "$python" -m acklab.sshmode exec --lab "$lab" -- \
-        "$here/.venv/bin/ansible-playbook" cluster.yml --limit k8s_nodes)
-    else
-      (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
-    fi
-    kubeconfig=$(acklab kubeconfig --lab "$lab")
-    if [ -d "$manifests" ]; then
-      kubectl --kubeconfig "$kubeconfig" apply -f "$manifests"
-    fi
-    if [ "${WAIT:-true}" != false ]; then
-      "$python" "$here/scripts/cluster-wait.py" --lab "$lab" --kubeconfig "$kubeconfig" --all \
-        --timeout "${WAIT_TIMEOUT:-180}"
-    fi
-    ;;
-  playbook)
-    if [ "${NODES:-host}" = ssh ]; then
-      echo "scripts/up.sh: NODES=ssh needs the API way (acklab:cluster api), not the playbook's" >&2; exit 1
-    fi
-    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ACKLAB_MANIFESTS=$manifests ansible-playbook site.yml)
-    ;;
-  "") ;;  # no Kubernetes in this lab (acklab:datapath none)
-  *) echo "scripts/up.sh: the stack's kubernetes.cluster is '$cluster', not api or playbook" >&2; exit 1 ;;
-esac
+if [ -n "$(has_kubernetes)" ]; then  # else no Kubernetes in this lab (acklab:datapath none)
+  manifests=$(pulumi config get acklab:manifests --stack "$lab" 2>/dev/null || true)
+  manifests=${manifests:-${ACKLAB_MANIFESTS:-$project/labs/$lab/k8s}}
+  if [ "${NODES:-host}" = ssh ]; then
+    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml --tags control_plane)
+    ACKLAB_PROJECT=$project "$python" -m acklab.sshmode up --lab "$lab"
+    (cd "$here/ansible" && ACKLAB_PROJECT=$project "$python" -m acklab.sshmode exec --lab "$lab" -- \
+      "$here/.venv/bin/ansible-playbook" cluster.yml --limit k8s_nodes)
+  else
+    (cd "$here/ansible" && ACKLAB_LAB=$lab ACKLAB_PROJECT=$project ansible-playbook cluster.yml)
+  fi
+  kubeconfig=$(acklab kubeconfig --lab "$lab")
+  if [ -d "$manifests" ]; then
+    kubectl --kubeconfig "$kubeconfig" apply -f "$manifests"
+  fi
+  if [ "${WAIT:-true}" != false ]; then
+    "$python" "$here/scripts/cluster-wait.py" --lab "$lab" --kubeconfig "$kubeconfig" --all \
+      --timeout "${WAIT_TIMEOUT:-180}"
+  fi
+fi
 if [ "${WAIT:-true}" != false ]; then
   acklab wait --lab "$lab"
 fi

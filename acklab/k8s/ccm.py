@@ -296,56 +296,6 @@ def load_balancers(services: Iterable[Mapping[str, Any]]) -> list[LbSpec]:
     return [lb for lb in (load_balancer_spec(s) for s in services) if lb is not None]
 
 
-def plan(lab: str, services: list[Mapping[str, Any]]) -> list[LbSpec]:
-    """The SLBs of a lab's Services, with NodePorts from the lab's API-server state; validated before the
-    allocations are kept."""
-    from acklab.k8s import apiserver
-
-    if not services:
-        return []
-
-    def check(allocations: Any) -> None:
-        load_balancers(apiserver.with_status(services, allocations))
-
-    return load_balancers(apiserver.with_status(services, apiserver.allocate(lab, services, check)))
-
-
-def create(specs: Iterable[LbSpec], nodes: Mapping[str, Any], vswitch_id: Any) -> dict[str, Any]:
-    """pulumi-alicloud resources for ``specs`` (call from a program): ``slb.ApplicationLoadBalancer``, an
-    ``slb.Acl`` with an ``slb.AclEntryAttachment`` per source range, the nodes as ``slb.BackendServer``, an
-    ``slb.Listener`` per port. ``nodes`` maps node name → ``ecs.Instance``; ``vswitch_id`` is where intranet SLBs
-    take their address. Returns ``namespace/name`` → the SLB's address (an Output)."""
-    import pulumi
-    import pulumi_alicloud as alicloud
-
-    addresses: dict[str, Any] = {}
-    previous = None
-    for lb in sorted(specs, key=lambda spec: spec.key):
-        intranet = lb.address_type == "intranet"
-        # one after the other, in Service order: the allocated addresses are the same on every `pulumi up`
-        opts = pulumi.ResourceOptions(depends_on=[previous]) if previous is not None else None
-        instance = alicloud.slb.ApplicationLoadBalancer(
-            lb.resource_name, load_balancer_name=lb.lb_name, address_type=lb.address_type,
-            load_balancer_spec=lb.spec, vswitch_id=vswitch_id if intranet else None, opts=opts)
-        previous = instance
-        alicloud.slb.BackendServer(f"{lb.resource_name}-nodes", load_balancer_id=instance.id, backend_servers=[
-            {"server_id": node.id, "weight": 100} for _, node in sorted(nodes.items())])
-        acl: dict[str, Any] = {}
-        if lb.source_ranges:
-            whitelist = alicloud.slb.Acl(f"{lb.resource_name}-acl", name=f"{lb.lb_name}-source-ranges")
-            for n, cidr in enumerate(lb.source_ranges):
-                alicloud.slb.AclEntryAttachment(f"{lb.resource_name}-acl-{n}", acl_id=whitelist.id, entry=cidr)
-            acl = {"acl_status": "on", "acl_type": "white", "acl_id": whitelist.id}
-        for listener in lb.listeners:
-            extra = {key: value for key, value in listener_args(lb, listener).items()
-                     if key in ("persistence_timeout", "proxy_protocol_v2_enabled")}
-            alicloud.slb.Listener(f"{lb.resource_name}-{listener.port}", load_balancer_id=instance.id,
-                                  frontend_port=listener.port, protocol=listener.protocol,
-                                  backend_port=listener.node_port, scheduler=lb.scheduler, **acl, **extra)
-        addresses[lb.key] = instance.address
-    return addresses
-
-
 # --- the controller on the API: Nodes → backends, listener arguments, steps from what exists to what is wanted ---
 
 PLACEHOLDER_LB = "lb-00000000"  # validation of listener arguments before the SLB exists

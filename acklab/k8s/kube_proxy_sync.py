@@ -1,4 +1,7 @@
-"""kube-proxy's sync on one node: compiled rules → the node's namespace, atomically, only when they changed.
+"""acklab's kube-proxy compiler applied to a namespace: compiled rules → the namespace, atomically, only when they
+changed. Nodes run upstream kube-proxy (``proxy_daemon``); this applier serves the compiler as an oracle: the
+benches (``bench/k8s_api.py``, ``bench/kube_proxy_scale.py``) time it beside upstream's and raw
+``iptables-restore`` of the same rules.
 
 The compiler (:mod:`acklab.k8s.kube_proxy`) builds the text; this adapter does what upstream's
 ``syncProxyRules`` does around it:
@@ -32,7 +35,6 @@ from pathlib import Path
 
 from acklab.k8s.agent import k8s_dir
 from acklab.k8s.kube_proxy import ProxierConfig, ServicePortInfo, compile_rules, is_service_chain, jump_rules
-from acklab.k8s.services import Manifest, PodEndpoint, resolve
 from netns.kernel.files import write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError
@@ -199,20 +201,3 @@ def _declared(text: str) -> set[str]:
 
 def _quote(arg: str) -> str:
     return f'"{arg}"' if " " in arg else arg
-
-
-def cluster_pods(lab: str) -> list[PodEndpoint]:
-    """Every pod of the lab as the endpoint controller sees it (from the pod network's records)."""
-    from acklab.k8s.pods import load_records
-
-    return [PodEndpoint.of(r.pod, r.ip, r.node) for r in load_records(lab).values()]
-
-
-def sync_node(lab: str, node: str, netns: str, services: list[Manifest], pods: list[PodEndpoint],
-              node_ip: str | None = None, cluster_cidr: str | None = None) -> SyncResult:
-    """Resolve ``services`` (with their allocations filled in, see ``apiserver.with_status``) for ``node`` and
-    sync its rules. ``cluster_cidr`` is kube-proxy's ``--cluster-cidr`` (None: no local-traffic detection, as
-    a Terway cluster without one)."""
-    resolved = resolve(services, pods, node)
-    config = ProxierConfig(cluster_cidr=cluster_cidr, node_ip=node_ip)
-    return NodeProxier(lab, node, netns, config).sync(resolved.service_ports)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acklab.k8s.agent import k8s_dir
-from acklab.k8s.model import Cluster, Pod
+from acklab.k8s.model import Cluster
 from acklab.k8s.network_policy import (
     CHAIN_PREFIX,
     SET_PREFIX,
@@ -35,7 +35,7 @@ from acklab.k8s.network_policy import (
     namespace_view,
     parse_policies,
 )
-from acklab.k8s.pods import PodRecord, host_ifname, load_records
+from acklab.k8s.pods import PodRecord, load_records
 from netns.kernel import rules
 from netns.kernel.files import write_json
 from netns.kernel.ipset import destroy_sets
@@ -54,19 +54,6 @@ def endpoints_from_records(records: Iterable[PodRecord],
     return [Endpoint(r.pod.namespace, r.pod.name, dict(r.pod.labels), r.ip, r.node, r.pod.ports, r.host_ifname,
                      namespace_view(r.pod.namespace, namespace_labels.get(r.pod.namespace)))
             for r in sorted(records, key=lambda r: r.pod.key)]
-
-
-def endpoints_from_placements(placements: Iterable[Mapping], namespace_labels: Mapping[str, Mapping[str, str]]
-                              ) -> list[Endpoint]:
-    """The pods of the controller's plan (``acklab.lab.pod_plan``'s placements, as data): nothing is read from
-    other nodes, so this works when nodes share no file system (SSH mode)."""
-    result = []
-    for item in placements:
-        pod = Pod.from_dict(item["pod"])
-        result.append(Endpoint(pod.namespace, pod.name, dict(pod.labels), item["ip"], item["node"], pod.ports,
-                               host_ifname(pod.namespace, pod.name),
-                               namespace_view(pod.namespace, namespace_labels.get(pod.namespace))))
-    return sorted(result, key=lambda e: e.key)
 
 
 @dataclass(frozen=True)

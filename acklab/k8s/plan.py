@@ -12,7 +12,7 @@ Datapaths (``acklab:datapath`` in the stack config):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from acklab.k8s import ipam
@@ -112,23 +112,7 @@ def plan(network: Network, cluster: Cluster, current: Mapping[str, tuple[str, st
     return result
 
 
-def node_names(nodes: Iterable[Node]) -> list[str]:
-    return sorted(n.name for n in nodes)
-
-
 def node_from_dict(data: Mapping) -> Node:
-    """A node as the inventory lists it (``acklab_k8s_nodes``): name, netns, ip and its pod addressing."""
+    """A node as plain data (the node agent's configuration file): name, netns, ip and its pod addressing."""
     return Node(data["name"], data["netns"], data["ip"], data.get("pod_cidr"), data.get("eni_ifname") or "eth1",
                 data.get("eni_gateway"), tuple(data.get("eni_ips") or ()))
-
-
-def placement_to_dict(placement: Placement) -> dict:
-    """A placement as plain data: what the controller's plan hands each node (Ansible passes it as JSON)."""
-    return {"pod": placement.pod.to_dict(), "node": placement.node, "ip": placement.ip,
-            "prefixlen": placement.prefixlen, "gateway": placement.gateway, "mtu": placement.mtu,
-            "extra": dict(placement.extra)}
-
-
-def placement_from_dict(data: Mapping) -> Placement:
-    return Placement(Pod.from_dict(data["pod"]), data["node"], data["ip"], int(data["prefixlen"]), data["gateway"],
-                     int(data.get("mtu", 1500)), dict(data.get("extra") or {}))

@@ -77,12 +77,6 @@ def k8s_lock(lab: str) -> AbstractContextManager[None]:
     return file_lock(k8s_dir(lab) / "lock")
 
 
-def node_lock(lab: str, node: str) -> AbstractContextManager[None]:
-    """Serializes one node's convergence when the plan comes from the controller (no lab-wide lock: nodes
-    may be on different hosts)."""
-    return file_lock(k8s_dir(lab) / f"{node}.lock")
-
-
 # --- records ------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -535,51 +529,15 @@ def current_placements(lab: str) -> dict[str, tuple[str, str]]:
     return {key: (r.node, r.ip) for key, r in load_records(lab).items() if Namespace(r.netns).exists()}
 
 
-def node_placements(lab: str, node: str) -> dict[str, tuple[str, str]]:
-    """This node's running pods (recorded by this node, namespace present) → (node, ip): what a node reports
-    to the controller's plan. Reads nothing another node wrote."""
-    return {key: (r.node, r.ip) for key, r in _own_records(lab, node).items() if Namespace(r.netns).exists()}
-
-
-def _own_records(lab: str, node: str) -> dict[str, PodRecord]:
-    return {key: r for key, r in load_records(lab).items() if r.node == node}
-
-
-def prune_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
-    """Remove this node's pods that ``placements`` no longer puts on it (deleted, or moved to another node).
-
-    The playbook runs this on every node before any node creates pods, so a pod that moves between nodes is
-    gone from its old node first. Only this node's own records and namespaces are touched."""
-    node = NodeNetwork(network, network.node(node_name))
-    records = _own_records(network.lab, node_name)
-    gone = [r for k, r in records.items() if placements.get(k) is None or placements[k].node != node_name]
-    if not gone:
-        return []
-    kept = [r for r in records.values() if r not in gone and Namespace(r.netns).exists()]
-    if node.agent.pid() is not None:  # first: its sockets keep the gone pods' namespaces alive
-        status = node.agent.configure(node.agent_pods(kept))
-        if status.get("errors"):
-            raise LabError(f"pod agent of node {node_name}: {'; '.join(status['errors'])}")
-    node.remove_pods(gone)
-    return [f"pod {record.pod.key}: removed from {node_name}" for record in gone]
-
-
-def converge_node(network: Network, node_name: str, placements: dict[str, Placement],
-                  own_only: bool = False) -> list[str]:
-    """Make one node run exactly the pods ``placements`` puts on it. Returns what changed (empty: nothing).
-
-    ``own_only``: the plan was made once for the whole cluster (the controller's ``pod_plan``); this node
-    reads and changes only what it recorded itself (no shared file system with other nodes is assumed), so
-    it neither removes pods of other nodes nor forgets departed ones."""
+def converge_node(network: Network, node_name: str, placements: dict[str, Placement]) -> list[str]:
+    """Make one node run exactly the pods ``placements`` puts on it (a pod plan: the kernel tests' and benches'
+    way to build pods without an API server). Returns what changed (empty: nothing)."""
     node = NodeNetwork(network, network.node(node_name))
     changes: list[str] = []
     if node.ensure_base():
         changes.append(f"node {node_name}: {network.datapath} datapath")
-    if own_only:
-        records = _own_records(network.lab, node_name)
-    else:
-        changes += _forget_departed_nodes(network)
-        records = load_records(network.lab)
+    changes += _forget_departed_nodes(network)
+    records = load_records(network.lab)
     mine = {k: p for k, p in placements.items() if p.node == node_name}
     moved = [r for k, r in records.items() if r.node != node_name and k in mine]  # nodeName changed
     for record in moved:

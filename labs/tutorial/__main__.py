@@ -11,15 +11,13 @@ program, then the cluster on its API server (``cluster.yml``) and ``kubectl appl
 manifests); see docs/tutorials/.
 """
 
-import os
 import runpy
 from pathlib import Path
 
 import pulumi
 import pulumi_alicloud as alicloud
 
-# the default lab, with the default lab's manifests (read by the program only with acklab:cluster playbook)
-os.environ.setdefault("ACKLAB_MANIFESTS", str(Path(__file__).resolve().parent / "k8s"))
+# the default lab (its workloads, k8s/, come through the API: make tutorial applies them)
 lab = runpy.run_path(str(Path(__file__).resolve().parents[2] / "__main__.py"))
 config = pulumi.Config("acklab")
 allow_pods = config.get_bool("allowPods") or False

@@ -22,13 +22,13 @@ from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark, netns_name
 from netns.realize.control_plane import control_planes, kubeconfig_path
 from tests import k8stools as k
-from tests.e2e.test_k8s_ansible import recap
-from tests.e2e.test_pulumi_up import PROJECT, VENV, Stack, temp_project
+from tests.ansibletools import ANSIBLE, recap
+from tests.e2e.test_pulumi_up import VENV, Stack, temp_project
 from tests.labtools import wait_for
 
 pytestmark = pytest.mark.e2e
 
-ANSIBLE = PROJECT / "ansible"
+
 
 # Two ECS nodes tagged as ACK tags its nodes (the inventory's k8s_nodes group), a pod vSwitch for Terway's ENIs
 # (named in the stack's `kubernetes` output, where the k8s_node role looks for it).

@@ -24,7 +24,7 @@ from acklab.k8s.pods import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from netns.realize.control_plane import control_planes, kubeconfig_path
-from tests.e2e.test_k8s_ansible import ANSIBLE, lab_stack, recap
+from tests.ansibletools import ANSIBLE, default_stack, recap
 from tests.e2e.test_pulumi_up import PROJECT, VENV
 from tests.labtools import clean_lab, wait_for
 
@@ -91,7 +91,7 @@ DATAPATHS = os.environ.get("ACKLAB_SSH_DATAPATHS", "terway-eniip").split(",")
 
 @pytest.fixture(params=DATAPATHS)
 def ssh_lab(request, lab, tmp_path):
-    stack = lab_stack(lab, tmp_path, request.param, cluster="api")
+    stack = default_stack(lab, tmp_path, request.param)
     try:
         stack.run("up", "--yes")
         yield stack

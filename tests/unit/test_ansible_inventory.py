@@ -27,12 +27,11 @@ def ecs(name: str, ip: str, tags: dict | None = None) -> dict:
                         "private_ip": ip, "tags": tags, "vswitch_id": "vsw-1"}}
 
 
-def test_nodes_are_ecs_with_the_ack_tag_and_carry_their_pod_addressing():
+def test_nodes_are_ecs_with_the_ack_tag_and_the_cluster_output_is_kept():
     plugin = load_plugin()
     assert Path(__file__).resolve().parents[2] == plugin.REPO
     resources = [
-        {"type": "pulumi:pulumi:Stack", "outputs": {"kubernetes": {"datapath": "vxlan", "pod_cidr": "10.244.0.0/16",
-                                                                   "nodes": {"n1": {"pod_cidr": "10.244.0.0/24"}}}}},
+        {"type": "pulumi:pulumi:Stack", "outputs": {"kubernetes": {"datapath": "vxlan", "pod_cidr": "10.244.0.0/16"}}},
         ecs("n1", "192.168.1.10", {"ack.aliyun.com": "c-1"}),
         ecs("plain", "192.168.1.20", {"team": "a"}),
         {"type": "pulumi-python:dynamic:Resource", "id": "vsw-1", "outputs": {"cidr_block": "192.168.1.0/24"}},
@@ -41,8 +40,6 @@ def test_nodes_are_ecs_with_the_ack_tag_and_carry_their_pod_addressing():
     assert {name: h["group"] for name, h in hosts.items()} == {"n1": "k8s_nodes", "plain": "ecs"}
     assert hosts["n1"]["vars"]["acklab_netns"] == "acklab-x-i-n1"
     assert outputs["kubernetes"]["datapath"] == "vxlan"
-    assert plugin.cluster_nodes(hosts, outputs["kubernetes"]) == [
-        {"name": "n1", "netns": "acklab-x-i-n1", "ip": "192.168.1.10", "pod_cidr": "10.244.0.0/24"}]
 
 
 def test_ssh_connection_uses_the_labs_own_ssh_config():

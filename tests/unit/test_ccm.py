@@ -1,9 +1,12 @@
-"""LoadBalancer Services → the SLB ACK's CCM would make (pure), and Services as the API server returns them."""
+"""LoadBalancer Services (as the API server returns them: ClusterIP, NodePorts filled in) → the SLB ACK's CCM
+would make (pure)."""
+
+import copy
 
 import pytest
 
-from acklab.k8s import apiserver, ccm
-from acklab.k8s.services import allocate
+from acklab.k8s import ccm
+from acklab.k8s.services import allocate, health_check_key, node_port_key, service_key
 from netns.model.errors import ValidationError
 
 
@@ -15,14 +18,27 @@ def lb_service(name="web", annotations=None, ports=None, **spec):
 
 
 def with_allocations(*services):
-    return apiserver.with_status(services, allocate(services), {"demo/web": "203.0.113.10"})
+    """The Services as the API server returns them: ClusterIP, NodePorts and the health-check NodePort filled in
+    by kube-apiserver's allocation rules (acklab.k8s.services.allocate)."""
+    allocations, out = allocate(services), []
+    for manifest in services:
+        svc = copy.deepcopy(manifest)
+        namespace, name, spec = svc["metadata"]["namespace"], svc["metadata"]["name"], svc["spec"]
+        spec["clusterIP"] = allocations.cluster_ips[service_key(namespace, name)]
+        for port in spec.get("ports") or []:
+            key = node_port_key(namespace, name, str(port.get("name") or ""), port.get("protocol", "TCP"))
+            if key in allocations.node_ports:
+                port["nodePort"] = allocations.node_ports[key]
+        if health_check_key(namespace, name) in allocations.node_ports:
+            spec["healthCheckNodePort"] = allocations.node_ports[health_check_key(namespace, name)]
+        out.append(svc)
+    return out
 
 
-def test_with_status_fills_cluster_ip_node_ports_and_the_slb_address():
+def test_allocations_as_the_api_server_fills_them():
     svc = with_allocations(lb_service())[0]
     assert svc["spec"]["clusterIP"] == "172.21.0.2"
     assert svc["spec"]["ports"][0]["nodePort"] == 30000
-    assert svc["status"] == {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
 
 
 def test_defaults_are_acks_internet_rr_one_tcp_listener_per_port_to_its_node_port():

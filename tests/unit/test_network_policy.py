@@ -320,16 +320,3 @@ def test_an_update_rewrites_only_what_differs():
     assert back.chains == ["cali-tw-calixa"] and back.jump
     assert back.stale_chains == [n for n in after.chains if n not in before.chains]
     assert back.stale_sets == list(after.sets)
-
-
-def test_endpoints_from_the_controllers_plan():
-    from acklab.k8s.netpol_kernel import endpoints_from_placements
-    from acklab.k8s.pods import host_ifname
-
-    placement = {"pod": {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "node_name": None,
-                         "ports": [{"port": 80, "protocol": "TCP", "name": "serve-80-tcp"}]},
-                 "node": "node-1", "ip": "192.168.3.7", "prefixlen": 32, "gateway": "169.254.1.1", "mtu": 1500}
-    (ep,) = endpoints_from_placements([placement], {"x": {"ns": "x"}})
-    assert (ep.key, ep.ip, ep.node, ep.ifname) == ("x/a", "192.168.3.7", "node-1", host_ifname("x", "a"))
-    assert ep.named_port("serve-80-tcp", "TCP") == 80
-    assert ep.namespace_labels == {"ns": "x", "kubernetes.io/metadata.name": "x", "projectcalico.org/name": "x"}

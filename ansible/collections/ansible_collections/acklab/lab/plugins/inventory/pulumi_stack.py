@@ -11,7 +11,8 @@ description:
     tagged with the key C(ack.aliyun.com) (as ACK tags its nodes) form the group C(k8s_nodes); other ECS instances
     form C(ecs); load balancers (C(slb.ApplicationLoadBalancer)) form C(slb).
   - Host variables are the instance's facts (C(private_ip), C(acklab_netns), C(instance_id), ...). The stack's
-    C(kubernetes) output (datapath, pod CIDRs, secondary ENIs) becomes group variables of C(k8s_nodes).
+    C(kubernetes) output (datapath, pod CIDR, pod vSwitches) becomes the group variable C(acklab_kubernetes) of
+    C(k8s_nodes).
 author: acklab
 version_added: 0.1.0
 options:
@@ -33,12 +34,6 @@ options:
   pulumi:
     description: The Pulumi CLI; default the one beside the Python running Ansible (the project's .venv/bin).
     type: str
-  manifests:
-    description: The lab's Kubernetes manifests (set as C(acklab_manifests) for every role); default the
-      environment's ACKLAB_MANIFESTS, else C(labs/<stack>/k8s) of the project.
-    type: path
-    env:
-      - name: ACKLAB_MANIFESTS
   connection:
     description:
       - How tasks reach the hosts. C(netns) runs them in each host's namespace on this machine
@@ -138,14 +133,6 @@ def ssh_group_vars(lab: str) -> dict[str, object]:
             "ansible_pipelining": True}
 
 
-def cluster_nodes(hosts: dict[str, dict], kubernetes: dict) -> list[dict]:
-    """Every node with its namespace and address, plus its pod addressing from the stack's kubernetes output."""
-    per_node = kubernetes.get("nodes") or {}
-    return [{"name": name, "netns": host["vars"]["acklab_netns"], "ip": host["vars"]["private_ip"],
-             **(per_node.get(name) or {})}
-            for name, host in sorted(hosts.items()) if host["group"] == "k8s_nodes"]
-
-
 class InventoryModule(BaseInventoryPlugin):
     NAME = "acklab.lab.pulumi_stack"
 
@@ -163,8 +150,6 @@ class InventoryModule(BaseInventoryPlugin):
             self.inventory.add_group(group)
         self.inventory.set_variable("all", "acklab_lab", stack)
         self.inventory.set_variable("all", "acklab_project", str(project))
-        manifests = self.get_option("manifests") or str(project / "labs" / stack / "k8s")
-        self.inventory.set_variable("all", "acklab_manifests", manifests)
         # Modules import acklab: they run with the interpreter running Ansible (the project's .venv).
         self.inventory.set_variable("all", "ansible_python_interpreter", sys.executable)
         ssh_hosts = self._ssh_hosts(stack) if self.get_option("connection") == "ssh" else {}
@@ -173,7 +158,6 @@ class InventoryModule(BaseInventoryPlugin):
                 self.inventory.set_variable("all", key, value)
         kubernetes = outputs.get("kubernetes") or {}
         self.inventory.set_variable("k8s_nodes", "acklab_kubernetes", kubernetes)
-        self.inventory.set_variable("k8s_nodes", "acklab_k8s_nodes", cluster_nodes(hosts, kubernetes))
         for name, host in sorted(hosts.items()):
             self.inventory.add_host(name, group=host["group"])
             for key, value in host["vars"].items():

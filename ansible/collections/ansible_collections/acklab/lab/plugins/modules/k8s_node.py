@@ -93,7 +93,7 @@ EXAMPLES = r"""
     private_ip: "{{ private_ip }}"
     instance_type: "{{ instance_type }}"
     vswitch_id: "{{ vswitch_id }}"
-    pod_vswitch_ids: ["{{ acklab_kubernetes.pod_vswitch }}"]
+    pod_vswitch_ids: "{{ acklab_kubernetes.pod_vswitch_ids }}"
     security_groups: "{{ security_groups }}"
   delegate_to: localhost
 
@@ -105,7 +105,7 @@ EXAMPLES = r"""
     instance_id: "{{ instance_id }}"
     private_ip: "{{ private_ip }}"
     vswitch_id: "{{ vswitch_id }}"
-    pod_vswitch_ids: ["{{ acklab_kubernetes.pod_vswitch }}"]
+    pod_vswitch_ids: "{{ acklab_kubernetes.pod_vswitch_ids }}"
     api_endpoint: vpc
 """
 
