@@ -13,8 +13,8 @@ the cloud controller routes it in the VPC (vpc-route); the cloud controller make
 import pulumi
 import pulumi_alicloud as alicloud
 
-from acklab.k8s import ipam
-from acklab.k8s.pods import load_records
+from acklab.k8s.model import ipam
+from acklab.k8s.realize.pod_network import load_records
 from netns.model.names import netns_name
 
 config = pulumi.Config("acklab")

@@ -247,7 +247,7 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
 
 def read_pods(lab: str) -> list[PodView]:
     """The lab's pods: recorded by the pod network and still present on the kernel (their namespace)."""
-    from acklab.k8s.pods import load_records
+    from acklab.k8s.realize.pod_network import load_records
 
     return [PodView(r.pod.namespace, r.pod.name, dict(r.pod.labels), r.ip, r.netns, r.node,
                     [f"{p.port}/{p.protocol}" for p in r.pod.ports])

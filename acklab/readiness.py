@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from acklab.inventory import read_lab
-from acklab.k8s.ingress import is_controller_pod
-from acklab.k8s.pods import load_records
+from acklab.k8s.model.ingress import is_controller_pod
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import Namespace
 from netns.model.slb import INTERNET_CLIENTS
 from netns.realize import slb as slb_realize

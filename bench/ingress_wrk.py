@@ -3,7 +3,7 @@ directly on loopback, same run; with keep-alive and without (``Connection: close
 
 Topology (one lab of this run, removed in ``finally``): a VPC with one vSwitch; node-1 (an ECS, VPC-route
 datapath, its pod CIDR routed to it by a route entry) runs one ingress-nginx controller pod (kube-system,
-``app: ingress-nginx``, nginx configured by ``acklab.k8s.ingress_controller.sync`` from an Ingress) and one
+``app: ingress-nginx``, nginx configured by ``acklab.k8s.realize.ingress.sync`` from an Ingress) and one
 backend pod running nginx (``return 200``) on port 8090; a client ECS runs wrk against the
 controller pod's IP with ``Host: bench.test``. Baseline: nginx (the same ``return 200``) in the client's namespace,
 wrk to 127.0.0.1 — no network hop, no proxy. Every nginx runs ``worker_processes auto`` (ingress-nginx's
@@ -34,10 +34,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from acklab.k8s import ingress_controller as ctl
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network, Node, plan
-from acklab.k8s.pods import converge_node, current_placements, k8s_lock, load_records
+from acklab.k8s.model.objects import parse_documents
+from acklab.k8s.model.pod_network import Network, Node, plan
+from acklab.k8s.realize import ingress as ctl
+from acklab.k8s.realize.pod_network import converge_node, current_placements, k8s_lock, load_records
 from bench.ecs_scale import REPORT_DIR, new_lab
 from netns.kernel.namespace import Namespace
 from netns.realize.cleanup import clean_lab

@@ -51,13 +51,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import cloud_controller, ingress_api, network_policy_agent, proxy_config, proxy_daemon
+from acklab.k8s import cloud_controller, ingress_controller, network_policy_agent
 from acklab.k8s.cluster_install import NodeSpec, install_control_plane, install_node
-from acklab.k8s.ingress_controller import NginxPod, Options
-from acklab.k8s.kube_proxy import Endpoint, ServicePortInfo
-from acklab.k8s.kube_proxy_sync import NodeProxier
+from acklab.k8s.model.kube_proxy import METRICS_PORT
+from acklab.k8s.model.kube_proxy_rules import Endpoint, ServicePortInfo
 from acklab.k8s.node_agent import node_agent_pid
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize import kube_proxy
+from acklab.k8s.realize.ingress import NginxPod, Options
+from acklab.k8s.realize.kube_proxy_rules import NodeProxier
+from acklab.k8s.realize.pod_network import load_records
 from bench.ecs_scale import REPORT_DIR, git_commit, new_lab, remove_lab
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.errors import LabError
@@ -258,11 +260,11 @@ def measure_memory(cluster: Cluster) -> dict[str, float | None]:
     out: dict[str, float | None] = {
         f"control plane: {name}": round(size / 2**20, 1)
         for name, size in ControlPlane(cluster.lab, cluster.cluster_id).rss().items()}
-    out["ingress controller"] = rss_mib(ingress_api.pid(cluster.lab))
+    out["ingress controller"] = rss_mib(ingress_controller.pid(cluster.lab))
     out["cloud controller"] = rss_mib(cloud_controller.CloudController(cluster.lab).pid())
     for n in cluster.nodes:
         out[f"{n.name}: node agent"] = rss_mib(node_agent_pid(cluster.lab, n.name))
-        out[f"{n.name}: kube-proxy"] = rss_mib(proxy_daemon.KubeProxyDaemon(cluster.lab, n.name, n.netns).pid())
+        out[f"{n.name}: kube-proxy"] = rss_mib(kube_proxy.KubeProxyDaemon(cluster.lab, n.name, n.netns).pid())
         out[f"{n.name}: NetworkPolicy agent"] = rss_mib(
             network_policy_agent.NetworkPolicyAgent(cluster.lab, n.name, n.netns).pid())
     plane = sum(v or 0 for k, v in out.items() if k.startswith("control plane"))
@@ -419,7 +421,7 @@ def upstreams(lab: str) -> list[set[str]]:
 
 def measure_ingress(cluster: Cluster, discovery: Any) -> dict[str, Any]:
     """ACK's add-on (2 controller pods) and a web backend; ROUNDS of kubectl scale 2↔3 → nginx's upstreams."""
-    cluster.apply(ingress_api.addon_manifests(2))
+    cluster.apply(ingress_controller.addon_manifests(2))
     cluster.apply(WEB)
 
     def converged(want: int, marks: dict[str, float]) -> bool:
@@ -521,7 +523,7 @@ def metrics(netns: str) -> dict[str, float]:
     s.settimeout(10)
     data = b""
     try:
-        s.connect(("127.0.0.1", proxy_config.METRICS_PORT))
+        s.connect(("127.0.0.1", METRICS_PORT))
         s.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         while chunk := s.recv(65536):
             data += chunk
@@ -594,10 +596,10 @@ def full_sync(cluster: Cluster, node: NodeSpec) -> tuple[float, float]:
     """Restart kube-proxy on ``node`` after upstream's ``--cleanup``: its first sync is a full one from a node
     without its rules (it waits for its Service and EndpointSlice informers first). Returns (the sync's own
     seconds from its metric, wall seconds from the start to that sync observed)."""
-    daemon = proxy_daemon.KubeProxyDaemon(cluster.lab, node.name, node.netns)
+    daemon = kube_proxy.KubeProxyDaemon(cluster.lab, node.name, node.netns)
     daemon.stop(flush_rules=True)
     begin = time.monotonic()
-    proxy_daemon.install(cluster.lab, node.name, node.netns, node.ip, "iptables", POD_CIDR, timeout=600)
+    kube_proxy.install(cluster.lab, node.name, node.netns, node.ip, "iptables", POD_CIDR, timeout=600)
     values: dict[str, float] = {}
 
     def synced() -> bool:  # /healthz may answer before the first sync: wait for its histogram

@@ -4,7 +4,7 @@ One node (``vpc-route`` datapath, built untimed) with two endpoint pods and a cl
 with the pod agent answering. For each N, in the same run (median of ``--repeats`` rounds, paths alternating):
 
 - acklab: ``NodeProxier.sync`` from a node without kube-proxy rules — reads the node's ruleset
-  (``iptables-save``), compiles N service ports (``acklab.k8s.kube_proxy``), applies with one
+  (``iptables-save``), compiles N service ports (``acklab.k8s.model.kube_proxy_rules``), applies with one
   ``iptables-restore --noflush`` and records the digest (timed as a whole);
 - raw: ``iptables-restore --noflush`` of exactly the text acklab applied (computed untimed), from the same
   empty state — the floor any tool must pay;
@@ -30,11 +30,11 @@ import socket
 import statistics
 import time
 
-from acklab.k8s.kube_proxy import Endpoint, ServicePortInfo
-from acklab.k8s.kube_proxy_sync import NodeProxier, Ruleset
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network, plan
-from acklab.k8s.pods import converge_node, current_placements, k8s_lock, load_records
+from acklab.k8s.model.kube_proxy_rules import Endpoint, ServicePortInfo
+from acklab.k8s.model.objects import parse_documents
+from acklab.k8s.model.pod_network import Network, plan
+from acklab.k8s.realize.kube_proxy_rules import NodeProxier, Ruleset
+from acklab.k8s.realize.pod_network import converge_node, current_placements, k8s_lock, load_records
 from bench.ecs_scale import REPORT_DIR, git_commit, new_lab, remove_lab
 from bench.pods_scale import build_nodes
 from netns.kernel.namespace import Namespace

@@ -56,8 +56,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from acklab.k8s import ccm, cloud_controller
-from acklab.k8s.pods import start_iperf3, stop_iperf3
+from acklab.k8s import cloud_controller
+from acklab.k8s.model import load_balancer
+from acklab.k8s.realize.pod_network import start_iperf3, stop_iperf3
 from bench.ecs_scale import REPORT_DIR, git_commit
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
@@ -101,7 +102,7 @@ kind: Service
 metadata:
   name: {SERVICE_NAME}
   namespace: {NS}
-  annotations: {{{ccm.HEALTH_PORT}: "{HTTP_NODE_PORT}"}}
+  annotations: {{{load_balancer.HEALTH_PORT}: "{HTTP_NODE_PORT}"}}
 spec:
   type: LoadBalancer
   selector: {{app: c}}

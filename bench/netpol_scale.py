@@ -33,10 +33,11 @@ import socket
 import statistics
 import time
 
-from acklab.k8s import ipam, netpol_kernel
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network, Node, plan
-from acklab.k8s.pods import converge_node, current_placements, k8s_lock, load_records
+from acklab.k8s.model import ipam
+from acklab.k8s.model.objects import parse_documents
+from acklab.k8s.model.pod_network import Network, Node, plan
+from acklab.k8s.realize import network_policy
+from acklab.k8s.realize.pod_network import converge_node, current_placements, k8s_lock, load_records
 from bench.ecs_scale import REPORT_DIR, git_commit, new_lab, remove_lab
 from bench.pods_scale import CLUSTER
 from netns.kernel.namespace import Namespace
@@ -109,7 +110,7 @@ def apply(network: Network, docs: list[dict]) -> tuple[float, list[str]]:
     cluster = parse_documents([(d, "bench") for d in docs])
     nodes = [(n.name, n.netns) for n in network.nodes]
     started = time.perf_counter()
-    changes = netpol_kernel.converge(network.lab, cluster, nodes, network.datapath)
+    changes = network_policy.converge(network.lab, cluster, nodes, network.datapath)
     return time.perf_counter() - started, changes
 
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     applies["cold_s"].append(cold)
                     applies["noop_s"].append(noop)
                     applies["incremental_s"].append(incremental)
-                    applied = netpol_kernel.read_applied(Namespace(network.nodes[0].netns))
+                    applied = network_policy.read_applied(Namespace(network.nodes[0].netns))
                     chains, sets = len(applied.chains), len(applied.sets)
                 for name, values in latency(pairs, args.connections).items():
                     conns[mode].setdefault(name, []).extend(values)

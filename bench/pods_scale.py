@@ -30,11 +30,11 @@ import platform
 import statistics
 import time
 
-from acklab.k8s import ipam
-from acklab.k8s.agent import AgentHandle
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network, Node, plan
-from acklab.k8s.pods import converge_node, current_placements, host_ifname, k8s_lock
+from acklab.k8s.model import ipam
+from acklab.k8s.model.objects import parse_documents
+from acklab.k8s.model.pod_network import Network, Node, plan
+from acklab.k8s.realize.pod_agent import AgentHandle
+from acklab.k8s.realize.pod_network import converge_node, current_placements, host_ifname, k8s_lock
 from bench.ecs_scale import REPORT_DIR, assert_lab, git_commit, ip_batch, iproute2_version, new_lab, remove_lab
 from netns.model.names import pod_netns_name
 from netns.realize.instance import EcsInstance

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from acklab.k8s.cluster_install import NodeSpec, PodNetworkSpec, install_control_plane, install_node
-from acklab.k8s.pods import PodRecord, load_records
+from acklab.k8s.realize.pod_network import PodRecord, load_records
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VSwitch
 from tests import k8stools as k

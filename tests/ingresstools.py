@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import ingress_api
-from acklab.k8s import ingress_controller as ctl
+from acklab.k8s import ingress_controller
 from acklab.k8s.certs import Ca, mint_ca, mint_certificate, tls_secret
+from acklab.k8s.realize import ingress as ctl
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
 from netns.model.security_group import parse_rule
@@ -122,7 +122,7 @@ def curl_https(client: str, address: str, host: str, cafile: str, path: str = "/
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 BACKENDS = {"a": "node-1", "b": "node-2", "c": "node-1", "d": "node-2"}
 WEB_REPLICAS = 3
-LB = ("kube-system", ingress_api.PUBLISH_SERVICE.split("/")[1])
+LB = ("kube-system", ingress_controller.PUBLISH_SERVICE.split("/")[1])
 STATUS = ctl.Options().status
 DEADLINE = 60.0  # for what the controller, the node agents and the SLB's health checks do asynchronously
 
@@ -194,7 +194,7 @@ class IngressLab:
 
     def log(self) -> str:
         """The ingress controller's output: what it did to each nginx, and why it could not."""
-        path = ingress_api.IngressController(self.name).log
+        path = ingress_controller.IngressController(self.name).log
         return path.read_text(errors="replace") if path.exists() else ""
 
     def entries(self) -> dict[str, Entry]:

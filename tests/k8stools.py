@@ -8,9 +8,9 @@ import textwrap
 
 import yaml
 
-from acklab.k8s.model import parse_documents
-from acklab.k8s.plan import Network, Node, plan
-from acklab.k8s.pods import converge_node, current_placements, k8s_lock
+from acklab.k8s.model.objects import parse_documents
+from acklab.k8s.model.pod_network import Network, Node, plan
+from acklab.k8s.realize.pod_network import converge_node, current_placements, k8s_lock
 from netns.kernel.namespace import Namespace
 from netns.model.security_group import Group, parse_rule
 from netns.realize import security_group as sg
@@ -126,7 +126,7 @@ def build_cluster(lab: str, datapath: str):
     """The VPC of ``build_vpc`` and what the datapath needs from the cloud: route entries (vpc-route) or a pod
     vSwitch with a secondary ENI per node carrying secondary IPs (terway-eniip). Returns (network, nodes, ecs3).
     """
-    from acklab.k8s import ipam
+    from acklab.k8s.model import ipam
     from netns.realize.network_interface import NetworkInterface
     from netns.realize.route_entry import RouteEntry
 

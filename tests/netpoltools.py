@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import netpol_kernel
-from acklab.k8s.network_policy import Endpoint, Policy, allowed, compile_node, parse_policies
-from acklab.k8s.network_policy_api import endpoint_from_pod
+from acklab.k8s.model.network_policy import Endpoint, Policy, allowed, compile_node, parse_policies
+from acklab.k8s.model.network_policy_api import endpoint_from_pod
+from acklab.k8s.realize import network_policy
 from netns.kernel.namespace import Namespace
 from tests.apilab import ApiLab, until
 
@@ -164,8 +164,8 @@ class Harness:
         late = []
         for node in NODES:
             ruleset = compile_node(policies, endpoints, node, self.datapath == "terway-eniip")
-            applied = netpol_kernel.read_applied(Namespace(self.api.netns[node]))
-            if netpol_kernel.plan_update(ruleset, applied, netpol_kernel._recorded(self.api.lab, node)):
+            applied = network_policy.read_applied(Namespace(self.api.netns[node]))
+            if network_policy.plan_update(ruleset, applied, network_policy._recorded(self.api.lab, node)):
                 late.append(node)
         return late
 

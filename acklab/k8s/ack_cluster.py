@@ -1,5 +1,5 @@
 """An ACK cluster on the lab: the managed control plane with its cloud controller and ingress controller
-(``ingress_api``: nginx in the ``nginx-ingress-controller`` add-on's pods), and node pools whose nodes are
+(``ingress_controller``: nginx in the ``nginx-ingress-controller`` add-on's pods), and node pools whose nodes are
 ECS instances running the node agent (Terway's live IPAM), upstream kube-proxy and the NetworkPolicy agent. What
 ``cs.ManagedKubernetes`` and ``cs.NodePool`` of the ``alicloud`` plugin call: the components come from
 ``cluster_install`` (the installer the Ansible roles ``control_plane`` and ``k8s_node`` use too); this module adds
@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import api_endpoint, ccm, cloud_controller, cluster_install, cluster_nat, ingress_api, ipam
+from acklab.k8s import api_endpoint, cloud_controller, cluster_install, cluster_nat, ingress_controller
 from acklab.k8s.cluster_install import core_api
+from acklab.k8s.model import ipam, load_balancer
 from netns.kernel.files import read_json, write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError, NotFoundError, ValidationError
@@ -207,7 +208,7 @@ def deploy_ingress_addon(lab: str, cluster_id: str) -> None:
     and its LoadBalancer Service in ``kube-system`` (its pods start when the node pools' nodes have joined)."""
     if ControlPlane(lab, cluster_id).read() is None:
         raise NotFoundError(f"cluster {cluster_id} does not exist in lab {lab}")
-    ingress_api.deploy_addon(lab)
+    ingress_controller.deploy_addon(lab)
 
 
 def _not_after(cert_b64: str) -> str:
@@ -403,5 +404,5 @@ def owned_ids(lab: str) -> set[str]:
         for vswitch in router.vswitches():
             ids |= {eni for eni, facts in vswitch.enis().items() if facts.get("instance") in instances}
     for record in cloud_controller.load_records(lab).values():
-        ids |= {record.lb_id, ccm.acl_of(record.lb_id)}
+        ids |= {record.lb_id, load_balancer.acl_of(record.lb_id)}
     return ids

@@ -4,8 +4,8 @@ One process per lab, in the control plane's namespace (removing that namespace e
 ``system:cloud-controller-manager`` (a ClusterRole of its own, applied by :func:`ensure`). It watches Services,
 Nodes and EndpointSlices (these for ENI backends: ``service.beta.kubernetes.io/backend-type: eni``; list, then watch
 from the list's resourceVersion; a 410 Gone lists again), puts Service keys on a work
-queue and reconciles each one level-triggered: the wanted SLB (``ccm.load_balancer_spec`` + the Nodes' ECS ids)
-against what the realizations hold (``netns/realize/slb.py``), then ``ccm.decide``'s steps through those
+queue and reconciles each one level-triggered: the wanted SLB (``load_balancer.load_balancer_spec`` + the Nodes' ECS
+ids) against what the realizations hold (``netns/realize/slb.py``), then ``load_balancer.decide``'s steps through those
 realizations (each takes the lab lock itself). The Service gets ``status.loadBalancer.ingress[].ip``.
 
 No SLB leaks: the finalizer ``service.k8s.alibaba/resources`` (ACK's) goes on before an SLB is made and comes off
@@ -39,11 +39,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from acklab.k8s import ccm, informer
-from acklab.k8s.agent import k8s_dir
+from acklab.k8s import informer
 from acklab.k8s.cluster_controller import ClusterController
 from acklab.k8s.informer import WorkQueue
-from acklab.k8s.kubelet import rfc3339
+from acklab.k8s.model import load_balancer
+from acklab.k8s.model.kubelet import rfc3339
+from acklab.k8s.realize.pod_agent import k8s_dir
 from netns.kernel.files import read_json, write_atomic, write_if_changed, write_json
 from netns.model import slb as model
 from netns.model.errors import LabError, NotFoundError, ValidationError
@@ -201,16 +202,16 @@ def vswitch_of(lab: str, instance: str) -> VSwitch | None:
     return None
 
 
-def read_actual(lab: str, lb_id: str) -> ccm.ActualLb | None:
+def read_actual(lab: str, lb_id: str) -> load_balancer.ActualLb | None:
     state = slb.SlbInstance(lab, lb_id).read()
     if state is None:
         return None
     listeners = {(lst.protocol, lst.frontend_port): args for lst, args in slb.load_listeners(lab, lb_id)}
     servers = slb.backend_servers(lab, lb_id)
-    acl = slb.acl(lab, ccm.acl_of(lb_id))
-    return ccm.ActualLb(lb_id, state.name, state.address, state.address_type, state.vswitch_id, listeners,
+    acl = slb.acl(lab, load_balancer.acl_of(lb_id))
+    return load_balancer.ActualLb(lb_id, state.name, state.address, state.address_type, state.vswitch_id, listeners,
                         None if servers is None else tuple(sorted(
-                            ccm.eni_server(s["server_id"], s["ip"]) if s.get("ip") else s["server_id"]
+                            load_balancer.eni_server(s["server_id"], s["ip"]) if s.get("ip") else s["server_id"]
                             for s in servers)),
                         None if acl is None else tuple(sorted(acl["entries"])))
 
@@ -218,11 +219,12 @@ def read_actual(lab: str, lb_id: str) -> ccm.ActualLb | None:
 def delete_slb(lab: str, lb_id: str) -> None:
     """The SLB with its listeners (so its ACL is unused), then its ACL."""
     slb.delete_slb(lab, lb_id)
-    if slb.acl(lab, ccm.acl_of(lb_id)) is not None:
-        slb.delete_acl(lab, ccm.acl_of(lb_id))
+    if slb.acl(lab, load_balancer.acl_of(lb_id)) is not None:
+        slb.delete_acl(lab, load_balancer.acl_of(lb_id))
 
 
-def apply_step(lab: str, lb_id: str, lb: ccm.LbSpec, step: ccm.Step, vswitch: VSwitch | None) -> None:
+def apply_step(lab: str, lb_id: str, lb: load_balancer.LbSpec, step: load_balancer.Step,
+               vswitch: VSwitch | None) -> None:
     resource = f"Service {lb.key}"
     if step.op == "delete":
         delete_slb(lab, lb_id)
@@ -231,7 +233,7 @@ def apply_step(lab: str, lb_id: str, lb: ccm.LbSpec, step: ccm.Step, vswitch: VS
     elif step.op == "rename":
         slb.SlbInstance(lab, lb_id).rename(step.value)
     elif step.op == "acl":
-        acl_id = ccm.acl_of(lb_id)
+        acl_id = load_balancer.acl_of(lb_id)
         current = slb.acl(lab, acl_id)
         if current is None:
             slb.create_acl(lab, acl_id, f"{lb.lb_name}-source-ranges")
@@ -242,19 +244,20 @@ def apply_step(lab: str, lb_id: str, lb: ccm.LbSpec, step: ccm.Step, vswitch: VS
         for entry in set(current["entries"]) - set(step.value):
             slb.set_acl_entry(lab, acl_id, entry, None, resource)
     elif step.op == "drop_acl":
-        slb.delete_acl(lab, ccm.acl_of(lb_id))
+        slb.delete_acl(lab, load_balancer.acl_of(lb_id))
     elif step.op == "backends":
         refs = []
         for server in step.value:
-            server_id, ip = ccm.parse_server(server)
+            server_id, ip = load_balancer.parse_server(server)
             refs.append(model.BackendRef(server_id, type="eni" if ip else "ecs", ip=ip))
         slb.put_backend_servers(lab, lb_id, tuple(refs), resource)
     elif step.op == "delete_listener":
         slb.delete_listener(lab, lb_id, *step.value)
     elif step.op == "put_listener":
         args = dict(step.value)
-        if args.get("acl_id") == ccm.acl_of(ccm.PLACEHOLDER_LB):  # the SLB's id was not known when decided
-            args["acl_id"] = ccm.acl_of(lb_id)
+        # the SLB's id was not known when decided
+        if args.get("acl_id") == load_balancer.acl_of(load_balancer.PLACEHOLDER_LB):
+            args["acl_id"] = load_balancer.acl_of(lb_id)
         slb.put_listener(lab, model.parse_listener(resource, lb_id, args), args, resource)
     else:
         raise LabError(f"unknown step {step.op}")
@@ -410,7 +413,7 @@ class Controller:
             self._release(svc, record)
             return
         try:
-            lb = ccm.load_balancer_spec(svc)
+            lb = load_balancer.load_balancer_spec(svc)
         except ValidationError as exc:
             told = (meta.get("resourceVersion", ""), str(exc))
             if self.refused.get(key) != told:  # once per version of the Service, not at every resync
@@ -426,12 +429,13 @@ class Controller:
             save_record(self.lab, record)  # before the SLB exists: a restart finds this id, never makes another
         self._ensure(svc, lb, record)
 
-    def _ensure(self, svc: dict[str, Any], lb: ccm.LbSpec, record: Record) -> None:
+    def _ensure(self, svc: dict[str, Any], lb: load_balancer.LbSpec, record: Record) -> None:
         # a copy: the Nodes' watch thread changes the dict meanwhile
-        nodes = ccm.backend_servers(lb, list(self.nodes.values()), ecs_by_ip(self.lab))
+        nodes = load_balancer.backend_servers(lb, list(self.nodes.values()), ecs_by_ip(self.lab))
         servers, ports = nodes, None
         if lb.backend_type == "eni":
-            servers, ports = ccm.eni_backends(lb, (self.slices.get(lb.key) or {}).values(), eni_of_address(self.lab))
+            slices = (self.slices.get(lb.key) or {}).values()
+            servers, ports = load_balancer.eni_backends(lb, slices, eni_of_address(self.lab))
         vswitch = None
         if lb.address_type == "intranet":
             if lb.vswitch_id:
@@ -440,9 +444,9 @@ class Controller:
                 vswitch = vswitch_of(self.lab, nodes[0])
             if vswitch is None:
                 raise NotFoundError(f"Service {lb.key}: an intranet SLB needs a vSwitch: no node has an ECS yet "
-                                    f"and {ccm.VSWITCH} is not set")
+                                    f"and {load_balancer.VSWITCH} is not set")
         actual = read_actual(self.lab, record.lb_id)
-        steps = ccm.decide(lb, servers, actual, vswitch.vswitch_id if vswitch else None, ports)
+        steps = load_balancer.decide(lb, servers, actual, vswitch.vswitch_id if vswitch else None, ports)
         for step in steps:
             apply_step(self.lab, record.lb_id, lb, step, vswitch)
         state = slb.SlbInstance(self.lab, record.lb_id).read()
@@ -472,11 +476,11 @@ class Controller:
         """The VPC routes the Nodes' blocks need, against those this controller made (its records)."""
         nodes = list(self.nodes.values())  # a copy: the Nodes' watch thread changes the dict meanwhile
         # a Node whose instance is gone (deleted behind the cluster's back) has no route: its old one goes
-        every = ccm.wanted_routes(nodes, ecs_by_ip(self.lab))
+        every = load_balancer.wanted_routes(nodes, ecs_by_ip(self.lab))
         vpcs = {instance: router_of(self.lab, instance) for _, instance in every.values()}
         wanted = {n: route for n, route in every.items() if vpcs[route[1]] is not None}
         made = load_routes(self.lab)
-        delete, create = ccm.route_changes(wanted, {n: (r.cidr, r.instance_id) for n, r in made.items()},
+        delete, create = load_balancer.route_changes(wanted, {n: (r.cidr, r.instance_id) for n, r in made.items()},
                                            lambda n: route_entry(self.lab, made[n]).exists())
         failed: list[str] = []  # one Node's failure does not keep the others from their routes
         for name in delete:

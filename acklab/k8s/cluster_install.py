@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import cloud_controller, cluster_dns, flannel, ingress_api, network_policy_agent, proxy_daemon
-from acklab.k8s.ipam import TerwayConfig
-from acklab.k8s.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
+from acklab.k8s import cloud_controller, cluster_dns, ingress_controller, network_policy_agent
+from acklab.k8s.model import flannel
+from acklab.k8s.model.ipam import TerwayConfig
+from acklab.k8s.model.kubelet import CLUSTER_DOMAIN, ClusterDns, NodeIdentity
+from acklab.k8s.model.pod_network import CIDR_DATAPATHS, DATAPATHS, EXCLUSIVE_ENI, Network, Node
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid, stop_node_agent
-from acklab.k8s.plan import CIDR_DATAPATHS, DATAPATHS, EXCLUSIVE_ENI, Network, Node
-from acklab.k8s.pods import NodeNetwork, load_records
+from acklab.k8s.realize import kube_proxy
+from acklab.k8s.realize.pod_network import NodeNetwork, load_records
 from netns.kernel.files import write_if_changed
 from netns.kernel.namespace import Namespace
 from netns.model.control_plane import PodNetwork
@@ -142,10 +144,10 @@ def install_control_plane(lab: str, vswitch_id: str, cluster_id: str | None = No
     before = cloud_controller.CloudController(lab).pid()
     if cloud_controller.ensure(lab, cloud_routes=network.datapath == "vpc-route") != before:
         changes.append("cloud controller started")
-    before = ingress_api.pid(lab)
-    if ingress_api.ensure(lab) != before:
+    before = ingress_controller.pid(lab)
+    if ingress_controller.ensure(lab) != before:
         changes.append("ingress controller started")
-    if ingress_addon and _kubectl_apply(lab, ingress_api.addon_manifests()):
+    if ingress_addon and _kubectl_apply(lab, ingress_controller.addon_manifests()):
         changes.append("nginx-ingress-controller add-on applied")
     return ControlPlaneResult(state, tuple(dict.fromkeys(changes)))
 
@@ -155,9 +157,9 @@ def remove_control_plane(lab: str, cluster_id: str | None = None) -> tuple[str, 
     default the lab's); returns what it stopped or removed. The controllers stop first, so none makes an SLB
     meanwhile; each step runs whether or not the one before found something (a half-made cluster goes too)."""
     changes: list[str] = []
-    if ingress_api.pid(lab) is not None:
+    if ingress_controller.pid(lab) is not None:
         changes.append("ingress controller stopped")
-    ingress_api.stop(lab)
+    ingress_controller.stop(lab)
     controller = cloud_controller.CloudController(lab)
     if controller.pid() is not None:
         changes.append("cloud controller stopped")
@@ -305,7 +307,7 @@ def install_node(spec: NodeSpec, api_endpoint: str = "host") -> NodeResult:
         flannel_kubeconfig = planes[0].client_kubeconfig(flannel.USER)
     if ensure_node_agent(node_agent_config(spec), kubeconfig, flannel_kubeconfig) != before:
         changes.append("node agent started")
-    proxy = proxy_daemon.install(spec.lab, spec.name, spec.netns, spec.ip, spec.proxy_mode, cluster_cidr(spec))
+    proxy = kube_proxy.install(spec.lab, spec.name, spec.netns, spec.ip, spec.proxy_mode, cluster_cidr(spec))
     if proxy.started is not None:
         changes.append(f"kube-proxy ({proxy.mode}) started")
     datapath = spec.network.datapath  # pods matched by veth (Terway's routed ones) or by address (a bridge's)
@@ -332,7 +334,7 @@ def remove_node(lab: str, name: str, netns: str, ip: str = "", api_endpoint: str
     if agent_running:
         changes.append("node agent stopped")
     stop_node_agent(lab, name)
-    proxy = proxy_daemon.KubeProxyDaemon(lab, name, netns)
+    proxy = kube_proxy.KubeProxyDaemon(lab, name, netns)
     if proxy.pid() is not None:
         changes.append("kube-proxy stopped")
     proxy.stop(flush_rules=proxy.config_path.exists())  # its rules go with it (upstream's --cleanup)

@@ -1,359 +1,533 @@
-"""The ingress controller: nginx in each ingress-nginx controller pod, configured from the cluster's Ingresses.
+"""The ingress controller on the API: nginx in the ingress-nginx controller pods, configured from the cluster's
+Ingresses, IngressClasses, Services, EndpointSlices and Secrets, as ingress-nginx does.
 
-Controller pods are the lab's pods that ``acklab.k8s.ingress.is_controller_pod`` recognises (namespace
-``kube-system``, label ``app: ingress-nginx`` or ``app.kubernetes.io/name: ingress-nginx``); the pod agent leaves
-their ports to nginx. Per controller pod, under ``/run/acklab/<lab>/ingress/<namespace>.<pod>/``:
-``nginx.conf`` (the rendered configuration), ``endpoints`` (what the Lua balancer picks pods from),
-``nginx.pid`` (the master, started inside the pod's network namespace), ``certs/`` (certificate and key files,
-named by content), ``tmp/``, ``error.log``.
+One process per lab, in the control plane's namespace (removing that namespace ends it), the client
+``system:ingress-nginx`` (a ClusterRole of its own, applied by :func:`ensure`). It lists and watches those five
+kinds, the pods of ``kube-system`` and its ConfigMap ``nginx-configuration`` (list, then watch from the list's
+resourceVersion; a 410 Gone lists again) into caches, and every event puts the one key ``sync`` on a work queue: the
+reconcile is level-triggered over the whole cluster, as ingress-nginx's is (one configuration for every Ingress).
 
-``sync`` is idempotent: render (a ValidationError for an invalid Ingress stops it before anything is written;
-given a ``rejected`` list, an invalid Ingress is left out whole and listed there instead, the others served),
-then per controller pod: new endpoints only → replace the endpoints file and ``POST /acklab/endpoints`` on the
-pod's status server (every worker uses them at once; no reload); a new configuration, or no nginx running →
-write ``nginx.conf.new``, ``nginx -t`` it, rename it over ``nginx.conf``, SIGHUP the master (graceful: old
-workers finish the requests they hold, the listening sockets stay open) or start nginx, and wait until
-``127.0.0.1:10254/acklab/generation`` in the pod answers the new generation and no old worker still accepts.
-Nothing changed: nothing is done.
+A sync: the caches → :class:`Inputs` (pure, :func:`inputs`: EndpointSlices become the endpoints the renderer
+resolves); each Ingress of our class is validated (:func:`admit`, one render that leaves a bad one out), a rejected
+one gets a Warning Event and is left out while the others keep serving; then per controller pod (the pods
+``ingress.is_controller_pod`` recognises, running, with the namespace the node agent made)
+``realize.ingress.NginxPod.apply``: new endpoints only → the Lua balancer takes them without a reload; a new
+configuration → ``nginx -t`` then SIGHUP. Finally each served Ingress gets ``status.loadBalancer.ingress``: the
+publish Service's (``kube-system/nginx-ingress-lb``, ACK's) LoadBalancer addresses, else the addresses of the nodes
+the controller pods run on.
 
-Endpoints are the pods that are both wanted by the manifests and running: a pod about to be removed is taken
-out of the endpoints by a ``sync`` before the pod network removes it (drain), a new pod is added by the ``sync``
-after.
-``watch`` polls the manifests and the pod records and syncs on every change (the Kubernetes informers' role);
-it reports rejected Ingresses and serves the others.
+The node agent leaves controller pods' ports to nginx (``realize.pod_network.NodeNetwork.agent_pods``).
+:func:`addon_manifests` is ACK's ``nginx-ingress-controller`` add-on: the IngressClass ``nginx``, the
+controller Deployment and its LoadBalancer Service in ``kube-system``, applied through the API by
+:func:`deploy_addon`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from acklab.k8s import ingress, services
-from acklab.k8s.ingress_annotations import GlobalConfig
-from acklab.k8s.model import Cluster, load_manifests
-from acklab.k8s.pods import PodRecord, load_records
+from acklab.k8s import informer
+from acklab.k8s.cluster_controller import ClusterController
+from acklab.k8s.informer import WorkQueue
+from acklab.k8s.model import ingress
+from acklab.k8s.model import ingress_annotations as ann
+from acklab.k8s.model import services as svcs
+from acklab.k8s.model.objects import ContainerPort
+from acklab.k8s.realize.ingress import NginxPod, Options, ingress_dir, stop_nginx
+from acklab.k8s.realize.pod_agent import k8s_dir
+from acklab.k8s.realize.pod_network import PodRecord, load_records
 from netns.kernel.files import write_atomic
-from netns.kernel.namespace import NETNS_DIR, Namespace, alive
+from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError, ValidationError
-from netns.realize import file_lock, state_dir
+from netns.realize import file_lock
+
+USER = "system:ingress-nginx"
+COMPONENT = "nginx-ingress-controller"  # the Events' source, as ingress-nginx's
+PUBLISH_SERVICE = "kube-system/nginx-ingress-lb"  # ACK's add-on Service (ingress-nginx's --publish-service)
+SYNC = "sync"
+RESYNC = 10.0  # a sync even without an event: an nginx that died is started again
+SERVICE_LABEL = "kubernetes.io/service-name"  # an EndpointSlice's Service
+ENDPOINT_LABEL = "acklab.io/endpoints-of"  # the stand-in pods' label (the synthetic Services select on it)
+REJECTED = "Rejected"  # the Warning Event's reason for an invalid Ingress
+SYNCED = "Sync"  # ingress-nginx's Normal Event reason for an Ingress it takes
+
+RBAC = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "acklab:ingress-nginx"}}
+rules:
+  - {{apiGroups: [""], resources: [services, secrets, pods, configmaps], verbs: [get, list, watch]}}
+  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}}
+  - {{apiGroups: [networking.k8s.io], resources: [ingresses, ingressclasses], verbs: [get, list, watch]}}
+  - {{apiGroups: [networking.k8s.io], resources: [ingresses/status], verbs: [get, patch, update]}}
+  - {{apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch, update]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "acklab:ingress-nginx"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "acklab:ingress-nginx"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{USER}"}}]
+"""
+
+Doc = Mapping[str, Any]
 
 
-def ingress_dir(lab: str) -> Path:
-    return state_dir(lab) / "ingress"
+# --- pure: API objects → what the renderer takes ------------------------------------------------------------------
+
+def key_of(obj: Doc) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 @dataclass(frozen=True)
-class Options:
-    """nginx's ports in the controller pods, its worker processes (0: one per CPU, ingress-nginx's default) and
-    the controller ConfigMap's settings (``ingress_annotations.parse_configmap``)."""
+class Inputs:
+    """What ``ingress.render`` takes, from the API's objects."""
 
-    http: int = 80
-    https: int = 443
-    status: int = ingress.STATUS_PORT
-    workers: int = 0
-    config: GlobalConfig = field(default_factory=GlobalConfig)
-
-
-@dataclass(frozen=True)
-class NginxPod:
-    """nginx in one controller pod."""
-
-    lab: str
-    record: PodRecord
-
-    @property
-    def folder(self) -> Path:
-        return ingress_dir(self.lab) / f"{self.record.pod.namespace}.{self.record.pod.name}"
-
-    @property
-    def namespace(self) -> Namespace:
-        return Namespace(self.record.netns)
-
-    def pid(self) -> int | None:
-        """The master's PID, if it runs inside this pod's namespace."""
-        return master_pid(self.folder, self.namespace.inode())
-
-    def generation(self, port: int) -> str | None:
-        """What the status location answers (the generation nginx serves), None if nothing answers."""
-        return self.status(port, "/acklab/generation")
-
-    def endpoints_version(self, port: int, load: bool = False) -> str | None:
-        """The endpoints version nginx's workers use; ``load``: make them load the endpoints file first."""
-        return self.status(port, "/acklab/endpoints", "POST" if load else "GET")
-
-    def status(self, port: int, path: str, method: str = "GET") -> str | None:
-        """The body of a 200 answer of nginx's status server in the pod, None otherwise."""
-        try:
-            sock = self.namespace.socket()
-        except OSError:
-            return None
-        sock.settimeout(2.0)
-        try:
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: status\r\nContent-Length: 0\r\n\r\n".encode())
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        except OSError:
-            return None
-        finally:
-            sock.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        return body.decode().strip() if head.startswith(b"HTTP/1.1 200") else None
-
-    def apply(self, rendered: ingress.Rendered, options: Options, timeout: float = 15.0) -> str | None:
-        """Make nginx serve ``rendered``; returns what was done, None if it already did."""
-        conf = self.folder / "nginx.conf"
-        pid = self.pid()
-        current = conf.read_text() if conf.exists() else None
-        same_config = (pid is not None and current == rendered.config
-                       and self.generation(options.status) == rendered.generation)
-        endpoints = self.folder / "endpoints"
-        same_endpoints = (endpoints.exists() and endpoints.read_text() == rendered.endpoints
-                          and self.endpoints_version(options.status) == rendered.endpoints_version)
-        if same_config and same_endpoints:
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(endpoints, rendered.endpoints)  # read by the master at (re)load and by POST /acklab/endpoints
-        if same_config:  # pods came or went: every worker takes the new endpoints at once, no reload
-            self._load_endpoints(rendered, options)
-            return (f"ingress pod {self.record.pod.key}: endpoints updated without a reload "
-                    f"(version {rendered.endpoints_version})")
-        (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
-        for name, data in rendered.files.items():  # content-addressed names: never overwrite a file in use
-            path = self.folder / name
-            if not path.exists():
-                write_atomic(path, data, mode=0o600)
-        new = self.folder / "nginx.conf.new"
-        new.write_text(rendered.config)
-        test = self._nginx(["-t", "-q", "-c", str(new)])
-        if test.returncode != 0:
-            new.unlink(missing_ok=True)
-            raise LabError(f"ingress pod {self.record.pod.key}: nginx -t refused the configuration, the running "
-                           f"one is kept: {test.stderr.strip()}")
-        os.replace(new, conf)
-        old_workers = self.workers(pid) if pid is not None else []
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)  # graceful reload
-            what = f"ingress pod {self.record.pod.key}: nginx reloaded (generation {rendered.generation})"
-        else:
-            started = self._nginx(["-c", str(conf)])
-            if started.returncode != 0:
-                raise LabError(f"ingress pod {self.record.pod.key}: nginx did not start: {started.stderr.strip()}")
-            what = f"ingress pod {self.record.pod.key}: nginx started (generation {rendered.generation})"
-        deadline = time.monotonic() + timeout
-        # Served by a new worker, and no old worker still accepting (an old one that has closed its listening
-        # sockets calls itself "shutting down" while it finishes the requests it holds).
-        while self.generation(options.status) != rendered.generation or any(
-                still_accepting(w) for w in old_workers):
-            if time.monotonic() > deadline:
-                raise LabError(f"ingress pod {self.record.pod.key}: nginx did not serve generation "
-                               f"{rendered.generation} within {timeout}s (see {self.folder / 'error.log'})")
-            time.sleep(0.02)
-        self._load_endpoints(rendered, options)
-        self._drop_unused_files(rendered)
-        return what
-
-    def _load_endpoints(self, rendered: ingress.Rendered, options: Options) -> None:
-        version = self.endpoints_version(options.status, load=True)
-        if version != rendered.endpoints_version:
-            raise LabError(f"ingress pod {self.record.pod.key}: nginx loaded endpoints version {version}, not "
-                           f"{rendered.endpoints_version} (see {self.folder / 'error.log'})")
-
-    def workers(self, master: int) -> list[int]:
-        """The master's worker processes (its children in the pod's namespace)."""
-        return [p for p in self.namespace.pids() if _parent(p) == master and _cmdline(p).startswith(b"nginx: worker")]
-
-    def _nginx(self, args: list[str]) -> subprocess.CompletedProcess[str]:
-        """nginx inside the pod's network namespace (``daemon on``: the master detaches, pidfile in the folder)."""
-        return subprocess.run(["nsenter", f"--net={NETNS_DIR}/{self.record.netns}", "--", "nginx",
-                               "-p", str(self.folder), "-e", str(self.folder / "error.log"), *args],
-                              capture_output=True, text=True, timeout=30, check=False, cwd="/")
-
-    def _drop_unused_files(self, rendered: ingress.Rendered) -> None:
-        certs = self.folder / "certs"
-        for path in certs.iterdir() if certs.is_dir() else ():
-            if f"certs/{path.name}" not in rendered.files:
-                path.unlink(missing_ok=True)
+    ingresses: tuple[Doc, ...]
+    classes: tuple[Doc, ...]
+    services: tuple[Doc, ...]  # stand-ins: selector on ENDPOINT_LABEL, targetPort named per slice port
+    pods: tuple[svcs.PodEndpoint, ...]  # stand-ins: one per EndpointSlice address
+    secrets: tuple[Doc, ...]
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
+def _target_name(index: int) -> str:
+    return f"ep-{index}"  # a valid IANA port name: what a stand-in pod's port is called for Service port ``index``
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-        return None
-
-
-def still_accepting(worker: int) -> bool:
-    """An nginx worker that may still accept connections: alive and not yet "shutting down"."""
-    return alive(worker) and b"shutting down" not in _cmdline(worker)
-
-
-def master_pid(folder: Path, netns_inode: int | None) -> int | None:
-    """The nginx master recorded in ``folder/nginx.pid`` if it is alive, is nginx, and (when given) runs in the
-    namespace with inode ``netns_inode``."""
-    try:
-        pid = int((folder / "nginx.pid").read_text().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    if not cmdline.startswith(b"nginx: master process") or not alive(pid):
-        return None
-    if netns_inode is not None and inode != netns_inode:
-        return None
-    return pid
-
-
-def stop_nginx(folder: Path, grace: float = 10.0) -> None:
-    """Gracefully stop the nginx recorded in ``folder`` (SIGQUIT, then SIGKILL) and remove the folder."""
-    pid = master_pid(folder, None)
-    if pid is not None:
-        os.kill(pid, signal.SIGQUIT)
-        deadline = time.monotonic() + grace
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-# --- the cluster's view -----------------------------------------------------------------------------------------
-
-
-def controller_pods(lab: str, records: dict[str, PodRecord] | None = None) -> list[PodRecord]:
-    records = load_records(lab) if records is None else records
-    return [r for _, r in sorted(records.items())
-            if ingress.is_controller_pod(r.pod.namespace, r.pod.labels) and Namespace(r.netns).exists()]
-
-
-def endpoint_pods(cluster: Cluster, records: dict[str, PodRecord]) -> list[services.PodEndpoint]:
-    """Pods that may receive traffic: wanted by the manifests and running (namespace present), as the endpoint
-    controller sees them. A pod the manifests no longer want is left out (it is terminating)."""
-    wanted = {p.key: p for p in cluster.all_pods()}
-    out = []
-    for key, record in sorted(records.items()):
-        pod = wanted.get(key)
-        if pod is None or not Namespace(record.netns).exists():
+def backends(services: Iterable[Doc], slices: Iterable[Doc]) -> tuple[list[Doc], list[svcs.PodEndpoint]]:
+    """Services + EndpointSlices → stand-in Services and pods that ``services.resolve`` turns into exactly the
+    slices' endpoints: Service port ``i`` targets the port named ``ep-i``, which each stand-in pod (one per slice
+    address) has with the number the slice gives the Service port's name. So named and numbered targetPorts,
+    selector-less Services with hand-made slices, and readiness (``conditions.ready``; nil is ready) all come
+    from the EndpointSlice controller, as ingress-nginx reads them."""
+    by_service: dict[str, list[Doc]] = {}
+    for s in slices:
+        meta = s.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(SERVICE_LABEL)
+        if owner and s.get("addressType", "IPv4") == "IPv4":
+            by_service.setdefault(f"{meta.get('namespace') or 'default'}/{owner}", []).append(s)
+    out_services: list[Doc] = []
+    out_pods: list[svcs.PodEndpoint] = []
+    for svc in sorted(services, key=key_of):
+        spec = svc.get("spec") or {}
+        ports = [p for p in spec.get("ports") or [] if isinstance(p, Mapping)]
+        if spec.get("type") == "ExternalName" or not ports:
             continue
-        out.append(services.PodEndpoint.of(pod, record.ip, record.node))
+        key = key_of(svc)
+        namespace, name = key.split("/", 1)
+        index = {str(p.get("name") or ""): i for i, p in enumerate(ports)}
+        out_services.append({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": namespace, "name": name},
+            "spec": {"type": "ClusterIP", "selector": {ENDPOINT_LABEL: name},
+                     "ports": [{"name": p.get("name") or "", "port": p["port"],
+                                "protocol": p.get("protocol") or "TCP", "targetPort": _target_name(i)}
+                               for i, p in enumerate(ports)]}})
+        for s in sorted(by_service.get(key, []), key=key_of):
+            slice_ports = tuple(
+                ContainerPort(int(sp["port"]), sp.get("protocol") or "TCP",
+                              _target_name(index[str(sp.get("name") or "")]))
+                for sp in s.get("ports") or [] if str(sp.get("name") or "") in index and sp.get("port"))
+            for n, endpoint in enumerate(s.get("endpoints") or []):
+                conditions = endpoint.get("conditions") or {}
+                ready = conditions.get("ready") is not False  # nil: ready (the API's rule for consumers)
+                for address in endpoint.get("addresses") or []:
+                    stand_in = f"{(s.get('metadata') or {}).get('name')}.{n}.{address}"
+                    out_pods.append(svcs.PodEndpoint(stand_in, namespace, {ENDPOINT_LABEL: name}, address,
+                                                     endpoint.get("nodeName"), ready=ready, ports=slice_ports))
+    return out_services, out_pods
+
+
+def inputs(ingresses: Iterable[Doc], classes: Iterable[Doc], services: Iterable[Doc], slices: Iterable[Doc],
+           secrets: Iterable[Doc]) -> Inputs:
+    stand_in_services, pods = backends(services, slices)
+    tls = [s for s in secrets if s.get("type") in (None, "kubernetes.io/tls", "Opaque")]
+    return Inputs(tuple(sorted(ingresses, key=key_of)), tuple(classes), tuple(stand_in_services), tuple(pods),
+                  tuple(sorted(tls, key=key_of)))
+
+
+@dataclass(frozen=True)
+class Admission:
+    served: tuple[Doc, ...]  # Ingresses of our class that are valid (rendered)
+    rejected: Mapping[str, str]  # key → why (a ValidationError's text)
+    ignored: tuple[str, ...]  # keys of other classes' Ingresses
+
+
+def admit(given: Inputs, settings: ingress.Settings | None = None) -> Admission:
+    """Validate every Ingress of our class in one render that leaves a bad one out whole (``strict=False``): a
+    rejected Ingress is told in an Event, the others keep serving."""
+    rendered = ingress.render(given.ingresses, given.classes, [], [], given.secrets, settings or ingress.Settings(),
+                              strict=False)
+    # the renderer names an Ingress "Ingress 'namespace/name'" in its errors and "namespace/name: why" when ignored
+    rejected = {exc.resource.removeprefix("Ingress ").strip("'"): str(exc) for exc in rendered.rejected}
+    ignored = tuple(entry.split(": ", 1)[0] for entry in rendered.ignored)
+    served = tuple(d for d in given.ingresses if key_of(d) not in rejected and key_of(d) not in ignored)
+    return Admission(served, rejected, ignored)
+
+
+def global_config(configmaps: Mapping[str, Doc]) -> tuple[ann.GlobalConfig, str | None]:
+    """The controller ConfigMap's settings (``kube-system/nginx-configuration``, ACK's name), and the error if it
+    is invalid: then upstream's defaults apply, as ingress-nginx keeps running on a bad ConfigMap."""
+    name = ann.CONFIGMAP_NAMES[0]
+    doc = configmaps.get(name)
+    try:
+        return ann.parse_configmap((doc or {}).get("data"), name), None
+    except ValidationError as exc:
+        return ann.GlobalConfig(), str(exc)
+
+
+def is_running_controller(pod: Doc) -> bool:
+    """An ingress-nginx controller pod that runs: bound, with an address, not terminating."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return (ingress.is_controller_pod(meta.get("namespace") or "", meta.get("labels") or {})
+            and not meta.get("deletionTimestamp") and status.get("phase") == "Running"
+            and bool(status.get("podIP")))
+
+
+def publish_addresses(services: Mapping[str, Doc], controllers: Iterable[Doc],
+                      publish_service: str = PUBLISH_SERVICE) -> list[dict[str, str]]:
+    """What each served Ingress's ``status.loadBalancer.ingress`` says: the publish Service's LoadBalancer
+    addresses if it has any, else the addresses of the nodes running controller pods (ingress-nginx without an
+    external address)."""
+    svc = services.get(publish_service) or {}
+    lb = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    found = [{k: v for k, v in entry.items() if k in ("ip", "hostname") and v} for entry in lb]
+    found = [entry for entry in found if entry]
+    if found:
+        return sorted(found, key=lambda e: (e.get("ip", ""), e.get("hostname", "")))
+    hosts = {(p.get("status") or {}).get("hostIP") for p in controllers} - {None, ""}
+    return [{"ip": ip} for ip in sorted(hosts, key=lambda a: tuple(int(x) for x in a.split(".")))]
+
+
+def status_updates(served: Iterable[Doc], addresses: list[dict[str, str]]) -> list[str]:
+    """Keys of served Ingresses whose status does not say ``addresses`` yet (no controller pod: nothing)."""
+    if not addresses:
+        return []
+    return [key_of(doc) for doc in served
+            if (((doc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []) != addresses]
+
+
+@dataclass(frozen=True)
+class Notice:
+    key: str
+    kind: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def events(admission: Admission, ingresses: Mapping[str, Doc], told: dict[str, tuple[str, str]]) -> list[Notice]:
+    """Events to emit: one per Ingress spec and verdict (``told`` remembers them: key → (metadata.generation,
+    message); the generation, not the resourceVersion, so the status written back tells nothing again); Warning
+    ``Rejected`` for a rejected Ingress, Normal ``Sync`` for one taken into the configuration. Keys of Ingresses
+    gone are forgotten."""
+    out = []
+    verdicts = {**{key_of(d): ("Normal", SYNCED, "Scheduled for sync") for d in admission.served},
+                **{k: ("Warning", REJECTED, f"not served, the others are: {why}")
+                   for k, why in admission.rejected.items()}}
+    for key, (kind, reason, message) in sorted(verdicts.items()):
+        version = str(((ingresses.get(key) or {}).get("metadata") or {}).get("generation", ""))
+        if told.get(key) != (version, message):
+            told[key] = (version, message)
+            out.append(Notice(key, kind, reason, message))
+    for key in set(told) - set(ingresses):
+        del told[key]
     return out
 
 
-def render_for(lab: str, cluster: Cluster, record: PodRecord, records: dict[str, PodRecord],
-               options: Options = Options(), strict: bool = True) -> ingress.Rendered:
-    folder = NginxPod(lab, record).folder
-    settings = ingress.Settings(root=str(folder), http_port=options.http, https_port=options.https,
-                                status_port=options.status, workers=options.workers, config=options.config)
-    return ingress.render(cluster.ingresses, cluster.ingress_classes, cluster.services,
-                          endpoint_pods(cluster, records), cluster.secrets, settings, strict=strict)
+# --- the controller ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Caches:
+    """The informers' stores: kind → key → object (raw, camelCase as the API sends it)."""
+
+    stores: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {
+        k: {} for k in ("ingresses", "classes", "services", "slices", "secrets", "pods", "configmaps")})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def replace(self, kind: str, items: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.stores[kind] = {_cache_key(o): o for o in items}
+
+    def put(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        with self.lock:
+            if event == "DELETED":
+                self.stores[kind].pop(_cache_key(obj), None)
+            else:
+                self.stores[kind][_cache_key(obj)] = obj
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        with self.lock:
+            return {k: dict(v) for k, v in self.stores.items()}
 
 
-def sync(lab: str, cluster: Cluster, options: Options = Options(),
-         rejected: list[ValidationError] | None = None) -> list[str]:
-    """Make every controller pod's nginx serve the cluster's Ingresses. Returns what changed (empty: nothing).
-
-    Without ``rejected``, an invalid Ingress raises ValidationError before any file is written or any nginx is
-    signalled. With it, each invalid Ingress is left out whole and appended to ``rejected`` (for Events), and
-    the others are served.
-    """
-    strict = rejected is None
-    with file_lock(ingress_dir(lab) / "lock"):
-        records = load_records(lab)
-        controllers = controller_pods(lab, records)
-        rendered = {r.pod.key: render_for(lab, cluster, r, records, options, strict) for r in controllers}
-        if rejected is not None and rendered:  # the same Ingresses fail for every controller pod
-            rejected += next(iter(rendered.values())).rejected
-        changes = []
-        for record in controllers:
-            done = NginxPod(lab, record).apply(rendered[record.pod.key], options)
-            if done:
-                changes.append(done)
-        keep = {NginxPod(lab, r).folder.name for r in controllers}
-        for folder in sorted(p for p in ingress_dir(lab).iterdir() if p.is_dir() and p.name not in keep):
-            stop_nginx(folder)
-            changes.append(f"ingress pod {folder.name}: gone, its nginx stopped")
-        return changes
+def _cache_key(obj: Doc) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
 
 
-# --- watching ---------------------------------------------------------------------------------------------------
+class Controller:
+    def __init__(self, lab: str, kubeconfig: str, options: Options | None = None,
+                 publish_service: str = PUBLISH_SERVICE) -> None:
+        from kubernetes import client, config
 
+        api = config.new_client_from_config(kubeconfig)
+        self.lab, self.options, self.publish_service = lab, options or Options(), publish_service
+        self.core = client.CoreV1Api(api)
+        self.net = client.NetworkingV1Api(api)
+        self.discovery = client.DiscoveryV1Api(api)
+        self.caches = Caches()
+        self.queue = WorkQueue()
+        self.told: dict[str, tuple[str, str]] = {}
+        self.config_error: str | None = None
+        self.failures = 0
+        self.stopping = threading.Event()
+        self.synced: dict[str, threading.Event] = {}
 
-def fingerprint(lab: str, manifests: Path) -> str:
-    """Changes whenever a manifest, a pod record or a controller's nginx changes."""
-    parts = []
-    for path in sorted([*manifests.glob("*.yaml"), *manifests.glob("*.yml")]):
-        with contextlib.suppress(FileNotFoundError):
-            parts.append(f"{path.name}:{path.read_bytes().hex()}")
-    records = load_records(lab)
-    for key, record in sorted(records.items()):
-        parts.append(f"{key}:{record.ip}:{Namespace(record.netns).inode()}")
-    for record in controller_pods(lab, records):
-        parts.append(f"nginx {record.pod.key}:{NginxPod(lab, record).pid()}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    def _raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return json.loads(call(*args, _preload_content=False, **kwargs).data)
 
+    def watches(self) -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
+        return [("ingresses", self.net.list_ingress_for_all_namespaces, ()),
+                ("classes", self.net.list_ingress_class, ()),
+                ("services", self.core.list_service_for_all_namespaces, ()),
+                ("slices", self.discovery.list_endpoint_slice_for_all_namespaces, ()),
+                ("secrets", self.core.list_secret_for_all_namespaces, ()),
+                ("pods", self.core.list_namespaced_pod, (ingress.CONTROLLER_NAMESPACE,)),
+                ("configmaps", self.core.list_namespaced_config_map, (ingress.CONTROLLER_NAMESPACE,))]
 
-def watch(lab: str, manifests: Path, interval: float = 1.0, rounds: int | None = None,
-          options: Options = Options()) -> None:
-    """Poll and sync on change. Errors are reported and the running configuration stays (never a crash)."""
-    seen = None
-    done = 0
-    while rounds is None or done < rounds:
-        done += 1
-        current = fingerprint(lab, manifests)
-        if current != seen:
+    def _list_and_watch(self, what: str, list_call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        def listed(items: list[dict[str, Any]]) -> None:
+            self.caches.replace(what, items)
+            self.queue.add(SYNC)
+
+        def changed(kind: str, raw: dict[str, Any]) -> None:
+            self.caches.put(what, kind, raw)
+            self.queue.add(SYNC)
+
+        informer.list_and_watch(what, list_call, args, listed, changed, self.stopping, self.synced[what],
+                                lambda why: print(f"{COMPONENT}: {why}", file=sys.stderr, flush=True))
+
+    # -- reconcile --
+
+    def reconcile(self) -> bool:
+        """One level-triggered sync of every controller pod, Ingress status and Event. Returns True when every
+        controller pod serves the wanted configuration."""
+        stores = self.caches.snapshot()
+        given = inputs(stores["ingresses"].values(), stores["classes"].values(), stores["services"].values(),
+                       stores["slices"].values(), stores["secrets"].values())
+        config, error = global_config(stores["configmaps"])
+        if error and error != self.config_error:
+            print(f"{COMPONENT}: the ConfigMap is not applied, upstream's defaults are: {error}", file=sys.stderr,
+                  flush=True)
+        self.config_error = error
+        admission = admit(given, ingress.Settings(config=config))
+        served = Inputs(admission.served, given.classes, given.services, given.pods, given.secrets)
+        controllers = [p for p in stores["pods"].values() if is_running_controller(p)]
+        complete = self._apply(served, controllers, config)
+        by_key = {key_of(d): d for d in stores["ingresses"].values()}
+        for notice in events(admission, by_key, self.told):
+            self._event(by_key[notice.key], notice)
+        services = {key_of(s): s for s in stores["services"].values()}
+        addresses = publish_addresses(services, controllers, self.publish_service)
+        for key in status_updates(admission.served, addresses):
+            namespace, name = key.split("/", 1)
+            with contextlib.suppress(Exception):  # the Ingress may be gone; the next event tells
+                self.net.patch_namespaced_ingress_status(
+                    name, namespace, {"status": {"loadBalancer": {"ingress": addresses}}},
+                    _content_type="application/merge-patch+json")
+        return complete
+
+    def _apply(self, served: Inputs, controllers: list[Doc], config: ann.GlobalConfig) -> bool:
+        records = load_records(self.lab)
+        complete = True
+        wanted: list[PodRecord] = []
+        for pod in sorted(controllers, key=key_of):
+            record = records.get(key_of(pod))
+            uid = (pod.get("metadata") or {}).get("uid")
+            if record is None or (record.pod.uid and uid and record.pod.uid != uid) or \
+                    not Namespace(record.netns).exists():
+                complete = False  # the node agent has not made it yet (or made the previous pod of that name)
+                continue
+            wanted.append(record)
+        with file_lock(ingress_dir(self.lab) / "lock"):  # never interleaved with another sync of these pods
+            for record in wanted:
+                nginx = NginxPod(self.lab, record)
+                settings = ingress.Settings(root=str(nginx.folder), http_port=self.options.http,
+                                            https_port=self.options.https, status_port=self.options.status,
+                                            workers=self.options.workers, config=config)
+                try:
+                    rendered = ingress.render(served.ingresses, served.classes, served.services, served.pods,
+                                              served.secrets, settings, strict=False)
+                    done = nginx.apply(rendered, self.options)
+                except (LabError, ValidationError, OSError, subprocess.SubprocessError) as exc:
+                    complete = False
+                    print(f"{COMPONENT}: {record.pod.key}: {exc}", file=sys.stderr, flush=True)
+                    continue
+                if done:
+                    print(done, flush=True)
+            keep = {NginxPod(self.lab, r).folder.name for r in wanted}
+            keep |= {f"{(p.get('metadata') or {}).get('namespace')}.{(p.get('metadata') or {}).get('name')}"
+                     for p in controllers}  # a pod not made yet keeps its folder
+            folder = ingress_dir(self.lab)
+            for gone in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in keep):
+                stop_nginx(gone)
+                print(f"ingress pod {gone.name}: gone, its nginx stopped", flush=True)
+        return complete
+
+    def _event(self, ing: Doc, notice: Notice) -> None:
+        meta = ing.get("metadata") or {}
+        informer.record(self.core, informer.event(
+            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "namespace": meta.get("namespace"),
+             "name": meta.get("name"), "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            notice.kind, notice.reason, notice.message, COMPONENT))
+
+    # -- run --
+
+    def work(self) -> None:
+        while not self.stopping.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
             try:
-                rejected: list[ValidationError] = []
-                for change in sync(lab, load_manifests(manifests), options, rejected):
-                    print(change, flush=True)
-                for error in rejected:  # the other Ingresses are served
-                    print(f"Ingress rejected, not served: {error}", file=sys.stderr, flush=True)
-                seen = current
-            except (ValidationError, LabError, OSError) as exc:
-                print(f"not applied, the running configuration is kept: {exc}", file=sys.stderr, flush=True)
-                seen = current  # retried when something changes again
-        time.sleep(interval)
+                complete = self.reconcile()
+                self.failures = 0 if complete else self.failures + 1
+            except Exception as exc:  # the API or the kernel failing: retry with backoff
+                self.failures += 1
+                complete = False
+                print(f"{COMPONENT}: sync: {exc!r}", file=sys.stderr, flush=True)
+            finally:
+                self.queue.done(key)
+            if not complete:
+                self.queue.add(SYNC, informer.backoff(self.failures))
+
+    def run(self, ready_file: Path | None = None) -> None:
+        ingress_dir(self.lab).mkdir(parents=True, exist_ok=True)
+        for what, call, args in self.watches():
+            self.synced[what] = threading.Event()
+            threading.Thread(target=self._list_and_watch, args=(what, call, args), daemon=True,
+                             name=f"watch {what}").start()
+        threading.Thread(target=self._resync, daemon=True, name="resync").start()
+        informer.wait_synced(self.synced.values(), self.stopping)  # a partial list would drop routes
+        if ready_file is not None:
+            write_atomic(ready_file, f"{os.getpid()}\n")
+        self.work()
+
+    def _resync(self) -> None:
+        while not informer.pause(self.stopping, RESYNC):
+            self.queue.add(SYNC)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m acklab.k8s.ingress_controller",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["sync", "watch"])
-    parser.add_argument("--lab", default=os.environ.get("ACKLAB_LAB", "default"))
-    parser.add_argument("--manifests", type=Path, required=True, help="the folder of Kubernetes manifests")
-    parser.add_argument("--interval", type=float, default=1.0, help="watch: seconds between polls")
+# --- the process: one per lab, in the control plane's namespace ------------------------------------------------
+
+def ingress_api_dir(lab: str) -> Path:
+    return k8s_dir(lab) / "ingress-nginx"
+
+
+@dataclass(frozen=True)
+class IngressController(ClusterController):
+    """The controller's process; the nginx in the controller pods keeps serving when it stops (it goes with their
+    namespaces)."""
+
+    module: ClassVar[str] = "acklab.k8s.ingress_controller"
+    title: ClassVar[str] = "the ingress controller"
+    stem: ClassVar[str] = "controller"
+    user: ClassVar[str] = USER
+    rbac: ClassVar[str] = RBAC
+    listed: ClassVar[str] = "its objects"
+
+    @property
+    def folder(self) -> Path:
+        return ingress_api_dir(self.lab)
+
+
+def ensure(lab: str, timeout: float = 30.0) -> int:
+    """The entry point for an Ansible role or the ``cs`` provider: the lab's ingress controller runs."""
+    return IngressController(lab).ensure(timeout)
+
+
+def stop(lab: str) -> None:
+    IngressController(lab).stop()
+
+
+def pid(lab: str) -> int | None:
+    return IngressController(lab).pid()
+
+
+def end_leftovers(lab: str) -> list[int]:
+    """SIGKILL the lab's ingress controller processes (by command line), for ``acklab clean``."""
+    return IngressController(lab).end_leftovers()
+
+
+# --- ACK's nginx-ingress-controller add-on ------------------------------------------------------------------------
+
+def addon_manifests(replicas: int = 2) -> str:
+    """ACK's add-on: IngressClass ``nginx`` (the default class), the controller Deployment (``app:
+    ingress-nginx``: the node agent leaves its pods' ports to nginx) and the Service ``nginx-ingress-lb`` of type
+    LoadBalancer (the cloud controller gives it an SLB; its address is what the Ingresses' status says)."""
+    namespace, name = PUBLISH_SERVICE.split("/")
+    return f"""
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: {ingress.CLASS_NAME}
+  annotations: {{{ingress.DEFAULT_CLASS_ANNOTATION}: "true"}}
+spec: {{controller: {ingress.CONTROLLER}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: nginx-ingress-controller, namespace: {namespace}, labels: {{app: ingress-nginx}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: ingress-nginx}}}}
+  template:
+    metadata: {{labels: {{app: ingress-nginx}}}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+      - name: nginx-ingress-controller
+        image: registry.cn-hangzhou.aliyuncs.com/acs/aliyun-ingress-controller:v1.11.4-aliyun.1
+        ports: [{{name: http, containerPort: 80}}, {{name: https, containerPort: 443}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: nginx-ingress-lb}}}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: ingress-nginx}}
+  ports:
+  - {{name: http, port: 80, targetPort: 80}}
+  - {{name: https, port: 443, targetPort: 443}}
+"""
+
+
+def deploy_addon(lab: str, replicas: int = 2) -> None:
+    """Apply the add-on through the API (the admin's kubeconfig, as ACK installs add-ons)."""
+    from netns.realize.control_plane import kubectl_apply
+
+    kubectl_apply(lab, addon_manifests(replicas), "the nginx-ingress-controller add-on")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="acklab.k8s.ingress_controller", description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--publish-service", default=PUBLISH_SERVICE)
     args = parser.parse_args(argv)
-    if args.command == "watch":
-        with contextlib.suppress(KeyboardInterrupt):
-            watch(args.lab, args.manifests, args.interval)
-        return 0
-    try:
-        for change in sync(args.lab, load_manifests(args.manifests)):
-            print(change)
-    except (ValidationError, LabError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    controller = Controller(args.lab, args.kubeconfig, publish_service=args.publish_service)
+    signal.signal(signal.SIGTERM, lambda *_: controller.stopping.set())
+    controller.run(IngressController(args.lab).ready_file)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -6,7 +6,7 @@ GlobalNetworkPolicies (``projectcalico.org/v3`` custom resources, whose definiti
 that ``kubectl apply`` of Calico YAML works), Namespaces and Pods — each from its list's resourceVersion, a new
 list after 410 Gone — and keeps them in a ``network_policy_api.ClusterView``. Every change that matters puts the
 one key of the node on a work queue; the worker compiles the node's chains and ipsets
-(``network_policy.compile_node``) and applies them with ``netpol_kernel.apply_node`` only when they differ from
+(``network_policy.compile_node``) and applies them with ``network_policy.apply_node`` only when they differ from
 what it applied last (the kernel side is atomic and incremental: only chains and sets that differ are written,
 flows now forbidden are cut). A periodic resync applies anyway, which repairs drift (kube-proxy, restarted,
 prepends its jumps before ours in FORWARD).
@@ -38,11 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import informer, netpol_kernel
-from acklab.k8s.agent import k8s_dir
+from acklab.k8s import informer
 from acklab.k8s.informer import WorkQueue
-from acklab.k8s.network_policy import Ruleset, compile_node
-from acklab.k8s.network_policy_api import CALICO_GLOBAL, CALICO_POLICY, K8S_POLICY, ClusterView, PolicyKind
+from acklab.k8s.model.network_policy import Ruleset, compile_node
+from acklab.k8s.model.network_policy_api import CALICO_GLOBAL, CALICO_POLICY, K8S_POLICY, ClusterView, PolicyKind
+from acklab.k8s.realize import network_policy
+from acklab.k8s.realize.pod_agent import k8s_dir
 from netns.kernel import process
 from netns.kernel.files import read_text, tail, write_atomic
 from netns.kernel.namespace import Namespace, end_processes
@@ -174,7 +175,7 @@ class Agent:
         self._tell_refused(refused)
         if ruleset == self.applied and not force:
             return
-        changes = netpol_kernel.apply_node(self.lab, self.node, self.netns, policies, endpoints,
+        changes = network_policy.apply_node(self.lab, self.node, self.netns, policies, endpoints,
                                            self.interface_dispatch)
         self.applied = ruleset
         if changes:

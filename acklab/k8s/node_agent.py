@@ -1,12 +1,12 @@
 """The node agent: the kubelet's share of the network, one process per Kubernetes node, in the node's namespace.
 
 It registers the Node (ACK's labels and providerID) and renews its Lease, builds the node's pod network (Terway:
-its live ENI pool; Flannel, ``acklab.k8s.flannel``: a bridge on the Node's ``spec.podCIDR``, VXLAN peers from the
+its live ENI pool; Flannel, ``acklab.k8s.model.flannel``: a bridge on the Node's ``spec.podCIDR``, VXLAN peers from the
 other Nodes), watches the pods bound to the node
 (list + watch from the resourceVersion, a new list after 410 Gone), builds their namespaces with the node's
-datapath (``acklab.k8s.pods``), has the pod agent serve their containerPorts, runs their readiness and liveness
-probes, reports their status, and removes a deleted pod after its graceful termination (then deletes the object,
-as the kubelet does). The pure part is ``acklab.k8s.kubelet``.
+datapath (``acklab.k8s.realize.pod_network``), has the pod agent serve their containerPorts, runs their readiness and
+liveness probes, reports their status, and removes a deleted pod after its graceful termination (then deletes the
+object, as the kubelet does). The pure part is ``acklab.k8s.model.kubelet``.
 
 Installer (one implementation for tests, the Ansible role and ``cs.NodePool``): ``ensure_node_agent``,
 ``stop_node_agent``, ``node_agent_pid``. Files under ``/run/acklab/<lab>/k8s/``: ``<node>.node-agent.json``
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from acklab.k8s import flannel, informer, ipam, kubelet
-from acklab.k8s.agent import k8s_dir
-from acklab.k8s.ipam import (
+from acklab.k8s import informer
+from acklab.k8s.model import flannel, ipam, kubelet
+from acklab.k8s.model.ipam import (
     EniAddressPool,
     HostLocalPool,
     NoFreeAddress,
@@ -43,8 +43,9 @@ from acklab.k8s.ipam import (
     TerwayEniPool,
     TerwayExclusivePool,
 )
-from acklab.k8s.model import Pod, Probe
-from acklab.k8s.plan import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement, node_from_dict
+from acklab.k8s.model.objects import Pod, Probe
+from acklab.k8s.model.pod_network import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement, node_from_dict
+from acklab.k8s.realize.pod_agent import k8s_dir
 from netns.kernel import netns_etc, process
 from netns.kernel.files import read_text, write_atomic
 from netns.kernel.namespace import NETNS_DIR, end_processes
@@ -203,7 +204,7 @@ class NodeAgent:
     def _terway_pool(self, terway: TerwayConfig) -> TerwayEniPool | TerwayExclusivePool:
         """Terway's live pool on the node's instance (shared ENIs' secondary IPs, or exclusive ENIs); the Node's
         allocatable pods become the type's quota."""
-        from acklab.k8s.terway import LiveEniBackend
+        from acklab.k8s.realize.ipam import LiveEniBackend
 
         quota = eni_quota(self.identity.instance_type)
         if quota is None:
@@ -233,7 +234,9 @@ class NodeAgent:
                 log.warning("node %s: %s", self.name, exc)
 
     def _node_network(self) -> Any:
-        from acklab.k8s.pods import NodeNetwork  # pyroute2 only in the agent process, not in the installer
+        from acklab.k8s.realize.pod_network import (
+            NodeNetwork,  # pyroute2 only in the agent process, not in the installer
+        )
 
         service_cidr = self.config.terway.service_cidr if self.config.terway is not None else None
         network = Network(self.config.lab, self.config.datapath, (self.node, *self.peers), self.config.cluster_cidr,
@@ -351,7 +354,7 @@ class NodeAgent:
         return config.new_client_from_config(config_file=str(self.kubeconfig.with_suffix(f".{identity}")))
 
     def run(self) -> None:
-        from acklab.k8s.pods import load_records
+        from acklab.k8s.realize.pod_network import load_records
 
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         self.api = self._client()
@@ -368,7 +371,7 @@ class NodeAgent:
         self.register()
         links = self.network.link_names()
         for key, record in load_records(self.config.lab).items():  # after a restart: adopt what the kernel has
-            if record.node != self.name or not record.pod.uid:  # (pods of the file-driven flow are not ours)
+            if record.node != self.name or not record.pod.uid:  # (pods built from a pod plan are not ours)
                 continue
             if self._namespace_present(record) and record.host_ifname in links:
                 self.records[key] = record
@@ -555,7 +558,8 @@ class NodeAgent:
 
     def _write_resolv_conf(self, pod: Pod) -> None:
         """The pod's resolv.conf (``kubelet.pod_resolv_conf``) in ``/etc/netns/<pod namespace>/``, which
-        ``ip netns exec`` (``acklab exec``) binds over /etc/resolv.conf; it goes with the pod (``pods.remove_pods``)."""
+        ``ip netns exec`` (``acklab exec``) binds over /etc/resolv.conf; it goes with the pod
+        (``NodeNetwork.remove_pods``)."""
         obj = self.objects.get(pod.key) or {"metadata": {"namespace": pod.namespace, "name": pod.name}}
         conf = kubelet.pod_resolv_conf(obj, self.config.dns, kubelet.parse_resolv_conf(self._node_resolv_conf()))
         netns_etc.write(pod_netns_name(self.config.lab, pod.namespace, pod.name), RESOLV_CONF, conf.render())

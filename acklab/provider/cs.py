@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acklab.k8s import ipam
+from acklab.k8s.model import ipam
 from acklab.provider import engine, sdk
 from acklab.provider.base import Context, Diff, Kind, first, given, problems
 from acklab.provider.config import ProviderConfig
@@ -38,7 +38,7 @@ NETWORK_PLUGINS = ("terway-eniip", "terway-eni", "flannel")  # ACK's network add
 SUPPORTED_NETWORKS = {"terway-eniip": "terway-eniip", "terway-eni": "terway-eni", "flannel": "vpc-route"}
 TERWAY = ("terway-eniip", "terway-eni")  # pods take addresses of pod_vswitch_ids
 PROXY_MODES = ("iptables", "ipvs", "nftables")
-INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_api
+INGRESS_ADDON = "nginx-ingress-controller"  # run: deployed through the API, served by acklab.k8s.ingress_controller
 DNS_ADDON = "coredns"  # every cluster runs CoreDNS (acklab/k8s/cluster_dns.py), asked for or not
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 

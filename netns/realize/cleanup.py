@@ -25,9 +25,9 @@ def clean_lab(lab: str) -> list[str]:
     from acklab.k8s import cloud_controller
 
     removed += [f"cloud controller pid {pid}" for pid in cloud_controller.end_leftovers(lab)]
-    from acklab.k8s import ingress_api  # likewise: it would start nginx in pods being taken apart
+    from acklab.k8s import ingress_controller  # likewise: it would start nginx in pods being taken apart
 
-    removed += [f"ingress controller pid {pid}" for pid in ingress_api.end_leftovers(lab)]
+    removed += [f"ingress controller pid {pid}" for pid in ingress_controller.end_leftovers(lab)]
     for namespace in list_namespaces(mark(lab)):
         if lab_of(namespace.name) == lab:
             namespace.remove()
@@ -39,9 +39,9 @@ def clean_lab(lab: str) -> list[str]:
     # the control plane's processes whose namespace vanished, and its entries in kubeconfigs it was merged into
     removed += control_plane.clean(lab)
     # upstream kube-proxy of nodes whose namespace vanished (imported here: the Kubernetes layer sits above)
-    from acklab.k8s import proxy_daemon
+    from acklab.k8s.realize import kube_proxy
 
-    removed += [f"kube-proxy pid {pid}" for pid in proxy_daemon.end_leftovers(lab)]
+    removed += [f"kube-proxy pid {pid}" for pid in kube_proxy.end_leftovers(lab)]
     from acklab.k8s import network_policy_agent  # likewise: NetworkPolicy agents of vanished nodes
 
     removed += [f"NetworkPolicy agent pid {pid}" for pid in network_policy_agent.end_leftovers(lab)]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from acklab.k8s import ack_cluster
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize.pod_network import load_records
 from acklab.recover import checkpoint_ids
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from acklab.k8s.pods import load_records
-from acklab.k8s.proxy_daemon import KubeProxyDaemon
+from acklab.k8s.realize.kube_proxy import KubeProxyDaemon
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark, netns_name
 from netns.realize.control_plane import control_planes, kubeconfig_path

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from netns.realize.control_plane import control_planes, kubeconfig_path

@@ -20,7 +20,7 @@ import yaml
 
 from acklab import sshmode
 from acklab.k8s.cluster_install import VPC_ADMIN_KUBECONFIG
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark
 from netns.realize.control_plane import control_planes, kubeconfig_path

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from acklab.k8s import cloud_controller as cc
-from acklab.k8s import proxy_daemon
+from acklab.k8s.realize import kube_proxy
 from netns.kernel.namespace import Namespace, alive
 from netns.model import slb as slb_model
 from netns.model.names import netns_name
@@ -255,7 +255,7 @@ def lab():
             found.apply(NODE_OBJECT.format(name=node, instance=instance))
             patch = {"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
             found.kubectl("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
-            proxy_daemon.install(name, node, netns[node], ip, mode="iptables", cluster_cidr="10.244.0.0/16")
+            kube_proxy.install(name, node, netns[node], ip, mode="iptables", cluster_cidr="10.244.0.0/16")
         found.apply(f"{{apiVersion: v1, kind: Namespace, metadata: {{name: {NS}}}}}")
         begin = time.monotonic()
         cc.ensure(name)

@@ -30,9 +30,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from acklab.k8s import ingress_api
-from acklab.k8s import ingress_controller as ctl
+from acklab.k8s import ingress_controller
 from acklab.k8s.certs import mint_ca, mint_certificate, tls_secret
+from acklab.k8s.realize import ingress as ctl
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
 from tests import apilab
@@ -172,7 +172,7 @@ def test_invalid_ingress_is_rejected_and_the_running_config_stays(ilab):
     def rejected() -> list[dict]:
         return [e for e in ilab.api.get_json("events", "-n", "demo", "--field-selector",
                                              "involvedObject.name=bad,involvedObject.kind=Ingress")["items"]
-                if e["reason"] == ingress_api.REJECTED]
+                if e["reason"] == ingress_controller.REJECTED]
 
     try:
         apilab.until(rejected, "a Rejected Event on the bad Ingress", DEADLINE, 0.2)

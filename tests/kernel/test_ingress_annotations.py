@@ -24,9 +24,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from acklab.k8s import ingress_annotations as ann
-from acklab.k8s import ingress_api
+from acklab.k8s import ingress_controller
 from acklab.k8s.certs import mint_certificate
+from acklab.k8s.model import ingress_annotations as ann
 from netns.kernel.namespace import Namespace
 from netns.model import slb as slb_model
 from tests import apilab
@@ -364,12 +364,12 @@ def test_a_snippet_ingress_is_refused_with_an_event_while_the_others_serve(ilab)
     def rejected() -> list[dict]:
         return [e for e in ilab.api.get_json("events", "-n", "demo", "--field-selector",
                                              "involvedObject.name=snippet,involvedObject.kind=Ingress")["items"]
-                if e["reason"] == ingress_api.REJECTED]
+                if e["reason"] == ingress_controller.REJECTED]
 
     try:
         apilab.until(rejected, "a Rejected Event on the snippet Ingress", DEADLINE, 0.2)
         (event,) = rejected()
-        assert event["type"] == "Warning" and event["source"]["component"] == ingress_api.COMPONENT
+        assert event["type"] == "Warning" and event["source"]["component"] == ingress_controller.COMPONENT
         assert f"Ingress 'demo/snippet': metadata.annotations[{P}configuration-snippet]: snippet annotations are " \
                "refused" in event["message"]
         assert ilab.generations() == before and None not in before.values()  # the same configuration: no reload

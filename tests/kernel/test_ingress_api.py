@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from acklab.k8s import ingress_api
-from acklab.k8s.ingress_controller import NginxPod, Options
-from acklab.k8s.kubelet import NodeIdentity
+from acklab.k8s import ingress_controller
+from acklab.k8s.model.kubelet import NodeIdentity
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent
-from acklab.k8s.pods import PodRecord, load_records
+from acklab.k8s.realize.ingress import NginxPod, Options
+from acklab.k8s.realize.pod_network import PodRecord, load_records
 from netns.kernel.namespace import Namespace
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VpcRouter, VSwitch
@@ -131,7 +131,7 @@ class Lab:
 
     def controller_pods(self) -> list[dict]:
         return [p for p in self.get_json("pods", "-n", "kube-system", "-l", "app=ingress-nginx")["items"]
-                if ingress_api.is_running_controller(p)]
+                if ingress_controller.is_running_controller(p)]
 
     def controllers(self) -> list[PodRecord]:
         return [r for key, r in sorted(load_records(self.lab).items()) if key.startswith("kube-system/")]
@@ -200,7 +200,7 @@ def lab():
             ensure_node_agent(NodeAgentConfig(name, identity, node),
                               plane.client_kubeconfig(f"system:node:{node.name}", ("system:nodes",)))
         begin = time.monotonic()
-        ingress_api.ensure(name, timeout=60)
+        ingress_controller.ensure(name, timeout=60)
         print(f"\ningress controller listed its objects in {time.monotonic() - begin:.1f} s")
         yield Lab(name, network.nodes[1].netns)
     finally:
@@ -215,7 +215,7 @@ def discovery(lab):
 
 
 def test_an_ingress_routes_host_and_path_through_the_controller_pods(lab):
-    lab.apply(ingress_api.addon_manifests(2))
+    lab.apply(ingress_controller.addon_manifests(2))
     lab.apply(WEB)
     begin = time.monotonic()
     lab.apply(ingress_yaml("web", "web.test"))
@@ -298,17 +298,17 @@ def test_a_bad_ingress_gets_an_event_and_the_others_still_serve(lab):
     def rejected() -> list[dict]:
         return [e for e in lab.get_json("events", "-n", "default", "--field-selector",
                                         "involvedObject.name=bad,involvedObject.kind=Ingress")["items"]
-                if e["reason"] == ingress_api.REJECTED]
+                if e["reason"] == ingress_controller.REJECTED]
 
     poll(rejected, "a Rejected Event on the bad Ingress")
     (event,) = rejected()
     assert event["type"] == "Warning" and "no Secret 'missing'" in event["message"]
-    assert event["source"]["component"] == ingress_api.COMPONENT
+    assert event["source"]["component"] == ingress_controller.COMPONENT
     assert all(a is not None and a[0] == 200 for a in lab.answers("web.test"))
     assert all(a is not None and a[0] == 404 for a in lab.answers("bad.test"))  # not served
     assert lab.nginx_processes() == before  # the configuration did not change
     synced = lab.get_json("events", "-n", "default", "--field-selector", "involvedObject.name=web")["items"]
-    assert any(e["reason"] == ingress_api.SYNCED for e in synced)
+    assert any(e["reason"] == ingress_controller.SYNCED for e in synced)
 
 
 def test_the_controller_configmap_reconfigures_nginx(lab):
@@ -340,4 +340,4 @@ def test_deleting_the_ingress_stops_routing(lab):
     took = poll(lambda: all(a is not None and a[0] == 404 for a in lab.answers("web.test")),
                 "web.test to answer 404 on every controller pod")
     print(f"\ndelete → not routed: {took:.2f} s")
-    assert ingress_api.pid(lab.lab) is not None
+    assert ingress_controller.pid(lab.lab) is not None

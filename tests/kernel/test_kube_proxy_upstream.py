@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from acklab.k8s import kube_proxy as oracle
-from acklab.k8s import proxy_daemon
+from acklab.k8s.model import kube_proxy_rules as oracle
+from acklab.k8s.realize import kube_proxy
 from netns.kernel.namespace import Namespace, alive
 from netns.model.names import netns_name
 from netns.realize import control_plane as cp
@@ -182,7 +182,7 @@ def cluster():
         for server in servers:
             server.stop()
         clean_lab(lab)
-    assert proxy_daemon.end_leftovers(lab) == []
+    assert kube_proxy.end_leftovers(lab) == []
     assert host_wide_state() == host_before
 
 
@@ -190,7 +190,7 @@ def cluster():
 def mode(request, cluster) -> str:
     """kube-proxy on both nodes in this mode (a mode switch restarts it with the new configuration)."""
     for node, ip in NODES.items():
-        state = proxy_daemon.install(cluster.lab, node, cluster.netns[node], ip, mode=request.param,
+        state = kube_proxy.install(cluster.lab, node, cluster.netns[node], ip, mode=request.param,
                                      cluster_cidr=CLUSTER_CIDR)
         assert state.mode == request.param
         cluster.timings[f"{request.param} start {node} (to /healthz 200)"] = state.started or 0.0
@@ -227,14 +227,14 @@ def web(ns: str, addresses: list[str]) -> str:
 
 def test_kube_proxy_runs_in_each_node_namespace_and_ensure_is_idempotent(cluster, mode):
     for node, ip in NODES.items():
-        daemon = proxy_daemon.KubeProxyDaemon(cluster.lab, node, cluster.netns[node])
+        daemon = kube_proxy.KubeProxyDaemon(cluster.lab, node, cluster.netns[node])
         state = daemon.read()
         assert state is not None and state.mode == mode
         assert os.stat(f"/proc/{state.pid}/ns/net").st_ino == Namespace(cluster.netns[node]).inode()
         assert Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")[1] == \
             f"--config={daemon.config_path}".encode()
         assert oct(daemon.kubeconfig_path.stat().st_mode & 0o777) == "0o600"
-        again = proxy_daemon.install(cluster.lab, node, cluster.netns[node], ip, mode=mode, cluster_cidr=CLUSTER_CIDR)
+        again = kube_proxy.install(cluster.lab, node, cluster.netns[node], ip, mode=mode, cluster_cidr=CLUSTER_CIDR)
         assert (again.pid, again.started) == (state.pid, None), "a second ensure starts nothing"
 
 
@@ -399,24 +399,24 @@ def test_nothing_host_wide_changes(cluster, mode):
     namespace's links, routes, iptables, ip6tables and nftables rulesets are as they were."""
     assert host_wide_state() == cluster.host_before
     assert node_sysctls(cluster.netns["ecs-1"]) == cluster.node_sysctls_before
-    log = proxy_daemon.KubeProxyDaemon(cluster.lab, "ecs-1", cluster.netns["ecs-1"]).log.read_text()
+    log = kube_proxy.KubeProxyDaemon(cluster.lab, "ecs-1", cluster.netns["ecs-1"]).log.read_text()
     assert "nf_conntrack_max" not in log and "hashsize" not in log
 
 
 def test_kill_9_then_ensure_restarts_it(cluster, mode):
-    daemon = proxy_daemon.KubeProxyDaemon(cluster.lab, "ecs-2", cluster.netns["ecs-2"])
+    daemon = kube_proxy.KubeProxyDaemon(cluster.lab, "ecs-2", cluster.netns["ecs-2"])
     old = daemon.read()
     assert old is not None
     os.kill(old.pid, signal.SIGKILL)
     poll(lambda: daemon.pid() is None, "kube-proxy to be gone")
-    state = proxy_daemon.install(cluster.lab, "ecs-2", cluster.netns["ecs-2"], NODES["ecs-2"], mode=mode,
+    state = kube_proxy.install(cluster.lab, "ecs-2", cluster.netns["ecs-2"], NODES["ecs-2"], mode=mode,
                                  cluster_cidr=CLUSTER_CIDR)
     assert state.pid != old.pid and state.started is not None
     cluster.timings[f"{mode} restart after kill -9 (to /healthz 200)"] = state.started
 
 
 def test_stop_with_flush_leaves_no_process_and_no_rules(cluster, mode):
-    daemon = proxy_daemon.KubeProxyDaemon(cluster.lab, "ecs-2", cluster.netns["ecs-2"])
+    daemon = kube_proxy.KubeProxyDaemon(cluster.lab, "ecs-2", cluster.netns["ecs-2"])
     pid = daemon.pid()
     daemon.stop(flush_rules=True)
     assert daemon.pid() is None and not alive(pid)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from acklab.k8s.netpol_kernel import JUMP_RULE, read_applied
+from acklab.k8s.realize.network_policy import JUMP_RULE, read_applied
 from netns.kernel.namespace import Namespace
 from tests import apilab
 from tests import netpoltools as t

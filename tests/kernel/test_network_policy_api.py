@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from acklab.k8s import network_policy_agent as npa
-from acklab.k8s import proxy_daemon
-from acklab.k8s.kubelet import NodeIdentity
+from acklab.k8s.model.kubelet import NodeIdentity
+from acklab.k8s.model.pod_network import Network
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent
-from acklab.k8s.plan import Network
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize import kube_proxy
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import Namespace, alive
 from netns.realize import control_plane as cp
 from netns.realize.vpc import VpcRouter, VSwitch
@@ -164,7 +164,7 @@ def lab():
             ensure_node_agent(NodeAgentConfig(name, identity, node),
                               plane.client_kubeconfig(f"system:node:{node.name}", ("system:nodes",)))
             # as on an ACK node: kube-proxy's jumps in FORWARD, which policy must come before
-            proxy_daemon.install(name, node.name, node.netns, node.ip, "iptables", k.POD_VSWITCH_CIDR)
+            kube_proxy.install(name, node.name, node.netns, node.ip, "iptables", k.POD_VSWITCH_CIDR)
             npa.install(name, node.name, node.netns)
         result = Lab(name, network)
         result.apply(NAMESPACES + "".join(POD.format(ns=ns, name=pod, app=app, node=node)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from acklab.k8s.kubelet import NodeIdentity
+from acklab.k8s.model.kubelet import NodeIdentity
+from acklab.k8s.model.pod_network import Network
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, node_agent_pid
-from acklab.k8s.plan import Network
 from netns.kernel.namespace import Namespace, alive, list_namespaces
 from netns.model.names import mark
 from netns.realize import control_plane as cp

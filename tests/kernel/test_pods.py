@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from acklab.k8s.agent import AgentHandle
-from acklab.k8s.pods import load_records
+from acklab.k8s.realize.pod_agent import AgentHandle
+from acklab.k8s.realize.pod_network import load_records
 from netns.kernel.namespace import Namespace, alive, list_namespaces
 from netns.model.names import mark
 from tests import k8stools as k
@@ -144,7 +144,7 @@ def test_status_exec_and_iperf3_in_pods(lab):
     import sys
     from pathlib import Path
 
-    from acklab.k8s.pods import start_iperf3, stop_iperf3
+    from acklab.k8s.realize.pod_network import start_iperf3, stop_iperf3
 
     network, _, _ = vxlan_cluster(lab)
     k.converge(network, MANIFESTS)
@@ -211,7 +211,7 @@ def test_pods_of_a_node_that_leaves_the_cluster_are_rescheduled(lab):
 def test_a_node_given_another_block_keeps_only_the_new_bridge_address(lab):
     """A node that left and joined again may get another podCIDR: cni0 then carries the new block's gateway only
     (flannel's bridge plugin would refuse the node instead)."""
-    from acklab.k8s.pods import BRIDGE, NodeNetwork
+    from acklab.k8s.realize.pod_network import BRIDGE, NodeNetwork
 
     network, _, _ = k.build_cluster(lab, "vpc-route")
     node = network.nodes[0]

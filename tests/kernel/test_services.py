@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from acklab.k8s.pods import PodRecord
+from acklab.k8s.realize.pod_network import PodRecord
 from netns.kernel.namespace import Namespace
 from netns.model.security_group import parse_rule
 from netns.realize import security_group as sg

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from acklab.inventory import read_lab
-from acklab.k8s.ipam import TerwayConfig
-from acklab.k8s.kubelet import NodeIdentity
+from acklab.k8s.model.ipam import TerwayConfig
+from acklab.k8s.model.kubelet import NodeIdentity
+from acklab.k8s.model.pod_network import Node
 from acklab.k8s.node_agent import NodeAgentConfig, ensure_node_agent, stop_node_agent
-from acklab.k8s.plan import Node
 from netns.kernel.namespace import list_namespaces
 from netns.model.names import mark
 from netns.realize import alias_addresses

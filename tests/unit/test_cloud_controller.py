@@ -3,8 +3,8 @@
 import threading
 import time
 
-from acklab.k8s import ccm
 from acklab.k8s.informer import WorkQueue
+from acklab.k8s.model import load_balancer as ccm  # the cloud controller manager's share
 
 
 def service(uid="u-1", annotations=None, ports=((80, 30000),), **spec):

@@ -8,10 +8,11 @@ import re
 
 import yaml
 
-from acklab.k8s import cluster_dns, kubelet
-from acklab.k8s.kubelet import ClusterDns, ResolvConf, parse_resolv_conf, pod_resolv_conf
+from acklab.k8s import cluster_dns
+from acklab.k8s.model import kubelet
+from acklab.k8s.model.kubelet import ClusterDns, ResolvConf, parse_resolv_conf, pod_resolv_conf
+from acklab.k8s.model.pod_network import Node
 from acklab.k8s.node_agent import NodeAgentConfig
-from acklab.k8s.plan import Node
 
 CLUSTER = ClusterDns(("172.21.0.10",), "cluster.local")
 NODE = ResolvConf(("100.100.2.136", "100.100.2.138"), ("corp.example",), ("timeout:2", "attempts:3"))

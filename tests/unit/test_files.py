@@ -65,7 +65,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 
 # A configuration tested before it replaces the live one (haproxy -c, nginx -t) is a candidate swap, not a writer.
-CANDIDATE_SWAPS = {"netns/realize/slb.py", "acklab/k8s/ingress_controller.py"}
+CANDIDATE_SWAPS = {"netns/realize/slb.py", "acklab/k8s/realize/ingress.py"}
 
 
 def test_one_atomic_writer_in_the_tree() -> None:

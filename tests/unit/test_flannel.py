@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from acklab.k8s import ccm, flannel, kubelet
-from acklab.k8s.ipam import HostLocalPool
-from acklab.k8s.plan import Node
+from acklab.k8s.model import flannel, kubelet, load_balancer
+from acklab.k8s.model.ipam import HostLocalPool
+from acklab.k8s.model.pod_network import Node
 from netns.model.errors import ValidationError
 
 
@@ -56,16 +56,16 @@ def test_host_local_skips_the_bridge_and_reuses_a_released_address_last():
 
 
 def test_the_route_table_has_a_route_per_node_with_a_block_and_an_instance():
-    wanted = ccm.wanted_routes(NODES, {})
+    wanted = load_balancer.wanted_routes(NODES, {})
     assert wanted == {"n1": ("10.244.0.0/24", "i-1"), "n2": ("10.244.1.0/24", "i-2")}
 
 
 def test_route_changes_delete_gone_and_changed_routes_and_make_missing_ones():
     wanted = {"n1": ("10.244.0.0/24", "i-1"), "n2": ("10.244.1.0/24", "i-2"), "n5": ("10.244.5.0/24", "i-5")}
     made = {"n1": ("10.244.0.0/24", "i-1"), "n2": ("10.244.9.0/24", "i-2"), "old": ("10.244.7.0/24", "i-7")}
-    delete, create = ccm.route_changes(wanted, made, present=lambda name: True)
+    delete, create = load_balancer.route_changes(wanted, made, present=lambda name: True)
     assert (delete, create) == (["n2", "old"], ["n2", "n5"])
-    _, create = ccm.route_changes(wanted, made, present=lambda name: name != "n1")  # removed behind our back
+    _, create = load_balancer.route_changes(wanted, made, present=lambda name: name != "n1")  # removed behind our back
     assert create == ["n1", "n2", "n5"]
 
 

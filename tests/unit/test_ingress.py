@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from acklab.k8s import ingress as ing
-from acklab.k8s.model import parse_documents
+from acklab.k8s.model import ingress as ing
+from acklab.k8s.model.objects import parse_documents
 from netns.model.errors import ValidationError
 
 NGINX_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},

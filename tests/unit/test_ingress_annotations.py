@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from acklab.k8s import ingress as ing
-from acklab.k8s import ingress_annotations as ann
+from acklab.k8s.model import ingress as ing
+from acklab.k8s.model import ingress_annotations as ann
 from netns.model.errors import ValidationError
 from tests.unit.test_ingress import NGINX_CLASS, PODS, SERVICES, path, rule, tls_secret
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 
-from acklab.k8s import ingress
-from acklab.k8s import ingress_api as api
+from acklab.k8s import ingress_controller as api
+from acklab.k8s.model import ingress
 
 CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
          "metadata": {"name": "nginx", "resourceVersion": "5"}, "spec": {"controller": "k8s.io/ingress-nginx"}}

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import yaml
 
-from acklab.k8s import ipam
-from acklab.k8s.model import ContainerPort, Pod, load_manifests, parse_documents, schedule
+from acklab.k8s.model import ipam
+from acklab.k8s.model.objects import ContainerPort, Pod, load_manifests, parse_documents, schedule
 from netns.model.errors import ValidationError
 
 MANIFESTS = """
@@ -171,7 +171,7 @@ def test_pod_namespaces_carry_the_lab_mark_and_fit_limits():
 
 
 def test_plan_per_datapath_and_network_errors():
-    from acklab.k8s.plan import Network, Node, plan
+    from acklab.k8s.model.pod_network import Network, Node, plan
 
     cluster = parse_documents(docs(MANIFESTS))
     nodes = (Node("node-a", "ns-a", "192.168.1.10", "10.244.0.0/24"), Node("node-b", "ns-b", "192.168.1.11",
@@ -205,8 +205,8 @@ def test_plan_per_datapath_and_network_errors():
 
 
 def test_a_pod_record_keeps_its_exclusive_eni_and_older_records_read_back():
-    from acklab.k8s.model import Pod
-    from acklab.k8s.pods import PodRecord
+    from acklab.k8s.model.objects import Pod
+    from acklab.k8s.realize.pod_network import PodRecord
 
     pod = Pod("default", "web", {"app": "web"}, ())
     record = PodRecord(pod, "node-1", "192.168.3.7", "acklab-x-pod", "cali0123", "terway-eni", "acklab-x-n1", "eth2")

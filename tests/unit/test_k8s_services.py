@@ -2,8 +2,8 @@
 
 import pytest
 
-from acklab.k8s import kube_proxy as kp
-from acklab.k8s.services import PodEndpoint, allocate_node_ports, health_check_key, node_port_key, resolve
+from acklab.k8s.model import kube_proxy_rules as kp
+from acklab.k8s.model.services import PodEndpoint, allocate_node_ports, health_check_key, node_port_key, resolve
 from netns.model.errors import ValidationError
 
 
@@ -218,7 +218,7 @@ def test_same_inputs_give_the_same_rules():
 
 
 def test_cluster_ips_are_allocated_lowest_free_kept_stable_and_explicit_ones_win():
-    from acklab.k8s.services import allocate_cluster_ips
+    from acklab.k8s.model.services import allocate_cluster_ips
 
     a, b = service("a", cluster_ip=None), service("b", cluster_ip=None)
     first = allocate_cluster_ips([a, b])
@@ -233,7 +233,7 @@ def test_cluster_ips_are_allocated_lowest_free_kept_stable_and_explicit_ones_win
 
 
 def test_cluster_ip_clash_and_full_range_name_the_service_and_field():
-    from acklab.k8s.services import allocate_cluster_ips
+    from acklab.k8s.model.services import allocate_cluster_ips
 
     with pytest.raises(ValidationError) as err:
         allocate_cluster_ips([service("a", cluster_ip="172.21.0.9"), service("b", cluster_ip="172.21.0.9")])

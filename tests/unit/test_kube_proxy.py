@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from acklab.k8s import kube_proxy as kp
-from acklab.k8s.kube_proxy import Endpoint, ProxierConfig, ServicePortInfo, compile_rules
+from acklab.k8s.model import kube_proxy_rules as kp
+from acklab.k8s.model.kube_proxy_rules import Endpoint, ProxierConfig, ServicePortInfo, compile_rules
 from netns.model.errors import ValidationError
 
 CFG = ProxierConfig(cluster_cidr="10.0.0.0/8", random_fully=False, node_ip="192.168.0.2")
@@ -520,7 +520,7 @@ def test_rules_load_in_a_throwaway_network_namespace(tmp_path):
 
 
 def test_sync_text_removes_stale_service_chains_and_prepends_missing_jumps():
-    from acklab.k8s.kube_proxy_sync import NodeProxier, Ruleset
+    from acklab.k8s.realize.kube_proxy_rules import NodeProxier, Ruleset
 
     proxier = NodeProxier("t0000000000", "node-1", "acklab-t0000000000-i-00000001")
     existing = Ruleset.parse(

@@ -1,13 +1,13 @@
-"""The node agent's pure part (acklab.k8s.kubelet) and the ENI address pool: Node and Lease objects as ACK
+"""The node agent's pure part (acklab.k8s.model.kubelet) and the ENI address pool: Node and Lease objects as ACK
 registers them, pods read from the API, probe thresholds, pod status, graceful termination."""
 
 from __future__ import annotations
 
 import pytest
 
-from acklab.k8s import kubelet
-from acklab.k8s.ipam import EniAddressPool
-from acklab.k8s.model import Pod
+from acklab.k8s.model import kubelet
+from acklab.k8s.model.ipam import EniAddressPool
+from acklab.k8s.model.objects import Pod
 from netns.model.errors import ValidationError
 
 IDENTITY = kubelet.NodeIdentity("node-1", "i-00000001", "cn-hangzhou-h", "ecs.g7.large", "192.168.1.10", 8)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from acklab.k8s import netpol_kernel as nk
-from acklab.k8s.netpol_kernel import (
+from acklab.k8s.model.network_policy import compile_node
+from acklab.k8s.realize import network_policy as nk
+from acklab.k8s.realize.network_policy import (
     Applied,
     Update,
     jump_transaction,
@@ -19,7 +20,6 @@ from acklab.k8s.netpol_kernel import (
     removal_transaction,
     update_transaction,
 )
-from acklab.k8s.network_policy import compile_node
 from netns.model.errors import LabError
 from tests import netpoltools as kt
 from tests.labtools import new_lab

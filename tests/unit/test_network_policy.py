@@ -9,10 +9,8 @@ import textwrap
 import pytest
 import yaml
 
-from acklab.k8s.calico import SelectorError, parse_selector
-from acklab.k8s.model import ContainerPort, parse_documents
-from acklab.k8s.netpol_kernel import _normal_member, parse_conntrack
-from acklab.k8s.network_policy import (
+from acklab.k8s.model.calico import SelectorError, parse_selector
+from acklab.k8s.model.network_policy import (
     Endpoint,
     allowed,
     compile_node,
@@ -21,6 +19,8 @@ from acklab.k8s.network_policy import (
     namespace_view,
     parse_policies,
 )
+from acklab.k8s.model.objects import ContainerPort, parse_documents
+from acklab.k8s.realize.network_policy import _normal_member, parse_conntrack
 from netns.model.errors import ValidationError
 from tests import netpoltools as kt
 from tests.netpoltools import NAMESPACES, NODE_OF, PAIRS, PODS, hand
@@ -301,7 +301,7 @@ def test_no_policy_compiles_to_nothing():
 
 
 def test_an_update_rewrites_only_what_differs():
-    from acklab.k8s.netpol_kernel import Applied, plan_update
+    from acklab.k8s.realize.network_policy import Applied, plan_update
 
     eps = endpoints()
     before = compile_node(policies_of(kt.DENY_ALL_X), eps.values(), "node-1")

@@ -9,9 +9,8 @@ import copy
 import yaml
 
 from acklab.k8s import network_policy_agent as npa
-from acklab.k8s.model import ContainerPort
-from acklab.k8s.network_policy import CALICO_API, K8S_API, allowed, compile_node, flow_allowed
-from acklab.k8s.network_policy_api import (
+from acklab.k8s.model.network_policy import CALICO_API, K8S_API, allowed, compile_node, flow_allowed
+from acklab.k8s.model.network_policy_api import (
     CALICO_GLOBAL,
     CALICO_POLICY,
     K8S_POLICY,
@@ -20,7 +19,8 @@ from acklab.k8s.network_policy_api import (
     parse_policy,
     policy_manifest,
 )
-from acklab.k8s.pods import host_ifname
+from acklab.k8s.model.objects import ContainerPort
+from acklab.k8s.realize.pod_network import host_ifname
 
 SERVER_META = {"uid": "9f1c", "resourceVersion": "100", "generation": 1, "creationTimestamp": "2026-12-03T11:00:00Z",
                "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}],

@@ -116,7 +116,7 @@ def test_node_pool_errors_name_the_field():
 
 def test_an_exclusive_eni_node_pool_needs_more_than_six_enis_and_a_terway_cluster():
     from acklab.k8s import ack_cluster
-    from acklab.k8s.ipam import EXCLUSIVE_ENI_LABEL
+    from acklab.k8s.model.ipam import EXCLUSIVE_ENI_LABEL
 
     exclusive = {**POOL, "labels": [{"key": EXCLUSIVE_ENI_LABEL, "value": "eniOnly"}]}
     assert failures(NodePool(), exclusive)["instance_types"] == (

@@ -104,7 +104,7 @@ def test_pyroute2_is_imported_at_the_first_netlink_use_only():
     proc = _python(
         "import sys\n"
         "import acklab.provider.server as s; s.implemented()\n"
-        "import acklab.k8s.pods, netns.realize.control_plane, netns.kernel.ipset\n"
+        "import acklab.k8s.realize.pod_network, netns.realize.control_plane, netns.kernel.ipset\n"
         "assert 'pyroute2' not in sys.modules, 'pyroute2 imported at import time'\n"
         "from netns.kernel import netlink\n"
         "from pyroute2.netlink.exceptions import NetlinkError\n"

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acklab.k8s import proxy_config
-from acklab.k8s.proxy_config import ProxySettings
+from acklab.k8s.model import kube_proxy
+from acklab.k8s.model.kube_proxy import ProxySettings
 from netns.model.errors import ValidationError
 
 KUBE_PROXY = Path(sys.executable).parent / "kube-proxy"
 
 
 def test_the_configuration_leaves_everything_host_wide_alone():
-    config = proxy_config.render_config(ProxySettings("ecs-1", "192.168.1.10", "iptables", "10.244.0.0/16"),
+    config = kube_proxy.render_config(ProxySettings("ecs-1", "192.168.1.10", "iptables", "10.244.0.0/16"),
                                         "/run/acklab/lab/k8s/kube-proxy/ecs-1/kubeconfig")
     assert config["apiVersion"] == "kubeproxy.config.k8s.io/v1alpha1"
     assert config["kind"] == "KubeProxyConfiguration"
@@ -33,7 +33,7 @@ def test_the_configuration_leaves_everything_host_wide_alone():
 
 
 def test_nftables_and_no_cluster_cidr():
-    config = proxy_config.render_config(ProxySettings("node-1", "10.0.0.5", "nftables"), "/k")
+    config = kube_proxy.render_config(ProxySettings("node-1", "10.0.0.5", "nftables"), "/k")
     assert (config["mode"], config["clusterCIDR"]) == ("nftables", "")
 
 
@@ -47,19 +47,19 @@ def test_nftables_and_no_cluster_cidr():
 ])
 def test_wrong_settings_are_refused_with_the_field(settings, field, why):
     with pytest.raises(ValidationError, match=why) as error:
-        proxy_config.render_yaml(settings, "/k")
+        kube_proxy.render_yaml(settings, "/k")
     assert field in str(error.value)
 
 
 def test_argv_carries_only_the_file():
-    assert proxy_config.argv("/bin/kube-proxy", "/x/config.yaml") == ["/bin/kube-proxy", "--config=/x/config.yaml"]
+    assert kube_proxy.argv("/bin/kube-proxy", "/x/config.yaml") == ["/bin/kube-proxy", "--config=/x/config.yaml"]
 
 
 @pytest.mark.skipif(not KUBE_PROXY.exists(), reason="kube-proxy not built (scripts/build-kube.sh)")
 def test_upstream_reads_the_file_back(tmp_path):
     """kube-proxy itself parses and validates the file (strict decoding: an unknown or misspelt field fails)."""
     path = tmp_path / "config.yaml"
-    path.write_text(proxy_config.render_yaml(ProxySettings("ecs-1", "192.168.1.10", "nftables", "10.244.0.0/16"),
+    path.write_text(kube_proxy.render_yaml(ProxySettings("ecs-1", "192.168.1.10", "nftables", "10.244.0.0/16"),
                                              str(tmp_path / "kubeconfig")))
     written = tmp_path / "back.yaml"
     result = subprocess.run([str(KUBE_PROXY), f"--config={path}", f"--write-config-to={written}"],

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from acklab import sshmode
-from acklab.k8s.plan import node_from_dict
+from acklab.k8s.model.pod_network import node_from_dict
 from netns.model.errors import LabError
 from netns.model.names import lab_of
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from acklab.k8s import kubelet
-from acklab.k8s.ipam import NoFreeAddress, TerwayConfig, TerwayEni, TerwayEniPool, TerwayExclusivePool
-from acklab.k8s.model import Container, Pod
+from acklab.k8s.model import kubelet
+from acklab.k8s.model.ipam import NoFreeAddress, TerwayConfig, TerwayEni, TerwayEniPool, TerwayExclusivePool
+from acklab.k8s.model.objects import Container, Pod
 from netns.model.instance_types import QUOTAS, EniQuota, eni_quota
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from acklab.k8s.kube_proxy import (
+from acklab.k8s.model.kube_proxy_rules import (
     AFFINITY_CLIENT_IP,
     AFFINITY_NONE,
     DEFAULT_STICKY_SECONDS,
@@ -32,7 +32,7 @@ from acklab.k8s.kube_proxy import (
     ServicePortInfo,
     validate,
 )
-from acklab.k8s.model import ContainerPort
+from acklab.k8s.model.objects import ContainerPort
 from netns.model.errors import ValidationError
 
 NODE_PORT_RANGE = (30000, 32767)
@@ -45,7 +45,7 @@ Manifest = Mapping[str, Any]
 @dataclass(frozen=True)
 class PodEndpoint:
     """A pod as the endpoint controller lists it in a Service's EndpointSlice: its address, node and readiness
-    beside its labels and container ports (the pod itself is ``acklab.k8s.model.Pod``)."""
+    beside its labels and container ports (the pod itself is ``acklab.k8s.model.objects.Pod``)."""
 
     name: str
     namespace: str = "default"
@@ -63,7 +63,7 @@ class PodEndpoint:
 
     @classmethod
     def of(cls, pod: Any, ip: str | None, node: str | None) -> PodEndpoint:
-        """From a model pod (``acklab.k8s.model.Pod``: namespace, name, labels, ports) and where it runs."""
+        """From a model pod (``acklab.k8s.model.objects.Pod``: namespace, name, labels, ports) and where it runs."""
         return cls(pod.name, pod.namespace, dict(pod.labels), ip, node, ports=tuple(pod.ports))
 
     @classmethod

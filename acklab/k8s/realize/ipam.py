@@ -5,7 +5,7 @@ DetachNetworkInterface and DeleteNetworkInterface).
 
 ENIs made here carry ``owner=terway``: they are in no Pulumi state (as on ACK), ``acklab status`` shows them,
 and they go with their instance (``EcsInstance.delete``) and with the lab's namespaces (``acklab clean``).
-The pure decisions (warm pool, quota) are ``acklab.k8s.ipam.TerwayEniPool`` and ``TerwayExclusivePool``.
+The pure decisions (warm pool, quota) are ``acklab.k8s.model.ipam.TerwayEniPool`` and ``TerwayExclusivePool``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from acklab.k8s.ipam import NoFreeAddress, TerwayConfig, TerwayEni
+from acklab.k8s.model.ipam import NoFreeAddress, TerwayConfig, TerwayEni
 from netns.kernel.namespace import Namespace
 from netns.model import addressing
 from netns.model.names import netns_name

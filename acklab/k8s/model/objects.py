@@ -29,7 +29,7 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 REALIZED_KINDS = {"v1": ("Namespace", "Pod"), "apps/v1": ("Deployment",)}
 LATER_KINDS = {"v1": ("Service",), "networking.k8s.io/v1": ("Ingress", "NetworkPolicy")}
 LATER_KINDS["projectcalico.org/v3"] = ("NetworkPolicy", "GlobalNetworkPolicy")  # kept in network_policies
-# Read by the ingress controller (acklab.k8s.ingress): TLS Secrets and (cluster-scoped) IngressClasses.
+# Read by the ingress controller (acklab.k8s.model.ingress): TLS Secrets and (cluster-scoped) IngressClasses.
 INGRESS_KINDS = {"v1": ("Secret",), "networking.k8s.io/v1": ("IngressClass",)}
 
 
@@ -42,7 +42,7 @@ class ContainerPort:
 
 @dataclass(frozen=True)
 class Probe:
-    """A container's readiness or liveness probe, as the node agent runs it (``acklab.k8s.kubelet``)."""
+    """A container's readiness or liveness probe, as the node agent runs it (``acklab.k8s.model.kubelet``)."""
 
     container: str
     kind: str  # "readiness" | "liveness"
@@ -94,7 +94,7 @@ class Pod:
             "namespace": self.namespace, "name": self.name, "labels": dict(self.labels),
             "ports": [{"port": p.port, "protocol": p.protocol, "name": p.name} for p in self.ports],
             "node_name": self.node_name, "owner": self.owner}
-        if self.uid:  # only pods from the API server carry these (records of file-driven pods stay as they were)
+        if self.uid:  # only pods from the API server carry these (records of pods from a pod plan stay as they were)
             data.update(uid=self.uid, containers=[[c.name, c.image] for c in self.containers],
                         probes=[p.to_dict() for p in self.probes], grace_seconds=self.grace_seconds,
                         shutdown_delay=self.shutdown_delay)

@@ -1,11 +1,11 @@
 """Upstream kube-proxy (the binary built with the control plane) as a daemon in a node's network namespace.
 
-Not to be confused with ``kube_proxy.py`` (acklab's own compiler of kube-proxy's iptables rules, now a test
-oracle) and ``kube_proxy_sync.py`` (which applies that compiler's text): this module runs the real one, which
+Not to be confused with ``kube_proxy_rules`` (acklab's own compiler of kube-proxy's iptables rules, a test
+oracle, in ``model/``, and its applier in ``realize/``): this module runs the real one, which
 watches the lab's API server and writes the rules itself.
 
 Files, under ``/run/acklab/<lab>/k8s/kube-proxy/<node>/`` (removed with the lab): ``config.yaml`` (the
-KubeProxyConfiguration rendered by :mod:`acklab.k8s.proxy_config`), ``kubeconfig`` (mode 600, the client
+KubeProxyConfiguration rendered by :mod:`acklab.k8s.model.kube_proxy`), ``kubeconfig`` (mode 600, the client
 ``system:kube-proxy``, bound to ``system:node-proxier`` by the bootstrap RBAC), ``kube-proxy.pid``,
 ``kube-proxy.log``.
 
@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from acklab.k8s import proxy_config
-from acklab.k8s.agent import k8s_dir
-from acklab.k8s.proxy_config import ProxySettings
+from acklab.k8s.model import kube_proxy
+from acklab.k8s.model.kube_proxy import ProxySettings
+from acklab.k8s.realize.pod_agent import k8s_dir
 from netns.kernel import process
 from netns.kernel.files import read_text, tail, write_atomic
 from netns.kernel.namespace import Namespace, end_processes
@@ -93,7 +93,7 @@ class KubeProxyDaemon:
         return self.folder / f"{BINARY}.log"
 
     def argv(self) -> list[str]:
-        return proxy_config.argv(binary(BINARY), str(self.config_path))
+        return kube_proxy.argv(binary(BINARY), str(self.config_path))
 
     # -- ensure / read / stop --
 
@@ -103,7 +103,7 @@ class KubeProxyDaemon:
         Raises NotFoundError without the node's namespace, LabError (with the end of the log) when kube-proxy
         exits or is not healthy within ``timeout`` seconds.
         """
-        config = proxy_config.render_yaml(settings, str(self.kubeconfig_path))  # validates first
+        config = kube_proxy.render_yaml(settings, str(self.kubeconfig_path))  # validates first
         argv = self.argv()
         if not self.namespace.exists():
             raise NotFoundError(f"kube-proxy of node {self.node}: namespace {self.netns} does not exist")
@@ -160,7 +160,7 @@ class KubeProxyDaemon:
         return process.spawn_in(self.netns, argv, self.pidfile, self.log, self.folder, {"PATH": TOOLS_PATH})
 
     def _healthy(self) -> bool:
-        port = proxy_config.HEALTHZ_PORT
+        port = kube_proxy.HEALTHZ_PORT
         return http_status(lambda: self.namespace.socket(), "127.0.0.1", port, "/healthz", None) == 200
 
     def _wait_healthy(self, deadline: float) -> None:

@@ -5,8 +5,8 @@ import copy
 
 import pytest
 
-from acklab.k8s import ccm
-from acklab.k8s.services import allocate, health_check_key, node_port_key, service_key
+from acklab.k8s.model import load_balancer as ccm  # the cloud controller manager's share
+from acklab.k8s.model.services import allocate, health_check_key, node_port_key, service_key
 from netns.model.errors import ValidationError
 
 
@@ -19,7 +19,7 @@ def lb_service(name="web", annotations=None, ports=None, **spec):
 
 def with_allocations(*services):
     """The Services as the API server returns them: ClusterIP, NodePorts and the health-check NodePort filled in
-    by kube-apiserver's allocation rules (acklab.k8s.services.allocate)."""
+    by kube-apiserver's allocation rules (acklab.k8s.model.services.allocate)."""
     allocations, out = allocate(services), []
     for manifest in services:
         svc = copy.deepcopy(manifest)

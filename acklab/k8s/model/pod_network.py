@@ -6,7 +6,7 @@ Datapaths (``acklab:datapath`` in the stack config):
 - ``vpc-route``: what ACK calls Flannel — a pod CIDR per node, host-local IPAM, one VPC route entry per node.
 - ``vxlan``: community Flannel VXLAN — the same pod CIDRs carried between nodes in VXLAN (VNI 1, port 8472).
 - ``terway-eni``: Terway's exclusive ENI mode — each pod's eth0 is an ENI of its own, made by the node agent
-  (live IPAM only: no file-driven plan), and a veth to the node carries its Service traffic.
+  (live IPAM only: no pod plan), and a veth to the node carries its Service traffic.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from acklab.k8s import ipam
-from acklab.k8s.model import Cluster, Pod, schedule
+from acklab.k8s.model import ipam
+from acklab.k8s.model.objects import Cluster, Pod, schedule
 from netns.model.errors import ValidationError
 
 DATAPATHS = ("terway-eniip", "vpc-route", "vxlan", "terway-eni")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acklab.k8s import informer
-from acklab.k8s.model import Container, ContainerPort, Pod, Probe
+from acklab.k8s.model.objects import Container, ContainerPort, Pod, Probe
 
 KUBELET_VERSION = "v1.37.2"  # the control plane's version: the API server accepts a node of its own release
 RUNTIME = "acklab://0.1"  # no container runtime: containers are the pod agent's sockets in the pod's namespace

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from acklab.k8s.model import PROTOCOLS, ContainerPort
-from acklab.k8s.network_policy import CALICO_API, K8S_API, Endpoint, Policy, namespace_view, parse_policies
-from acklab.k8s.pods import host_ifname
+from acklab.k8s.model.network_policy import CALICO_API, K8S_API, Endpoint, Policy, namespace_view, parse_policies
+from acklab.k8s.model.objects import PROTOCOLS, ContainerPort
+from acklab.k8s.realize.pod_network import host_ifname
 from netns.model.errors import ValidationError
 
 TERMINAL_PHASES = ("Succeeded", "Failed")

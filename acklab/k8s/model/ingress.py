@@ -19,14 +19,14 @@ What ingress-nginx does with these objects, reduced to what one nginx needs (see
   controller's default backend). The catch-all server uses the ``defaultBackend`` of an Ingress without
   rules (else of one with host-less rules).
 - Backends: ``service.port.number`` or ``service.port.name``; endpoints are the Service's ready pods with the
-  targetPort resolved per pod (``acklab.k8s.services.resolve``): nginx proxies to pod IPs directly, round
+  targetPort resolved per pod (``acklab.k8s.model.services.resolve``): nginx proxies to pod IPs directly, round
   robin. The endpoints are not in nginx.conf but in ``Rendered.endpoints``, which a Lua balancer reads (as
   ingress-nginx does), so pods coming and going need no reload. No such Service, port or endpoint: 503.
 - TLS: ``spec.tls[].secretName`` (a Secret in the Ingress's namespace with ``tls.crt`` and ``tls.key``)
   for ``spec.tls[].hosts``; SNI picks the server, so the certificate; plain HTTP to a TLS host gets a 308 to
   https. The catch-all server refuses TLS handshakes for unknown names (``ssl_reject_handshake``).
 - X-Forwarded-For (appended), X-Forwarded-Proto/Host/Port, X-Real-IP, Host are set towards the pods.
-- Annotations (``nginx.ingress.kubernetes.io/*``, parsed and validated by ``acklab.k8s.ingress_annotations``):
+- Annotations (``nginx.ingress.kubernetes.io/*``, parsed and validated by ``acklab.k8s.model.ingress_annotations``):
   rewrite-target / use-regex make every path of the host a ``~*`` regex location (longest first), app-root,
   ssl/force-ssl/permanent/temporal/from-to-www redirects, allow/deny source ranges, canary (the canary's
   backend and rule ride in the endpoints file, so weights change without a reload), cookie affinity and
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from acklab.k8s import ingress_annotations as ann
-from acklab.k8s import services as svcs
+from acklab.k8s.model import ingress_annotations as ann
+from acklab.k8s.model import services as svcs
 from netns.model.errors import ValidationError
 
 CONTROLLER = "k8s.io/ingress-nginx"
@@ -895,7 +895,7 @@ def _globals(build: _Build, s: Settings) -> list[str]:
 def _config(build: _Build, upstreams: Mapping[str, tuple[str, ...]], s: Settings) -> str:
     r = s.root
     lines = [
-        "# acklab ingress-nginx: rendered by acklab.k8s.ingress (do not edit); generation @GENERATION@",
+        "# acklab ingress-nginx: rendered by acklab.k8s.model.ingress (do not edit); generation @GENERATION@",
         *[f"load_module {LUA_MODULES}/{m};" for m in ("ndk_http_module.so", "ngx_http_lua_module.so")],
         f"worker_processes {s.workers or 'auto'};",
         "daemon on;",

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from acklab.k8s.calico import SelectorError, parse_selector
-from acklab.k8s.model import PROTOCOLS, ContainerPort
+from acklab.k8s.model.calico import SelectorError, parse_selector
+from acklab.k8s.model.objects import PROTOCOLS, ContainerPort
 from netns.model.errors import ValidationError
 
 K8S_API = "networking.k8s.io/v1"

@@ -15,8 +15,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from acklab.k8s import ipam
-from acklab.k8s.plan import Node
+from acklab.k8s.model import ipam
+from acklab.k8s.model.pod_network import Node
 
 PREFIX = "flannel.alpha.coreos.com/"
 # Flannel's backend names: ACK's Flannel routes pod blocks in the VPC (its ali-vpc backend)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acklab.k8s import ipam
-from acklab.k8s.agent import AgentHandle, k8s_dir
-from acklab.k8s.ingress import is_controller_pod
-from acklab.k8s.model import Pod
-from acklab.k8s.plan import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement
+from acklab.k8s.model import ipam
+from acklab.k8s.model.ingress import is_controller_pod
+from acklab.k8s.model.objects import Pod
+from acklab.k8s.model.pod_network import CIDR_DATAPATHS, EXCLUSIVE_ENI, Network, Node, Placement
+from acklab.k8s.realize.pod_agent import AgentHandle, k8s_dir
 from netns.kernel import netlink, netns_etc
 from netns.kernel import rules as netfilter
 from netns.kernel.files import write_json

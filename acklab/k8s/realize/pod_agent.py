@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acklab.k8s import netexec
+from acklab.k8s.model import pod_agent
 from netns.kernel.files import write_json
 from netns.kernel.process import NETNS_DIR, alive  # no pyroute2 in the agent (memory per node)
 from netns.realize import state_dir
@@ -165,12 +165,12 @@ class Agent:
             self._close_conn(sock)
             return
         conn.buffer += data
-        if netexec.is_http(conn.buffer):
-            if b"\r\n\r\n" not in conn.buffer and len(conn.buffer) < netexec.MAX_REQUEST:
+        if pod_agent.is_http(conn.buffer):
+            if b"\r\n\r\n" not in conn.buffer and len(conn.buffer) < pod_agent.MAX_REQUEST:
                 return
-            reply = netexec.http_response(conn.hostname, conn.buffer, conn.peer)
-        elif b"\n" in conn.buffer or len(conn.buffer) >= netexec.MAX_REQUEST:
-            reply = (netexec.command(conn.hostname, conn.buffer.decode("latin-1"), conn.peer) + "\n").encode()
+            reply = pod_agent.http_response(conn.hostname, conn.buffer, conn.peer)
+        elif b"\n" in conn.buffer or len(conn.buffer) >= pod_agent.MAX_REQUEST:
+            reply = (pod_agent.command(conn.hostname, conn.buffer.decode("latin-1"), conn.peer) + "\n").encode()
         else:
             return
         with contextlib.suppress(OSError):
@@ -182,7 +182,7 @@ class Agent:
     def _datagram(self, sock: socket.socket, hostname: str) -> None:
         try:
             data, peer = sock.recvfrom(2048)
-            sock.sendto(netexec.command(hostname, data.decode("latin-1"), peer).encode(), peer)
+            sock.sendto(pod_agent.command(hostname, data.decode("latin-1"), peer).encode(), peer)
         except OSError:
             return
 
@@ -225,7 +225,8 @@ class AgentHandle:
                 cmdline = f.read()
         except (FileNotFoundError, ProcessLookupError):  # gone, or exiting while read
             return None
-        return pid if b"acklab.k8s.agent" in cmdline and self._path("json").name.encode() in cmdline else None
+        ours = b"acklab.k8s.realize.pod_agent" in cmdline and self._path("json").name.encode() in cmdline
+        return pid if ours else None
 
     def status(self) -> dict:
         try:
@@ -266,8 +267,8 @@ class AgentHandle:
         log = open(self._path("log"), "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
-                ["nsenter", f"--net={NETNS_DIR}/{self.node_netns}", "--", sys.executable, "-m", "acklab.k8s.agent",
-                 str(self._path("json")), str(self._path("status"))],
+                ["nsenter", f"--net={NETNS_DIR}/{self.node_netns}", "--", sys.executable, "-m",
+                 "acklab.k8s.realize.pod_agent", str(self._path("json")), str(self._path("status"))],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/")
         finally:
             log.close()
@@ -313,7 +314,7 @@ def _socket_in(path: str, kind: int) -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m acklab.k8s.agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m acklab.k8s.realize.pod_agent", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("status", type=Path)
     args = parser.parse_args(argv)

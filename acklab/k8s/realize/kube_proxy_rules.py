@@ -1,9 +1,9 @@
 """acklab's kube-proxy compiler applied to a namespace: compiled rules → the namespace, atomically, only when they
-changed. Nodes run upstream kube-proxy (``proxy_daemon``); this applier serves the compiler as an oracle: the
+changed. Nodes run upstream kube-proxy (``realize/kube_proxy``); this applier serves the compiler as an oracle: the
 benches (``bench/k8s_api.py``, ``bench/kube_proxy_scale.py``) time it beside upstream's and raw
 ``iptables-restore`` of the same rules.
 
-The compiler (:mod:`acklab.k8s.kube_proxy`) builds the text; this adapter does what upstream's
+The compiler (:mod:`acklab.k8s.model.kube_proxy_rules`) builds the text; this adapter does what upstream's
 ``syncProxyRules`` does around it:
 
 - know the service chains that exist — chains no longer wanted are flushed and deleted in the same restore, as
@@ -33,8 +33,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acklab.k8s.agent import k8s_dir
-from acklab.k8s.kube_proxy import ProxierConfig, ServicePortInfo, compile_rules, is_service_chain, jump_rules
+from acklab.k8s.model.kube_proxy_rules import (
+    ProxierConfig,
+    ServicePortInfo,
+    compile_rules,
+    is_service_chain,
+    jump_rules,
+)
+from acklab.k8s.realize.pod_agent import k8s_dir
 from netns.kernel.files import write_json
 from netns.kernel.namespace import Namespace
 from netns.model.errors import LabError

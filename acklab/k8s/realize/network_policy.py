@@ -22,9 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from acklab.k8s.agent import k8s_dir
-from acklab.k8s.model import Cluster
-from acklab.k8s.network_policy import (
+from acklab.k8s.model.network_policy import (
     CHAIN_PREFIX,
     SET_PREFIX,
     Endpoint,
@@ -35,7 +33,9 @@ from acklab.k8s.network_policy import (
     namespace_view,
     parse_policies,
 )
-from acklab.k8s.pods import PodRecord, load_records
+from acklab.k8s.model.objects import Cluster
+from acklab.k8s.realize.pod_agent import k8s_dir
+from acklab.k8s.realize.pod_network import PodRecord, load_records
 from netns.kernel import rules
 from netns.kernel.files import write_json
 from netns.kernel.ipset import destroy_sets
