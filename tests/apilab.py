@@ -1,7 +1,7 @@
 """A cluster driven by its API server, for kernel tests: the VPC of ``k8stools.build_vpc`` (node-1 and node-2 in
 vSwitch vsw-0000000a, ecs-3 in another vSwitch), the control plane with its controllers and, on both nodes, what
 ``cluster_install.install_node`` puts on an ACK node (the node agent, upstream kube-proxy, the NetworkPolicy
-agent). Workloads come in with ``kubectl apply``, as a user's would; nothing is read from a file-driven plan.
+agent). Workloads come in with ``kubectl apply``, as a user's would.
 
 Datapaths: ``terway-eniip`` (Terway's live IPAM makes the pods' ENIs in pod vSwitch vsw-0000000c,
 192.168.3.0/24), ``vpc-route`` and ``vxlan`` (Flannel: the controller-manager hands each Node a block of

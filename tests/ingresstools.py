@@ -61,7 +61,7 @@ def ns(name: str) -> dict:
 
 
 def service(name: str, ports: list[dict], cluster_ip: str | None = None, namespace: str = "demo") -> dict:
-    """A Service selecting ``app: name``; the file-driven plan names its ClusterIP, the API allocates one."""
+    """A Service selecting ``app: name``; ``cluster_ip`` pins its ClusterIP, else the API allocates one."""
     spec: dict = {"selector": {"app": name}, "ports": ports}
     if cluster_ip:
         spec["clusterIP"] = cluster_ip

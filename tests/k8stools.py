@@ -151,7 +151,7 @@ def build_cluster(lab: str, datapath: str):
 
 
 def converge(network: Network, manifests: str) -> list[str]:
-    """What the Ansible role does, node by node: plan from the manifests, realize each node's share."""
+    """Pods from manifests without an API server: the pod plan, then each node's share realized."""
     cluster = parse_documents([(d, "test.yaml") for d in yaml.safe_load_all(manifests)])
     changes = []
     for node in network.nodes:

@@ -84,7 +84,7 @@ def prune_lab(lab: str, keep: set[str]) -> list[str]:
             removed.append(router.namespace.name)
     for namespace in list_namespaces(mark(lab)):
         cloud_id = namespace.name[len(mark(lab)):]
-        # Only cloud objects are Pulumi's: a pod's namespace (``pod-<hash>``) belongs to the playbook.
+        # Only cloud objects are Pulumi's: a pod's namespace (``pod-<hash>``) belongs to its node.
         if is_any_cloud_id(cloud_id) and not cloud_id.startswith("vpc-") and cloud_id not in keep:
             namespace.remove()  # an ECS namespace and the processes in it
             removed.append(namespace.name)

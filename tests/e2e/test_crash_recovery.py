@@ -28,7 +28,7 @@ from tests.e2e.test_pulumi_up import PROJECT, Stack
 from tests.labtools import ProbeServer, ping, probe_tcp, wait_for
 
 pytestmark = pytest.mark.e2e
-# What a complete `pulumi up` of __main__.py (datapath terway-eniip, acklab:cluster api: Terway's agent makes the
+# What a complete `pulumi up` of __main__.py (datapath terway-eniip, the cluster on its API: Terway's agent makes the
 # pods' ENIs) records as custom resources: vpc, 3 vSwitches, 3 ECS, sg-ecs with 3 rules, sg-pods with 4 rules (16),
 # and the default `alicloud` provider (pulumi:providers:alicloud).
 DEFAULT_LAB_RESOURCES = 17

@@ -1,4 +1,4 @@
-"""SSH mode on the API way: the default program on a stack of its own (`acklab:cluster api`), the control plane
+"""SSH mode on the API way: the default program on a stack of its own (its cluster on the API), the control plane
 built from the host (`cluster.yml --tags control_plane`: ACK's managed part is not on the user's hosts), every node
 running sshd in its namespace, then the nodes' part of cluster.yml run from the controller namespace with
 ansible_connection=ssh: the k8s_node role runs ON each node (inside its namespace) and reaches the API server

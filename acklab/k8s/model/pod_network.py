@@ -71,7 +71,7 @@ def check_network(network: Network) -> None:
         raise ValidationError(where, "nodes", "no ECS instance carries the Kubernetes node tag (ack.aliyun.com)")
     if network.datapath == EXCLUSIVE_ENI:
         raise ValidationError(where, "datapath", "terway-eni makes an ENI per pod through the API's node agent "
-                              "(a cluster of cs.ManagedKubernetes or the cluster playbook), not from a pod plan")
+                              "(a cluster of cs.ManagedKubernetes or cluster.yml), not from a pod plan")
     if network.datapath in CIDR_DATAPATHS:
         if not network.cluster_cidr:
             raise ValidationError(where, "pod_cidr", f"is required for the {network.datapath} datapath")
