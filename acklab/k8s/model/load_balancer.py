@@ -32,9 +32,9 @@ http on the Service's ``healthCheckNodePort`` (kube-proxy answers 200 only on no
 as ACK does; udp listeners keep their udp check (silence is up, so a node without a local endpoint, where
 kube-proxy drops the datagram, stays in rotation: not built).
 
-:func:`load_balancers` turns Services (as the API server returns them) into what to create. :func:`node_instance_id`, :func:`backend_servers`, :func:`listener_args` and
-:func:`decide` are the controller's pure share: Nodes → ECS ids, a listener's ``slb.Listener`` arguments, and
-the steps from what exists to what is wanted.
+:func:`load_balancers` turns Services (as the API server returns them) into what to create. :func:`node_instance_id`,
+:func:`backend_servers`, :func:`listener_args` and :func:`decide` are the controller's pure share: Nodes → ECS ids,
+a listener's ``slb.Listener`` arguments, and the steps from what exists to what is wanted.
 """
 
 from __future__ import annotations
