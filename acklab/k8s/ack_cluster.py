@@ -6,7 +6,8 @@ ECS instances running the node agent (Terway's live IPAM), upstream kube-proxy a
 what a cloud does around them: the pools' ECS instances, labels and taints, drains, scale.
 
 Facts the kernel has no object for (a cluster's name, vSwitches, pod vSwitches and kube-proxy mode, the ids of what
-``new_nat_gateway`` made (``cluster_nat``), a pool's nodes) are JSON files under ``/run/acklab/<lab>/cs/`` (removed
+``new_nat_gateway`` made (``cluster_nat``), of the API server's SLB and EIP (``api_endpoint``) and of the cluster's own
+security group (``cluster_sg``), a pool's nodes) are JSON files under ``/run/acklab/<lab>/cs/`` (removed
 with the lab by ``acklab clean``), each written whole by the one resource that owns it.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from acklab.k8s import api_endpoint, cloud_controller, cluster_install, cluster_nat, ingress_controller
+from acklab.k8s import api_endpoint, cloud_controller, cluster_install, cluster_nat, cluster_sg, ingress_controller
 from acklab.k8s.cluster_install import core_api
 from acklab.k8s.model import ipam, load_balancer
 from netns.kernel.files import read_json, write_json
@@ -59,6 +60,8 @@ class ClusterFacts:
     pod_cidr: str = ""  # flannel's
     node_cidr_mask: int = 24  # flannel's
     api_slb_id: str = ""  # the API server's SLB (``api_endpoint``), its id chosen before it is made
+    api_eip_id: str = ""  # slb_internet_enabled: the EIP bound to that SLB (``api_endpoint.make_internet``)
+    group: cluster_sg.ClusterGroup | None = None  # the security group the cluster made (no security_group_id given)
 
     @property
     def network(self) -> cluster_install.PodNetworkSpec:
@@ -66,7 +69,8 @@ class ClusterFacts:
 
 
 def save_cluster(lab: str, facts: ClusterFacts) -> None:
-    write_json(_folder(lab) / f"{facts.cluster_id}.json", {**asdict(facts), "nat": facts.nat and facts.nat.to_dict()})
+    write_json(_folder(lab) / f"{facts.cluster_id}.json", {**asdict(facts), "nat": facts.nat and facts.nat.to_dict(),
+                                                           "group": facts.group and facts.group.to_dict()})
 
 
 def load_cluster(lab: str, cluster_id: str) -> ClusterFacts | None:
@@ -80,7 +84,8 @@ def _facts(data: dict[str, Any] | None) -> ClusterFacts | None:
     return ClusterFacts(data["cluster_id"], data["vpc_id"], tuple(data["pod_vswitch_ids"]), data["proxy_mode"],
                         data.get("security_group_id", ""), data.get("name", ""), tuple(data.get("vswitch_ids") or ()),
                         cluster_nat.ClusterNat.from_dict(data.get("nat")), data.get("datapath", "terway-eniip"),
-                        data.get("pod_cidr", ""), int(data.get("node_cidr_mask", 24)), data.get("api_slb_id", ""))
+                        data.get("pod_cidr", ""), int(data.get("node_cidr_mask", 24)), data.get("api_slb_id", ""),
+                        data.get("api_eip_id", ""), cluster_sg.ClusterGroup.from_dict(data.get("group")))
 
 
 def cluster_records(lab: str) -> list[ClusterFacts]:
@@ -104,14 +109,18 @@ def create_cluster(lab: str, cluster_id: str, vswitch_id: str, facts: ClusterFac
         cluster_nat.check_no_gateway(resource, facts.vpc_id, cluster_nat.gateways_of(lab))
     save_cluster(lab, facts)
     try:  # the ingress controller follows the API: it serves once controller pods run
+        if facts.group is not None:  # before any node: node pools without groups of their own join it
+            cluster_sg.make(lab, facts.group, facts.vpc_id, facts.pod_cidr or None)
         if facts.nat is not None:
             cluster_nat.make(lab, facts.nat, find_vswitch(lab, vswitch_id), resource)
         state = cluster_install.install_control_plane(lab, vswitch_id, cluster_id, network=facts.network).state
-        if facts.api_slb_id:  # the API server behind its SLB, whose address the serving certificate then names
-            address = api_endpoint.make(lab, facts.api_slb_id, cluster_id, find_vswitch(lab, vswitch_id),
-                                        f"{cluster_id}-apiserver", resource)
+        if facts.api_slb_id:  # the API server behind its SLB, whose addresses the serving certificate then names
+            addresses = [api_endpoint.make(lab, facts.api_slb_id, cluster_id, find_vswitch(lab, vswitch_id),
+                                           f"{cluster_id}-apiserver", resource)]
+            if facts.api_eip_id:  # slb_internet_enabled: an EIP bound to the SLB, the internet endpoint
+                addresses.append(api_endpoint.make_internet(lab, facts.api_eip_id, facts.api_slb_id, resource))
             plane = ControlPlane(lab, cluster_id)
-            plane.set_endpoints((address,))
+            plane.set_endpoints(tuple(addresses))
             state = plane.ensure()
         return state
     except Exception:
@@ -122,23 +131,28 @@ def create_cluster(lab: str, cluster_id: str, vswitch_id: str, facts: ClusterFac
 def _sweep_interrupted(lab: str) -> None:
     """The NAT gateways and records of clusters whose create was interrupted (killed before its undo ran): with no
     control plane in the lab (checked by the caller), every cluster record left is such a one. ``acklab recover``
-    removes their gateways too; their EIPs only go here (or with ``acklab clean``)."""
+    removes their gateways and security groups too; their EIPs only go here (or with ``acklab clean``)."""
     for stale in cluster_records(lab):
         if stale.nat is not None:
             cluster_nat.remove(lab, stale.nat, f"cs.ManagedKubernetes {stale.cluster_id}")
-        api_endpoint.remove(lab, stale.api_slb_id)
+        api_endpoint.remove(lab, stale.api_slb_id, stale.api_eip_id)
+        if stale.group is not None:
+            cluster_sg.remove(lab, stale.group)
         (_folder(lab) / f"{stale.cluster_id}.json").unlink(missing_ok=True)
 
 
 def delete_cluster(lab: str, cluster_id: str) -> None:
-    """The API server's SLB, the controllers (so the cloud controller makes no SLB meanwhile), the SLBs it made for
-    Services, the control plane, then what ``new_nat_gateway`` made (whatever of it exists)."""
+    """The API server's EIP and SLB, the controllers (so the cloud controller makes no SLB meanwhile), the SLBs it
+    made for Services, the control plane, then what ``new_nat_gateway`` made and the cluster's own security group
+    (whatever of them exists)."""
     facts = load_cluster(lab, cluster_id)
     if facts is not None:
-        api_endpoint.remove(lab, facts.api_slb_id)
+        api_endpoint.remove(lab, facts.api_slb_id, facts.api_eip_id)
     cluster_install.remove_control_plane(lab, cluster_id)
     if facts is not None and facts.nat is not None:
         cluster_nat.remove(lab, facts.nat, f"cs.ManagedKubernetes {cluster_id}")
+    if facts is not None and facts.group is not None:
+        cluster_sg.remove(lab, facts.group)
     (_folder(lab) / f"{cluster_id}.json").unlink(missing_ok=True)
 
 
@@ -158,6 +172,7 @@ class ClusterView:
     host_port: int | None  # the API server's relay on the host's loopback
     zone: str
     nodes: tuple[PoolNode, ...]
+    internet: str | None = None  # the EIP of the API server's SLB (slb_internet_enabled)
 
 
 def clusters(lab: str) -> list[ClusterView]:
@@ -168,7 +183,8 @@ def clusters(lab: str) -> list[ClusterView]:
     for facts in cluster_records(lab):
         plane = ControlPlane(lab, facts.cluster_id).read()
         if plane is not None:
-            found.append(ClusterView(facts, plane.address, plane.host_port, _zone(lab, facts), nodes))
+            found.append(ClusterView(facts, plane.address, plane.host_port, _zone(lab, facts), nodes,
+                                     api_endpoint.internet_address(lab, facts.api_eip_id, facts.api_slb_id)))
     return found
 
 
@@ -388,14 +404,17 @@ def live_nodes(lab: str, pool_id: str) -> list[PoolNode]:
 def owned_ids(lab: str) -> set[str]:
     """Cloud ids the lab's clusters made outside any Pulumi checkpoint: the pools' instances and their ENIs (the
     primary ones and Terway's), the cloud controller's SLBs and their ACLs, the EIP and SNAT entries of a cluster's
-    NAT gateway. ``acklab recover`` keeps them: they belong to a ``cs.NodePool`` or ``cs.ManagedKubernetes`` the
-    checkpoint holds (a gateway whose cluster it does not hold goes, and its entries with it)."""
+    NAT gateway, the API server's SLB and EIP, the rules of the cluster's own security group. ``acklab recover``
+    keeps them: they belong to a ``cs.NodePool`` or ``cs.ManagedKubernetes`` the checkpoint holds (a gateway or a
+    group whose cluster it does not hold goes, and its entries or rules with it)."""
     ids: set[str] = set()
     for cluster in cluster_records(lab):  # what new_nat_gateway made: its EIP and SNAT entries (the gateway's id
         if cluster.nat is not None:       # is the cluster's output nat_gateway_id: in the checkpoint already)
             ids |= cluster.nat.ids() - {cluster.nat.ngw_id}
-        if cluster.api_slb_id:  # the API server's SLB (the cluster's output slb_id)
-            ids.add(cluster.api_slb_id)
+        if cluster.api_slb_id:  # the API server's SLB (the cluster's output slb_id) and its EIP
+            ids |= {cluster.api_slb_id, cluster.api_eip_id} - {""}
+        if cluster.group is not None:  # the group's rules (the group is the cluster's output security_group_id)
+            ids |= set(cluster.group.rule_ids)
     for path in _pool_paths(lab):
         for node in load_nodes(lab, path.stem):
             ids |= {node.instance_id, node.eni_id}

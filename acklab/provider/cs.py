@@ -1,6 +1,8 @@
 """``cs.ManagedKubernetes`` and ``cs.NodePool`` of pulumi-alicloud → an ACK cluster on the lab
 (``acklab/k8s/ack_cluster.py``): the managed control plane in the cluster's VPC with the cloud controller
-(LoadBalancer Services → SLBs) and, with ``new_nat_gateway``, the cluster's NAT gateway (``acklab/k8s/cluster_nat.py``),
+(LoadBalancer Services → SLBs), the API server's SLB and, with ``slb_internet_enabled``, its EIP
+(``acklab/k8s/api_endpoint.py``), the cluster's own security group when none is given (``acklab/k8s/cluster_sg.py``)
+and, with ``new_nat_gateway``, the cluster's NAT gateway (``acklab/k8s/cluster_nat.py``),
 and node pools of ECS instances running the node agent (Terway's live IPAM) and upstream kube-proxy; the data sources
 ``cs.get_cluster_credential``, ``cs.get_kubernetes_version`` and ``cs.get_managed_kubernetes_clusters``.
 
@@ -21,6 +23,7 @@ from acklab.provider.index import Function, arguments, data_id
 from acklab.provider.vpc import name_matches
 from acklab.provider.wire import known
 from netns.model.control_plane import SERVICE_CIDR
+from netns.model.eip import new_eip_id
 from netns.model.errors import NotFoundError, ValidationError
 from netns.model.instance_types import eni_quota
 from netns.model.names import check_reference, new_cluster_id, new_id
@@ -91,13 +94,16 @@ class ManagedKubernetes(Kind):
                   "proxy_mode", "ip_stack", "zone_ids")
     # filled in when left out (a name from name_prefix, the lab's version, no group: "")
     computed = ("version", "name", "security_group_id")
-    defaults: ClassVar = {"service_cidr": str(SERVICE_CIDR), "proxy_mode": "ipvs", "new_nat_gateway": True}
+    defaults: ClassVar = {"service_cidr": str(SERVICE_CIDR), "proxy_mode": "ipvs", "new_nat_gateway": True,
+                          "slb_internet_enabled": True, "is_enterprise_security_group": False}
     unsupported: ClassVar = {
         "ip_stack": (lambda v: v not in (None, "ipv4"), "acklab VPCs are IPv4 only"),
         "zone_ids": (given, "acklab does not make a VPC for the cluster; give vswitch_ids"),
     }
     realized = ("vswitch_ids", "worker_vswitch_ids", "pod_vswitch_ids", "service_cidr", "proxy_mode", "addons",
-                "security_group_id", "new_nat_gateway", "pod_cidr", "node_cidr_mask")
+                "security_group_id", "new_nat_gateway", "pod_cidr", "node_cidr_mask", "slb_internet_enabled",
+                "is_enterprise_security_group")
+    CREATE_ONLY = ("new_nat_gateway", "slb_internet_enabled", "is_enterprise_security_group")  # ACK: create only
 
     def validate(self, ctx: Context, inputs: dict[str, Any]) -> Iterable[ValidationError]:
         value, checks = inputs.get, []
@@ -117,6 +123,9 @@ class ManagedKubernetes(Kind):
             checks.append(lambda: _fail(label, "proxy_mode", f"{mode!r} is not one of {', '.join(PROXY_MODES)}"))
         if known(value("addons")):
             checks.append(lambda: _check_network(label, inputs))
+        if value("is_enterprise_security_group") is True and value("security_group_id"):
+            checks.append(lambda: _fail(label, "is_enterprise_security_group", "conflicts with security_group_id: "
+                                        "ACK makes the cluster's own (enterprise) group only when none is given"))
         return problems(*checks)
 
     def diff(self, olds: dict[str, Any], news: dict[str, Any]) -> Diff:
@@ -127,7 +136,7 @@ class ManagedKubernetes(Kind):
         return found
 
     def create(self, ctx: Context, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        from acklab.k8s import ack_cluster, cluster_nat
+        from acklab.k8s import ack_cluster, cluster_nat, cluster_sg
         vswitch = find_vswitch(ctx.lab, _vswitches(inputs)[0])
         vpc_id = vswitch.router.vpc_id
         self._check_vpc(ctx, inputs, vpc_id)
@@ -139,12 +148,17 @@ class ManagedKubernetes(Kind):
         nat = None
         if inputs.get("new_nat_gateway") is True:
             nat = cluster_nat.plan(cluster_nat.snat_sources(_vswitches(inputs), inputs.get("pod_vswitch_ids") or []))
+        # no security_group_id: the cluster's own group, made with ACK's rules (its id is security_group_id)
+        group = None if inputs.get("security_group_id") else cluster_sg.plan(
+            inputs.get("is_enterprise_security_group") is True)
         facts = ack_cluster.ClusterFacts(cluster_id, vpc_id, tuple(inputs.get("pod_vswitch_ids") or ()),
                                          effective_proxy_mode(inputs["proxy_mode"]),
-                                         inputs.get("security_group_id") or "", _name(ctx, inputs, cluster_id),
+                                         inputs.get("security_group_id") or (group.sg_id if group else ""),
+                                         _name(ctx, inputs, cluster_id),
                                          tuple(_vswitches(inputs)), nat, SUPPORTED_NETWORKS[str(plugin)],
                                          inputs.get("pod_cidr") or "", int(inputs.get("node_cidr_mask") or 24),
-                                         new_id("lb"))
+                                         new_id("lb"),
+                                         new_eip_id() if inputs.get("slb_internet_enabled") is True else "", group)
         ack_cluster.create_cluster(ctx.lab, cluster_id, vswitch.vswitch_id, facts, ctx.label)
         if ingress_addon(inputs):
             ack_cluster.deploy_ingress_addon(ctx.lab, cluster_id)
@@ -184,16 +198,20 @@ class ManagedKubernetes(Kind):
         assert plane is not None
         slb_id = facts.api_slb_id if facts is not None else ""
         slb_address = api_endpoint.address(ctx.lab, slb_id) or ""  # the API server's SLB: its intranet endpoint
+        # slb_internet_enabled: the EIP bound to that SLB, the internet endpoint
+        internet = api_endpoint.internet_address(ctx.lab, facts.api_eip_id, slb_id) if facts is not None else None
         connection = sdk.wire(_OUTPUTS, "ManagedKubernetesConnection",
-                              connection_facts(cluster_id, slb_address or plane.address, plane.host_port, ctx.region))
+                              connection_facts(cluster_id, slb_address or plane.address, plane.host_port, ctx.region,
+                                               internet))
         authority = sdk.wire(_OUTPUTS, "ManagedKubernetesCertificateAuthority", {
             "cluster_cert": creds.cluster_cert, "client_cert": creds.client_cert, "client_key": creds.client_key})
         nat_gateway_id = facts.nat.ngw_id if facts is not None and facts.nat is not None else ""
         return self.state({
             **inputs, "name": _name(ctx, inputs, cluster_id), "version": inputs.get("version") or ACK_VERSION,
             "vpc_id": vpc_id, "connections": [connection], "certificate_authorities": [authority],
-            "security_group_id": inputs.get("security_group_id") or "", "nat_gateway_id": nat_gateway_id,
-            "slb_id": slb_id, "slb_internet": "", "slb_intranet": slb_address, "worker_ram_role_name": ""})
+            "security_group_id": (facts.security_group_id if facts is not None else "")
+            or inputs.get("security_group_id") or "", "nat_gateway_id": nat_gateway_id,
+            "slb_id": slb_id, "slb_internet": internet or "", "slb_intranet": slb_address, "worker_ram_role_name": ""})
 
     def read(self, ctx: Context, id_: str, state: dict[str, Any]) -> dict[str, Any] | None:
         if ControlPlane(ctx.lab, id_).read() is None:
@@ -206,9 +224,10 @@ class ManagedKubernetes(Kind):
             self._warn(ctx, news)
         if ingress_addon(news) and not ingress_addon(olds):
             ack_cluster.deploy_ingress_addon(ctx.lab, id_)
-        if (olds.get("new_nat_gateway") is True) != (news.get("new_nat_gateway") is True):
-            engine.warn(ctx.urn, f"{ctx.label}: new_nat_gateway only works when the cluster is created (as ACK's): "
-                                 "no NAT gateway is made or removed now")
+        for field in self.CREATE_ONLY:
+            if (olds.get(field) is True) != (news.get(field) is True):
+                engine.warn(ctx.urn, f"{ctx.label}: {field} only works when the cluster is created (as ACK's): "
+                                     "nothing is made or removed now")
         state = self.merged(olds, news)
         ack_cluster.rename_cluster(ctx.lab, id_, state.get("name") or "")  # what the data source answers
         return state
@@ -223,11 +242,15 @@ def _name(ctx: Context, inputs: dict[str, Any], cluster_id: str) -> str:
     return inputs.get("name") or f"{inputs.get('name_prefix') or ctx.name}-{cluster_id}"
 
 
-def connection_facts(cluster_id: str, address: str, host_port: int | None, region: str) -> dict[str, str]:
-    """A cluster's endpoints as ACK reports them: the API server in the VPC; the lab's "outside" is the host, so the
-    internet endpoint is the relay on its loopback (as kind publishes a cluster)."""
-    return {"api_server_intranet": f"https://{address}:6443", "api_server_internet": f"https://127.0.0.1:{host_port}",
-            "master_public_ip": "127.0.0.1", "service_domain": f"*.{cluster_id}.{region}.alicontainer.com"}
+def connection_facts(cluster_id: str, address: str, host_port: int | None, region: str,
+                     internet: str | None = None) -> dict[str, str]:
+    """A cluster's endpoints as ACK reports them: the API server in the VPC and, with ``slb_internet_enabled``, at
+    the EIP bound to its SLB (``internet``) on the lab's internet. Without that EIP the lab's "outside" is the host:
+    the internet endpoint is then the relay on its loopback (as kind publishes a cluster)."""
+    public = internet or "127.0.0.1"
+    server = f"https://{internet}:6443" if internet else f"https://127.0.0.1:{host_port}"
+    return {"api_server_intranet": f"https://{address}:6443", "api_server_internet": server,
+            "master_public_ip": public, "service_domain": f"*.{cluster_id}.{region}.alicontainer.com"}
 
 
 def _fail(label: str, field: str, reason: str) -> None:
@@ -437,7 +460,7 @@ def _cluster_item(view: ack_cluster.ClusterView, region: str, details: bool) -> 
     if not details:
         return sdk.result(_OUTPUTS, "GetManagedKubernetesClustersClusterResult", item)
     connection = sdk.result(_OUTPUTS, "GetManagedKubernetesClustersClusterConnectionResult",
-                            connection_facts(facts.cluster_id, view.address, view.host_port, region))
+                            connection_facts(facts.cluster_id, view.address, view.host_port, region, view.internet))
     nodes = [sdk.result(_OUTPUTS, "GetManagedKubernetesClustersClusterWorkerNodeResult",
                         {"id": n.instance_id, "name": n.name, "private_ip": n.ip}) for n in view.nodes]
     rrsa = sdk.result(_OUTPUTS, "GetManagedKubernetesClustersClusterRrsaConfigResult", {

@@ -564,8 +564,8 @@ class EipAssociation(Kind):
     computed = ("private_ip_address",)
     defaults: ClassVar = {"instance_type": "EcsInstance", "mode": "NAT"}
     unsupported: ClassVar = {
-        "instance_type": (lambda v: v not in eip_model.INSTANCE_TYPES, "acklab associates EIPs with ECS instances and "
-                          f"NAT gateways only ({', '.join(eip_model.INSTANCE_TYPES)})"),
+        "instance_type": (lambda v: v not in eip_model.INSTANCE_TYPES, "acklab associates EIPs with ECS instances, "
+                          f"NAT gateways and intranet SLBs only ({', '.join(eip_model.INSTANCE_TYPES)})"),
         "mode": (lambda v: v != "NAT", "acklab's EIPs are NATed (mode NAT)"),
     }
     realized = ("allocation_id", "instance_id", "instance_type", "private_ip_address")
@@ -574,14 +574,16 @@ class EipAssociation(Kind):
         """Left out, ``instance_type`` follows the id, as Alibaba's API does: the SDK's own NAT gateway example binds
         an EIP with ``instance_id=nat_gateway.id`` and no type."""
         instance = news.get("instance_id")
-        if news.get("instance_type") is None and isinstance(instance, str) and instance.startswith("ngw-"):
-            news = {**news, "instance_type": "Nat"}
+        if news.get("instance_type") is None and isinstance(instance, str) and instance.startswith(("ngw-", "lb-")):
+            news = {**news, "instance_type": "Nat" if instance.startswith("ngw-") else "SlbInstance"}
         return super().check(ctx, news)
 
     def references(self, ctx: Context, inputs: dict[str, Any]) -> list[ValidationError]:
-        """``instance_id`` names an instance or, with ``instance_type`` ``Nat``, a NAT gateway."""
+        """``instance_id`` names an instance or, with ``instance_type`` ``Nat``, a NAT gateway (``SlbInstance``: an
+        SLB)."""
         found = [e for e in super().references(ctx, inputs) if e.field != "instance_id"]
-        instance, kind = inputs.get("instance_id"), "ngw" if inputs.get("instance_type") == "Nat" else "i"
+        instance = inputs.get("instance_id")
+        kind = {"Nat": "ngw", "SlbInstance": "lb"}.get(inputs.get("instance_type") or "", "i")
         if isinstance(instance, str) and known(instance):
             found += problems(lambda: check_reference(ctx.label, "instance_id", instance, kind))
         return found

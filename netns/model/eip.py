@@ -19,13 +19,21 @@ from netns.model.errors import ValidationError
 
 _ID = re.compile(r"^eip-[0-9a-f]{8}$")
 # What an association binds an EIP to in the lab. Alibaba also has SlbInstance, HaVip, NetworkInterface.
-INSTANCE_TYPES = ("EcsInstance", "Nat")
+INSTANCE_TYPES = ("EcsInstance", "Nat", "SlbInstance")
 TABLE = "acklab_eip"  # nftables table (family ip) in a VPC router namespace
 LEG_PATTERN = "eip-*"  # the router-side interfaces of EIP legs (named by the EIP's id)
 # Policy routing of an associated instance: its traffic to the lab's internet leaves by its EIP's leg. One table per
 # leg (numbered from the leg's interface index) so that legs come and go without touching each other's routes.
 TABLE_BASE = 10000
 RULE_PRIORITY = 900  # before the main table (32766), which has no route to the internet: the lab is sealed
+# Bound to an intranet SLB, the leg is another frontend of the SLB's layer-4 listeners in the router (no 1:1 NAT):
+# connections arriving by it carry this mark in conntrack, and their replies a packet mark that a rule (same
+# priority) sends to the leg's table.
+SLB_MARK_BASE = 0x45490000  # "EI" in the high half; the low half is the leg's interface index
+
+
+def slb_mark(leg_index: int) -> int:
+    return SLB_MARK_BASE + leg_index
 
 
 def new_eip_id() -> str:

@@ -18,6 +18,10 @@ Backend changes (weight, membership, health) rewrite the slot map's elements in 
 
 An internet SLB's clients reach the router through the SLB's leg (100.64.0.0/10); their connections get a
 conntrack mark and the replies carry it as the packet mark, which a routing rule sends back by the same leg.
+
+An EIP bound to an intranet SLB (ACK's API server endpoint: ``EipFrontend``) is another frontend address of the
+same listeners: its leg is in the router (``netns/realize/eip.py``), so the DNAT rules match the EIP as well as the
+VIP; connections arriving by the EIP's leg get the leg's mark, and their replies go back out by it.
 """
 
 from __future__ import annotations
@@ -141,12 +145,30 @@ class Leg:
 
 
 @dataclass(frozen=True)
+class EipFrontend:
+    """An EIP bound to the SLB: its address, its leg in the router (``eip-<hex>``) and the leg's mark (its
+    replies' routing rule: ``netns/model/eip.py`` ``slb_mark``)."""
+
+    address: str
+    ifname: str
+    mark: int
+
+
+@dataclass(frozen=True)
 class L4Plan:
     lb_id: str
     vip: str
     listeners: tuple[L4Listener, ...] = ()
     leg: Leg | None = None  # internet SLBs only
     check_source: str | None = None  # the SLB's 100.64 address, where its health checks come from (as Alibaba's)
+    eips: tuple[EipFrontend, ...] = ()  # EIPs bound to an intranet SLB: more addresses of its listeners
+
+    @property
+    def frontends(self) -> str:
+        """The listeners' addresses as an nft match value: the VIP, or the VIP and its EIPs as an anonymous set."""
+        if not self.eips:
+            return self.vip
+        return "{ " + ", ".join([self.vip, *(e.address for e in self.eips)]) + " }"
 
 
 def table_name(lb_id: str) -> str:
@@ -191,13 +213,13 @@ def _acl_rules(plan: L4Plan, item: L4Listener) -> list[str]:
         return []
     listener = item.listener
     negate = "!= " if listener.acl_type == "white" else ""
-    return [f"    ip daddr {plan.vip} {listener.protocol} dport {listener.frontend_port} "
+    return [f"    ip daddr {plan.frontends} {listener.protocol} dport {listener.frontend_port} "
             f"ip saddr {negate}@{item.prefix}_acl drop"]
 
 
 def _dnat_rules(plan: L4Plan, item: L4Listener) -> list[str]:
     proto, prefix = item.listener.protocol, item.prefix
-    match = f"ip daddr {plan.vip} {proto} dport {item.listener.frontend_port}"
+    match = f"ip daddr {plan.frontends} {proto} dport {item.listener.frontend_port}"
     rules = []
     if item.listener.persistence_timeout:  # a known client goes back to its backend (a miss falls through)
         rules.append(f"    {match} dnat ip addr . port to ip saddr map @{prefix}_persist")
@@ -213,16 +235,20 @@ def _after_rules(plan: L4Plan) -> list[str]:
     for item in plan.listeners:
         listener = item.listener
         if listener.protocol == "tcp":  # established_timeout: how long an idle established flow is kept
-            rules.append(f"    ct state new meta l4proto tcp ct original ip daddr {plan.vip} "
+            rules.append(f"    ct state new meta l4proto tcp ct original ip daddr {plan.frontends} "
                          f'ct original proto-dst {listener.frontend_port} ct timeout set "{item.prefix}_timeout"')
         if listener.persistence_timeout:
-            rules.append(f"    ct state new meta l4proto {listener.protocol} ct original ip daddr {plan.vip} "
+            rules.append(f"    ct state new meta l4proto {listener.protocol} ct original ip daddr {plan.frontends} "
                          f"ct original proto-dst {listener.frontend_port} "
                          f"update @{item.prefix}_persist {{ ip saddr : ip daddr . {listener.protocol} dport }}")
     if plan.leg is not None:
         rules.append(f'    iifname "{plan.leg.ifname}" ct state new ct original ip daddr {plan.vip} '
                      f"ct mark set {plan.leg.mark:#x}")
         rules.append(f"    ct direction reply ct mark {plan.leg.mark:#x} meta mark set ct mark")
+    for eip in plan.eips:  # an EIP's clients: their replies leave by the EIP's leg (its fwmark rule)
+        rules.append(f'    iifname "{eip.ifname}" ct state new ct original ip daddr {eip.address} '
+                     f"ct mark set {eip.mark:#x}")
+        rules.append(f"    ct direction reply ct mark {eip.mark:#x} meta mark set ct mark")
     return rules
 
 

@@ -13,15 +13,22 @@ read-modify-write runs under the lab's lock.
 
 Bound to a NAT gateway (``instance_id`` a gateway's id, ``instance_type`` ``Nat``), the end moves into the gateway's
 namespace instead (``netns/realize/nat_gateway.py``): no 1:1 NAT, the gateway's SNAT entries translate to it.
+
+Bound to an intranet SLB (``instance_id`` an SLB's id, ``instance_type`` ``SlbInstance``: what ACK does for the API
+server's endpoint), the end moves into the VPC router of the SLB's vSwitch, where its layer-4 listeners are: the
+EIP becomes another frontend address of them (``netns/model/slb_l4.py`` ``EipFrontend``: the DNAT rules match it
+too, so internet clients reach the backends with their own address), and connections arriving by the leg are
+marked so a rule (``fwmark``, ``model.slb_mark``) sends their replies back out by it. No 1:1 NAT element.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
 
-from netns.kernel import rules
-from netns.kernel.link import Veth
+from netns.kernel import netlink, rules
+from netns.kernel.link import Veth, unless_exists
 from netns.kernel.namespace import Namespace
 from netns.model import eip as model
 from netns.model import slb as slb_model
@@ -30,7 +37,7 @@ from netns.realize import format_alias, lab_lock
 from netns.realize.eip_leg import EipLeg, Routing
 from netns.realize.eni import find_primary_port
 from netns.realize.nat_gateway import NatGateway
-from netns.realize.slb import INTERNET_BRIDGE, InternetSegment
+from netns.realize.slb import INTERNET_BRIDGE, InternetSegment, SlbInstance, sync_locked
 from netns.realize.vpc import VpcRouter, routers
 
 ROUTING = Routing(model.route_table, model.RULE_PRIORITY)  # an instance's EIP leg in its VPC router
@@ -122,6 +129,8 @@ class ElasticIp:
                                                                  f"{facts['instance']}; disassociate it first")
             if instance_id.startswith("ngw-"):
                 return self._bind_nat(NatGateway(self.lab, instance_id), facts, resource)
+            if instance_id.startswith("lb-"):
+                return self._bind_slb(instance_id, facts, resource)
             router, primary = self._instance(instance_id, resource)
             if private_ip is not None and private_ip != primary:
                 raise ValidationError(resource, "private_ip_address", f"{private_ip} is not the primary private "
@@ -148,6 +157,51 @@ class ElasticIp:
         new = {**facts, "instance": gateway.ngw_id, "vpc": found.vpc_id}
         self._label_port(new)
         return self._state(new)
+
+    def _bind_slb(self, lb_id: str, facts: dict[str, str], resource: str) -> EipState:
+        """Move the EIP's leg into the router of the intranet SLB's VPC and make it a frontend of the SLB's layer-4
+        listeners (under the lab's lock); undone as far as it got on failure."""
+        found = SlbInstance(self.lab, lb_id).read()
+        if found is None:
+            raise NotFoundError(f"{resource}: instance_id: {lb_id} is not an SLB of lab {self.lab}")
+        if found.address_type != "intranet" or not found.vpc_id:
+            raise ValidationError(resource, "instance_id", f"{lb_id} is an internet SLB; an EIP is bound to an "
+                                                           "intranet SLB only (as Alibaba's)")
+        taken = [f for f in self.internet.ports().values() if f.get("instance") == lb_id]
+        if taken:
+            raise ValidationError(resource, "instance_id", f"{lb_id} already has EIP {taken[0]['eip']}")
+        router = VpcRouter(self.lab, found.vpc_id)
+        new = {**facts, "instance": lb_id, "private": found.address, "vpc": router.vpc_id}
+        try:
+            self._plug_slb(router, facts["ip"], lb_id, found.address)
+            self._label_port(new)
+            sync_locked(self.lab, lb_id, resource)  # its listeners now match the EIP too
+        except Exception:
+            self._label_port(facts)
+            self._unplug_slb(router, facts["ip"])
+            sync_locked(self.lab, lb_id, resource)
+            raise
+        return self._state(new)
+
+    def _plug_slb(self, router: VpcRouter, eip: str, lb_id: str, vip: str) -> None:
+        table = self._leg().plug(router.namespace, eip, {"eip": self.eip_id, "ip": eip, "instance": lb_id,
+                                                         "private": vip}, ROUTING, ())
+        index = self._leg().index_in(router.namespace)
+        assert index is not None
+        with router.namespace.ipr() as ipr:
+            unless_exists(ipr.rule, "add", fwmark=model.slb_mark(index), table=table, priority=model.RULE_PRIORITY)
+        # the clients' addresses have no route in the router's main table (the lab is sealed): their packets, DNATed
+        # to a backend, would fail the reverse-path check; replies are routed by the mark instead
+        router.namespace.sysctl(f"net.ipv4.conf.{self.eip_id}.rp_filter", 0)
+
+    def _unplug_slb(self, router: VpcRouter, eip: str) -> None:
+        index = self._leg().index_in(router.namespace)
+        if index is None:
+            return
+        with router.namespace.ipr() as ipr, contextlib.suppress(netlink.NetlinkError):
+            ipr.rule("del", fwmark=model.slb_mark(index), table=ROUTING.table_of(index),
+                     priority=model.RULE_PRIORITY)
+        self._leg().unplug(router.namespace, eip, ROUTING, ())
 
     def _instance(self, instance_id: str, resource: str) -> tuple[VpcRouter, str]:
         for router in routers(self.lab):
@@ -180,6 +234,11 @@ class ElasticIp:
             if facts["instance"].startswith("ngw-"):  # refused while a SNAT entry translates to it
                 NatGateway(self.lab, facts["instance"]).unplug_leg(self.eip_id, self.parked, facts["ip"],
                                                                    self.internet.namespace)
+            elif facts["instance"].startswith("lb-"):
+                self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
+                self._unplug_slb(VpcRouter(self.lab, facts["vpc"]), facts["ip"])
+                self._resync_slb(facts["instance"])
+                return
             else:
                 self._unplug(VpcRouter(self.lab, facts["vpc"]), facts["ip"], facts["private"])
             self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
@@ -194,6 +253,11 @@ class ElasticIp:
             for command in model.elements("delete", eip, private_ip).splitlines():
                 router.namespace.run(["nft", command], check=False)
         self._leg().unplug(router.namespace, eip, ROUTING, (private_ip, eip))
+
+    def _resync_slb(self, lb_id: str) -> None:
+        """The SLB's listeners without the EIP (nothing to do when the SLB is gone: its table went with it)."""
+        if SlbInstance(self.lab, lb_id).read() is not None:
+            sync_locked(self.lab, lb_id)
 
     def _label_port(self, facts: dict[str, str]) -> None:
         Veth(self.internet.namespace, self.eip_id, self.internet.namespace, self.parked).set_alias(

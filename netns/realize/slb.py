@@ -51,6 +51,7 @@ from netns.kernel.link import (
 )
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model import addressing
+from netns.model import eip as eip_model
 from netns.model import slb as model
 from netns.model import slb_l4 as l4
 from netns.model.errors import LabError, NotFoundError, ValidationError
@@ -646,9 +647,23 @@ def _sync_kernel(slb: SlbInstance, state: SlbState, address: str, plans: list[mo
         leg = l4.Leg(slb.lb_id, int(facts["leg"]))
     args = {listener.listener_id: a for listener, a in load_listeners(slb.lab, slb.lb_id)}
     items = tuple(l4.L4Listener(p.listener, p.servers, p.acl_entries) for p in plans)
-    plan = l4.L4Plan(slb.lb_id, address, items, leg, check_source)
+    eips = bound_eips(slb.lab, slb.lb_id, router) if router is not None and state.address_type == "intranet" else ()
+    plan = l4.L4Plan(slb.lb_id, address, items, leg, check_source, eips)
     slb_l4.sync(slb.runtime_dir, slb.namespace, plan, args,
                 router.namespace if router is not None else None)
+
+
+def bound_eips(lab: str, lb_id: str, router: VpcRouter) -> tuple[l4.EipFrontend, ...]:
+    """The EIPs bound to an intranet SLB (``netns/realize/eip.py``): their internet ports name the SLB, their legs
+    are in its router (an EIP whose leg is not there yet, mid-bind or mid-unbind, is left out)."""
+    bound = sorted((port, facts["ip"]) for port, facts in InternetSegment(lab).ports().items()
+                   if facts.get("instance") == lb_id and "ip" in facts)
+    if not bound or not router.namespace.exists():
+        return ()
+    with router.namespace.ipr() as ipr:
+        found = [(port, address, index_of(ipr, port)) for port, address in bound]
+    return tuple(l4.EipFrontend(address, port, eip_model.slb_mark(index))
+                 for port, address, index in found if index is not None)
 
 
 def sync(lab: str, lb_ids: Iterable[str], resource: str = "") -> None:

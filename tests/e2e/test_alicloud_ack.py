@@ -1,8 +1,10 @@
 """An ACK cluster program in the shape of Alibaba's examples, unmodified, through the real engine and acklab's
 `alicloud` plugin: zones → VPC → a node vSwitch and a pod vSwitch → cs.ManagedKubernetes (terway-eniip, an
-ignored add-on) → cs.NodePool → the kubeconfig from cs.get_cluster_credential. Then, from the host, kubectl:
-Ready nodes, a Deployment behind a LoadBalancer Service reached from the lab's internet, the pool scaled to 3 and
-back to 2, and `pulumi destroy` leaves nothing.
+ignored add-on, the SDK's default slb_internet_enabled, no security group given) → cs.NodePool → the kubeconfig
+from cs.get_cluster_credential. Then, from the host, kubectl: Ready nodes; kubectl from the lab's internet at the
+EIP of the API server's SLB; the cluster's own security group with ACK's rules, its nodes in it; a Deployment
+behind a LoadBalancer Service reached from the lab's internet, the pool scaled to 3 and back to 2, and
+`pulumi destroy` leaves nothing.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from acklab.k8s import ack_cluster
 from acklab.recover import checkpoint_ids
 from netns.kernel.namespace import Namespace, list_namespaces
 from netns.model.names import mark, pod_netns_name
-from netns.realize import state_dir
+from netns.realize import state_dir, words
 from netns.realize.cleanup import prune_lab
 from netns.realize.control_plane import control_planes
+from netns.realize.security_group import load_group
+from netns.realize.vpc import routers
 from tests.e2e.test_pulumi_up import VENV
 from tests.k8stools import http_get
-from tests.labtools import wait_for
+from tests.labtools import env_with_venv, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +51,6 @@ k8s = alicloud.cs.ManagedKubernetes("k8s",
     worker_vswitch_ids=[vswitch.id],
     pod_vswitch_ids=[pod_vswitch.id],
     new_nat_gateway=False,
-    slb_internet_enabled=False,
     proxy_mode="ipvs",
     addons=[{"name": "terway-eniip"}, {"name": "csi-plugin"}, {"name": "nginx-ingress-controller"}])
 pool = alicloud.cs.NodePool("default",
@@ -62,6 +66,9 @@ pool = alicloud.cs.NodePool("default",
 credential = alicloud.cs.get_cluster_credential_output(cluster_id=pool.cluster_id)
 pulumi.export("cluster_id", k8s.id)
 pulumi.export("api_server_intranet", k8s.connections[0].api_server_intranet)
+pulumi.export("api_server_internet", k8s.connections[0].api_server_internet)
+pulumi.export("slb_internet", k8s.slb_internet)
+pulumi.export("security_group_id", k8s.security_group_id)
 pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
 """
 
@@ -145,6 +152,42 @@ def serve_web_through_slb(kubectl: Kubectl, lab: str) -> str:
     return address
 
 
+def kubectl_from_the_internet(lab: str, kubeconfig: Path, server: str, tmp_path: Path, *args: str) -> str:
+    """kubectl in the lab's internet namespace, on the cluster's kubeconfig pointed at ``server``: it verifies the
+    API server's certificate there (no --insecure-skip-tls-verify)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = server
+    path = tmp_path / "kubeconfig-internet"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([str(VENV / "bin" / "acklab"), "exec", "--lab", lab, "internet", "--",
+                             str(VENV / "bin" / "kubectl"), "--kubeconfig", str(path), *args],
+                            capture_output=True, text=True, timeout=30, env=env_with_venv())
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_acks_cluster_group(lab: str, sg_id: str) -> None:
+    """The cluster's own group (no security_group_id given) exists with ACK's default rules; the nodes are in it."""
+    group = load_group(lab, sg_id)
+    assert group is not None and (group.group_type, group.inner_access_policy) == ("normal", "Accept")
+    found = {(r.direction, r.protocol, r.ports, r.cidr, r.peer_group) for r in group.rules}
+    assert found == {("ingress", "icmp", None, "0.0.0.0/0", None), ("ingress", "all", None, None, sg_id),
+                     ("egress", "all", None, "0.0.0.0/0", None), ("ingress", "tcp", (30000, 32767), "0.0.0.0/0", None),
+                     ("ingress", "udp", (30000, 32767), "0.0.0.0/0", None)}
+    for path in state_dir(lab).glob("cs/np*.json"):
+        for node in ack_cluster.load_nodes(lab, path.stem):
+            assert _groups_of(lab, node.eni_id) == (sg_id,)
+
+
+def _groups_of(lab: str, eni_id: str) -> tuple[str, ...]:
+    for router in routers(lab):
+        for vswitch in router.vswitches():
+            facts = vswitch.enis().get(eni_id)
+            if facts is not None:
+                return words(facts, "sg")
+    return ()
+
+
 def _timings(path: Path) -> dict[str, float]:
     """Seconds the plugin spent creating each kind (ACKLAB_PROVIDER_TIMINGS)."""
     found: dict[str, float] = {}
@@ -167,6 +210,16 @@ def test_ack_cluster_program_nodes_loadbalancer_scale_destroy(lab, program_stack
     out, kubectl = outputs_and_kubectl(stack, tmp_path)
     assert out["api_server_intranet"].startswith("https://10.4.0.") and out["cluster_id"].startswith("c")
     assert len(kubectl.ready_nodes()) == 2  # the pool answers when its nodes are Ready
+    # slb_internet_enabled (the SDK's default): an EIP bound to the API server's SLB; kubectl from the lab's internet
+    eip = out["slb_internet"]
+    assert eip.startswith("203.0.113.") and out["api_server_internet"] == f"https://{eip}:6443"
+    start = time.monotonic()
+    nodes = kubectl_from_the_internet(lab, kubectl.kubeconfig, out["api_server_internet"], tmp_path,
+                                      "get", "nodes", "-o", "name")
+    assert len(nodes.split()) == 2 and "namespace/kube-system" in kubectl_from_the_internet(
+        lab, kubectl.kubeconfig, out["api_server_internet"], tmp_path, "get", "namespaces", "-o", "name")
+    print(f"kubectl from the internet at {eip}: {time.monotonic() - start:.1f}s")
+    assert_acks_cluster_group(lab, out["security_group_id"])
     print(kubectl("get", "nodes"))
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     assert all(n["metadata"]["labels"]["pool"] == "default" for n in nodes)
@@ -241,6 +294,8 @@ def test_ack_cluster_program_nodes_loadbalancer_scale_destroy(lab, program_stack
     assert list_namespaces(mark(lab)) == []
     assert control_planes(lab) == []
     assert not list(state_dir(lab).glob("cs/*")) and not list(state_dir(lab).glob("k8s/ccm/slbs/*"))
+    assert load_group(lab, out["security_group_id"]) is None  # the cluster's group went with it (its EIP with the
+    # internet namespace: list_namespaces above)
     resources = json.loads(stack.run("stack", "export").stdout)["deployment"].get("resources") or []
     assert resources == []
 
@@ -260,6 +315,7 @@ k8s = alicloud.cs.ManagedKubernetes("k8s",
     pod_cidr="172.20.0.0/16",
     node_cidr_mask=26,
     new_nat_gateway=False,
+    is_enterprise_security_group=True,
     proxy_mode="ipvs",
     addons=[{"name": "flannel"}, {"name": "nginx-ingress-controller", "disabled": True}])
 pool = alicloud.cs.NodePool("default", node_pool_name="default", cluster_id=k8s.id, vswitch_ids=[vswitch.id],
@@ -269,17 +325,23 @@ pulumi.export("vpc_id", vpc.id)
 pulumi.export("slb_id", k8s.slb_id)
 pulumi.export("slb_intranet", k8s.slb_intranet)
 pulumi.export("api_server_intranet", k8s.connections[0].api_server_intranet)
+pulumi.export("security_group_id", k8s.security_group_id)
 pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
 """
 
 
 def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tmp_path, root_unchanged):
     """ACK's Flannel: a /26 of pod_cidr per node, routed in the VPC by the cloud controller; scaling the pool adds
-    and removes routes; destroy leaves nothing."""
+    and removes routes; the cluster's own enterprise group (ACK's rules, the pod CIDR's included) lets pods, the
+    API server and the SLB through; destroy leaves nothing."""
     stack = program_stack(FLANNEL_PROGRAM)
     stack.run("up", "--yes")
     out, kubectl = outputs_and_kubectl(stack, tmp_path)
     vpc = Namespace(f"{mark(lab)}{out['vpc_id']}")
+    group = load_group(lab, out["security_group_id"])
+    assert group is not None and (group.group_type, group.inner_access_policy) == ("enterprise", "Drop")
+    assert {(r.direction, r.cidr, r.peer_group) for r in group.rules if r.protocol == "all"} == {
+        ("ingress", None, group.sg_id), ("egress", "0.0.0.0/0", None), ("ingress", "172.20.0.0/16", None)}
 
     def blocks() -> dict[str, str]:
         nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
@@ -315,7 +377,7 @@ def test_a_flannel_cluster_gives_each_node_a_routed_block(lab, program_stack, tm
 
     stack.run("destroy", "--yes")
     assert list_namespaces(mark(lab)) == [] and control_planes(lab) == []
-    assert not list(state_dir(lab).glob("k8s/ccm/routes/*"))
+    assert not list(state_dir(lab).glob("k8s/ccm/routes/*")) and load_group(lab, group.sg_id) is None
 
 
 EXCLUSIVE_ENI_PROGRAM = """
@@ -376,6 +438,10 @@ shared = alicloud.cs.NodePool("shared", cluster_id=k8s.id, vswitch_ids=[vswitch.
 exclusive = alicloud.cs.NodePool("exclusive", cluster_id=k8s.id, vswitch_ids=[vswitch.id],
                                  instance_types=["ecs.g7.4xlarge"], desired_size=1,
                                  labels=[{"key": "k8s.aliyun.com/exclusive-mode-eni-type", "value": "eniOnly"}])
+# ENI backends get the client's address on the pods' own port: the cluster's group admits ICMP, itself and the
+# NodePorts, so the application's port is opened as ACK's docs ask for an exposed application
+alicloud.ecs.SecurityGroupRule("web", security_group_id=k8s.security_group_id, type="ingress", ip_protocol="tcp",
+                               port_range="80/80", cidr_ip="0.0.0.0/0")
 credential = alicloud.cs.get_cluster_credential_output(cluster_id=exclusive.cluster_id)
 pulumi.export("kubeconfig", pulumi.Output.secret(credential.kube_config))
 """

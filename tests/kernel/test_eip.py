@@ -90,3 +90,47 @@ def test_an_eip_nats_one_instance_to_the_internet_and_back(lab, vpc):
     for e in (eip, other):
         e.delete("release")
     assert not InternetSegment(lab).namespace.exists()  # the last port of the lab's internet gone
+
+
+def test_an_eip_bound_to_an_intranet_slb_is_another_frontend_of_its_layer4_listener(lab, vpc):
+    """ACK's API server endpoint: the EIP's clients reach the SLB's backend through its layer-4 listener with their
+    own address; the VIP still serves the VPC; unbinding takes the EIP out of the listener's rules."""
+    from netns.model import slb as slb_model
+    from netns.realize import slb
+
+    internet, router = mark(lab) + "internet", Namespace(mark(lab) + vpc.vpc_id)
+    web1, web2 = (EcsInstance(lab, f"i-0000000{n}", "").namespace.name for n in (1, 2))
+    lb = "lb-0000000a"
+    vip = slb.SlbInstance(lab, lb).create("intranet", VSwitch(vpc, "vsw-0000000a"), None, "slb 'api'", "api")
+    slb.put_backend_servers(lab, lb, (slb_model.BackendRef("i-00000001"),), "slb 'api'")
+    args = {"protocol": "tcp", "frontend_port": 6443, "backend_port": 80, "bandwidth": -1, "scheduler": "wrr",
+            "health_check": "off"}
+    slb.put_listener(lab, slb_model.parse_listener("slb 'api'", lb, args), args, "slb 'api'")
+    eip = ElasticIp(lab, "eip-00000001")
+    address = eip.create(None, "ecs.EipAddress 'api'")
+    with pytest.raises(NotFoundError, match="instance_id: lb-0000dead is not an SLB"):
+        ElasticIp(lab, "eip-00000001").associate("lb-0000dead", "ecs.EipAssociation 'x'")
+    assert eip.read().instance_id == ""  # nothing half-made
+    state = eip.associate(lb, "ecs.EipAssociation 'api'")
+    assert (state.instance_id, state.private_ip, state.vpc_id) == (lb, vip, vpc.vpc_id)
+    assert eip.associate(lb, "again") == state  # idempotent
+    with ProbeServer(web1, tcp=(80,), udp=()):
+        assert greeting(internet, address, 6443) == "hello 203.0.113.1"  # the client's address kept
+        assert greeting(web2, vip, 6443) == "hello 192.168.1.12"  # the VIP still serves the VPC
+        assert greeting(internet, address, 80) is None  # only the listener's port
+    other = ElasticIp(lab, "eip-00000002")
+    other.create(None, "ecs.EipAddress 'other'")
+    with pytest.raises(ValidationError, match=f"instance_id: {lb} already has EIP eip-00000001"):
+        other.associate(lb, "ecs.EipAssociation 'b'")
+    other.delete("release")
+
+    eip.disassociate()
+    with ProbeServer(web1, tcp=(80,), udp=()):
+        assert greeting(internet, address, 6443) is None
+        assert greeting(web2, vip, 6443) == "hello 192.168.1.12"
+    assert address not in router.run(["nft", "list", "table", "ip", "slb_lb_0000000a"]).stdout
+    assert "0x4549" not in router.run(["ip", "rule"]).stdout and "eip-00000001" not in router.run(
+        ["ip", "-o", "link"]).stdout
+    eip.delete("release")
+    slb.delete_slb(lab, lb)
+    assert not InternetSegment(lab).namespace.exists()

@@ -1,18 +1,20 @@
 """cs.ManagedKubernetes and cs.NodePool at Check: what the lab cannot run is refused at preview, naming the field;
 ACK's defaults are filled in; add-ons the lab does not run are accepted; the data sources' answers; the pure parts
-of new_nat_gateway (which vSwitches get SNAT entries, the refusal of a VPC with a gateway, the cluster's record)."""
+of new_nat_gateway (which vSwitches get SNAT entries, the refusal of a VPC with a gateway, the cluster's record), of
+slb_internet_enabled (the endpoints reported) and of the cluster's own security group (ACK's rules)."""
 
 from __future__ import annotations
 
 import pytest
 
-from acklab.k8s import ack_cluster, cluster_nat
+from acklab.k8s import ack_cluster, cluster_nat, cluster_sg
 from acklab.provider import sdk
 from acklab.provider.base import Context
 from acklab.provider.config import ProviderConfig
 from acklab.provider.cs import (
     ManagedKubernetes,
     NodePool,
+    connection_facts,
     effective_proxy_mode,
     get_kubernetes_version,
     get_managed_kubernetes_clusters,
@@ -226,3 +228,57 @@ def test_managed_kubernetes_clusters_answer_the_labs_clusters(monkeypatch):
     assert get_managed_kubernetes_clusters(config, {"ids": ["c00000000"]}, "lab1")["clusters"] == []
     nothing = get_managed_kubernetes_clusters(config, {}, None)  # no lab known: nothing
     assert nothing["ids"] == [] and nothing["id"] == get_managed_kubernetes_clusters(config, {"ids": ["x"]}, None)["id"]
+
+
+def test_slb_internet_is_on_and_the_enterprise_group_off_by_default_as_in_the_sdk():
+    inputs, _ = ManagedKubernetes().check(ctx("cs.ManagedKubernetes 'k8s'"), CLUSTER)
+    assert inputs["slb_internet_enabled"] is True and inputs["is_enterprise_security_group"] is False
+    for field in ("slb_internet_enabled", "is_enterprise_security_group"):  # ACK: create only, never a replace
+        assert field in ManagedKubernetes.realized and field not in ManagedKubernetes.replace_on
+
+
+def test_an_enterprise_group_conflicts_with_a_given_group_naming_the_field():
+    found = failures(ManagedKubernetes(), {**CLUSTER, "is_enterprise_security_group": True,
+                                           "security_group_id": "sg-0000000c"})
+    assert list(found) == ["is_enterprise_security_group"] and "conflicts with security_group_id" in found[
+        "is_enterprise_security_group"]
+    assert failures(ManagedKubernetes(), {**CLUSTER, "is_enterprise_security_group": True}) == {}
+
+
+def test_the_internet_endpoint_is_the_eip_when_there_is_one_else_the_hosts_relay():
+    with_eip = connection_facts("c0123abcd", "10.4.0.5", 40123, "cn-hangzhou", "203.0.113.7")
+    assert (with_eip["api_server_internet"], with_eip["master_public_ip"]) == ("https://203.0.113.7:6443",
+                                                                             "203.0.113.7")
+    assert with_eip["api_server_intranet"] == "https://10.4.0.5:6443"
+    without = connection_facts("c0123abcd", "10.4.0.5", 40123, "cn-hangzhou")
+    assert (without["api_server_internet"], without["master_public_ip"]) == ("https://127.0.0.1:40123", "127.0.0.1")
+
+
+def test_the_clusters_own_group_has_acks_default_rules():
+    group = cluster_sg.plan(enterprise=False)
+    assert is_cloud_id(group.sg_id, "sg") and all(is_cloud_id(r, "sgr") for r in group.rule_ids)
+    assert len(set(group.rule_ids)) == cluster_sg.RULE_COUNT and group.group_type == "normal"
+    assert cluster_sg.plan(enterprise=True).group_type == "enterprise"
+    rules = {(r.direction, r.protocol, r.ports, r.cidr, r.peer_group, r.policy) for r in cluster_sg.rules(group, None)}
+    assert rules == {("ingress", "icmp", None, "0.0.0.0/0", None, "accept"),  # ping from anywhere
+                     ("ingress", "all", None, None, group.sg_id, "accept"),  # everything within the group
+                     ("egress", "all", None, "0.0.0.0/0", None, "accept"),  # everything out
+                     # the lab's addition: SLB-forwarded clients keep their address and reach NodePorts
+                     ("ingress", "tcp", (30000, 32767), "0.0.0.0/0", None, "accept"),
+                     ("ingress", "udp", (30000, 32767), "0.0.0.0/0", None, "accept")}
+    flannel = cluster_sg.rules(group, "10.244.0.0/16")  # Flannel's routed pod blocks are no group members
+    assert [(r.protocol, r.cidr) for r in flannel if r.cidr == "10.244.0.0/16"] == [("all", "10.244.0.0/16")]
+    assert len({r.rule_id for r in flannel}) == len(flannel) == 6
+    assert cluster_sg.ClusterGroup.from_dict(group.to_dict()) == group
+    assert cluster_sg.ClusterGroup.from_dict(None) is None
+
+
+def test_the_cluster_record_names_the_api_servers_eip_and_the_clusters_group(records_in):
+    group = cluster_sg.plan(enterprise=True)
+    facts = ack_cluster.ClusterFacts("c0123abcd", "vpc-0000000a", ("vsw-0000000b",), "iptables", group.sg_id,
+                                     "ack-lab", ("vsw-0000000a",), None, api_slb_id="lb-0000000d",
+                                     api_eip_id="eip-0000000e", group=group)
+    ack_cluster.save_cluster(LAB, facts)
+    assert ack_cluster.load_cluster(LAB, "c0123abcd") == facts
+    # acklab recover keeps the SLB, its EIP and the group's rules; the group is the output security_group_id
+    assert ack_cluster.owned_ids(LAB) == {"lb-0000000d", "eip-0000000e", *group.rule_ids}

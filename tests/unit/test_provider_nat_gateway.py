@@ -104,9 +104,14 @@ def test_an_eip_bound_to_a_nat_gateway_by_its_id_alone():
     _, found = check(EipAssociation(), {"allocation_id": "eip-0123abcd", "instance_id": "i-0123abcd",
                                         "instance_type": "Nat"})
     assert "not a NAT gateway id" in found["instance_id"]
+    inputs, found = check(EipAssociation(), {"allocation_id": "eip-0123abcd", "instance_id": "lb-0123abcd"})
+    assert found == {} and inputs["instance_type"] == "SlbInstance"  # an intranet SLB's (ACK's API server's)
     _, found = check(EipAssociation(), {"allocation_id": "eip-0123abcd", "instance_id": "i-0123abcd",
                                         "instance_type": "SlbInstance"})
-    assert "NAT gateways only" in found["instance_type"]
+    assert "not a load balancer id" in found["instance_id"]
+    _, found = check(EipAssociation(), {"allocation_id": "eip-0123abcd", "instance_id": "i-0123abcd",
+                                        "instance_type": "HaVip"})
+    assert "NAT gateways and intranet SLBs only" in found["instance_type"]
 
 
 def test_ngw_is_a_cloud_id_acklab_cleans():

@@ -124,6 +124,6 @@ def test_eip_association():
     assert set(failures(EipAssociation(), {})) == {"allocation_id", "instance_id"}
     assert "not an EIP id" in failures(EipAssociation(), {"allocation_id": "eip-1", "instance_id": "i-0123abcd"})[
         "allocation_id"]
-    assert "ECS instances and NAT gateways only" in failures(EipAssociation(), {
-        "allocation_id": "eip-0123abcd", "instance_id": "i-0123abcd", "instance_type": "SlbInstance"})["instance_type"]
+    assert "ECS instances, NAT gateways and intranet SLBs only" in failures(EipAssociation(), {
+        "allocation_id": "eip-0123abcd", "instance_id": "i-0123abcd", "instance_type": "HaVip"})["instance_type"]
     assert failures(EipAssociation(), {"allocation_id": UNKNOWN, "instance_id": UNKNOWN}) == {}

@@ -190,3 +190,17 @@ def test_a_change_that_takes_a_backend_out_of_a_draining_listener_records_its_de
     # health takes a backend out too (the checker drains those itself; a change meanwhile keeps it out)
     health = {drained.listener_id: {server(2).name: "abnormal"}}
     assert realize.draining(before, recorded((server(1), server(2)))[0], health, now=1000.0) == {}
+
+
+def test_an_eip_bound_to_an_intranet_slb_is_another_frontend_with_its_own_reply_mark():
+    item = l4.L4Listener(listener(6443, persistence_timeout=60), (server(1),))
+    eip = l4.EipFrontend("203.0.113.7", "eip-0000000a", 0x45490009)
+    text = l4.render_structure(l4.L4Plan(LB, VIP, (item,), eips=(eip,)))
+    frontends = f"{{ {VIP}, 203.0.113.7 }}"
+    assert f"ip daddr {frontends} tcp dport 6443 dnat ip addr . port to numgen inc mod 251 map @tcp_6443_slots" in text
+    assert f"ip daddr {frontends} tcp dport 6443 dnat ip addr . port to ip saddr map @tcp_6443_persist" in text
+    assert f"ct original ip daddr {frontends} ct original proto-dst 6443 ct timeout set" in text
+    assert 'iifname "eip-0000000a" ct state new ct original ip daddr 203.0.113.7 ct mark set 0x45490009' in text
+    assert "ct direction reply ct mark 0x45490009 meta mark set ct mark" in text
+    assert f"ip daddr {VIP} tcp" not in l4.render_structure(l4.L4Plan(LB, VIP, (item,), eips=(eip,)))
+    assert f"ip daddr {VIP} tcp dport 6443 dnat" in l4.render_structure(l4.L4Plan(LB, VIP, (item,)))
