@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from netns.kernel.files import read_text, write_atomic
@@ -94,6 +94,22 @@ def find(matches: Callable[[list[str]], bool]) -> list[int]:
         if entry.isdigit():
             argv = cmdline(int(entry))
             if argv and matches(argv):
+                found.append(int(entry))
+    return found
+
+
+def children(parents: Iterable[int]) -> list[int]:
+    """PIDs of the direct children of ``parents`` (one scan of /proc): a daemon's workers."""
+    wanted, found = set(parents), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'
+            if int(stat.rsplit(b")", 1)[1].split()[1]) in wanted:
                 found.append(int(entry))
     return found
 

@@ -28,6 +28,9 @@ def clean_lab(lab: str) -> list[str]:
     from acklab.k8s import ingress_controller  # likewise: it would start nginx in pods being taken apart
 
     removed += [f"ingress controller pid {pid}" for pid in ingress_controller.end_leftovers(lab)]
+    from acklab.k8s.realize import ingress  # nginx of controller pods whose namespace vanished
+
+    removed += [f"nginx pid {pid}" for pid in ingress.end_leftover_nginx(lab)]
     for namespace in list_namespaces(mark(lab)):
         if lab_of(namespace.name) == lab:
             namespace.remove()

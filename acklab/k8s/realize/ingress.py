@@ -35,6 +35,7 @@ from acklab.k8s.model import ingress, services
 from acklab.k8s.model.ingress_annotations import GlobalConfig
 from acklab.k8s.model.objects import Cluster
 from acklab.k8s.realize.pod_network import PodRecord, load_records
+from netns.kernel import process
 from netns.kernel.files import write_atomic
 from netns.kernel.namespace import NETNS_DIR, Namespace, alive
 from netns.model.errors import LabError, ValidationError
@@ -229,6 +230,15 @@ def stop_nginx(folder: Path, grace: float = 10.0) -> None:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def end_leftover_nginx(lab: str) -> list[int]:
+    """SIGKILL every nginx of the lab's controller pods that is still running, and its workers: found by the prefix
+    path on the master's command line, so also one whose pod's namespace is gone (``acklab clean``'s safety net)."""
+    prefix = f"-p {ingress_dir(lab)}/"
+    masters = process.find(lambda argv: " ".join(argv).startswith("nginx: master process")
+                           and prefix in " ".join(argv))
+    return process.kill_all(masters + process.children(masters)) if masters else []
 
 
 # --- the cluster's view -----------------------------------------------------------------------------------------

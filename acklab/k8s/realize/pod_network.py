@@ -160,13 +160,6 @@ def _batch_netns(verb: str, names: list[str]) -> None:
         raise LabError(f"ip netns {verb}: {result.stderr.strip()}")
 
 
-def _kill_in(namespaces: list[Namespace], grace: float = 3.0) -> None:
-    """End the processes in these namespaces (iperf3 servers, commands run by exec), by PID, one /proc scan."""
-    inodes = {ns.inode() for ns in namespaces} - {None}
-    if inodes:
-        end_processes(processes_in(inodes), grace)  # type: ignore[arg-type]
-
-
 # --- a node ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -493,9 +486,12 @@ class NodeNetwork:
         self.remove_pods([record])
 
     def remove_pods(self, records: list[PodRecord]) -> None:
-        """Remove pods: their processes (by namespace inode, one scan of /proc), their host veths (routes go
-        with them), Terway's rules, their namespaces (one ``ip -batch``), their ``/etc/netns`` folders and records."""
-        _kill_in([Namespace(r.netns) for r in records])
+        """Remove pods: their host veths (routes go with them), Terway's rules, their namespaces (one ``ip -batch``),
+        then their processes (by namespace inode, one scan of /proc), their ``/etc/netns`` folders and records.
+
+        The processes end after the namespaces' names are gone: a process started meanwhile by path (the ingress
+        controller's nginx, ``acklab exec``) could otherwise enter a namespace already swept and outlive the pod."""
+        inodes = {Namespace(r.netns).inode() for r in records} - {None}
         if self.namespace.exists() and records:
             self._return_enis(records)
             with self.namespace.ipr() as ipr:
@@ -510,6 +506,8 @@ class NodeNetwork:
                         kwargs = {"dst": address, "dst_len": 32} if dst else {"src": address, "src_len": 32}
                         _ignore_missing(ipr.rule, "del", priority=prio, table=table, **kwargs)
         _batch_netns("delete", [r.netns for r in records if Namespace(r.netns).exists()])
+        if inodes:
+            end_processes(processes_in(inodes))  # type: ignore[arg-type]
         for record in records:
             netns_etc.remove(record.netns)  # its resolv.conf (the node agent's): ip netns delete leaves it
             _drop_record(self.lab, record.pod)
