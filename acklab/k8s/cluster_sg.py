@@ -36,9 +36,6 @@ class ClusterGroup:
     group_type: str  # normal or enterprise
     rule_ids: tuple[str, ...]  # one per rule of ``rules``, in order
 
-    def ids(self) -> set[str]:
-        return {self.sg_id, *self.rule_ids}
-
     def to_dict(self) -> dict[str, Any]:
         return {"sg_id": self.sg_id, "group_type": self.group_type, "rule_ids": list(self.rule_ids)}
 

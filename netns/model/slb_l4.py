@@ -242,14 +242,17 @@ def _after_rules(plan: L4Plan) -> list[str]:
                          f"ct original proto-dst {listener.frontend_port} "
                          f"update @{item.prefix}_persist {{ ip saddr : ip daddr . {listener.protocol} dport }}")
     if plan.leg is not None:
-        rules.append(f'    iifname "{plan.leg.ifname}" ct state new ct original ip daddr {plan.vip} '
-                     f"ct mark set {plan.leg.mark:#x}")
-        rules.append(f"    ct direction reply ct mark {plan.leg.mark:#x} meta mark set ct mark")
+        rules += _reply_by_leg(plan.leg.ifname, plan.vip, plan.leg.mark)
     for eip in plan.eips:  # an EIP's clients: their replies leave by the EIP's leg (its fwmark rule)
-        rules.append(f'    iifname "{eip.ifname}" ct state new ct original ip daddr {eip.address} '
-                     f"ct mark set {eip.mark:#x}")
-        rules.append(f"    ct direction reply ct mark {eip.mark:#x} meta mark set ct mark")
+        rules += _reply_by_leg(eip.ifname, eip.address, eip.mark)
     return rules
+
+
+def _reply_by_leg(ifname: str, address: str, mark: int) -> list[str]:
+    """Connections to ``address`` that came in by the leg ``ifname`` get its conntrack mark; their replies carry it
+    as the packet mark, which the leg's routing rule sends back out by the same leg."""
+    return [f'    iifname "{ifname}" ct state new ct original ip daddr {address} ct mark set {mark:#x}',
+            f"    ct direction reply ct mark {mark:#x} meta mark set ct mark"]
 
 
 def render_structure(plan: L4Plan) -> str:

@@ -231,17 +231,19 @@ class ElasticIp:
             facts = self._port()
             if facts is None or not facts.get("instance"):
                 return
-            if facts["instance"].startswith("ngw-"):  # refused while a SNAT entry translates to it
-                NatGateway(self.lab, facts["instance"]).unplug_leg(self.eip_id, self.parked, facts["ip"],
-                                                                   self.internet.namespace)
-            elif facts["instance"].startswith("lb-"):
-                self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
+            instance = facts["instance"]
+            unbound = {k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")}
+            if instance.startswith("ngw-"):  # refused while a SNAT entry translates to it
+                NatGateway(self.lab, instance).unplug_leg(self.eip_id, self.parked, facts["ip"],
+                                                          self.internet.namespace)
+            elif instance.startswith("lb-"):  # unlabelled first: the SLB's resync then no longer counts it bound
+                self._label_port(unbound)
                 self._unplug_slb(VpcRouter(self.lab, facts["vpc"]), facts["ip"])
-                self._resync_slb(facts["instance"])
+                self._resync_slb(instance)
                 return
             else:
                 self._unplug(VpcRouter(self.lab, facts["vpc"]), facts["ip"], facts["private"])
-            self._label_port({k: v for k, v in facts.items() if k not in ("instance", "private", "vpc")})
+            self._label_port(unbound)
 
     def _unplug(self, router: VpcRouter, eip: str, private_ip: str) -> None:
         """Undo ``_plug`` as far as it got: NAT elements, then the leg back to the internet namespace."""
